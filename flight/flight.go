@@ -1,0 +1,248 @@
+// Package flight provides a generic, context-aware duplicate call suppression
+// mechanism: however many goroutines ask for the same key at once, one function
+// call runs and every caller shares its result.
+//
+// It differs from golang.org/x/sync/singleflight in four ways that matter to a
+// cache in front of a slow source:
+//
+//   - Each caller waits on its own context. A caller whose context ends returns
+//     ctx.Err() at once; the call goes on for the others. This includes the
+//     caller that started the call.
+//   - The function runs on its own goroutine, on a context detached from every
+//     caller's cancellation ([context.WithoutCancel] of the first caller's
+//     context, so values such as trace ids survive) that carries the key
+//     ([KeyFromContext]).
+//   - A panic or [runtime.Goexit] in the function never crashes the process or
+//     the callers: every waiter gets a [*PanicError] or [ErrGoexit].
+//   - Keys and values are typed.
+//
+// The price of the first two is one goroutine per call (not per caller), about
+// a microsecond on the first caller's path; callers that join a call cost no
+// more than with x/sync.
+package flight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+)
+
+// ErrGoexit is returned to every waiter of a call whose function called
+// [runtime.Goexit] (for example through testing.T.FailNow).
+var ErrGoexit = errors.New("flight: function called runtime.Goexit")
+
+// PanicError is returned to every waiter of a call whose function panicked.
+// It keeps the value passed to panic and the stack of the panicking goroutine.
+type PanicError struct {
+	// Value is the value the function panicked with.
+	Value any
+	// Stack is the stack trace of the panicking goroutine, as [debug.Stack] gives it.
+	Stack []byte
+}
+
+// Error reports the panic value. The stack is in the Stack field, so that an
+// error wrapped in a log line stays one line.
+func (p *PanicError) Error() string {
+	return fmt.Sprintf("flight: function panicked: %v", p.Value)
+}
+
+// Unwrap returns the panic value when it is an error, so that [errors.Is] and
+// [errors.As] see through a panic(err).
+func (p *PanicError) Unwrap() error {
+	err, _ := p.Value.(error)
+	return err
+}
+
+// A Group runs at most one call per key at a time and shares its result with
+// every caller of that key that arrives while it runs. Results are not kept:
+// a call that starts after the previous one finished runs the function again.
+//
+// The zero value is ready to use. A Group must not be copied after first use.
+type Group[K comparable, V any] struct {
+	// CancelWhenAbandoned decides what happens to a call once every caller
+	// waiting on it has returned early on its own context.
+	//
+	// false (the default): the call runs to completion and its result is
+	// dropped. This is what a cache wants: the load still fills the cache for
+	// the next caller.
+	//
+	// true: the call's context is cancelled. The key is free at once, so a
+	// caller arriving afterwards starts a new call; it never joins the
+	// cancelled one.
+	CancelWhenAbandoned bool
+
+	mu sync.Mutex
+	m  map[K]*call[V]
+	// peak is the largest len(m) since m was last allocated. Go maps never
+	// shrink, so once a burst of keys has drained, m is dropped and the next
+	// call allocates a small one.
+	peak int
+}
+
+// shrinkAfter is the peak size past which an emptied in-flight map is released.
+const shrinkAfter = 1024
+
+type call[V any] struct {
+	done chan struct{} // closed when val and err are set
+
+	val V
+	err error
+
+	cancel context.CancelFunc // nil unless Group.CancelWhenAbandoned
+
+	// Guarded by Group.mu.
+	waiters   int  // callers still waiting on done
+	dups      int  // callers that joined after the first
+	abandoned bool // cancelled because every waiter left; never joined again
+}
+
+// Do calls fn once for every group of concurrent callers of key and returns
+// its result to each of them.
+//
+// If ctx ends before the result is ready, Do returns ctx.Err() at once; the
+// call itself goes on for the other callers (see [Group.CancelWhenAbandoned]
+// for when none is left). If ctx has already ended, Do returns ctx.Err()
+// without starting or joining a call.
+//
+// fn runs on a new goroutine with a context that carries the key (see
+// [KeyFromContext]) and the values of the first caller's ctx but not its
+// cancellation. A panic in fn is returned to every waiter as a [*PanicError]
+// and a [runtime.Goexit] as [ErrGoexit]; in both cases the key is free again
+// for the next caller.
+func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
+	v, _, err := g.DoShared(ctx, key, fn)
+	return v, err
+}
+
+// DoShared is [Group.Do] that also reports whether the result was given to
+// more than one caller. shared is false for a caller that returns ctx.Err()
+// on its own context.
+func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Context) (V, error)) (v V, shared bool, err error) {
+	if err := ctx.Err(); err != nil {
+		var zero V
+		return zero, false, err
+	}
+	g.mu.Lock()
+	if g.m == nil {
+		g.m = make(map[K]*call[V])
+	}
+	if c, ok := g.m[key]; ok {
+		c.waiters++
+		c.dups++
+		g.mu.Unlock()
+		return g.wait(ctx, key, c)
+	}
+	c := &call[V]{done: make(chan struct{}), waiters: 1}
+	var callCtx context.Context = &callContext[K]{Context: context.WithoutCancel(ctx), key: key}
+	if g.CancelWhenAbandoned {
+		callCtx, c.cancel = context.WithCancel(callCtx)
+	}
+	g.m[key] = c
+	g.peak = max(g.peak, len(g.m))
+	g.mu.Unlock()
+
+	go g.run(callCtx, key, c, fn)
+	return g.wait(ctx, key, c)
+}
+
+// Forget tells the group to start a new call for the next caller of key
+// instead of joining the one in flight, if any. The call in flight still
+// returns its result to the callers already waiting on it.
+func (g *Group[K, V]) Forget(key K) {
+	g.mu.Lock()
+	g.forgetLocked(key, nil)
+	g.mu.Unlock()
+}
+
+// forgetLocked removes key from the in-flight map; when c is not nil, only if
+// the entry is c. Removing by identity is what keeps a late finisher from
+// removing the call that replaced it after a Forget or an abandonment.
+func (g *Group[K, V]) forgetLocked(key K, c *call[V]) {
+	if cur, ok := g.m[key]; !ok || (c != nil && cur != c) {
+		return
+	}
+	delete(g.m, key)
+	if len(g.m) == 0 && g.peak > shrinkAfter {
+		g.m, g.peak = nil, 0
+	}
+}
+
+func (g *Group[K, V]) wait(ctx context.Context, key K, c *call[V]) (V, bool, error) {
+	select {
+	case <-c.done:
+		// dups is written only under g.mu while c is in the map, and run
+		// removes c from the map under g.mu before closing done.
+		return c.val, c.dups > 0, c.err
+	case <-ctx.Done():
+	}
+	// The result may have arrived at the same moment; prefer it.
+	select {
+	case <-c.done:
+		return c.val, c.dups > 0, c.err
+	default:
+	}
+	g.mu.Lock()
+	c.waiters--
+	if c.waiters == 0 && g.CancelWhenAbandoned && !c.abandoned {
+		c.abandoned = true
+		g.forgetLocked(key, c)
+		c.cancel()
+	}
+	g.mu.Unlock()
+	var zero V
+	return zero, false, ctx.Err()
+}
+
+// run calls fn on its own goroutine. Because the goroutine is ours, one
+// deferred function is enough to tell a panic from a runtime.Goexit: recover
+// returns the panic value in the first case and nil in the second, and in
+// neither case does anything need to propagate to a caller's goroutine.
+func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(context.Context) (V, error)) {
+	returned := false
+	defer func() {
+		if !returned {
+			if r := recover(); r != nil {
+				c.err = &PanicError{Value: r, Stack: debug.Stack()}
+			} else {
+				c.err = ErrGoexit
+			}
+		}
+		g.mu.Lock()
+		g.forgetLocked(key, c)
+		g.mu.Unlock()
+		if c.cancel != nil {
+			c.cancel()
+		}
+		close(c.done)
+	}()
+	c.val, c.err = fn(ctx)
+	returned = true
+}
+
+// keyContext is the context key under which a call's key is stored. It is
+// generic so that groups with different key types never see each other's keys.
+type keyContext[K comparable] struct{}
+
+// callContext is the context a call's function runs on: the first caller's
+// context without its cancellation, plus the key. It does what
+// context.WithValue would, without boxing the key into an interface.
+type callContext[K comparable] struct {
+	context.Context
+	key K
+}
+
+func (c *callContext[K]) Value(k any) any {
+	if _, ok := k.(keyContext[K]); ok {
+		return c.key
+	}
+	return c.Context.Value(k)
+}
+
+// KeyFromContext returns the key of the call whose function runs on ctx, and
+// whether ctx carries a key of type K.
+func KeyFromContext[K comparable](ctx context.Context) (K, bool) {
+	k, ok := ctx.Value(keyContext[K]{}).(K)
+	return k, ok
+}
