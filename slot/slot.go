@@ -330,11 +330,13 @@ func (s *Slot[T]) finish(ctx context.Context, c *call[T], v T, ttl time.Duration
 	}
 	c.err = err
 	s.mu.Unlock()
-	close(c.done)
 
+	// Logged before the waiters are released, so that a caller that got the
+	// old value back after a failure finds the failure in the log.
 	if failures > 0 {
 		s.logFailure(ctx, failures, delay, err)
 	}
+	close(c.done)
 }
 
 func (s *Slot[T]) logFailure(ctx context.Context, failures int, delay time.Duration, err error) {
