@@ -1,0 +1,154 @@
+// Package memory is herd's bounded in-process store, on
+// github.com/maypok86/otter/v2: bounded by entry count or by weight, each
+// entry dropped at its KeepUntil.
+//
+// A hit takes no lock and allocates nothing. The context arguments are
+// accepted for the [store.Store] interface and ignored: no method blocks.
+package memory
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/herdcache/herd/store"
+)
+
+// DefaultMaxEntries is the bound of a store built without [MaxEntries] or
+// [MaxWeight].
+const DefaultMaxEntries = 10_000
+
+// A Store is a bounded in-memory [store.Store]. Build it with [New]; its
+// methods are safe for concurrent use.
+type Store[T any] struct {
+	c *otter.Cache[string, store.Entry[T]]
+}
+
+var _ store.Store[int] = (*Store[int])(nil)
+
+type config struct {
+	maxEntries int
+	maxWeight  uint64
+	weigher    any // func(key string, v T) uint32, checked by New
+}
+
+// An Option configures a [Store].
+type Option func(*config)
+
+// MaxEntries bounds the store to about n entries; past it, the entries least
+// likely to be used again are evicted. Default: [DefaultMaxEntries].
+func MaxEntries(n int) Option {
+	return func(c *config) { c.maxEntries, c.maxWeight, c.weigher = n, 0, nil }
+}
+
+// MaxWeight bounds the store by the sum of weigh(key, value) over its entries
+// instead of by their count, for example by their size in bytes. weigh is
+// called once when an entry is stored; a not-found entry weighs 1.
+func MaxWeight[T any](maxWeight uint64, weigh func(key string, v T) uint32) Option {
+	return func(c *config) { c.maxEntries, c.maxWeight, c.weigher = 0, maxWeight, weigh }
+}
+
+// New returns an empty store. It panics on an invalid option (a bound that
+// is not positive, or a [MaxWeight] weigher of another value type), as these
+// are programming errors.
+//
+// The store runs one goroutine for periodic clean-up of expired entries;
+// [Store.Close] stops it, and herd.Cache.Close calls Close.
+func New[T any](opts ...Option) *Store[T] {
+	cfg := config{maxEntries: DefaultMaxEntries}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	o := &otter.Options[string, store.Entry[T]]{ExpiryCalculator: keepUntil[T]{}}
+	switch {
+	case cfg.weigher != nil:
+		weigh, ok := cfg.weigher.(func(string, T) uint32)
+		if !ok {
+			panic(fmt.Sprintf("memory: MaxWeight's weigher is a %T, want a func(string, %T) uint32", cfg.weigher, *new(T)))
+		}
+		if cfg.maxWeight == 0 {
+			panic("memory: MaxWeight must be positive")
+		}
+		o.MaximumWeight = cfg.maxWeight
+		o.Weigher = func(key string, e store.Entry[T]) uint32 {
+			if e.NotFound {
+				return 1
+			}
+			return weigh(key, e.Value)
+		}
+	case cfg.maxEntries <= 0:
+		panic(fmt.Sprintf("memory: MaxEntries must be positive, got %d", cfg.maxEntries))
+	default:
+		o.MaximumSize = cfg.maxEntries
+	}
+	c, err := otter.New(o)
+	if err != nil {
+		panic("memory: " + err.Error())
+	}
+	return &Store[T]{c: c}
+}
+
+// Get returns the entry of key, or false when there is none or its KeepUntil
+// has passed. It never returns an error.
+func (s *Store[T]) Get(_ context.Context, key string) (store.Entry[T], bool, error) {
+	e, ok := s.c.GetIfPresent(key)
+	return e, ok, nil
+}
+
+// Set stores e under key until e.KeepUntil. An entry whose KeepUntil has
+// already passed removes the key instead.
+func (s *Store[T]) Set(_ context.Context, key string, e store.Entry[T]) error {
+	if !e.Live(time.Now()) {
+		s.c.Invalidate(key)
+		return nil
+	}
+	s.c.Set(key, e)
+	return nil
+}
+
+// Delete removes the entry of key, if any.
+func (s *Store[T]) Delete(_ context.Context, key string) error {
+	s.c.Invalidate(key)
+	return nil
+}
+
+// Len returns the number of entries, after the evictions and expirations that
+// are due. It costs a maintenance pass of the cache: use it for diagnostics
+// and tests, not on a hot path.
+func (s *Store[T]) Len() int {
+	s.c.CleanUp()
+	return s.c.EstimatedSize()
+}
+
+// Close stops the store's clean-up goroutine. The store still works after
+// Close; expired entries are then dropped as they are read or evicted.
+func (s *Store[T]) Close(context.Context) error {
+	s.c.StopAllGoroutines()
+	return nil
+}
+
+// keepUntil expires every entry at its KeepUntil, computed anew on each
+// write and left alone on reads.
+type keepUntil[T any] struct{}
+
+func (keepUntil[T]) ExpireAfterCreate(e otter.Entry[string, store.Entry[T]]) time.Duration {
+	return untilKeepUntil(e.Value)
+}
+
+func (keepUntil[T]) ExpireAfterUpdate(e otter.Entry[string, store.Entry[T]], _ store.Entry[T]) time.Duration {
+	return untilKeepUntil(e.Value)
+}
+
+func (keepUntil[T]) ExpireAfterRead(e otter.Entry[string, store.Entry[T]]) time.Duration {
+	return e.ExpiresAfter()
+}
+
+func untilKeepUntil[T any](e store.Entry[T]) time.Duration {
+	if e.KeepUntil.IsZero() {
+		return math.MaxInt64 // otter's "never"
+	}
+	return time.Until(e.KeepUntil)
+}

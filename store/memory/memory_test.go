@@ -1,0 +1,108 @@
+package memory_test
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/memory"
+	"github.com/herdcache/herd/store/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func newStore(t *testing.T, opts ...memory.Option) *memory.Store[storetest.Value] {
+	s := memory.New[storetest.Value](opts...)
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] { return newStore(t) })
+}
+
+func TestConformanceWeighted(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
+		return newStore(t, memory.MaxWeight(1<<30, func(_ string, v storetest.Value) uint32 { return uint32(len(v.Blob) + 1) }))
+	})
+}
+
+func TestEntryDroppedAtKeepUntil(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newStore(t)
+		ctx := context.Background()
+		now := time.Now()
+		_ = s.Set(ctx, "k", store.Entry[storetest.Value]{Value: storetest.Value{Name: "v"}, StoredAt: now, KeepUntil: now.Add(time.Minute)})
+		time.Sleep(time.Minute - time.Nanosecond)
+		if _, ok, _ := s.Get(ctx, "k"); !ok {
+			t.Fatal("entry gone before its KeepUntil")
+		}
+		time.Sleep(time.Nanosecond)
+		if _, ok, _ := s.Get(ctx, "k"); ok {
+			t.Fatal("entry still returned at its KeepUntil")
+		}
+		_ = s.Close(ctx)
+	})
+}
+
+func TestMaxEntriesBoundsTheStore(t *testing.T) {
+	s := newStore(t, memory.MaxEntries(100))
+	ctx := context.Background()
+	for i := range 10_000 {
+		_ = s.Set(ctx, string(rune(i)), store.Entry[storetest.Value]{Value: storetest.Value{N: int64(i)}})
+	}
+	_ = s.Close(ctx) // stop the clean-up goroutine; eviction still happens on writes
+	if n := s.Len(); n > 110 {
+		t.Fatalf("store holds %d entries with MaxEntries(100)", n)
+	}
+}
+
+func TestMaxWeightBoundsTheStore(t *testing.T) {
+	s := newStore(t, memory.MaxWeight(10_000, func(_ string, v storetest.Value) uint32 { return uint32(len(v.Blob)) }))
+	ctx := context.Background()
+	blob := make([]byte, 1000)
+	for i := range 1000 {
+		_ = s.Set(ctx, string(rune(i)), store.Entry[storetest.Value]{Value: storetest.Value{Blob: blob}})
+	}
+	if n := s.Len(); n > 11 {
+		t.Fatalf("store holds %d entries of 1000 bytes under a 10,000 weight bound", n)
+	}
+}
+
+func TestInvalidOptionsPanic(t *testing.T) {
+	for name, opt := range map[string]memory.Option{
+		"zero entries":   memory.MaxEntries(0),
+		"zero weight":    memory.MaxWeight(0, func(string, storetest.Value) uint32 { return 1 }),
+		"wrong weigher":  memory.MaxWeight(10, func(string, int) uint32 { return 1 }),
+		"negative count": memory.MaxEntries(-1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Fatal("New did not panic")
+				}
+			}()
+			memory.New[storetest.Value](opt)
+		})
+	}
+}
+
+func TestHitDoesNotAllocate(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	_ = s.Set(ctx, "k", store.Entry[storetest.Value]{Value: storetest.Value{Name: "v"}, KeepUntil: time.Now().Add(time.Hour)})
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, ok, _ := s.Get(ctx, "k"); !ok {
+			t.Fatal("miss")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a hit allocated %v times", allocs)
+	}
+}

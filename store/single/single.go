@@ -1,0 +1,55 @@
+// Package single is a store that holds one entry: the last key set. A Get of
+// any other key is a miss. It suits a cache of one object (a configuration,
+// a token) that is read very often: a read is one atomic load, with no lock.
+package single
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/herdcache/herd/store"
+)
+
+// A Store holds at most one entry. The zero value is ready to use; its
+// methods are safe for concurrent use and ignore their contexts, as none
+// blocks.
+type Store[T any] struct {
+	p atomic.Pointer[slot[T]]
+}
+
+var _ store.Store[int] = (*Store[int])(nil)
+
+type slot[T any] struct {
+	key string
+	e   store.Entry[T]
+}
+
+// New returns an empty store.
+func New[T any]() *Store[T] { return new(Store[T]) }
+
+// Get returns the entry of key if key is the one held and its KeepUntil has
+// not passed.
+func (s *Store[T]) Get(_ context.Context, key string) (store.Entry[T], bool, error) {
+	p := s.p.Load()
+	if p == nil || p.key != key || !p.e.Live(time.Now()) {
+		return store.Entry[T]{}, false, nil
+	}
+	return p.e, true, nil
+}
+
+// Set replaces the entry held, whatever its key, with e under key.
+func (s *Store[T]) Set(_ context.Context, key string, e store.Entry[T]) error {
+	s.p.Store(&slot[T]{key: key, e: e})
+	return nil
+}
+
+// Delete drops the entry held if its key is key.
+func (s *Store[T]) Delete(_ context.Context, key string) error {
+	for {
+		p := s.p.Load()
+		if p == nil || p.key != key || s.p.CompareAndSwap(p, nil) {
+			return nil
+		}
+	}
+}

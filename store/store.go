@@ -1,0 +1,107 @@
+// Package store defines the seams between a herd cache and where its entries
+// live: the [Store] interface every backend implements, the [Entry] it holds,
+// the optional [Locker] and [Notifier] capabilities of shared backends, the
+// [Codec] that turns values into bytes, and the wire envelope that remote
+// stores write (see [Encode] and [Decode]).
+//
+// Implementations: store/memory (bounded, in-process), store/single (one
+// value), and the Redis and NATS modules. store/storetest holds the
+// conformance suite they all pass.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// An Entry is one cached answer for a key: a value, or the fact that the
+// source said the key does not exist. Its times are absolute and set when the
+// entry is stored:
+//
+//	StoredAt ──fresh──▶ RefreshAt ──stale──▶ ExpiresAt ──kept for stale-if-error──▶ KeepUntil
+type Entry[T any] struct {
+	Value    T
+	NotFound bool // a cached "does not exist"; Value is the zero value
+	StoredAt time.Time
+	// RefreshAt is when the entry turns stale and a background refresh is
+	// due. Zero: never refreshed in the background.
+	RefreshAt time.Time
+	// ExpiresAt is when the entry stops being served without a load. Zero:
+	// never expires.
+	ExpiresAt time.Time
+	// KeepUntil is when the store may drop the entry. Zero: never. A store
+	// never returns an entry whose KeepUntil has passed.
+	KeepUntil time.Time
+}
+
+// Live reports whether a store may still return e at now: KeepUntil is zero
+// or later than now.
+func (e *Entry[T]) Live(now time.Time) bool {
+	return e.KeepUntil.IsZero() || now.Before(e.KeepUntil)
+}
+
+// A Store holds entries by key. Every method honours its context and is safe
+// for concurrent use.
+//
+// Get returns the entry and true, or false when the key has no live entry
+// (absent, or past its KeepUntil). An error means the store could not answer;
+// the cache then treats the key as missing and counts the error. A store that
+// finds bytes it cannot decode under a key reports a miss, not an error.
+//
+// A store may also implement Close(context.Context) error or Close() error;
+// the cache calls it from its own Close. A store never closes a client it was
+// given.
+type Store[T any] interface {
+	Get(ctx context.Context, key string) (Entry[T], bool, error)
+	Set(ctx context.Context, key string, e Entry[T]) error
+	Delete(ctx context.Context, key string) error
+}
+
+// ErrLocked is returned by [Locker.TryLock] when another owner holds the lock.
+var ErrLocked = errors.New("store: locked by another owner")
+
+// ErrNotHeld is returned by [Lock.Unlock] and [Lock.Extend] when the lease has
+// expired and the lock is gone or held by another owner. The other owner's
+// lock is left alone.
+var ErrNotHeld = errors.New("store: lock not held")
+
+// A Locker is a store that can also hand out short leases on keys, so that one
+// process in a fleet loads or refreshes a key while the others wait for its
+// result in the shared store.
+type Locker interface {
+	// TryLock acquires the lock of key for ttl without waiting. It returns
+	// ErrLocked when another owner holds it.
+	TryLock(ctx context.Context, key string, ttl time.Duration) (Lock, error)
+}
+
+// A Lock is a lease acquired from a [Locker].
+type Lock interface {
+	// Unlock releases the lock. It returns ErrNotHeld if the lease expired
+	// and the lock is gone or taken by another owner.
+	Unlock(ctx context.Context) error
+	// Extend resets the lease to ttl from now, or returns ErrNotHeld.
+	Extend(ctx context.Context, ttl time.Duration) error
+	// Token is a fencing token: it grows with every acquisition of the key's
+	// lock, so a backend can refuse writes from an owner whose lease was
+	// taken over.
+	Token() uint64
+}
+
+// A Notifier is a store shared by several processes that can tell them when
+// a key changes, so that each can drop its own copy of the entry.
+type Notifier interface {
+	// Publish announces that key changed.
+	Publish(ctx context.Context, key string) error
+	// Subscribe calls fn with every key published from now on, in order,
+	// from one goroutine, until the subscription is closed. It survives
+	// reconnections of the backend.
+	Subscribe(ctx context.Context, fn func(key string)) (Subscription, error)
+}
+
+// A Subscription is a running [Notifier.Subscribe].
+type Subscription interface {
+	// Close stops the deliveries and waits for the delivering goroutine to
+	// return.
+	Close() error
+}

@@ -1,0 +1,317 @@
+// Package storetest is the conformance suite of herd's stores: every
+// [store.Store] implementation passes [Run], so that the cache can rely on the
+// same behaviour from memory, Redis or NATS.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herdcache/herd/store"
+)
+
+// Value is the value type the suite stores: a struct with a string, a number
+// and a byte slice, so that a codec's round trip of each is checked.
+type Value struct {
+	Name string `json:"name"`
+	N    int64  `json:"n"`
+	Blob []byte `json:"blob,omitempty"`
+}
+
+func (v Value) equal(w Value) bool {
+	return v.Name == w.Name && v.N == w.N && string(v.Blob) == string(w.Blob)
+}
+
+// Options adjusts the suite to what a backend can do.
+type Options struct {
+	// LargeValue is the size of the blob in the large-value test.
+	// Default: 256 KiB.
+	LargeValue int
+	// LongKey is the length of the longest key tried. Default: 4096.
+	LongKey int
+	// LockTTL is the lease used by the lock tests that wait for expiry; the
+	// suite waits about that long. Default: 100ms.
+	LockTTL time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.LargeValue == 0 {
+		o.LargeValue = 256 << 10
+	}
+	if o.LongKey == 0 {
+		o.LongKey = 4096
+	}
+	if o.LockTTL == 0 {
+		o.LockTTL = 100 * time.Millisecond
+	}
+}
+
+// Run runs the suite against the stores newStore returns; each subtest gets a
+// new, empty store. The lock tests run when the store implements
+// [store.Locker], the notification tests when it implements [store.Notifier].
+func Run(t *testing.T, newStore func(t *testing.T) store.Store[Value]) {
+	t.Helper()
+	RunWith(t, Options{}, newStore)
+}
+
+// RunWith is [Run] with options.
+func RunWith(t *testing.T, opts Options, newStore func(t *testing.T) store.Store[Value]) {
+	t.Helper()
+	opts.defaults()
+	s := suite{opts: opts, newStore: newStore}
+	t.Run("RoundTrip", s.roundTrip)
+	t.Run("Miss", s.miss)
+	t.Run("Overwrite", s.overwrite)
+	t.Run("Delete", s.delete)
+	t.Run("KeepUntil", s.keepUntil)
+	t.Run("ConcurrentWriters", s.concurrentWriters)
+	t.Run("CancelledContext", s.cancelledContext)
+	t.Run("LargeValue", s.largeValue)
+	t.Run("OddKeys", s.oddKeys)
+	probe := newStore(t)
+	if _, ok := probe.(store.Locker); ok {
+		t.Run("Lock/Exclusion", s.lockExclusion)
+		t.Run("Lock/ForeignUnlock", s.lockForeignUnlock)
+		t.Run("Lock/Extend", s.lockExtend)
+	}
+	if _, ok := probe.(store.Notifier); ok {
+		t.Run("Notify/Delivery", s.notifyDelivery)
+	}
+}
+
+type suite struct {
+	opts     Options
+	newStore func(t *testing.T) store.Store[Value]
+}
+
+// now is the suite's reference time, at millisecond precision, the coarsest
+// that a backend may keep.
+func (suite) now() time.Time { return time.Now().Truncate(time.Millisecond) }
+
+func entry(v Value, now time.Time) store.Entry[Value] {
+	return store.Entry[Value]{
+		Value: v, StoredAt: now, RefreshAt: now.Add(time.Minute),
+		ExpiresAt: now.Add(time.Hour), KeepUntil: now.Add(2 * time.Hour),
+	}
+}
+
+func mustGet(t *testing.T, s store.Store[Value], key string) (store.Entry[Value], bool) {
+	t.Helper()
+	e, ok, err := s.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", key, err)
+	}
+	return e, ok
+}
+
+func mustSet(t *testing.T, s store.Store[Value], key string, e store.Entry[Value]) {
+	t.Helper()
+	if err := s.Set(context.Background(), key, e); err != nil {
+		t.Fatalf("Set(%q): %v", key, err)
+	}
+}
+
+func sameEntry(t *testing.T, got, want store.Entry[Value]) {
+	t.Helper()
+	if !got.Value.equal(want.Value) || got.NotFound != want.NotFound ||
+		!got.StoredAt.Equal(want.StoredAt) || !got.RefreshAt.Equal(want.RefreshAt) ||
+		!got.ExpiresAt.Equal(want.ExpiresAt) || !got.KeepUntil.Equal(want.KeepUntil) {
+		t.Fatalf("entry changed in the store:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func (s suite) roundTrip(t *testing.T) {
+	st := s.newStore(t)
+	now := s.now()
+	for key, want := range map[string]store.Entry[Value]{
+		"value":      entry(Value{Name: "Ada", N: -42, Blob: []byte{0, 1, 2, 255}}, now),
+		"not-found":  {NotFound: true, StoredAt: now, ExpiresAt: now.Add(time.Minute), KeepUntil: now.Add(time.Minute)},
+		"zero-times": {Value: Value{Name: "forever"}},
+		"zero-value": {StoredAt: now, KeepUntil: now.Add(time.Hour)},
+	} {
+		mustSet(t, st, key, want)
+		got, ok := mustGet(t, st, key)
+		if !ok {
+			t.Fatalf("Get(%q) missed right after Set", key)
+		}
+		sameEntry(t, got, want)
+	}
+}
+
+func (s suite) miss(t *testing.T) {
+	st := s.newStore(t)
+	if e, ok := mustGet(t, st, "absent"); ok {
+		t.Fatalf("Get of a key never set returned %+v", e)
+	}
+}
+
+func (s suite) overwrite(t *testing.T) {
+	st := s.newStore(t)
+	now := s.now()
+	mustSet(t, st, "k", entry(Value{Name: "one"}, now))
+	want := entry(Value{Name: "two", N: 2}, now.Add(time.Second))
+	mustSet(t, st, "k", want)
+	got, ok := mustGet(t, st, "k")
+	if !ok {
+		t.Fatal("miss after overwrite")
+	}
+	sameEntry(t, got, want)
+}
+
+func (s suite) delete(t *testing.T) {
+	st := s.newStore(t)
+	ctx := context.Background()
+	mustSet(t, st, "k", entry(Value{Name: "v"}, s.now()))
+	mustSet(t, st, "other", entry(Value{Name: "o"}, s.now()))
+	if err := st.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mustGet(t, st, "k"); ok {
+		t.Fatal("Get hit after Delete")
+	}
+	if _, ok := mustGet(t, st, "other"); !ok {
+		t.Fatal("Delete of one key removed another")
+	}
+	if err := st.Delete(ctx, "never-set"); err != nil {
+		t.Fatalf("Delete of a missing key: %v", err)
+	}
+}
+
+func (s suite) keepUntil(t *testing.T) {
+	st := s.newStore(t)
+	now := s.now()
+	past := store.Entry[Value]{Value: Value{Name: "gone"}, StoredAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Minute), KeepUntil: now.Add(-time.Second)}
+	mustSet(t, st, "past", past)
+	if e, ok := mustGet(t, st, "past"); ok {
+		t.Fatalf("an entry whose KeepUntil had passed was returned: %+v", e)
+	}
+	// Past ExpiresAt but within KeepUntil: still there for stale-if-error.
+	stale := store.Entry[Value]{Value: Value{Name: "stale"}, StoredAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Minute), KeepUntil: now.Add(time.Hour)}
+	mustSet(t, st, "stale", stale)
+	got, ok := mustGet(t, st, "stale")
+	if !ok {
+		t.Fatal("an expired entry within its KeepUntil was dropped")
+	}
+	sameEntry(t, got, stale)
+}
+
+func (s suite) concurrentWriters(t *testing.T) {
+	st := s.newStore(t)
+	now := s.now()
+	const writers, rounds = 16, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for r := range rounds {
+				v := Value{Name: fmt.Sprintf("w%d", w), N: int64(r), Blob: []byte(strings.Repeat(string(rune('a'+w)), 100))}
+				if err := st.Set(context.Background(), "shared", entry(v, now)); err != nil {
+					errs <- err
+					return
+				}
+				if err := st.Set(context.Background(), fmt.Sprintf("own-%d", w), entry(v, now)); err != nil {
+					errs <- err
+					return
+				}
+				if _, _, err := st.Get(context.Background(), "shared"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, ok := mustGet(t, st, "shared")
+	if !ok {
+		t.Fatal("shared key missing after concurrent writes")
+	}
+	// Whichever writer won, its value must be whole, not a mix of two.
+	var winner int
+	if _, err := fmt.Sscanf(got.Value.Name, "w%d", &winner); err != nil {
+		t.Fatalf("shared key holds %+v", got.Value)
+	}
+	if string(got.Value.Blob) != strings.Repeat(string(rune('a'+winner)), 100) {
+		t.Fatalf("torn value after concurrent writes: %+v", got.Value)
+	}
+	for w := range writers {
+		got, ok := mustGet(t, st, fmt.Sprintf("own-%d", w))
+		if !ok || got.Value.N != rounds-1 || got.Value.Name != fmt.Sprintf("w%d", w) {
+			t.Fatalf("writer %d's own key holds %+v, want its last write", w, got.Value)
+		}
+	}
+}
+
+func (s suite) cancelledContext(t *testing.T) {
+	st := s.newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	check := func(op string, err error) {
+		t.Helper()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s on a cancelled context: %v, want nil or an error wrapping context.Canceled", op, err)
+		}
+	}
+	_, _, err := st.Get(ctx, "k")
+	check("Get", err)
+	check("Set", st.Set(ctx, "k", entry(Value{Name: "v"}, s.now())))
+	check("Delete", st.Delete(ctx, "k"))
+	// The store still works on a live context.
+	mustSet(t, st, "k", entry(Value{Name: "after"}, s.now()))
+	if got, ok := mustGet(t, st, "k"); !ok || got.Value.Name != "after" {
+		t.Fatalf("store broken after cancelled calls: %+v, %v", got, ok)
+	}
+}
+
+func (s suite) largeValue(t *testing.T) {
+	st := s.newStore(t)
+	blob := make([]byte, s.opts.LargeValue)
+	for i := range blob {
+		blob[i] = byte(i * 7)
+	}
+	want := entry(Value{Name: "large", Blob: blob}, s.now())
+	mustSet(t, st, "large", want)
+	got, ok := mustGet(t, st, "large")
+	if !ok {
+		t.Fatal("large value missing")
+	}
+	sameEntry(t, got, want)
+}
+
+// OddKeys returns keys that trip naive key encodings: empty, whitespace,
+// control bytes, glob and hash-tag characters, separators, invalid UTF-8,
+// pairs that a lossy escaping would map to one key, and a very long one.
+func OddKeys(longKey int) []string {
+	return []string{
+		"", " ", "a b", "line\nbreak", "tab\t", "\x00", "nul\x00byte",
+		"*", "a*b", "?", "[x]", "{tag}", "{tag}:1", "a/b", "a.b", "a_b", "a-b", "a=b",
+		"a..b", ".a", "a.", "_", "__", "%", "%2F", "~", "=", "é", "日本", "\xff\xfe",
+		"user:42", "user:42 ", "USER:42", strings.Repeat("k", longKey),
+	}
+}
+
+func (s suite) oddKeys(t *testing.T) {
+	st := s.newStore(t)
+	keys := OddKeys(s.opts.LongKey)
+	now := s.now()
+	for i, k := range keys {
+		mustSet(t, st, k, entry(Value{Name: k, N: int64(i)}, now))
+	}
+	for i, k := range keys {
+		got, ok := mustGet(t, st, k)
+		if !ok {
+			t.Fatalf("key %q (index %d) missing", k, i)
+		}
+		if got.Value.N != int64(i) || got.Value.Name != k {
+			t.Fatalf("key %q read back the value of key %q: two keys collided", k, got.Value.Name)
+		}
+	}
+}
