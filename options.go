@@ -1,0 +1,141 @@
+package herd
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/herdcache/herd/store"
+)
+
+// An Option configures a [Cache]. Options are checked by [New], which panics
+// with a message naming the option when a value is invalid: options are
+// constants of a program, and a wrong one is a programming error.
+type Option func(*config)
+
+type config struct {
+	ttl          time.Duration
+	refreshAfter time.Duration
+	staleIfError time.Duration
+	negativeTTL  time.Duration
+	jitter       float64
+	loadTimeout  time.Duration
+	workers      int
+	queueSize    int
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+	locker       store.Locker
+	lockTTL      time.Duration
+	logger       *slog.Logger
+	observer     Observer
+}
+
+// Defaults of the options that have one.
+const (
+	DefaultWorkers     = 4
+	DefaultQueueSize   = 1024
+	DefaultBackoffMin  = time.Second
+	DefaultBackoffMax  = time.Minute
+	DefaultLoadTimeout = 0 // none: a load runs until its loader returns
+)
+
+func defaultConfig() config {
+	return config{
+		workers:    DefaultWorkers,
+		queueSize:  DefaultQueueSize,
+		backoffMin: DefaultBackoffMin,
+		backoffMax: DefaultBackoffMax,
+	}
+}
+
+// TTL is how long an entry is served without a load. Past it, a caller waits
+// for a load (see [StaleIfError] for when that load fails). Default: 0, the
+// entry never expires and stays until the store evicts it.
+func TTL(d time.Duration) Option { return func(c *config) { c.ttl = d } }
+
+// RefreshAfter is the age past which an entry is stale: it is still returned
+// at once, and one background refresh of the key is queued. It must be
+// shorter than TTL when TTL is set. Default: 0, no background refresh.
+func RefreshAfter(d time.Duration) Option { return func(c *config) { c.refreshAfter = d } }
+
+// StaleIfError is how long past its TTL an entry is kept to be served when
+// the load that should replace it fails. Such a value is returned with no
+// error and [StatusStaleOnError]. Default: 0, a failed load returns its error.
+func StaleIfError(d time.Duration) Option { return func(c *config) { c.staleIfError = d } }
+
+// NegativeTTL caches a loader's [ErrNotFound] for d: within it, Get returns
+// an error wrapping ErrNotFound without calling the loader. Default: 0, "not
+// found" is not cached.
+func NegativeTTL(d time.Duration) Option { return func(c *config) { c.negativeTTL = d } }
+
+// Jitter shortens each entry's refresh and expiry times by a random fraction
+// of up to f, so that keys loaded together do not all turn stale together.
+// f must be in [0, 1). Default: 0.
+func Jitter(f float64) Option { return func(c *config) { c.jitter = f } }
+
+// LoadTimeout bounds every load, foreground or background, whatever its
+// callers' contexts. Default: 0, no bound: the loader's own timeouts apply.
+func LoadTimeout(d time.Duration) Option { return func(c *config) { c.loadTimeout = d } }
+
+// Workers is the number of background refreshes that run at once. Workers
+// are started when there is work and exit when there is none. Default:
+// [DefaultWorkers].
+func Workers(n int) Option { return func(c *config) { c.workers = n } }
+
+// QueueSize bounds the refreshes waiting for a worker; past it, a refresh is
+// dropped and counted, and the key is tried again on a later stale read.
+// Default: [DefaultQueueSize].
+func QueueSize(n int) Option { return func(c *config) { c.queueSize = n } }
+
+// RefreshBackoff sets how long a key waits after a failed load before it is
+// refreshed in the background again: minimum after the first failure,
+// doubling with each further one up to maximum, each wait jittered between
+// half and all of it. A success resets it. While a key backs off, an expired
+// entry that [StaleIfError] still covers is served without a new load.
+// Defaults: [DefaultBackoffMin] and [DefaultBackoffMax].
+func RefreshBackoff(minimum, maximum time.Duration) Option {
+	return func(c *config) { c.backoffMin, c.backoffMax = minimum, maximum }
+}
+
+// WithLocker makes loads exclusive across processes that share a store: the
+// loader runs only in the process that holds the key's lock, for at most
+// ttl. On a cold or expired key, the others wait for the holder's value to
+// appear in the store, up to ttl and their own context, and load it
+// themselves only if it does not; a background refresh that finds the lock
+// taken is skipped. A store that implements [store.Locker] is usually given
+// here. Default: no locker; in one process, loads are one per key anyway.
+func WithLocker(l store.Locker, ttl time.Duration) Option {
+	return func(c *config) { c.locker, c.lockTTL = l, ttl }
+}
+
+// WithLogger sets where the cache logs store failures and failed background
+// refreshes, at most once per 10 seconds for each kind of message. Default:
+// [slog.Default].
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithObserver sets an [Observer] that receives every event the cache counts
+// in [Cache.Stats]. Default: none.
+func WithObserver(o Observer) Option { return func(c *config) { c.observer = o } }
+
+func (c *config) validate() {
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			panic("herd: " + fmt.Sprintf(format, args...))
+		}
+	}
+	check(c.ttl >= 0, "TTL must not be negative, got %v", c.ttl)
+	check(c.refreshAfter >= 0, "RefreshAfter must not be negative, got %v", c.refreshAfter)
+	check(c.ttl == 0 || c.refreshAfter < c.ttl, "RefreshAfter (%v) must be shorter than TTL (%v)", c.refreshAfter, c.ttl)
+	check(c.staleIfError >= 0, "StaleIfError must not be negative, got %v", c.staleIfError)
+	check(c.negativeTTL >= 0, "NegativeTTL must not be negative, got %v", c.negativeTTL)
+	check(c.jitter >= 0 && c.jitter < 1, "Jitter must be in [0, 1), got %v", c.jitter)
+	check(c.loadTimeout >= 0, "LoadTimeout must not be negative, got %v", c.loadTimeout)
+	check(c.workers > 0, "Workers must be positive, got %d", c.workers)
+	check(c.queueSize > 0, "QueueSize must be positive, got %d", c.queueSize)
+	check(c.backoffMin > 0 && c.backoffMax >= c.backoffMin,
+		"RefreshBackoff needs 0 < minimum <= maximum, got %v and %v", c.backoffMin, c.backoffMax)
+	check(c.locker == nil || c.lockTTL > 0, "WithLocker needs a positive lock TTL, got %v", c.lockTTL)
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+}

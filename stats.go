@@ -1,0 +1,154 @@
+package herd
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Stats are the counters of a [Cache] since it was built. Each field counts
+// one kind of [Event].
+type Stats struct {
+	Hits         uint64 // fresh values returned from the store
+	StaleHits    uint64 // stale values returned at once, a refresh queued
+	Misses       uint64 // callers that found no usable entry and waited for a load
+	NegativeHits uint64 // cached "not found" answers returned
+	SharedWaits  uint64 // callers that got the result of a load another caller started
+	LockWaits    uint64 // loads that waited for another process holding the key's lock
+
+	Loads      uint64        // loader calls
+	LoadErrors uint64        // loader calls that failed ("not found" is not a failure)
+	LoadTime   time.Duration // total time spent in loader calls
+
+	RefreshesQueued  uint64 // background refreshes queued
+	RefreshesDropped uint64 // background refreshes dropped because the queue was full
+	RefreshesFailed  uint64 // background refreshes whose load failed
+
+	StaleOnError uint64 // stale values returned because a load failed
+	StoreErrors  uint64 // store reads and writes that failed
+}
+
+// An EventKind says what an [Event] counts.
+type EventKind uint8
+
+// The kinds of events, one per field of [Stats].
+const (
+	EventHit EventKind = iota + 1
+	EventStaleHit
+	EventMiss
+	EventNegativeHit
+	EventSharedWait
+	EventLockWait
+	EventLoad // Duration is the loader's time, Err its error if it failed
+	EventRefreshQueued
+	EventRefreshDropped
+	EventRefreshFailed // Err is the load's error
+	EventStaleOnError  // Err is the load's error
+	EventStoreError    // Err is the store's error
+)
+
+var eventNames = [...]string{
+	EventHit: "hit", EventStaleHit: "stale_hit", EventMiss: "miss", EventNegativeHit: "negative_hit",
+	EventSharedWait: "shared_wait", EventLockWait: "lock_wait", EventLoad: "load",
+	EventRefreshQueued: "refresh_queued", EventRefreshDropped: "refresh_dropped",
+	EventRefreshFailed: "refresh_failed", EventStaleOnError: "stale_on_error", EventStoreError: "store_error",
+}
+
+// String returns the event's name in snake case, as metrics use it.
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) && eventNames[k] != "" {
+		return eventNames[k]
+	}
+	return "unknown"
+}
+
+// An Event is one thing the cache counted.
+type Event struct {
+	Kind     EventKind
+	Key      string
+	Duration time.Duration // for EventLoad
+	Err      error         // for failures
+}
+
+// An Observer receives a cache's events as they happen, on the goroutine that
+// caused them. Observe must be fast and must not block or call the cache.
+type Observer interface {
+	Observe(Event)
+}
+
+// ObserverFunc adapts a function to an [Observer].
+type ObserverFunc func(Event)
+
+// Observe calls f(e).
+func (f ObserverFunc) Observe(e Event) { f(e) }
+
+// counters are the cache's statistics. Hits are counted on every read of a
+// fresh value, from every core at once, so their counter is striped over
+// cache lines; the others are rare enough for one atomic each.
+type counters struct {
+	hits                                                    stripedCounter
+	staleHits, misses, negativeHits, sharedWaits, lockWaits atomic.Uint64
+	loads, loadErrors, loadNanos                            atomic.Uint64
+	refreshesQueued, refreshesDropped, refreshesFailed      atomic.Uint64
+	staleOnError, storeErrors                               atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Hits: c.hits.load(), StaleHits: c.staleHits.Load(), Misses: c.misses.Load(),
+		NegativeHits: c.negativeHits.Load(), SharedWaits: c.sharedWaits.Load(), LockWaits: c.lockWaits.Load(),
+		Loads: c.loads.Load(), LoadErrors: c.loadErrors.Load(), LoadTime: time.Duration(c.loadNanos.Load()),
+		RefreshesQueued: c.refreshesQueued.Load(), RefreshesDropped: c.refreshesDropped.Load(),
+		RefreshesFailed: c.refreshesFailed.Load(), StaleOnError: c.staleOnError.Load(), StoreErrors: c.storeErrors.Load(),
+	}
+}
+
+const stripes = 16
+
+type stripedCounter struct {
+	s [stripes]struct {
+		n atomic.Uint64
+		_ [56]byte // one cache line per stripe
+	}
+}
+
+func (c *stripedCounter) add() { c.s[rand.Uint32()%stripes].n.Add(1) }
+
+func (c *stripedCounter) load() uint64 {
+	var n uint64
+	for i := range c.s {
+		n += c.s[i].n.Load()
+	}
+	return n
+}
+
+// logEvery is the shortest interval between two log records of one kind.
+const logEvery = 10 * time.Second
+
+// rateLog logs one kind of message at most once per logEvery, saying how many
+// were left out in between.
+type rateLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLog) log(l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	now := time.Now()
+	r.mu.Lock()
+	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	suppressed := r.suppressed
+	r.last, r.suppressed = now, 0
+	r.mu.Unlock()
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed", suppressed))
+	}
+	l.LogAttrs(context.Background(), level, msg, attrs...)
+}
