@@ -1,0 +1,589 @@
+// Package autorefresh keeps a set of items whose state lives elsewhere (jobs,
+// workflow executions, cloud resources) up to date by re-syncing all of them
+// every period, in batches, with a bounded pool of workers under a rate limit.
+//
+// Items enter the set through [Cache.GetOrCreate] and leave it through
+// [Cache.Delete], [Cache.DeleteDelayed], a [Delete] result of the sync
+// function, or eviction when the set is full ([Options.MaxItems]). Once
+// [Cache.Start] has been called, a cycle runs every [Options.ResyncPeriod],
+// the first one a period after Start:
+//
+//  1. Items marked by DeleteDelayed are removed.
+//  2. Every other item that is neither terminal ([Options.IsTerminal]) nor
+//     still held by an earlier sync call is cut into batches of at most
+//     [Options.BatchSize] items ([Options.Batcher] may choose the grouping).
+//  3. The batches go to [Options.Parallelism] workers. Each worker waits for
+//     the rate limiter ([Options.RateLimit] batches per second), reads the
+//     current values of its batch's items and calls the [SyncFunc] once with
+//     them.
+//  4. Each [Result] the call returns is applied: [Unchanged], [Update] (store
+//     the new value) or [Delete] (remove the item).
+//
+// The contract:
+//
+//   - Every cycle passes each non-terminal item to the sync function exactly
+//     once, unless an earlier call still holds it (then the cycle skips it and
+//     counts it in [Stats.SkippedHeld]), or it changes between the cut and the
+//     start of its call into a terminal or deleted item. Terminal items and
+//     items marked by DeleteDelayed are never passed to the sync function.
+//   - An item is never in two sync calls at once, unless one of them is lost.
+//     A cycle holds the items it cuts until their call returns. A call that
+//     has not returned by its deadline ([Options.SyncTimeout] after it
+//     started) is lost: it no longer holds its items, the first cycle after
+//     its deadline syncs them again, and the results it returns late are
+//     discarded. A call that takes longer than a period but returns within
+//     its deadline is never overlapped: the cycles in between skip its items.
+//   - A result is applied only if its item has not changed since the call
+//     read it: a [Cache.Update], [Cache.Delete], re-creation or other applied
+//     result that lands while the call runs wins, and the result is discarded
+//     and counted in [Stats.ResultsDiscarded]. Items that the call did not
+//     receive are left alone; items it received but returned no result for
+//     are unchanged.
+//   - A call that returns an error changes nothing: its results are discarded,
+//     the error is counted and logged, and its items are synced again at the
+//     next cycle, not before. A call that panics (or calls [runtime.Goexit])
+//     is recovered: the panic is counted and logged at error level with its
+//     value and stack, its items are kept, and the worker goes on (after a
+//     Goexit a new worker replaces it), so the pool keeps its size. Logging
+//     is rate-limited (see [Options.Logger]); counting is not.
+//   - Sync calls never exceed Parallelism at once, and never start faster
+//     than the rate limit allows.
+//   - [Cache.Close] stops the cycles and the workers and waits, within its
+//     context, for the calls in flight; nothing it started is left running
+//     once it has returned nil.
+//
+// Every method is safe for concurrent use. The functions the cache is given
+// (the sync function, IsTerminal, Batcher, the Observer) are never called
+// with a lock held, so they may call the cache.
+//
+// Reading or changing one item costs a map access under one mutex, plus an
+// [Options.IsTerminal] call for every value stored. A cycle costs one pass
+// over the set under that mutex.
+package autorefresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+var (
+	// ErrNotFound is returned by [Cache.Get] and [Cache.Update] for an id that
+	// is not in the set.
+	ErrNotFound = errors.New("autorefresh: item not found")
+	// ErrClosed is returned by every method of a cache that has been closed,
+	// or whose Start context has ended.
+	ErrClosed = errors.New("autorefresh: cache closed")
+	// ErrAlreadyStarted is returned by [Cache.Start] when it is called a
+	// second time.
+	ErrAlreadyStarted = errors.New("autorefresh: already started")
+	// ErrInvalidOptions is wrapped by the error [New] returns when an option
+	// is out of range.
+	ErrInvalidOptions = errors.New("autorefresh: invalid options")
+)
+
+// An Item is what the sync function receives: an id and the value the cache
+// holds for it when the sync call starts.
+type Item[K comparable, V any] struct {
+	ID    K
+	Value V
+}
+
+// An Action says what a [Result] does to its item.
+type Action uint8
+
+const (
+	// Unchanged leaves the item as it is. It is the zero Action, so a Result
+	// without an Action changes nothing.
+	Unchanged Action = iota
+	// Update replaces the item's value by [Result.Value].
+	Update
+	// Delete removes the item from the set.
+	Delete
+)
+
+// String returns the action's name.
+func (a Action) String() string {
+	switch a {
+	case Unchanged:
+		return "unchanged"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	}
+	return fmt.Sprintf("Action(%d)", uint8(a))
+}
+
+// A Result is the sync function's verdict on one item of its batch.
+type Result[K comparable, V any] struct {
+	// ID is the item's id. A result whose id was not in the batch is ignored.
+	ID K
+	// Action says what to do with the item. A result with an Action other
+	// than Unchanged, Update and Delete is ignored.
+	Action Action
+	// Value is the item's new value when Action is Update; otherwise it is
+	// not read.
+	Value V
+}
+
+// A SyncFunc fetches the state of a batch of items from their source of
+// truth and says, for each, whether it is unchanged, has a new value or is
+// gone. Items it returns no result for are unchanged.
+//
+// ctx carries the values of the context given to [Cache.Start] and ends at
+// the call's deadline ([Options.SyncTimeout]), when that context ends, or
+// when [Cache.Close] gives up waiting. A SyncFunc must return soon after ctx
+// ends: a call that does not keeps its worker busy.
+//
+// When it returns a non-nil error, its results are discarded.
+type SyncFunc[K comparable, V any] func(ctx context.Context, batch []Item[K, V]) ([]Result[K, V], error)
+
+// Options configure a [Cache]. The zero value of every field is a working
+// default.
+type Options[K comparable, V any] struct {
+	// ResyncPeriod is the time between two cycles. Zero means
+	// [DefaultResyncPeriod], one minute; negative is invalid.
+	ResyncPeriod time.Duration
+
+	// BatchSize is the largest number of items passed to one sync call.
+	// Zero means [DefaultBatchSize], 100; negative is invalid.
+	BatchSize int
+
+	// Parallelism is the largest number of sync calls running at once (the
+	// number of workers). Zero means 1; negative is invalid.
+	Parallelism int
+
+	// RateLimit is the largest number of sync calls started per second,
+	// across all workers, with bursts of RateBurst. Zero (and [rate.Inf])
+	// means no limit; negative is invalid.
+	RateLimit rate.Limit
+
+	// RateBurst is the number of sync calls that may start at once when the
+	// rate limiter has been idle. Zero means 1; negative is invalid. It is
+	// not read when RateLimit is zero.
+	RateBurst int
+
+	// SyncTimeout bounds one sync call: its context ends that long after the
+	// call starts, and a call that has not returned by then no longer holds
+	// its items (see the package documentation). Zero means twice
+	// ResyncPeriod, so that a call may take longer than a period without
+	// being cut off; negative is invalid.
+	SyncTimeout time.Duration
+
+	// MaxItems bounds the number of items in the set. Creating an item in a
+	// full set evicts the least recently used item: the one whose last
+	// creation, [Cache.Get], [Cache.GetOrCreate] or [Cache.Update] is the
+	// oldest (syncs do not count as use). Zero means no bound; negative is
+	// invalid.
+	MaxItems int
+
+	// SyncOnCreate, when true, queues every item that GetOrCreate creates
+	// for a sync call soon after (in batches and under the same limits as a
+	// cycle) instead of waiting for the next cycle. The default, false,
+	// leaves new items to the next cycle.
+	SyncOnCreate bool
+
+	// IsTerminal reports whether a value is final: an item whose value is
+	// terminal stays in the set (until deleted or evicted) but is never
+	// synced again. It is called without a lock held, once for every value
+	// given to GetOrCreate or Update and for every Update result's value.
+	// nil means no value is terminal.
+	IsTerminal func(V) bool
+
+	// Batcher groups the items of a cut into batches, for a source that wants
+	// related items together. It is called without a lock held, from the
+	// cache's own goroutine. Whatever it returns, every item is synced once:
+	// a batch larger than BatchSize is split, an item it repeats is synced
+	// once, an item it invents is dropped, and items it leaves out are
+	// synced in batches of their own. A Batcher that panics is logged and
+	// the default is used for that cut. nil, the default, cuts the items
+	// into batches of BatchSize in no particular order.
+	Batcher func(items []Item[K, V]) [][]Item[K, V]
+
+	// Logger receives sync errors (warning), recovered panics with their
+	// stack (error) and results that could not be used (debug), each kind at
+	// most once every 10 seconds with the number left out in between (every
+	// one is counted in [Stats]). nil means [slog.Default] as it is when New
+	// is called. Nothing is ever printed to stdout.
+	Logger *slog.Logger
+
+	// Observer receives an [Event] for each cycle, sync call, eviction and
+	// discard, without a lock held. nil means no events; [Cache.Stats] has
+	// the same counts.
+	Observer Observer
+}
+
+// Defaults of the options whose zero value stands for one.
+const (
+	DefaultResyncPeriod = time.Minute
+	DefaultBatchSize    = 100
+)
+
+func (o *Options[K, V]) validate() error {
+	switch {
+	case o.ResyncPeriod < 0:
+		return fmt.Errorf("%w: ResyncPeriod %v is negative", ErrInvalidOptions, o.ResyncPeriod)
+	case o.BatchSize < 0:
+		return fmt.Errorf("%w: BatchSize %d is negative", ErrInvalidOptions, o.BatchSize)
+	case o.Parallelism < 0:
+		return fmt.Errorf("%w: Parallelism %d is negative", ErrInvalidOptions, o.Parallelism)
+	case o.RateLimit < 0:
+		return fmt.Errorf("%w: RateLimit %v is negative", ErrInvalidOptions, o.RateLimit)
+	case o.RateBurst < 0:
+		return fmt.Errorf("%w: RateBurst %d is negative", ErrInvalidOptions, o.RateBurst)
+	case o.SyncTimeout < 0:
+		return fmt.Errorf("%w: SyncTimeout %v is negative", ErrInvalidOptions, o.SyncTimeout)
+	case o.MaxItems < 0:
+		return fmt.Errorf("%w: MaxItems %d is negative", ErrInvalidOptions, o.MaxItems)
+	}
+	return nil
+}
+
+func (o *Options[K, V]) setDefaults() {
+	if o.ResyncPeriod == 0 {
+		o.ResyncPeriod = DefaultResyncPeriod
+	}
+	if o.BatchSize == 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.Parallelism == 0 {
+		o.Parallelism = 1
+	}
+	if o.RateBurst == 0 {
+		o.RateBurst = 1
+	}
+	if o.SyncTimeout == 0 {
+		o.SyncTimeout = 2 * o.ResyncPeriod
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// A Cache is a set of items, keyed by id, that a pool of workers re-syncs
+// with their source every period. Create one with [New]; a Cache must not be
+// copied.
+type Cache[K comparable, V any] struct {
+	sync    SyncFunc[K, V]
+	opts    Options[K, V] // defaults applied
+	limiter *rate.Limiter // nil: no rate limit
+
+	work chan *batch[K, V] // the loop hands batches to the workers
+	kick chan struct{}     // wakes the loop for items created with SyncOnCreate
+	done chan struct{}     // closed when the loop and every worker have returned
+	wg   sync.WaitGroup    // workers
+
+	mu      sync.Mutex
+	items   map[K]*entry[K, V]
+	lru     lru[K, V]
+	held    map[K]*batch[K, V] // items cut into a batch whose call has not returned
+	fresh   map[K]struct{}     // created with SyncOnCreate, not yet cut
+	version uint64             // last version given to an entry; unique per change
+	started bool               // Start was called
+	closed  bool               // Close was called or Start's context ended
+	stop    context.CancelFunc // stops the loop and the workers
+	cancel  context.CancelFunc // ends the running sync calls' contexts
+	runCtx  context.Context    // parent of the sync calls' contexts
+	stats   Stats              // Size is filled in by Stats
+
+	errLog, panicLog, debugLog rateLog
+}
+
+// entry is one item of the set.
+type entry[K comparable, V any] struct {
+	id       K
+	value    V
+	version  uint64 // changes with every change of value or identity
+	terminal bool   // IsTerminal(value)
+	deleting bool   // DeleteDelayed: removed at the next cycle
+	// prev and next link the entries from most to least recently used.
+	prev, next *entry[K, V]
+}
+
+// New returns a cache whose items are synced by syncFn. It returns an error
+// wrapping [ErrInvalidOptions] when an option is out of range, or when syncFn
+// is nil. The cache holds items at once; it syncs them once [Cache.Start] has
+// been called.
+func New[K comparable, V any](syncFn SyncFunc[K, V], opts Options[K, V]) (*Cache[K, V], error) {
+	if syncFn == nil {
+		return nil, fmt.Errorf("%w: nil SyncFunc", ErrInvalidOptions)
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	c := &Cache[K, V]{
+		sync:  syncFn,
+		opts:  opts,
+		work:  make(chan *batch[K, V]),
+		kick:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		items: make(map[K]*entry[K, V]),
+		held:  make(map[K]*batch[K, V]),
+		fresh: make(map[K]struct{}),
+	}
+	if opts.RateLimit > 0 && opts.RateLimit != rate.Inf {
+		c.limiter = rate.NewLimiter(opts.RateLimit, opts.RateBurst)
+	}
+	return c, nil
+}
+
+// Start starts the cycles and the workers. They run until [Cache.Close] is
+// called or ctx ends; in the second case the cache closes itself (methods
+// return [ErrClosed]) and running sync calls see their contexts end, but
+// Close should still be called to wait for them. The sync calls' contexts
+// carry ctx's values.
+//
+// Start returns [ErrAlreadyStarted] if it was called before, [ErrClosed]
+// after Close, and an error wrapping ctx.Err() if ctx has already ended; in
+// each case it starts nothing.
+func (c *Cache[K, V]) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("autorefresh: start: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return ErrClosed
+	case c.started:
+		return ErrAlreadyStarted
+	}
+	c.started = true
+	var stopCtx context.Context
+	stopCtx, c.stop = context.WithCancel(ctx)
+	c.runCtx, c.cancel = context.WithCancel(ctx)
+	c.wg.Add(c.opts.Parallelism)
+	for range c.opts.Parallelism {
+		go c.worker(stopCtx)
+	}
+	go c.loop(stopCtx)
+	return nil
+}
+
+// Close stops the cycles and the workers: no sync call starts after Close
+// has been called, and batches not yet started are dropped. It then waits for
+// the sync calls in flight to return and their results to be applied. If ctx
+// ends first, Close ends the calls' contexts and returns an error wrapping
+// ctx.Err() without waiting further; the workers return as soon as their
+// calls do.
+//
+// After Close, every method but Len and Stats returns [ErrClosed]. Close may
+// be called more than once, and before Start; each call waits as the first.
+func (c *Cache[K, V]) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		if c.started {
+			c.stop()
+		} else {
+			close(c.done)
+		}
+	}
+	cancel := c.cancel
+	c.mu.Unlock()
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+	}
+	// Everything may have returned at the same moment; prefer that.
+	select {
+	case <-c.done:
+		return nil
+	default:
+	}
+	cancel()
+	return fmt.Errorf("autorefresh: close: %w", ctx.Err())
+}
+
+// GetOrCreate returns the value of the item id, creating the item with value v
+// if it is not in the set; created reports whether it did. It is atomic: of
+// many concurrent callers for a missing id, one creates the item and every
+// other gets its value.
+//
+// An item marked by [Cache.DeleteDelayed] counts as missing: it is replaced
+// by a new item with value v, which the pending delete does not touch.
+// Creating an item in a full set evicts one (see [Options.MaxItems]). With
+// [Options.SyncOnCreate], a created item that is not terminal is synced soon
+// after. GetOrCreate returns [ErrClosed] after Close.
+func (c *Cache[K, V]) GetOrCreate(id K, v V) (value V, created bool, err error) {
+	terminal := c.isTerminal(v)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return value, false, ErrClosed
+	}
+	if e, ok := c.items[id]; ok && !e.deleting {
+		c.stats.Hits++
+		c.lru.touch(e)
+		value = e.value
+		c.mu.Unlock()
+		return value, false, nil
+	}
+	c.stats.Misses++
+	evicted := false
+	if old, ok := c.items[id]; ok {
+		c.removeLocked(old)
+	} else if c.opts.MaxItems > 0 && len(c.items) >= c.opts.MaxItems {
+		c.removeLocked(c.lru.oldest())
+		c.stats.Evictions++
+		evicted = true
+	}
+	c.version++
+	e := &entry[K, V]{id: id, value: v, version: c.version, terminal: terminal}
+	c.items[id] = e
+	c.lru.push(e)
+	c.stats.Created++
+	if c.opts.SyncOnCreate && !terminal {
+		c.fresh[id] = struct{}{}
+		select {
+		case c.kick <- struct{}{}:
+		default: // the loop is already due to look
+		}
+	}
+	c.mu.Unlock()
+	if evicted {
+		c.observe(Event{Kind: EventEvict, Items: 1})
+	}
+	return v, true, nil
+}
+
+// Get returns the value of the item id. It returns [ErrNotFound] (not
+// wrapped) if the item is not in the set, and [ErrClosed] after Close. An
+// item marked by [Cache.DeleteDelayed] is found until the next cycle.
+func (c *Cache[K, V]) Get(id K) (V, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var zero V
+	if c.closed {
+		return zero, ErrClosed
+	}
+	e, ok := c.items[id]
+	if !ok {
+		c.stats.Misses++
+		return zero, ErrNotFound
+	}
+	c.stats.Hits++
+	c.lru.touch(e)
+	return e.value, nil
+}
+
+// Update replaces the value of the item id, which must be in the set: it
+// returns [ErrNotFound] (not wrapped) if it is not, and never creates it. A
+// result of a sync call in flight for the item is discarded: the update wins.
+// Update returns [ErrClosed] after Close.
+func (c *Cache[K, V]) Update(id K, v V) error {
+	terminal := c.isTerminal(v)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	e, ok := c.items[id]
+	if !ok {
+		return ErrNotFound
+	}
+	c.version++
+	e.value, e.terminal, e.version = v, terminal, c.version
+	c.lru.touch(e)
+	return nil
+}
+
+// Delete removes the item id from the set at once; a result of a sync call
+// in flight for it is discarded. Deleting a missing id does nothing. Delete
+// returns [ErrClosed] after Close.
+func (c *Cache[K, V]) Delete(id K) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if e, ok := c.items[id]; ok {
+		c.removeLocked(e)
+	}
+	return nil
+}
+
+// DeleteDelayed marks the item id for removal at the start of the next
+// cycle. Until then [Cache.Get] and [Cache.Update] still find it and Len
+// counts it, but it is never synced again, and [Cache.GetOrCreate] replaces
+// it with a new item that the mark does not touch. Marking a missing id does
+// nothing. DeleteDelayed returns [ErrClosed] after Close.
+func (c *Cache[K, V]) DeleteDelayed(id K) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if e, ok := c.items[id]; ok {
+		e.deleting = true
+		delete(c.fresh, id)
+	}
+	return nil
+}
+
+// Len returns the number of items in the set, counting those marked by
+// DeleteDelayed.
+func (c *Cache[K, V]) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.items)
+}
+
+// removeLocked removes e from the set. Its mark in held, if any, stays until
+// its sync call returns, so that a re-created item of the same id is not
+// synced while the old call runs.
+func (c *Cache[K, V]) removeLocked(e *entry[K, V]) {
+	delete(c.items, e.id)
+	delete(c.fresh, e.id)
+	c.lru.remove(e)
+}
+
+func (c *Cache[K, V]) isTerminal(v V) bool {
+	return c.opts.IsTerminal != nil && c.opts.IsTerminal(v)
+}
+
+// lru links the entries from most recently used (head) to least (tail).
+type lru[K comparable, V any] struct {
+	head, tail *entry[K, V]
+}
+
+func (l *lru[K, V]) push(e *entry[K, V]) {
+	e.prev, e.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = e
+	} else {
+		l.tail = e
+	}
+	l.head = e
+}
+
+func (l *lru[K, V]) remove(e *entry[K, V]) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+func (l *lru[K, V]) touch(e *entry[K, V]) {
+	if l.head != e {
+		l.remove(e)
+		l.push(e)
+	}
+}
+
+func (l *lru[K, V]) oldest() *entry[K, V] { return l.tail }

@@ -1,0 +1,168 @@
+package autorefresh
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Stats is a snapshot of a cache's counters, from [Cache.Stats]. Every field
+// but Size and LastCycleItems is a counter that only grows, from the cache's
+// creation on.
+type Stats struct {
+	// Size is the number of items in the set, as [Cache.Len] gives it.
+	Size int
+	// Hits counts the Get and GetOrCreate calls that found their item.
+	Hits uint64
+	// Misses counts the Get calls that returned ErrNotFound and the
+	// GetOrCreate calls that created their item.
+	Misses uint64
+	// Created counts the items created by GetOrCreate.
+	Created uint64
+	// Evictions counts the items removed to keep the set within MaxItems.
+	Evictions uint64
+
+	// Cycles counts the cycles run.
+	Cycles uint64
+	// LastCycleItems is the number of items the last cycle cut into batches.
+	LastCycleItems int
+	// SkippedHeld counts the items that a cycle skipped because an earlier
+	// sync call still held them.
+	SkippedHeld uint64
+
+	// Syncs counts the sync calls that have returned (or panicked), whatever
+	// their outcome.
+	Syncs uint64
+	// SyncTime is the total time spent in those calls: SyncTime / Syncs is
+	// their mean latency.
+	SyncTime time.Duration
+	// ItemsSynced counts the items passed to those calls. ItemsSynced /
+	// Cycles is the mean number of items synced per cycle (counting those
+	// synced on creation); LastCycleItems is the last cycle's.
+	ItemsSynced uint64
+	// SyncErrors counts the calls that returned an error.
+	SyncErrors uint64
+	// SyncPanics counts the calls that panicked or called runtime.Goexit.
+	SyncPanics uint64
+
+	// Updated counts the Update results applied.
+	Updated uint64
+	// Deleted counts the Delete results applied.
+	Deleted uint64
+	// ResultsDiscarded counts the Update and Delete results not applied
+	// because their item had changed or been removed since the call read it,
+	// or because the call had outlived its deadline and lost its items.
+	ResultsDiscarded uint64
+}
+
+// Stats returns a snapshot of the cache's counters.
+func (c *Cache[K, V]) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Size = len(c.items)
+	return s
+}
+
+// An EventKind says what an [Event] reports.
+type EventKind uint8
+
+const (
+	// EventCycle reports that a cycle cut its batches. Items is the number of
+	// items cut.
+	EventCycle EventKind = iota + 1
+	// EventSync reports that a sync call returned without error and its
+	// results were applied (those that could not be are reported by an
+	// EventDiscard that follows). Items is the batch's size, Duration the
+	// call's.
+	EventSync
+	// EventSyncError reports that a sync call returned Err. Items and
+	// Duration are as for EventSync.
+	EventSyncError
+	// EventSyncPanic reports that a sync call panicked; Err is a
+	// [*github.com/herdcache/herd/flight.PanicError] with the panic value and
+	// stack, or wraps [github.com/herdcache/herd/flight.ErrGoexit] if the call
+	// called runtime.Goexit. Items and Duration are as for EventSync.
+	EventSyncPanic
+	// EventEvict reports that an item was evicted to keep the set within
+	// MaxItems. Items is 1.
+	EventEvict
+	// EventDiscard reports that Update or Delete results of a sync call were
+	// discarded because their items had changed or the call had lost them.
+	// Items is the number of results.
+	EventDiscard
+)
+
+var eventNames = [...]string{
+	EventCycle: "cycle", EventSync: "sync", EventSyncError: "sync_error",
+	EventSyncPanic: "sync_panic", EventEvict: "evict", EventDiscard: "discard",
+}
+
+// String returns the kind's name in snake case, as metrics use it.
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) && eventNames[k] != "" {
+		return eventNames[k]
+	}
+	return "unknown"
+}
+
+// An Event reports one thing that happened in a cache, for metrics.
+type Event struct {
+	Kind     EventKind
+	Items    int           // how many items the event concerns
+	Duration time.Duration // for sync events: how long the call took
+	Err      error         // for EventSyncError and EventSyncPanic
+}
+
+// An Observer receives a cache's events as they happen. Observe is called
+// from the cache's goroutines and from GetOrCreate, concurrently, without a
+// lock held: it may call the cache, but it must be fast and must not block
+// or panic.
+type Observer interface {
+	Observe(Event)
+}
+
+// ObserverFunc adapts a function to an [Observer].
+type ObserverFunc func(Event)
+
+// Observe calls f(e).
+func (f ObserverFunc) Observe(e Event) { f(e) }
+
+func (c *Cache[K, V]) observe(e Event) {
+	if c.opts.Observer != nil {
+		c.opts.Observer.Observe(e)
+	}
+}
+
+// logEvery is the shortest interval between two log records of one kind.
+const logEvery = 10 * time.Second
+
+// rateLog logs one kind of message at most once per logEvery, saying how many
+// were left out in between, so that a source that is down does not flood the
+// log with one record per batch.
+type rateLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLog) log(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	if !l.Enabled(ctx, level) {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	suppressed := r.suppressed
+	r.last, r.suppressed = now, 0
+	r.mu.Unlock()
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed", suppressed))
+	}
+	l.LogAttrs(ctx, level, msg, attrs...)
+}
