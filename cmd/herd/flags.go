@@ -1,0 +1,130 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+
+	"github.com/herdcache/herd/cmd/herd/internal/sim"
+)
+
+// options are the parsed flags.
+type options struct {
+	cfg   sim.Config
+	json  bool
+	html  string
+	store string
+}
+
+// errHelp is returned by parseFlags for -h and --help.
+var errHelp = errors.New("help requested")
+
+const usage = `herd shows what herd does to a source of truth under load: it runs the same
+clients against a simulated source with no cache, a hand-written TTL map,
+herd with a TTL, and herd with stale-while-revalidate and stale-if-error,
+with an outage in the middle, and prints a table of what each setup cost the
+source and what its clients saw.
+
+Usage: herd [flags]
+
+Flags:
+  --duration d    how long the clients send requests (default 20s)
+  --clients n     clients per setup, each sending 100 requests a second (default 64)
+  --keys n        distinct keys, drawn with a Zipf distribution (default 1000)
+  --latency d     median latency of the source (default 50ms)
+  --errors f      share of source calls that fail, in [0, 1) (default 0.01)
+  --outage d      how long the source is down, in the middle of the run; 0 for never (default 5s)
+  --ttl d         how long a cached value is fresh (default 5s)
+  --timeout d     a client's deadline for one request (default 1s)
+  --instances n   herd caches per herd setup, sharing one store and one lock (default 1)
+  --store s       where the herd caches keep their entries: memory (default memory)
+  --seed n        seed of the random draws (default 1)
+  --json          print the results as JSON instead of a table
+  --html file     also write a self-contained HTML page with charts over time
+
+Progress goes to standard error: a bar on a terminal, plain lines elsewhere
+or when CI=true.
+`
+
+// parseFlags parses the command's arguments into options and checks them.
+// Its errors are one line, naming the flag.
+func parseFlags(args []string) (options, error) {
+	o := options{cfg: sim.Defaults}
+	fs := flag.NewFlagSet("herd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	c := &o.cfg
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "")
+	fs.IntVar(&c.Clients, "clients", c.Clients, "")
+	fs.IntVar(&c.Keys, "keys", c.Keys, "")
+	fs.DurationVar(&c.Latency, "latency", c.Latency, "")
+	fs.Float64Var(&c.ErrorRate, "errors", c.ErrorRate, "")
+	fs.DurationVar(&c.Outage, "outage", c.Outage, "")
+	fs.DurationVar(&c.TTL, "ttl", c.TTL, "")
+	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "")
+	fs.IntVar(&c.Instances, "instances", c.Instances, "")
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "")
+	fs.StringVar(&o.store, "store", "memory", "")
+	fs.BoolVar(&o.json, "json", false, "")
+	fs.StringVar(&o.html, "html", "", "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, errHelp
+		}
+		return o, fmt.Errorf("%w (see herd -h)", err)
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q (see herd -h)", fs.Arg(0))
+	}
+	if err := checkStore(o.store); err != nil {
+		return o, err
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return o, fmt.Errorf("--%w", err)
+	}
+	return o, nil
+}
+
+// checkStore checks the --store flag: "memory", or the URL of a server.
+func checkStore(s string) error {
+	if s == "memory" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("--store: invalid URL %q: %w", redact(s), err)
+	}
+	shown := redact(s) // in messages: without a password
+	switch u.Scheme {
+	case "redis", "rediss", "nats", "tls":
+	case "":
+		return fmt.Errorf("--store: unknown store %q: want memory, redis://host:port/db or nats://host:port", shown)
+	default:
+		return fmt.Errorf("--store: unknown scheme %q in %q: want memory, redis://host:port/db or nats://host:port", u.Scheme, shown)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("--store: invalid URL %q: no host", shown)
+	}
+	return fmt.Errorf("store %s is not available in this build: only memory is, for now", shown)
+}
+
+// redact hides the user information of a store URL, which may hold a
+// password: redis://xxxxx@host.
+func redact(s string) string {
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	from := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		from = i + len("://")
+	}
+	return s[:from] + "xxxxx" + s[at:]
+}

@@ -1,0 +1,133 @@
+package sim
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/store/memory"
+)
+
+// A setup is one way of reading the source, with its own source and
+// recorder, so that the setups of a run do not disturb one another.
+type setup struct {
+	kind Kind
+	rec  *recorder
+	src  *source
+	// read answers one request of client for key.
+	read func(ctx context.Context, client int, key string) (answer, error)
+
+	caches []*herd.Cache[string] // the instances of a herd setup
+	shared *memory.Store[string] // the store they share
+}
+
+func (e *engine) newSetup(k Kind) *setup {
+	s := &setup{kind: k, rec: newRecorder(e)}
+	s.src = newSource(e, s.rec)
+	switch k {
+	case NoCache:
+		s.read = func(ctx context.Context, _ int, key string) (answer, error) {
+			_, err := s.src.load(ctx, key)
+			return answer{}, err
+		}
+	case PlainTTL:
+		// Each instance, a process of its own, has its own map.
+		maps := make([]*plainCache, e.cfg.Instances)
+		for i := range maps {
+			maps[i] = newPlainCache(e.cfg.TTL)
+		}
+		s.read = func(ctx context.Context, client int, key string) (answer, error) {
+			_, hit, err := maps[client%len(maps)].get(ctx, key, s.src.load)
+			return answer{hit: hit}, err
+		}
+	case Herd, HerdSWR:
+		s.newHerd(e)
+	}
+	return s
+}
+
+// newHerd builds the instances of a herd setup: caches over one shared
+// store, with a shared lock when there are several, as processes sharing a
+// Redis would be.
+func (s *setup) newHerd(e *engine) {
+	c := e.cfg
+	s.shared = memory.New[string](memory.MaxEntries(c.Keys + 1000))
+	opts := []herd.Option{herd.WithLogger(slog.New(slog.DiscardHandler))}
+	// A lease outlasts any load: a load runs until the source answers or,
+	// with a load timeout, until that.
+	lockTTL := 2 * max(c.OutageHang, maxLatencyFactor*c.Latency)
+	switch s.kind {
+	case HerdSWR:
+		swr := c.SWR()
+		opts = append(opts, herd.TTL(swr.TTL), herd.RefreshAfter(swr.RefreshAfter),
+			herd.StaleIfError(swr.StaleIfError), herd.LoadTimeout(swr.LoadTimeout))
+		lockTTL = 2 * swr.LoadTimeout
+	default:
+		opts = append(opts, herd.TTL(c.TTL))
+	}
+	if c.Instances > 1 {
+		opts = append(opts, herd.WithLocker(newLocker(), lockTTL))
+	}
+	for range c.Instances {
+		s.caches = append(s.caches, herd.New[string](fleetStore{s.shared}, opts...))
+	}
+	load := herd.Loader[string](s.src.load)
+	s.read = func(ctx context.Context, client int, key string) (answer, error) {
+		r, err := s.caches[client%len(s.caches)].Fetch(ctx, key, load)
+		if err != nil {
+			return answer{}, err
+		}
+		return answer{
+			hit:   r.Status != herd.StatusLoaded,
+			stale: r.Status == herd.StatusStale || r.Status == herd.StatusStaleOnError,
+		}, nil
+	}
+}
+
+// fleetStore is the store that the instances of a herd setup share. Its
+// Close does nothing, so that closing one instance does not close the store
+// under the others; the setup closes the store itself.
+type fleetStore struct {
+	*memory.Store[string]
+}
+
+// Close does nothing: see fleetStore.
+func (fleetStore) Close(context.Context) error { return nil }
+
+// close closes the setup's caches, waiting for their background refreshes,
+// then their store.
+func (s *setup) close() {
+	ctx := context.Background()
+	for _, c := range s.caches {
+		// Close waits for refreshes in flight, which the source ends
+		// within its latency or its outage hang.
+		_ = c.Close(ctx)
+	}
+	if s.shared != nil {
+		_ = s.shared.Close(ctx)
+	}
+}
+
+// report returns the setup's numbers.
+func (s *setup) report() SetupReport {
+	r := s.rec.report(s.kind)
+	if len(s.caches) > 0 {
+		var sum herd.Stats
+		for _, c := range s.caches {
+			sum = addStats(sum, c.Stats())
+		}
+		r.HerdStats = &sum
+	}
+	return r
+}
+
+func addStats(a, b herd.Stats) herd.Stats {
+	return herd.Stats{
+		Hits: a.Hits + b.Hits, StaleHits: a.StaleHits + b.StaleHits, Misses: a.Misses + b.Misses,
+		NegativeHits: a.NegativeHits + b.NegativeHits, SharedWaits: a.SharedWaits + b.SharedWaits,
+		LockWaits: a.LockWaits + b.LockWaits, Loads: a.Loads + b.Loads, LoadErrors: a.LoadErrors + b.LoadErrors,
+		LoadTime: a.LoadTime + b.LoadTime, RefreshesQueued: a.RefreshesQueued + b.RefreshesQueued,
+		RefreshesDropped: a.RefreshesDropped + b.RefreshesDropped, RefreshesFailed: a.RefreshesFailed + b.RefreshesFailed,
+		StaleOnError: a.StaleOnError + b.StaleOnError, StoreErrors: a.StoreErrors + b.StoreErrors,
+	}
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/herdcache/herd/cmd/herd/internal/report"
+	"github.com/herdcache/herd/cmd/herd/internal/sim"
+)
+
+// Exit statuses.
+const (
+	exitOK          = 0
+	exitFailed      = 1   // the run failed: an output could not be written
+	exitUsage       = 2   // a bad flag, store or URL
+	exitInterrupted = 130 // SIGINT or SIGTERM
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the command: it parses args, runs the scenario, writes the results
+// to stdout and the progress to stderr, and returns the exit status. An
+// interrupt or SIGTERM stops the run.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runContext(ctx, args, stdout, stderr)
+}
+
+// runContext is run on a context that stops the run when it ends.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args)
+	switch {
+	case errors.Is(err, errHelp):
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case err != nil:
+		fmt.Fprintf(stderr, "herd: %v\n", err)
+		return exitUsage
+	}
+	// The HTML file is created before the run, so that a path that cannot
+	// be written fails now, not after it.
+	var html *os.File
+	if o.html != "" {
+		if html, err = os.Create(o.html); err != nil {
+			fmt.Fprintf(stderr, "herd: --html: %v\n", err)
+			return exitUsage
+		}
+		defer html.Close()
+	}
+	fail := func(status int, format string, args ...any) int {
+		fmt.Fprintf(stderr, "herd: "+format+"\n", args...)
+		if html != nil {
+			_ = html.Close()
+			_ = os.Remove(o.html)
+		}
+		return status
+	}
+
+	progress := report.NewProgress(stderr, isTerminal(stderr) && !underCI(), o.cfg.Duration)
+	o.cfg.Progress = progress.Update
+	r, err := sim.Run(ctx, o.cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(exitInterrupted, "interrupted")
+		}
+		return fail(exitUsage, "%v", err)
+	}
+	progress.Done(r.Elapsed)
+
+	write := report.Table
+	if o.json {
+		write = report.JSON
+	}
+	if err := write(stdout, r); err != nil {
+		return fail(exitFailed, "writing the results: %v", err)
+	}
+	if html != nil {
+		if err := report.HTML(html, r); err != nil {
+			return fail(exitFailed, "writing %s: %v", o.html, err)
+		}
+		if err := html.Close(); err != nil {
+			return fail(exitFailed, "writing %s: %v", o.html, err)
+		}
+		if !o.json {
+			fmt.Fprintf(stdout, "\nwrote %s\n", o.html)
+		}
+	}
+	return exitOK
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// underCI reports whether the command runs in CI, where a bar redrawn in
+// place only clutters the log.
+func underCI() bool {
+	v := os.Getenv("CI")
+	return v != "" && v != "false" && v != "0"
+}
