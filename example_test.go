@@ -64,18 +64,13 @@ func ExampleRefreshAfter() {
 	s := memory.New[string]()
 	config := herd.New(s, herd.TTL(time.Hour), herd.RefreshAfter(time.Nanosecond))
 
-	version := 0
 	refreshing := make(chan struct{}, 1)
 	load := func(context.Context, string) (string, error) {
-		version++
-		if version > 1 {
-			refreshing <- struct{}{}
-		}
-		return fmt.Sprintf("config v%d", version), nil
+		refreshing <- struct{}{}
+		return "config v2", nil
 	}
-	r, _ := config.Fetch(ctx, "config", load)
-	fmt.Println(r.Value, r.Status)
-	r, _ = config.Fetch(ctx, "config", load) // stale: returned at once, refresh queued
+	_ = config.Set(ctx, "config", "config v1") // as if loaded a moment ago
+	r, _ := config.Fetch(ctx, "config", load)  // stale: returned at once, refresh queued
 	fmt.Println(r.Value, r.Status)
 
 	<-refreshing          // a worker runs the refresh
@@ -83,7 +78,6 @@ func ExampleRefreshAfter() {
 	e, _, _ := s.Get(ctx, "config")
 	fmt.Println(e.Value)
 	// Output:
-	// config v1 loaded
 	// config v1 stale
 	// config v2
 }
@@ -94,20 +88,13 @@ func ExampleStaleIfError() {
 	prices := herd.New(memory.New[int](), herd.TTL(time.Nanosecond), herd.StaleIfError(time.Hour))
 	defer prices.Close(ctx)
 
-	down := false
-	load := func(context.Context, string) (int, error) {
-		if down {
-			return 0, errors.New("pricing service unavailable")
-		}
-		return 1299, nil
+	_ = prices.Set(ctx, "sku:1", 1299) // loaded earlier; its TTL has passed
+	down := func(context.Context, string) (int, error) {
+		return 0, errors.New("pricing service unavailable")
 	}
-	r, err := prices.Fetch(ctx, "sku:1", load)
-	fmt.Println(r.Value, r.Status, err)
-	down = true
-	r, err = prices.Fetch(ctx, "sku:1", load)
+	r, err := prices.Fetch(ctx, "sku:1", down)
 	fmt.Println(r.Value, r.Status, err)
 	// Output:
-	// 1299 loaded <nil>
 	// 1299 stale-on-error <nil>
 }
 
@@ -117,13 +104,15 @@ func ExampleCache_Fetch() {
 	defer pages.Close(ctx)
 
 	load := func(context.Context, string) (string, error) { return "<html>…</html>", nil }
-	for range 2 {
-		r, _ := pages.Fetch(ctx, "/home", load)
-		// r.Age fits an HTTP Age header: int(r.Age.Seconds()).
-		fmt.Println(r.Status, r.Age < time.Second)
-	}
+	r, _ := pages.Fetch(ctx, "/home", load)
+	fmt.Println(r.Status, r.Age())
+
+	_ = pages.Set(ctx, "/about", "<html>…</html>")
+	r, _ = pages.Fetch(ctx, "/about", load)
+	// r.Age() fits an HTTP Age header: int(r.Age().Seconds()).
+	fmt.Println(r.Status, r.Age() < time.Second)
 	// Output:
-	// loaded true
+	// loaded 0s
 	// fresh true
 }
 

@@ -23,8 +23,15 @@
 // A caller's context governs only its own wait. Loads run on
 // [context.WithoutCancel] of the first caller's context (its values, such as
 // trace ids, survive), bounded by [LoadTimeout], and fill the cache even when
-// every caller has left. A loader panic reaches every waiter as a
-// [*flight.PanicError]. A store that fails costs a load, not an error.
+// every caller has left. A caller gets a loaded value as soon as the loader
+// returns it; the store write that follows (bounded by [StoreTimeout]) makes
+// no caller wait, and no second load of the key starts before it lands. A
+// loader panic reaches every waiter as a [*flight.PanicError], a
+// runtime.Goexit as [flight.ErrGoexit]; neither is hidden behind a stale
+// value. A store that fails costs a load, not an error.
+//
+// A loader must not call Get for its own key or Close the cache: it would
+// wait for itself until its context ends.
 //
 // Within a loader, [SetTTL] gives the entry being loaded its own lifetime, for
 // example from an HTTP Cache-Control header. [Cache.Fetch] tells a caller
@@ -36,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -92,8 +100,18 @@ func (s Status) String() string {
 type Result[T any] struct {
 	Value    T
 	Status   Status
-	StoredAt time.Time     // when the value was loaded
-	Age      time.Duration // time since StoredAt, for an HTTP Age header
+	StoredAt time.Time // when the value was loaded
+
+	at time.Time // when the cache returned it
+}
+
+// Age is how old the value was when the cache returned it, for an HTTP Age
+// header: zero for a value just loaded.
+func (r Result[T]) Age() time.Duration {
+	if r.at.IsZero() || r.StoredAt.IsZero() {
+		return 0
+	}
+	return max(r.at.Sub(r.StoredAt), 0)
 }
 
 // A Cache reads through a store, loading each missing or expired key once
@@ -101,6 +119,7 @@ type Result[T any] struct {
 // for concurrent use.
 type Cache[T any] struct {
 	store  store.Store[T]
+	shared store.SharedGetter[T] // store, when it can lend its entries
 	cfg    config
 	flight flight.Group[string, store.Entry[T]]
 	writes writeGuard
@@ -128,6 +147,7 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 	}
 	cfg.validate()
 	c := &Cache[T]{store: s, cfg: cfg}
+	c.shared, _ = s.(store.SharedGetter[T])
 	c.refresh.init(c)
 	return c
 }
@@ -148,51 +168,73 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 	if c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}
+	if c.shared != nil {
+		e, now, ok, err := c.shared.GetShared(ctx, key)
+		if err != nil {
+			c.storeError("get", key, err)
+			ok = false
+		}
+		if !ok {
+			return c.loadAndWait(ctx, key, load, nil)
+		}
+		if r, err, done := c.judge(ctx, key, load, e, now); done {
+			return r, err
+		}
+		return c.loadAndWait(ctx, key, load, e)
+	}
 	e, ok, err := c.store.Get(ctx, key)
 	if err != nil {
 		c.storeError("get", key, err)
 		ok = false
 	}
-	if ok {
-		if e.ExpiresAt.IsZero() && e.RefreshAt.IsZero() && !e.NotFound {
-			c.count(&c.stats.hits, EventHit, key)
-			return result(e, StatusFresh, time.Time{}), nil
-		}
-		now := time.Now()
-		if e.ExpiresAt.IsZero() || now.Before(e.ExpiresAt) {
-			switch {
-			case e.NotFound:
-				c.event(&c.stats.negativeHits, EventNegativeHit, key)
-				return Result[T]{}, notFound(key)
-			case !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt):
-				c.event(&c.stats.staleHits, EventStaleHit, key)
-				c.refresh.schedule(ctx, key, load, now)
-				return result(e, StatusStale, now), nil
-			}
-			c.count(&c.stats.hits, EventHit, key)
-			return result(e, StatusFresh, now), nil
-		}
-		// Expired. While the key backs off after a failed load, an entry
-		// kept for stale-if-error is served without asking the source again.
-		if !e.NotFound && e.Live(now) && c.refresh.backingOff(key, now) {
-			c.observe(&c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: errBackingOff})
-			return result(e, StatusStaleOnError, now), nil
-		}
+	if !ok {
+		return c.loadAndWait(ctx, key, load, nil)
 	}
-	c.event(&c.stats.misses, EventMiss, key)
-	return c.loadAndWait(ctx, key, load, e, ok && !e.NotFound)
+	if r, err, done := c.judge(ctx, key, load, &e, time.Time{}); done {
+		return r, err
+	}
+	return c.loadAndWait(ctx, key, load, &e)
+}
+
+// judge answers a read from the entry the store had, if it can: done is
+// false when the caller must wait for a load instead. now is the store's
+// clock reading, or zero.
+func (c *Cache[T]) judge(ctx context.Context, key string, load Loader[T], e *store.Entry[T], now time.Time) (r Result[T], err error, done bool) {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if e.ExpiresAt.IsZero() && e.RefreshAt.IsZero() && !e.NotFound {
+		c.count(&c.stats.hits, EventHit, key)
+		return result(e, StatusFresh, now), nil, true
+	}
+	if e.ExpiresAt.IsZero() || now.Before(e.ExpiresAt) {
+		switch {
+		case e.NotFound:
+			c.event(&c.stats.negativeHits, EventNegativeHit, key)
+			return Result[T]{}, notFound(key), true
+		case !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt):
+			c.event(&c.stats.staleHits, EventStaleHit, key)
+			c.refresh.schedule(ctx, key, load, now)
+			return result(e, StatusStale, now), nil, true
+		}
+		c.count(&c.stats.hits, EventHit, key)
+		return result(e, StatusFresh, now), nil, true
+	}
+	// Expired. While the key backs off after a failed load, an entry kept
+	// for stale-if-error is served without asking the source again.
+	if !e.NotFound && e.Live(now) && c.refresh.backingOff(key, now) {
+		c.observe(&c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: errBackingOff})
+		return result(e, StatusStaleOnError, now), nil, true
+	}
+	return Result[T]{}, nil, false
 }
 
 // errBackingOff is the error of the stale-on-error events of keys that were
 // not loaded because they back off after a failure.
 var errBackingOff = errors.New("herd: key backing off after a failed load")
 
-func result[T any](e store.Entry[T], s Status, now time.Time) Result[T] {
-	r := Result[T]{Value: e.Value, Status: s, StoredAt: e.StoredAt}
-	if !now.IsZero() && !e.StoredAt.IsZero() {
-		r.Age = max(now.Sub(e.StoredAt), 0)
-	}
-	return r
+func result[T any](e *store.Entry[T], s Status, now time.Time) Result[T] {
+	return Result[T]{Value: e.Value, Status: s, StoredAt: e.StoredAt, at: now}
 }
 
 func notFound(key string) error {
@@ -201,48 +243,79 @@ func notFound(key string) error {
 
 // loadAndWait loads key through the flight group and waits on ctx. old is the
 // expired entry the store still had, if any, for stale-if-error.
-func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], old store.Entry[T], hasOld bool) (Result[T], error) {
-	var leader bool
-	e, shared, err := c.flight.DoShared(ctx, key, func(ctx context.Context) (store.Entry[T], error) {
-		leader = true
-		return c.load(ctx, key, load, false)
-	})
+func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], old *store.Entry[T]) (Result[T], error) {
+	c.event(&c.stats.misses, EventMiss, key)
+	var (
+		leader bool
+		e      store.Entry[T]
+		shared bool
+		err    error
+	)
+	// A background refresh that found the key locked by another process
+	// gives up; a caller that joined it starts a foreground load, which
+	// waits for that process's value instead. One retry is enough, as a
+	// foreground load never gives up that way; the bound is a safeguard.
+	for range 3 {
+		e, shared, err = c.flight.DoShared(ctx, key, func(ctx context.Context) (store.Entry[T], error) {
+			leader = true
+			return c.load(ctx, key, load, false)
+		})
+		if !errors.Is(err, errLockedElsewhere) {
+			break
+		}
+	}
 	if err != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
-			return Result[T]{}, ctxErr
-		}
-		var pe *flight.PanicError
-		if hasOld && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) && !errors.As(err, &pe) {
-			if now := time.Now(); old.Live(now) {
-				c.observe(&c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: err})
-				return result(old, StatusStaleOnError, now), nil
-			}
-		}
-		if errors.Is(err, ErrNotFound) {
-			return Result[T]{}, notFound(key)
-		}
-		if errors.Is(err, ErrClosed) {
-			return Result[T]{}, ErrClosed
-		}
-		return Result[T]{}, fmt.Errorf("herd: load %q: %w", key, err)
+		return c.loadFailed(ctx, key, old, err)
 	}
 	// leader was written by the load's goroutine before the result was
 	// published, so it is safe to read once DoShared returned the result.
 	if shared && !leader {
 		c.event(&c.stats.sharedWaits, EventSharedWait, key)
 	}
-	return result(e, StatusLoaded, time.Now()), nil
+	return result(&e, StatusLoaded, e.StoredAt), nil
+}
+
+// loadFailed turns the error of a load that a caller waited for into what
+// the caller gets: its own context's error, the old value if stale-if-error
+// covers it, or the error wrapped with the key.
+func (c *Cache[T]) loadFailed(ctx context.Context, key string, old *store.Entry[T], err error) (Result[T], error) {
+	if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		return Result[T]{}, ctxErr
+	}
+	switch {
+	case errors.Is(err, ErrClosed):
+		return Result[T]{}, ErrClosed
+	case errors.Is(err, ErrNotFound):
+		return Result[T]{}, fmt.Errorf("herd: %q: %w", key, err)
+	}
+	// A loader that panicked or called runtime.Goexit has a bug: its error
+	// reaches the caller rather than hide behind a stale value.
+	var pe *flight.PanicError
+	if old != nil && !old.NotFound && !errors.As(err, &pe) && !errors.Is(err, flight.ErrGoexit) {
+		if now := time.Now(); old.Live(now) {
+			c.observe(&c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: err})
+			return result(old, StatusStaleOnError, now), nil
+		}
+	}
+	return Result[T]{}, fmt.Errorf("herd: load %q: %w", key, err)
 }
 
 // errLockedElsewhere ends a background refresh whose key another process is
 // refreshing.
 var errLockedElsewhere = errors.New("herd: key locked by another process")
 
+// errLoaderPanicked is the error of the load event of a loader that panicked
+// or called runtime.Goexit; its callers get the flight package's error.
+var errLoaderPanicked = errors.New("herd: loader panicked or called runtime.Goexit")
+
 // load runs the loader for key and stores its answer; it runs once per key at
-// a time, on the flight group's goroutine. A refresh gives up when another
+// a time, on the flight group's goroutine, whose context callCtx is. A value
+// is published to the callers as soon as the loader returns it; the store
+// write that follows keeps the key's call in flight, so that no second load
+// overlaps it, but makes no caller wait. A refresh gives up when another
 // process holds the key's lock; a foreground load waits for that process's
 // value instead.
-func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], refresh bool) (store.Entry[T], error) {
+func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], refresh bool) (store.Entry[T], error) {
 	c.lifeMu.RLock()
 	if c.closed.Load() {
 		c.lifeMu.RUnlock()
@@ -252,6 +325,7 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], refresh
 	c.lifeMu.RUnlock()
 	defer c.loads.Done()
 
+	ctx := callCtx
 	if c.cfg.loadTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.loadTimeout)
@@ -271,6 +345,8 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], refresh
 			}
 			return e, nil
 		case loadLocked:
+			// Deferred before the write below, so it runs after it: the
+			// lock is held until the value is in the store.
 			defer func() {
 				if err := lock.Unlock(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, store.ErrNotHeld) {
 					c.storeError("unlock", key, err)
@@ -281,43 +357,61 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], refresh
 	}
 
 	var ttl entryTTL
-	start := time.Now()
-	v, err := load(context.WithValue(ctx, entryTTLKey{}, &ttl), key)
-	took := time.Since(start)
-	c.stats.loads.Add(1)
-	c.stats.loadNanos.Add(uint64(took))
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		c.stats.loadErrors.Add(1)
-	}
-	if o := c.cfg.observer; o != nil {
-		o.Observe(Event{Kind: EventLoad, Key: key, Duration: took, Err: err})
-	}
+	v, err := c.callLoader(context.WithValue(ctx, entryTTLKey{}, &ttl), key, load)
 
+	// The store write gets its own time budget, whatever the loader used.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(callCtx), c.cfg.storeTimeout)
+	defer cancel()
 	now := time.Now()
 	switch {
 	case err == nil:
 		c.refresh.succeeded(key)
 		e, keep := c.newEntry(v, now, &ttl)
+		flight.Publish(callCtx, e)
 		if keep {
-			c.write(ctx, key, pending, e)
+			c.write(wctx, key, pending, e)
+		} else {
+			c.remove(wctx, key, pending) // no longer cacheable: drop the old entry
 		}
 		return e, nil
 	case errors.Is(err, ErrNotFound):
 		c.refresh.succeeded(key) // the source answered
 		if c.cfg.negativeTTL > 0 {
-			c.write(ctx, key, pending, c.negativeEntry(now))
+			c.write(wctx, key, pending, c.negativeEntry(now))
 		} else {
-			c.writes.commit(key, pending, func() {
-				if err := c.store.Delete(ctx, key); err != nil {
-					c.storeError("delete", key, err)
-				}
-			})
+			c.remove(wctx, key, pending)
 		}
 		return store.Entry[T]{NotFound: true}, err
 	default:
 		c.refresh.failed(key, now)
 		return store.Entry[T]{}, err
 	}
+}
+
+// callLoader calls load and counts the call, also when the loader panics or
+// calls runtime.Goexit: such a load counts as failed and the key backs off.
+// The panic itself goes on to the flight group, which hands it to the callers.
+func (c *Cache[T]) callLoader(ctx context.Context, key string, load Loader[T]) (v T, err error) {
+	start := time.Now()
+	returned := false
+	defer func() {
+		took := time.Since(start)
+		if !returned {
+			err = errLoaderPanicked
+			c.refresh.failed(key, time.Now())
+		}
+		c.stats.loads.Add(1)
+		c.stats.loadNanos.Add(uint64(took))
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			c.stats.loadErrors.Add(1)
+		}
+		if o := c.cfg.observer; o != nil {
+			o.Observe(Event{Kind: EventLoad, Key: key, Duration: took, Err: err})
+		}
+	}()
+	v, err = load(ctx, key)
+	returned = true
+	return v, err
 }
 
 // What a load does about another process that may be loading the same key.
@@ -429,19 +523,32 @@ func (c *Cache[T]) newEntry(v T, now time.Time, t *entryTTL) (e store.Entry[T], 
 		scale -= rand.Float64() * c.cfg.jitter
 	}
 	if c.cfg.refreshAfter > 0 {
-		e.RefreshAt = now.Add(time.Duration(float64(c.cfg.refreshAfter) * scale))
+		e.RefreshAt = now.Add(scaled(c.cfg.refreshAfter, scale))
 	}
 	if c.cfg.ttl > 0 {
-		e.ExpiresAt = now.Add(time.Duration(float64(c.cfg.ttl) * scale))
+		e.ExpiresAt = now.Add(scaled(c.cfg.ttl, scale))
 		e.KeepUntil = e.ExpiresAt.Add(c.cfg.staleIfError)
 	}
 	return e, true
 }
 
+// scaled returns d*scale for a scale in (0, 1], exactly d for 1; the float
+// conversion of a duration near math.MaxInt64 would otherwise overflow.
+func scaled(d time.Duration, scale float64) time.Duration {
+	if scale >= 1 {
+		return d
+	}
+	f := float64(d) * scale
+	if f >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(f)
+}
+
 func (c *Cache[T]) negativeEntry(now time.Time) store.Entry[T] {
 	d := c.cfg.negativeTTL
 	if c.cfg.jitter > 0 {
-		d = time.Duration(float64(d) * (1 - rand.Float64()*c.cfg.jitter))
+		d = scaled(d, 1-rand.Float64()*c.cfg.jitter)
 	}
 	exp := now.Add(d)
 	return store.Entry[T]{NotFound: true, StoredAt: now, ExpiresAt: exp, KeepUntil: exp}
@@ -457,16 +564,26 @@ func (c *Cache[T]) write(ctx context.Context, key string, pending *pendingWrite,
 	})
 }
 
+// remove deletes the entry of key after a load found it gone or uncacheable,
+// unless a Set or Delete of the key landed while the load ran.
+func (c *Cache[T]) remove(ctx context.Context, key string, pending *pendingWrite) {
+	c.writes.commit(key, pending, func() {
+		if err := c.store.Delete(ctx, key); err != nil {
+			c.storeError("delete", key, err)
+		}
+	})
+}
+
 // Set stores v under key as if it had just been loaded. It wins over a load
-// or refresh of key in flight: that load's result is not stored.
+// or refresh of key in flight: that load's result is not stored. If that load
+// is storing its result at this moment, Set waits for it, within ctx.
 func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
 	e, _ := c.newEntry(v, time.Now(), nil)
 	c.refresh.succeeded(key)
-	var err error
-	c.writes.supersede(key, func() { err = c.store.Set(ctx, key, e) })
+	err := c.writes.supersede(ctx, key, func() error { return c.store.Set(ctx, key, e) })
 	if err != nil {
 		c.storeError("set", key, err)
 		return fmt.Errorf("herd: set %q: %w", key, err)
@@ -475,13 +592,16 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
 }
 
 // Delete removes key from the cache. It wins over a load or refresh of key in
-// flight: that load's result is not stored.
+// flight: that load's result is not stored, and a Get that starts after
+// Delete returns does not share it but loads again.
 func (c *Cache[T]) Delete(ctx context.Context, key string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	var err error
-	c.writes.supersede(key, func() { err = c.store.Delete(ctx, key) })
+	err := c.writes.supersede(ctx, key, func() error { return c.store.Delete(ctx, key) })
+	// A load in flight read the source before this Delete: callers from now
+	// on must not join it.
+	c.flight.Forget(key)
 	if err != nil {
 		c.storeError("delete", key, err)
 		return fmt.Errorf("herd: delete %q: %w", key, err)
@@ -493,11 +613,14 @@ func (c *Cache[T]) Delete(ctx context.Context, key string) error {
 func (c *Cache[T]) Stats() Stats { return c.stats.snapshot() }
 
 // Close stops the background refreshes: queued ones are dropped, running
-// ones and foreground loads in flight are waited for until ctx ends. Then it
-// closes the store if the store has a Close(context.Context) error or
-// Close() error method. Close returns ctx.Err() if ctx ended first, or the
+// ones and foreground loads in flight (with their store writes) are waited
+// for until ctx ends. Then it closes the store if the store has a
+// Close(context.Context) error or Close() error method. Close returns an
+// error wrapping ctx.Err() if ctx ended first (the loads still in flight then
+// finish on their own, bounded by LoadTimeout and StoreTimeout), or the
 // store's Close error. Calls after Close return [ErrClosed]; a second Close
-// returns nil.
+// returns nil. Close does not wait for Get, Set and Delete calls that are
+// reading or writing the store at that moment.
 func (c *Cache[T]) Close(ctx context.Context) error {
 	c.lifeMu.Lock()
 	already := c.closed.Swap(true)

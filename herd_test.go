@@ -197,7 +197,7 @@ func TestStaleServesOldValueAndRefreshesOnce(t *testing.T) {
 		// the bubble would deadlock and the test fail.
 		for range 500 {
 			r := mustGet(t, c, "k", src.load)
-			if r.Status != herd.StatusStale || r.Value != "v1:k" || r.Age != 2*time.Minute {
+			if r.Status != herd.StatusStale || r.Value != "v1:k" || r.Age() != 2*time.Minute {
 				t.Fatalf("got %+v, want stale v1:k aged 2m", r)
 			}
 		}
@@ -479,6 +479,7 @@ func TestJitterSpreadsRefreshTimes(t *testing.T) {
 				for i := range keys {
 					k := fmt.Sprint(i)
 					mustGet(t, c, k, src.load)
+					synctest.Wait() // the load's store write lands after the caller has its value
 					e := s.entry(t, k)
 					d := e.RefreshAt.Sub(start)
 					earliest, latest = min(earliest, d), max(latest, d)
@@ -684,6 +685,7 @@ func TestFailingStoreCostsALoad(t *testing.T) {
 			if err != nil || v != "v:k" {
 				t.Fatalf("Get over a failing store = %q, %v", v, err)
 			}
+			synctest.Wait() // the load ends when its (failed) store write does
 		}
 		if n := src.calls.Load(); n != 100 {
 			t.Fatalf("%d loads, want one per Get", n)
@@ -795,6 +797,7 @@ func TestObserverSeesWhatStatsCount(t *testing.T) {
 		c, _ := newCache(t, herd.TTL(time.Hour), herd.RefreshAfter(time.Minute), herd.NegativeTTL(time.Minute), herd.WithObserver(obs))
 		src := &source{value: "v"}
 		mustGet(t, c, "a", src.load)
+		synctest.Wait() // the load's store write lands
 		mustGet(t, c, "a", src.load)
 		_, _ = c.Get(context.Background(), "ghost", func(context.Context, string) (string, error) { return "", herd.ErrNotFound })
 		_, _ = c.Get(context.Background(), "ghost", src.load)
@@ -823,15 +826,15 @@ func TestFetchReportsStatusAndAge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		c, _ := newCache(t, herd.TTL(time.Hour), herd.RefreshAfter(10*time.Minute))
 		src := &source{value: "v"}
-		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusLoaded || r.Age != 0 {
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusLoaded || r.Age() != 0 {
 			t.Fatalf("first: %+v", r)
 		}
 		time.Sleep(5 * time.Minute)
-		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusFresh || r.Age != 5*time.Minute {
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusFresh || r.Age() != 5*time.Minute {
 			t.Fatalf("at 5m: %+v", r)
 		}
 		time.Sleep(10 * time.Minute)
-		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusStale || r.Age != 15*time.Minute {
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusStale || r.Age() != 15*time.Minute {
 			t.Fatalf("at 15m: %+v", r)
 		}
 		for s, want := range map[herd.Status]string{
@@ -860,11 +863,13 @@ func TestSetTTLFromTheLoader(t *testing.T) {
 			}
 		}
 		mustGet(t, c, "short", load(30*time.Second))
+		synctest.Wait()
 		e := s.entry(t, "short")
 		if e.ExpiresAt.Sub(e.StoredAt) != 30*time.Second || e.KeepUntil.Sub(e.ExpiresAt) != time.Minute {
 			t.Fatalf("entry times %+v, want a 30s TTL kept 1m more", e)
 		}
 		mustGet(t, c, "nostore", load(0))
+		synctest.Wait()
 		mustGet(t, c, "nostore", load(0))
 		if n := calls.Load(); n != 3 {
 			t.Fatalf("%d loads, want the 0-TTL value loaded each time", n)

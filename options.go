@@ -20,6 +20,7 @@ type config struct {
 	negativeTTL  time.Duration
 	jitter       float64
 	loadTimeout  time.Duration
+	storeTimeout time.Duration
 	workers      int
 	queueSize    int
 	backoffMin   time.Duration
@@ -32,19 +33,21 @@ type config struct {
 
 // Defaults of the options that have one.
 const (
-	DefaultWorkers     = 4
-	DefaultQueueSize   = 1024
-	DefaultBackoffMin  = time.Second
-	DefaultBackoffMax  = time.Minute
-	DefaultLoadTimeout = 0 // none: a load runs until its loader returns
+	DefaultWorkers      = 4
+	DefaultQueueSize    = 1024
+	DefaultBackoffMin   = time.Second
+	DefaultBackoffMax   = time.Minute
+	DefaultLoadTimeout  = 0 // none: a load runs until its loader returns
+	DefaultStoreTimeout = time.Second
 )
 
 func defaultConfig() config {
 	return config{
-		workers:    DefaultWorkers,
-		queueSize:  DefaultQueueSize,
-		backoffMin: DefaultBackoffMin,
-		backoffMax: DefaultBackoffMax,
+		storeTimeout: DefaultStoreTimeout,
+		workers:      DefaultWorkers,
+		queueSize:    DefaultQueueSize,
+		backoffMin:   DefaultBackoffMin,
+		backoffMax:   DefaultBackoffMax,
 	}
 }
 
@@ -74,8 +77,18 @@ func NegativeTTL(d time.Duration) Option { return func(c *config) { c.negativeTT
 func Jitter(f float64) Option { return func(c *config) { c.jitter = f } }
 
 // LoadTimeout bounds every load, foreground or background, whatever its
-// callers' contexts. Default: 0, no bound: the loader's own timeouts apply.
+// callers' contexts: the wait for another process's lock (see [WithLocker])
+// and the loader's call. The store write after it has its own bound,
+// [StoreTimeout]. Default: 0, no bound: the loader's own timeouts apply.
 func LoadTimeout(d time.Duration) Option { return func(c *config) { c.loadTimeout = d } }
+
+// StoreTimeout bounds each store write the cache makes on its own: storing a
+// loaded value, a not-found answer, or the removal of an entry the source no
+// longer has. Callers never wait for these writes (they get a loaded value as
+// soon as the loader returns it), but the key's load stays in flight until
+// its write is done, so a hung store must not hold it forever. Reads, Set and
+// Delete run on the caller's context instead. Default: [DefaultStoreTimeout].
+func StoreTimeout(d time.Duration) Option { return func(c *config) { c.storeTimeout = d } }
 
 // Workers is the number of background refreshes that run at once. Workers
 // are started when there is work and exit when there is none. Default:
@@ -130,6 +143,7 @@ func (c *config) validate() {
 	check(c.negativeTTL >= 0, "NegativeTTL must not be negative, got %v", c.negativeTTL)
 	check(c.jitter >= 0 && c.jitter < 1, "Jitter must be in [0, 1), got %v", c.jitter)
 	check(c.loadTimeout >= 0, "LoadTimeout must not be negative, got %v", c.loadTimeout)
+	check(c.storeTimeout > 0, "StoreTimeout must be positive, got %v", c.storeTimeout)
 	check(c.workers > 0, "Workers must be positive, got %d", c.workers)
 	check(c.queueSize > 0, "QueueSize must be positive, got %d", c.queueSize)
 	check(c.backoffMin > 0 && c.backoffMax >= c.backoffMin,

@@ -1,6 +1,7 @@
 package herd
 
 import (
+	"context"
 	"hash/maphash"
 	"sync"
 )
@@ -23,11 +24,12 @@ type writeGuard struct {
 }
 
 type pendingWrite struct {
-	superseded bool // guarded by the stripe's mutex
-
-	// writing is held while the load stores its result, so that a Set
-	// arriving then waits for that write to land before its own.
-	writing sync.Mutex
+	// Guarded by the stripe's mutex.
+	superseded bool
+	// written is made when the load starts storing its result and closed
+	// when it is done, so that a Set arriving then waits for that write to
+	// land before its own.
+	written chan struct{}
 }
 
 func (g *writeGuard) stripe(key string) *struct {
@@ -71,26 +73,30 @@ func (g *writeGuard) commit(key string, p *pendingWrite, write func()) {
 		s.mu.Unlock()
 		return
 	}
-	p.writing.Lock()
+	p.written = make(chan struct{})
 	s.mu.Unlock()
-	defer p.writing.Unlock()
+	defer close(p.written)
 	write()
 }
 
 // supersede marks the load of key in flight, if any, so that its result is
-// not stored, waits for a result being stored at this moment, then runs
-// write.
-func (g *writeGuard) supersede(key string, write func()) {
+// not stored, waits within ctx for a result being stored at this moment,
+// then runs write.
+func (g *writeGuard) supersede(ctx context.Context, key string, write func() error) error {
 	s := g.stripe(key)
 	s.mu.Lock()
-	p := s.m[key]
-	if p != nil {
+	var written chan struct{}
+	if p := s.m[key]; p != nil {
 		p.superseded = true
+		written = p.written
 	}
 	s.mu.Unlock()
-	if p != nil {
-		p.writing.Lock()
-		p.writing.Unlock() //nolint:staticcheck // an empty critical section: waiting for the load's write is the point
+	if written != nil {
+		select {
+		case <-written:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	write()
+	return write()
 }

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"time"
 )
 
 // ErrGoexit is returned to every waiter of a call whose function called
@@ -89,6 +90,10 @@ type call[V any] struct {
 
 	val V
 	err error
+
+	// published is set, on the function's goroutine, when the function gave
+	// its result early with Publish; its return values are then ignored.
+	published bool
 
 	cancel context.CancelFunc // nil unless Group.CancelWhenAbandoned
 
@@ -172,15 +177,13 @@ func (g *Group[K, V]) forgetLocked(key K, c *call[V]) {
 func (g *Group[K, V]) wait(ctx context.Context, key K, c *call[V]) (V, bool, error) {
 	select {
 	case <-c.done:
-		// dups is written only under g.mu while c is in the map, and run
-		// removes c from the map under g.mu before closing done.
-		return c.val, c.dups > 0, c.err
+		return g.result(c)
 	case <-ctx.Done():
 	}
 	// The result may have arrived at the same moment; prefer it.
 	select {
 	case <-c.done:
-		return c.val, c.dups > 0, c.err
+		return g.result(c)
 	default:
 	}
 	g.mu.Lock()
@@ -195,6 +198,15 @@ func (g *Group[K, V]) wait(ctx context.Context, key K, c *call[V]) (V, bool, err
 	return zero, false, ctx.Err()
 }
 
+// result returns the result of c, whose done channel is closed. dups is read
+// under the lock: after a Publish, callers may still join c.
+func (g *Group[K, V]) result(c *call[V]) (V, bool, error) {
+	g.mu.Lock()
+	shared := c.dups > 0
+	g.mu.Unlock()
+	return c.val, shared, c.err
+}
+
 // run calls fn on its own goroutine. Because the goroutine is ours, one
 // deferred function is enough to tell a panic from a runtime.Goexit: recover
 // returns the panic value in the first case and nil in the second, and in
@@ -202,12 +214,14 @@ func (g *Group[K, V]) wait(ctx context.Context, key K, c *call[V]) (V, bool, err
 func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(context.Context) (V, error)) {
 	returned := false
 	defer func() {
-		if !returned {
+		if !returned && !c.published {
 			if r := recover(); r != nil {
 				c.err = &PanicError{Value: r, Stack: debug.Stack()}
 			} else {
 				c.err = ErrGoexit
 			}
+		} else if !returned {
+			_ = recover() // the callers have their result; a panic after Publish is dropped
 		}
 		g.mu.Lock()
 		g.forgetLocked(key, c)
@@ -215,10 +229,56 @@ func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(contex
 		if c.cancel != nil {
 			c.cancel()
 		}
-		close(c.done)
+		if !c.published {
+			close(c.done)
+		}
 	}()
-	c.val, c.err = fn(ctx)
+	v, err := fn(&publishContext[V]{callContext: ctx, c: c})
+	if !c.published {
+		c.val, c.err = v, err
+	}
 	returned = true
+}
+
+// publishContext is the context fn runs on: the call's context, plus the
+// call itself so that Publish can reach it.
+type publishContext[V any] struct {
+	callContext context.Context
+	c           *call[V]
+}
+
+func (p *publishContext[V]) Deadline() (time.Time, bool) { return p.callContext.Deadline() }
+func (p *publishContext[V]) Done() <-chan struct{}       { return p.callContext.Done() }
+func (p *publishContext[V]) Err() error                  { return p.callContext.Err() }
+
+func (p *publishContext[V]) Value(k any) any {
+	if _, ok := k.(publishKey[V]); ok {
+		return p.c
+	}
+	return p.callContext.Value(k)
+}
+
+type publishKey[V any] struct{}
+
+// Publish gives v as the result of the call whose function runs on ctx,
+// before the function returns: the callers waiting get it at once, and so do
+// callers that arrive until the function returns, without starting a new
+// call. The function's own return values are then ignored. It suits work
+// that follows the result, such as writing it to a slower store, which the
+// callers need not wait for but which a new call should not overlap.
+//
+// Publish must be called from the function's own goroutine, at most once.
+// It reports whether ctx was the context of a call of a Group[K, V] (K is
+// any key type); elsewhere it does nothing.
+func Publish[V any](ctx context.Context, v V) bool {
+	c, ok := ctx.Value(publishKey[V]{}).(*call[V])
+	if !ok || c.published {
+		return false
+	}
+	c.val, c.err = v, nil
+	c.published = true
+	close(c.done)
+	return true
 }
 
 // keyContext is the context key under which a call's key is stored. It is

@@ -515,3 +515,64 @@ func TestDoRace(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+func TestPublishGivesTheResultEarly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g flight.Group[string, int]
+		var calls atomic.Int32
+		finish := make(chan struct{})
+		fn := func(ctx context.Context) (int, error) {
+			calls.Add(1)
+			if !flight.Publish(ctx, 42) {
+				t.Error("Publish did not find the call")
+			}
+			if flight.Publish(ctx, 43) {
+				t.Error("a second Publish succeeded")
+			}
+			<-finish // slow work after the result, e.g. a store write
+			return 0, errors.New("ignored after Publish")
+		}
+		out := startCallers(t.Context(), &g, 3, "k", fn)
+		for range 3 {
+			if r := <-out; r.v != 42 || r.err != nil {
+				t.Fatalf("caller got %+v before fn returned, want the published 42", r)
+			}
+		}
+		// fn is still running: a new caller gets the published result at
+		// once, without a new call.
+		if v, err := g.Do(t.Context(), "k", fn); v != 42 || err != nil {
+			t.Fatalf("caller arriving after Publish got %d, %v", v, err)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d calls, want 1", n)
+		}
+		close(finish)
+		synctest.Wait()
+		// fn returned: the key is free again.
+		v, err := g.Do(t.Context(), "k", func(context.Context) (int, error) { return 7, nil })
+		if v != 7 || err != nil {
+			t.Fatalf("Do after the published call ended = %d, %v", v, err)
+		}
+		if flight.Publish(t.Context(), 1) {
+			t.Fatal("Publish outside a call succeeded")
+		}
+	})
+}
+
+func TestPanicAfterPublishKeepsTheResult(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g flight.Group[string, int]
+		v, err := g.Do(t.Context(), "k", func(ctx context.Context) (int, error) {
+			flight.Publish(ctx, 5)
+			panic("after publish")
+		})
+		if v != 5 || err != nil {
+			t.Fatalf("got %d, %v; want the published 5", v, err)
+		}
+		synctest.Wait()
+		v, err = g.Do(t.Context(), "k", func(context.Context) (int, error) { return 6, nil })
+		if v != 6 || err != nil {
+			t.Fatalf("the key was not freed after a panic following Publish: %d, %v", v, err)
+		}
+	})
+}

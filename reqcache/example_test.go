@@ -8,7 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/reqcache"
+	"github.com/herdcache/herd/store/memory"
 )
 
 type User struct {
@@ -139,38 +141,18 @@ func ExampleNewMiddleware() {
 	// Output: 42
 }
 
-// sharedCache stands in for a process-wide *herd.Cache[User]: its Get has the
-// signature of herd.Cache.Get, so the request cache sits in front of either in
-// the same way.
-type sharedCache struct {
-	mu    sync.Mutex
-	users map[string]User
-	hits  int
-}
-
-func (c *sharedCache) Get(ctx context.Context, key string, load func(context.Context, string) (User, error)) (User, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if u, ok := c.users[key]; ok {
-		c.hits++
-		return u, nil
-	}
-	u, err := load(ctx, key)
-	if err == nil {
-		c.users[key] = u
-	}
-	return u, err
-}
-
-// The request cache is the first layer: within a request the same user costs
-// one lookup in the shared cache, which in turn loads from the database once
-// for every request.
+// A request cache in front of a process-wide herd.Cache: within a request,
+// the user is read once from the shared cache; across requests, the database
+// is queried once.
 func ExampleGet_layered() {
-	var store db
-	shared := &sharedCache{users: map[string]User{}}
+	var source db
+	shared := herd.New(memory.New[User](), herd.TTL(time.Minute))
+	defer shared.Close(context.Background())
+	reads := 0
 	user := func(ctx context.Context, id string) (User, error) {
 		return reqcache.Get(ctx, "user", id, func(ctx context.Context) (User, error) {
-			return shared.Get(ctx, id, store.LoadUser)
+			reads++
+			return shared.Get(ctx, id, source.LoadUser)
 		})
 	}
 
@@ -179,9 +161,9 @@ func ExampleGet_layered() {
 		for range 3 {
 			_, _ = user(ctx, "42")
 		}
-		fmt.Printf("request %d: shared cache hits %d, database queries %d\n", request, shared.hits, store.queries)
+		fmt.Printf("request %d: shared cache reads %d, database queries %d\n", request, reads, source.queries)
 	}
 	// Output:
-	// request 1: shared cache hits 0, database queries 1
-	// request 2: shared cache hits 1, database queries 1
+	// request 1: shared cache reads 1, database queries 1
+	// request 2: shared cache reads 2, database queries 1
 }

@@ -58,6 +58,16 @@ type Store[T any] interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// A SharedGetter is a store that can lend its own copy of an entry instead
+// of copying it out, with the time at which it found the entry live (zero if
+// it did not read the clock). The cache uses it on its hit path, where
+// copying an Entry and reading the clock twice would cost more than the
+// lookup. The entry is shared: the caller must not modify it, and the store
+// must never modify an entry it has lent (a Set stores a new one).
+type SharedGetter[T any] interface {
+	GetShared(ctx context.Context, key string) (e *Entry[T], now time.Time, ok bool, err error)
+}
+
 // ErrLocked is returned by [Locker.TryLock] when another owner holds the lock.
 var ErrLocked = errors.New("store: locked by another owner")
 

@@ -24,10 +24,15 @@ const DefaultMaxEntries = 10_000
 // A Store is a bounded in-memory [store.Store]. Build it with [New]; its
 // methods are safe for concurrent use.
 type Store[T any] struct {
-	c *otter.Cache[string, store.Entry[T]]
+	// Entries are held by pointer: otter copies its values on every read,
+	// and a pointer is cheaper to copy than an Entry of four times.
+	c *otter.Cache[string, *store.Entry[T]]
 }
 
-var _ store.Store[int] = (*Store[int])(nil)
+var (
+	_ store.Store[int]        = (*Store[int])(nil)
+	_ store.SharedGetter[int] = (*Store[int])(nil)
+)
 
 type config struct {
 	maxEntries int
@@ -62,7 +67,13 @@ func New[T any](opts ...Option) *Store[T] {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	o := &otter.Options[string, store.Entry[T]]{ExpiryCalculator: keepUntil[T]{}}
+	// A "writing" calculator is computed on create and update only; otter
+	// skips the read hook for it, which keeps the hit path short.
+	o := &otter.Options[string, *store.Entry[T]]{
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *store.Entry[T]]) time.Duration {
+			return untilKeepUntil(e.Value)
+		}),
+	}
 	switch {
 	case cfg.weigher != nil:
 		weigh, ok := cfg.weigher.(func(string, T) uint32)
@@ -73,7 +84,7 @@ func New[T any](opts ...Option) *Store[T] {
 			panic("memory: MaxWeight must be positive")
 		}
 		o.MaximumWeight = cfg.maxWeight
-		o.Weigher = func(key string, e store.Entry[T]) uint32 {
+		o.Weigher = func(key string, e *store.Entry[T]) uint32 {
 			if e.NotFound {
 				return 1
 			}
@@ -95,7 +106,21 @@ func New[T any](opts ...Option) *Store[T] {
 // has passed. It never returns an error.
 func (s *Store[T]) Get(_ context.Context, key string) (store.Entry[T], bool, error) {
 	e, ok := s.c.GetIfPresent(key)
-	return e, ok, nil
+	if !ok {
+		return store.Entry[T]{}, false, nil
+	}
+	return *e, true, nil
+}
+
+// GetShared is [Store.Get] that lends the store's own entry instead of a
+// copy, with the time at which it was found live, from the same clock read
+// that checked its KeepUntil. The entry must not be modified.
+func (s *Store[T]) GetShared(_ context.Context, key string) (*store.Entry[T], time.Time, bool, error) {
+	e, ok := s.c.GetEntry(key)
+	if !ok {
+		return nil, time.Time{}, false, nil
+	}
+	return e.Value, time.Unix(0, e.SnapshotAtNano), true, nil
 }
 
 // Set stores e under key until e.KeepUntil. An entry whose KeepUntil has
@@ -105,7 +130,7 @@ func (s *Store[T]) Set(_ context.Context, key string, e store.Entry[T]) error {
 		s.c.Invalidate(key)
 		return nil
 	}
-	s.c.Set(key, e)
+	s.c.Set(key, &e)
 	return nil
 }
 
@@ -130,23 +155,7 @@ func (s *Store[T]) Close(context.Context) error {
 	return nil
 }
 
-// keepUntil expires every entry at its KeepUntil, computed anew on each
-// write and left alone on reads.
-type keepUntil[T any] struct{}
-
-func (keepUntil[T]) ExpireAfterCreate(e otter.Entry[string, store.Entry[T]]) time.Duration {
-	return untilKeepUntil(e.Value)
-}
-
-func (keepUntil[T]) ExpireAfterUpdate(e otter.Entry[string, store.Entry[T]], _ store.Entry[T]) time.Duration {
-	return untilKeepUntil(e.Value)
-}
-
-func (keepUntil[T]) ExpireAfterRead(e otter.Entry[string, store.Entry[T]]) time.Duration {
-	return e.ExpiresAfter()
-}
-
-func untilKeepUntil[T any](e store.Entry[T]) time.Duration {
+func untilKeepUntil[T any](e *store.Entry[T]) time.Duration {
 	if e.KeepUntil.IsZero() {
 		return math.MaxInt64 // otter's "never"
 	}
