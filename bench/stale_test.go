@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/viccon/sturdyc"
+
+	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/store/memory"
+)
+
+// BenchmarkStaleHit reads keys that are all stale while their refreshes
+// block in the loader: the latency of serving stale-while-revalidate. Only
+// the caches with a background refresh take part: herd (RefreshAfter),
+// otter (RefreshCalculator) and sturdyc (early refreshes).
+func BenchmarkStaleHit(b *testing.B) {
+	ks := keys(hotKeys)
+	ctx := context.Background()
+	type staleCache struct {
+		get   func(key string) (int, error)
+		close func()
+	}
+	builds := []struct {
+		name  string
+		build func(load loadFunc) staleCache
+	}{
+		{"herd", func(load loadFunc) staleCache {
+			c := herd.New(memory.New[int](memory.MaxEntries(capacity)),
+				herd.TTL(time.Hour), herd.RefreshAfter(time.Millisecond), herd.Workers(4), herd.QueueSize(64))
+			return staleCache{
+				get:   func(k string) (int, error) { return c.Get(ctx, k, herd.Loader[int](load)) },
+				close: func() { _ = c.Close(context.Background()) },
+			}
+		}},
+		{"otter", func(load loadFunc) staleCache {
+			c := otter.Must(&otter.Options[string, int]{
+				MaximumSize:       capacity,
+				ExpiryCalculator:  otter.ExpiryWriting[string, int](time.Hour),
+				RefreshCalculator: otter.RefreshWriting[string, int](time.Millisecond),
+			})
+			l := otter.LoaderFunc[string, int](load)
+			return staleCache{
+				get:   func(k string) (int, error) { return c.Get(ctx, k, l) },
+				close: func() { c.StopAllGoroutines() },
+			}
+		}},
+		{"sturdyc", func(load loadFunc) staleCache {
+			c := sturdyc.New[int](capacity, 64, time.Hour, 10, sturdyc.WithNoContinuousEvictions(),
+				sturdyc.WithEarlyRefreshes(time.Millisecond, 2*time.Millisecond, time.Hour, time.Second))
+			return staleCache{
+				get: func(k string) (int, error) {
+					return c.GetOrFetch(context.WithValue(ctx, keyInContext{}, k), k, func(ctx context.Context) (int, error) {
+						return load(ctx, k)
+					})
+				},
+				close: func() {},
+			}
+		}},
+	}
+	for _, bc := range builds {
+		b.Run("impl="+bc.name, func(b *testing.B) {
+			block := make(chan struct{})
+			var warm atomic.Bool
+			c := bc.build(func(ctx context.Context, key string) (int, error) {
+				if warm.Load() {
+					<-block // refreshes hang: every read is served stale
+				}
+				return len(key), nil
+			})
+			for _, k := range ks {
+				if _, err := c.get(k); err != nil {
+					b.Fatal(err)
+				}
+			}
+			time.Sleep(10 * time.Millisecond) // every entry is now stale
+			warm.Store(true)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := c.get(ks[i&(hotKeys-1)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			b.StopTimer()
+			close(block)
+			c.close()
+		})
+	}
+}
