@@ -37,6 +37,7 @@ type impl struct {
 
 var impls = []impl{
 	{"herd", newHerd},
+	{"herd-coarse", newHerdCoarse},
 	{"otter", newOtter},
 	{"sturdyc", newSturdyc},
 	{"ttlcache", newTTLCache},
@@ -53,6 +54,15 @@ type herdCache struct {
 func newHerd(load loadFunc) cache {
 	return &herdCache{
 		c:    herd.New(memory.New[int](memory.MaxEntries(capacity)), herd.TTL(ttl)),
+		load: herd.Loader[int](load),
+	}
+}
+
+// newHerdCoarse is herd over a memory store with a 1ms coarse clock: no
+// clock read on a hit.
+func newHerdCoarse(load loadFunc) cache {
+	return &herdCache{
+		c:    herd.New(memory.New[int](memory.MaxEntries(capacity), memory.CoarseClock(time.Millisecond)), herd.TTL(ttl)),
 		load: herd.Loader[int](load),
 	}
 }

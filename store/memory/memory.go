@@ -26,7 +26,8 @@ const DefaultMaxEntries = 10_000
 type Store[T any] struct {
 	// Entries are held by pointer: otter copies its values on every read,
 	// and a pointer is cheaper to copy than an Entry of four times.
-	c *otter.Cache[string, *store.Entry[T]]
+	c     *otter.Cache[string, *store.Entry[T]]
+	clock *otter.CoarseClock // nil unless CoarseClock was given
 }
 
 var (
@@ -35,6 +36,7 @@ var (
 )
 
 type config struct {
+	coarse     time.Duration
 	maxEntries int
 	maxWeight  uint64
 	weigher    any // func(key string, v T) uint32, checked by New
@@ -56,6 +58,16 @@ func MaxWeight[T any](maxWeight uint64, weigh func(key string, v T) uint32) Opti
 	return func(c *config) { c.maxEntries, c.maxWeight, c.weigher = 0, maxWeight, weigh }
 }
 
+// CoarseClock makes the store, and a herd.Cache over it, read the time from a
+// clock that a goroutine of the store advances every resolution, instead of
+// reading the system clock on every hit. A hit then costs no clock read at
+// all, which matters where reading the clock is slow (many virtual
+// machines); entries then expire and turn stale up to resolution late.
+// [Store.Close] stops the goroutine. Default: the system clock on every read.
+func CoarseClock(resolution time.Duration) Option {
+	return func(c *config) { c.coarse = resolution }
+}
+
 // New returns an empty store. It panics on an invalid option (a bound that
 // is not positive, or a [MaxWeight] weigher of another value type), as these
 // are programming errors.
@@ -71,7 +83,7 @@ func New[T any](opts ...Option) *Store[T] {
 	// skips the read hook for it, which keeps the hit path short.
 	o := &otter.Options[string, *store.Entry[T]]{
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *store.Entry[T]]) time.Duration {
-			return untilKeepUntil(e.Value)
+			return untilKeepUntil(e.Value, e.SnapshotAtNano)
 		}),
 	}
 	switch {
@@ -95,11 +107,20 @@ func New[T any](opts ...Option) *Store[T] {
 	default:
 		o.MaximumSize = cfg.maxEntries
 	}
+	s := &Store[T]{}
+	if cfg.coarse < 0 {
+		panic(fmt.Sprintf("memory: CoarseClock resolution must be positive, got %v", cfg.coarse))
+	}
+	if cfg.coarse > 0 {
+		s.clock = otter.NewCoarseClock(cfg.coarse)
+		o.Clock = s.clock
+	}
 	c, err := otter.New(o)
 	if err != nil {
 		panic("memory: " + err.Error())
 	}
-	return &Store[T]{c: c}
+	s.c = c
+	return s
 }
 
 // Get returns the entry of key, or false when there is none or its KeepUntil
@@ -126,7 +147,7 @@ func (s *Store[T]) GetShared(_ context.Context, key string) (*store.Entry[T], ti
 // Set stores e under key until e.KeepUntil. An entry whose KeepUntil has
 // already passed removes the key instead.
 func (s *Store[T]) Set(_ context.Context, key string, e store.Entry[T]) error {
-	if !e.Live(time.Now()) {
+	if !e.Live(s.now()) {
 		s.c.Invalidate(key)
 		return nil
 	}
@@ -148,16 +169,29 @@ func (s *Store[T]) Len() int {
 	return s.c.EstimatedSize()
 }
 
-// Close stops the store's clean-up goroutine. The store still works after
-// Close; expired entries are then dropped as they are read or evicted.
+// Close stops the store's clean-up goroutine, and its clock's if it has a
+// [CoarseClock]. The store still works after Close; expired entries are then
+// dropped as they are read or evicted (with a coarse clock, time stops).
 func (s *Store[T]) Close(context.Context) error {
 	s.c.StopAllGoroutines()
+	if s.clock != nil {
+		s.clock.Stop()
+	}
 	return nil
 }
 
-func untilKeepUntil[T any](e *store.Entry[T]) time.Duration {
+func (s *Store[T]) now() time.Time {
+	if s.clock != nil {
+		return time.Unix(0, s.clock.NowNano())
+	}
+	return time.Now()
+}
+
+// untilKeepUntil is the time from now (otter's clock, in Unix nanoseconds)
+// to the entry's KeepUntil.
+func untilKeepUntil[T any](e *store.Entry[T], now int64) time.Duration {
 	if e.KeepUntil.IsZero() {
 		return math.MaxInt64 // otter's "never"
 	}
-	return time.Until(e.KeepUntil)
+	return e.KeepUntil.Sub(time.Unix(0, now))
 }

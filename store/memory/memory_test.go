@@ -81,6 +81,7 @@ func TestInvalidOptionsPanic(t *testing.T) {
 		"zero weight":    memory.MaxWeight(0, func(string, storetest.Value) uint32 { return 1 }),
 		"wrong weigher":  memory.MaxWeight(10, func(string, int) uint32 { return 1 }),
 		"negative count": memory.MaxEntries(-1),
+		"negative clock": memory.CoarseClock(-time.Second),
 	} {
 		t.Run(name, func(t *testing.T) {
 			defer func() {
@@ -105,4 +106,24 @@ func TestHitDoesNotAllocate(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("a hit allocated %v times", allocs)
 	}
+}
+
+func TestConformanceCoarseClock(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
+		return newStore(t, memory.CoarseClock(time.Millisecond))
+	})
+}
+
+func TestCoarseClockLendsItsTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := memory.New[int](memory.CoarseClock(time.Second))
+		defer s.Close(context.Background())
+		ctx := context.Background()
+		_ = s.Set(ctx, "k", store.Entry[int]{Value: 1, KeepUntil: time.Now().Add(time.Hour)})
+		time.Sleep(2500 * time.Millisecond)
+		_, now, ok, _ := s.GetShared(ctx, "k")
+		if !ok || !now.Equal(time.Now().Add(-500*time.Millisecond)) {
+			t.Fatalf("coarse time %v, want the last whole-second tick before %v", now, time.Now())
+		}
+	})
 }
