@@ -1,0 +1,124 @@
+package natsstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/store"
+)
+
+// The server goes down under 200 concurrent Gets through a cache: every call
+// returns within its context, calls fall back to the loader, and after the
+// server restarts on the same port and directory the same store works again.
+func TestServerDownAndBack(t *testing.T) {
+	srv := startServer(t)
+	nc, js := connect(t, srv.url())
+	s := newStore[string](t, js, "fault")
+	c := herd.New[string](s, herd.TTL(time.Minute), herd.StoreTimeout(time.Second))
+	defer func() {
+		if err := c.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	ctx := context.Background()
+	for i := range 100 { // half the keys are in the store, half are cold
+		if err := s.Set(ctx, fmt.Sprintf("k%d", i), store.Entry[string]{Value: "stored"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var loads atomic.Int32
+	load := func(context.Context, string) (string, error) {
+		loads.Add(1)
+		return "loaded", nil
+	}
+
+	const callers, budget = 200, 2 * time.Second
+	wave := func(down func()) (ok, timedOut int) {
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			late []time.Duration
+		)
+		start := make(chan struct{})
+		for i := range callers {
+			wg.Go(func() {
+				<-start
+				cctx, cancel := context.WithTimeout(context.Background(), budget)
+				defer cancel()
+				began := time.Now()
+				v, err := c.Get(cctx, fmt.Sprintf("k%d", i), load)
+				took := time.Since(began)
+				mu.Lock()
+				defer mu.Unlock()
+				if took > budget+500*time.Millisecond {
+					late = append(late, took)
+				}
+				switch {
+				case err == nil && (v == "stored" || v == "loaded"):
+					ok++
+				case errors.Is(err, context.DeadlineExceeded):
+					timedOut++
+				default:
+					t.Errorf("Get = %q, %v", v, err)
+				}
+			})
+		}
+		close(start)
+		if down != nil {
+			down()
+		}
+		wg.Wait()
+		if len(late) > 0 {
+			t.Fatalf("%d calls returned past their context: %v", len(late), late)
+		}
+		return ok, timedOut
+	}
+
+	ok, timedOut := wave(srv.stop)
+	t.Logf("server shut down during 200 Gets: %d answered, %d hit their deadline, %d loads", ok, timedOut, loads.Load())
+	if ok != callers {
+		t.Fatalf("server shut down during 200 Gets: %d answered, %d hit their deadline; want all answered from the store or the loader", ok, timedOut)
+	}
+	waitFor(t, 10*time.Second, "client notices the server is gone", func() bool { return !nc.IsConnected() })
+
+	// Down: every Get is answered by the loader at once (the cache keeps no
+	// copy of its own, so every key is a load).
+	before := loads.Load()
+	ok, timedOut = wave(nil)
+	if ok != callers || timedOut != 0 {
+		t.Fatalf("with the server down: %d answered, %d timed out; want all %d answered by the loader", ok, timedOut, callers)
+	}
+	t.Logf("server down: %d Gets answered by %d loads", ok, loads.Load()-before)
+	if loads.Load()-before != callers {
+		t.Fatalf("%d loads for %d cold keys with the server down", loads.Load()-before, callers)
+	}
+
+	// Back on the same port and directory: the same store works again.
+	srv.start()
+	waitFor(t, 20*time.Second, "client reconnects", nc.IsConnected)
+	waitFor(t, 20*time.Second, "store writes and reads again", func() bool {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if err := s.Set(wctx, "after", store.Entry[string]{Value: "back"}); err != nil {
+			return false
+		}
+		e, found, err := s.Get(wctx, "after")
+		return err == nil && found && e.Value == "back"
+	})
+	if e, found, err := s.Get(ctx, "k1"); err != nil || !found || e.Value != "stored" {
+		t.Fatalf("entry written before the restart: %+v, %v, %v", e, found, err)
+	}
+	l, err := s.TryLock(ctx, "after", time.Second)
+	if err != nil {
+		t.Fatalf("TryLock after the restart: %v", err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
