@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -39,25 +40,35 @@ func watchConn(nc *nats.Conn) *connState {
 	return c
 }
 
+// statusPoll is how often the status is read even without an event: the
+// client drops a listener that has an unread event when it sends the next
+// one, so events alone could be lost.
+const statusPoll = 200 * time.Millisecond
+
 func (c *connState) run() {
 	defer close(c.stopped)
+	tick := time.NewTicker(statusPoll)
+	defer tick.Stop()
+	events := c.events
 	for {
 		select {
 		case <-c.stop:
 			return
-		case st, ok := <-c.events:
+		case _, ok := <-events:
 			if !ok {
-				return
+				events = nil
 			}
-			c.mu.Lock()
-			switch {
-			case st != nats.CONNECTED:
-				c.cancel(ErrUnavailable)
-			case c.up.Err() != nil:
-				c.up, c.cancel = context.WithCancelCause(context.Background())
-			}
-			c.mu.Unlock()
+		case <-tick.C:
 		}
+		connected := c.nc.IsConnected()
+		c.mu.Lock()
+		switch {
+		case !connected:
+			c.cancel(ErrUnavailable)
+		case c.up.Err() != nil:
+			c.up, c.cancel = context.WithCancelCause(context.Background())
+		}
+		c.mu.Unlock()
 	}
 }
 

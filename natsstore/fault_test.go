@@ -27,6 +27,9 @@ func TestServerDownAndBack(t *testing.T) {
 		}
 	}()
 	ctx := context.Background()
+	if err := s.Set(ctx, "persisted", store.Entry[string]{Value: "before"}); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 100 { // half the keys are in the store, half are cold
 		if err := s.Set(ctx, fmt.Sprintf("k%d", i), store.Entry[string]{Value: "stored"}); err != nil {
 			t.Fatal(err)
@@ -39,38 +42,48 @@ func TestServerDownAndBack(t *testing.T) {
 	}
 
 	const callers, budget = 200, 2 * time.Second
-	wave := func(down func()) (ok, timedOut int) {
+	// wave runs callers goroutines that each make rounds Gets, every one on
+	// its own deadline; down, if any, runs once a third of the calls are done,
+	// so that it lands in the middle of the load.
+	wave := func(rounds int, down func()) (ok, timedOut int) {
 		var (
 			wg   sync.WaitGroup
 			mu   sync.Mutex
 			late []time.Duration
+			done atomic.Int32
 		)
-		start := make(chan struct{})
+		start, third := make(chan struct{}), make(chan struct{})
 		for i := range callers {
 			wg.Go(func() {
 				<-start
-				cctx, cancel := context.WithTimeout(context.Background(), budget)
-				defer cancel()
-				began := time.Now()
-				v, err := c.Get(cctx, fmt.Sprintf("k%d", i), load)
-				took := time.Since(began)
-				mu.Lock()
-				defer mu.Unlock()
-				if took > budget+500*time.Millisecond {
-					late = append(late, took)
-				}
-				switch {
-				case err == nil && (v == "stored" || v == "loaded"):
-					ok++
-				case errors.Is(err, context.DeadlineExceeded):
-					timedOut++
-				default:
-					t.Errorf("Get = %q, %v", v, err)
+				for range rounds {
+					cctx, cancel := context.WithTimeout(context.Background(), budget)
+					began := time.Now()
+					v, err := c.Get(cctx, fmt.Sprintf("k%d", i), load)
+					took := time.Since(began)
+					cancel()
+					mu.Lock()
+					if took > budget+500*time.Millisecond {
+						late = append(late, took)
+					}
+					switch {
+					case err == nil && (v == "stored" || v == "loaded"):
+						ok++
+					case errors.Is(err, context.DeadlineExceeded):
+						timedOut++
+					default:
+						t.Errorf("Get = %q, %v", v, err)
+					}
+					mu.Unlock()
+					if done.Add(1) == int32(callers*rounds/3) {
+						close(third)
+					}
 				}
 			})
 		}
 		close(start)
 		if down != nil {
+			<-third
 			down()
 		}
 		wg.Wait()
@@ -80,17 +93,23 @@ func TestServerDownAndBack(t *testing.T) {
 		return ok, timedOut
 	}
 
-	ok, timedOut := wave(srv.stop)
-	t.Logf("server shut down during 200 Gets: %d answered, %d hit their deadline, %d loads", ok, timedOut, loads.Load())
-	if ok != callers {
-		t.Fatalf("server shut down during 200 Gets: %d answered, %d hit their deadline; want all answered from the store or the loader", ok, timedOut)
+	const rounds = 5
+	ok, timedOut := wave(rounds, srv.stop)
+	t.Logf("server shut down during %d Gets by 200 callers: %d answered (%d by the loader), %d hit their deadline",
+		callers*rounds, ok, loads.Load(), timedOut)
+	if ok != callers*rounds {
+		t.Fatalf("server shut down under load: %d of %d answered, %d hit their deadline; want all answered from the store or the loader",
+			ok, callers*rounds, timedOut)
+	}
+	if loads.Load() == 0 {
+		t.Fatal("no Get fell back to the loader with the server down")
 	}
 	waitFor(t, 10*time.Second, "client notices the server is gone", func() bool { return !nc.IsConnected() })
 
 	// Down: every Get is answered by the loader at once (the cache keeps no
 	// copy of its own, so every key is a load).
 	before := loads.Load()
-	ok, timedOut = wave(nil)
+	ok, timedOut = wave(1, nil)
 	if ok != callers || timedOut != 0 {
 		t.Fatalf("with the server down: %d answered, %d timed out; want all %d answered by the loader", ok, timedOut, callers)
 	}
@@ -111,7 +130,7 @@ func TestServerDownAndBack(t *testing.T) {
 		e, found, err := s.Get(wctx, "after")
 		return err == nil && found && e.Value == "back"
 	})
-	if e, found, err := s.Get(ctx, "k1"); err != nil || !found || e.Value != "stored" {
+	if e, found, err := s.Get(ctx, "persisted"); err != nil || !found || e.Value != "before" {
 		t.Fatalf("entry written before the restart: %+v, %v, %v", e, found, err)
 	}
 	l, err := s.TryLock(ctx, "after", time.Second)

@@ -8,7 +8,16 @@
 //
 // [New] creates the bucket, or binds to it if it exists. The store never
 // closes the JetStream context or the connection it was given; [Store.Close]
-// stops only the store's own subscriptions. Every method honours its context.
+// (which herd's Cache.Close calls) stops only the store's own goroutines: the
+// one that follows the connection's status and those of open subscriptions.
+// Every method honours its context. While the connection is down, calls fail
+// at once with [ErrUnavailable] (calls in flight when it drops too), so that
+// a cache answers from its loader instead of waiting for the reconnection;
+// once the client reconnects, the same store works again.
+//
+// The store publishes on the bucket's subjects ("$KV.<bucket>.") itself, to
+// attach per-message TTLs, so it does not support a JetStream context with
+// an API prefix or domain.
 //
 // Entries are written in herd's shared envelope (see [store.Encode]) with the
 // store's codec ([store.JSON] by default). Bytes that do not decode (another
@@ -89,6 +98,12 @@ var ErrUnavailable = errors.New("natsstore: not connected to the server")
 // (a bucket made without LimitMarkerTTL, or a server older than 2.11): a lock
 // that cannot expire would outlive a crashed owner.
 var ErrNoTTL = errors.New("natsstore: bucket has no per-key TTL")
+
+var (
+	_ store.Store[int] = (*Store[int])(nil)
+	_ store.Locker     = (*Store[int])(nil)
+	_ store.Notifier   = (*Store[int])(nil)
+)
 
 // keyHeader carries the escaped key of an entry stored under a hashed key.
 const keyHeader = "Herd-Key"

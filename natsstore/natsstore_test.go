@@ -308,11 +308,13 @@ func TestWatcherResumesAfterReconnect(t *testing.T) {
 	ctx := context.Background()
 
 	got := make(chan string, 1000)
-	subscription, err := sub.Subscribe(ctx, func(k string) { got <- k })
+	subCtx, cancel := context.WithCancel(ctx)
+	subscription, err := sub.Subscribe(subCtx, func(k string) { got <- k })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer subscription.Close()
+	cancel() // bounds Subscribe only, not the subscription
 	if err := pub.Publish(ctx, "before"); err != nil {
 		t.Fatal(err)
 	}

@@ -46,13 +46,29 @@ func (s *Store[T]) Subscribe(ctx context.Context, fn func(key string)) (store.Su
 	if !ok {
 		return nil, fmt.Errorf("natsstore: subscribe: unexpected bucket status %T", status)
 	}
-	sub := &subscription{
-		kv: s.kv, fn: fn, last: info.StreamInfo().State.LastSeq,
-		stop: make(chan struct{}), done: make(chan struct{}),
-	}
 	nc := s.js.Conn()
+	sub := &subscription{
+		kv:         s.kv,
+		nc:         nc,
+		fn:         fn,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		last:       info.StreamInfo().State.LastSeq,
+		reconnects: nc.Stats().Reconnects,
+	}
+	sub.ctx, sub.cancel = context.WithCancel(context.Background())
 	sub.reconnected = nc.StatusChanged(nats.CONNECTED)
-	if sub.w, err = sub.watch(ctx); err != nil {
+	// The watch lives on sub.ctx (the client ends a watch when the context
+	// of its creation ends); ctx bounds only its creation.
+	stop := context.AfterFunc(ctx, sub.cancel)
+	sub.w, err = sub.watch()
+	stop()
+	if err == nil && ctx.Err() != nil {
+		sub.stopWatch()
+		err = ctx.Err()
+	}
+	if err != nil {
+		sub.cancel()
 		nc.RemoveStatusListener(sub.reconnected)
 		return nil, fmt.Errorf("natsstore: subscribe: %w", err)
 	}
@@ -71,28 +87,39 @@ func (s *Store[T]) Subscribe(ctx context.Context, fn func(key string)) (store.Su
 
 type subscription struct {
 	kv          jetstream.KeyValue
+	nc          *nats.Conn
 	fn          func(string)
 	reconnected chan nats.Status
 	forget      func()
 	stop, done  chan struct{}
 	once        sync.Once
+	ctx         context.Context // cancelled by Close, to end a watch being started
+	cancel      context.CancelFunc
 
 	// Owned by run after Subscribe returns.
-	w    jetstream.KeyWatcher
-	last uint64 // the last revision delivered (or seen at start)
+	w          jetstream.KeyWatcher
+	wcancel    context.CancelFunc // ends w's context
+	last       uint64             // the last revision delivered (or seen at start)
+	reconnects uint64             // the connection's reconnections when w was started
 }
 
-func (sub *subscription) watch(ctx context.Context) (jetstream.KeyWatcher, error) {
-	return sub.kv.Watch(ctx, "n.>", jetstream.ResumeFromRevision(sub.last+1))
+// watch starts a watch of the notification keys from the revision after the
+// last one delivered, on a context of its own that stopWatch cancels.
+func (sub *subscription) watch() (jetstream.KeyWatcher, error) {
+	ctx, cancel := context.WithCancel(sub.ctx)
+	w, err := sub.kv.Watch(ctx, "n.>", jetstream.ResumeFromRevision(sub.last+1))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	sub.wcancel = cancel
+	return w, nil
 }
 
 func (sub *subscription) run() {
 	defer close(sub.done)
-	defer func() {
-		if sub.w != nil {
-			_ = sub.w.Stop()
-		}
-	}()
+	defer sub.stopWatch()
+	reconnected := sub.reconnected
 	var updates <-chan jetstream.KeyValueEntry
 	if sub.w != nil {
 		updates = sub.w.Updates()
@@ -101,14 +128,15 @@ func (sub *subscription) run() {
 	retry.Stop()
 	defer retry.Stop()
 	backoff := 50 * time.Millisecond
+	// The reconnection event may be lost (see statusPoll), so the count of
+	// reconnections is checked every second too.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	restart := func() {
-		if sub.w != nil {
-			_ = sub.w.Stop()
-			sub.w, updates = nil, nil
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		w, err := sub.watch(ctx)
-		cancel()
+		sub.reconnects = sub.nc.Stats().Reconnects
+		sub.stopWatch()
+		updates = nil
+		w, err := sub.watch()
 		if err != nil {
 			retry.Reset(backoff)
 			backoff = min(2*backoff, 2*time.Second)
@@ -121,13 +149,22 @@ func (sub *subscription) run() {
 		select {
 		case <-sub.stop:
 			return
-		case <-sub.reconnected:
+		case _, ok := <-reconnected:
+			if !ok {
+				reconnected = nil
+				continue
+			}
 			restart()
+		case <-tick.C:
+			if sub.nc.Stats().Reconnects != sub.reconnects && sub.nc.IsConnected() {
+				restart()
+			}
 		case <-retry.C:
 			restart()
 		case e, ok := <-updates:
 			if !ok { // the watcher stopped under us: watch again
-				sub.w, updates = nil, nil
+				sub.stopWatch()
+				updates = nil
 				retry.Reset(backoff)
 				continue
 			}
@@ -142,9 +179,36 @@ func (sub *subscription) run() {
 	}
 }
 
+// stopWatch stops the current watch, if any, and reads what it still
+// delivers until it closes its channel (for at most a second): the client's
+// callback holds a lock while it blocks on a full channel, and closing the
+// channel needs that lock.
+func (sub *subscription) stopWatch() {
+	if sub.w == nil {
+		return
+	}
+	w := sub.w
+	sub.w = nil
+	defer sub.wcancel()
+	_ = w.Stop()
+	timeout := time.NewTimer(time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+		case <-timeout.C:
+			return
+		}
+	}
+}
+
 // Close stops the watch and waits for the delivering goroutine to return.
 func (sub *subscription) Close() error {
 	sub.once.Do(func() {
+		sub.cancel()
 		close(sub.stop)
 		<-sub.done
 		sub.forget()
