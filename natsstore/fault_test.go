@@ -141,3 +141,53 @@ func TestServerDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A subscriber that lives through a server restart (its consumer is gone
+// with the server) still gets every invalidation published once the server
+// is back, however soon after it comes back.
+func TestWatcherResumesAfterServerRestart(t *testing.T) {
+	srv := startServer(t)
+	pubNC, pubJS := connect(t, srv.url())
+	subNC, subJS := connect(t, srv.url())
+	pub := newStore[string](t, pubJS, "restart")
+	sub := newStore[string](t, subJS, "restart")
+	ctx := context.Background()
+	got := make(chan string, 1000)
+	subscription, err := sub.Subscribe(ctx, func(k string) { got <- k })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subscription.Close()
+	if err := pub.Publish(ctx, "before"); err != nil {
+		t.Fatal(err)
+	}
+	if k := <-got; k != "before" {
+		t.Fatalf("got %q, want before", k)
+	}
+
+	srv.stop()
+	waitFor(t, 10*time.Second, "clients disconnected", func() bool { return !pubNC.IsConnected() && !subNC.IsConnected() })
+	srv.start()
+	waitFor(t, 20*time.Second, "publisher reconnected", pubNC.IsConnected)
+	want := map[string]bool{}
+	for i := range 100 {
+		k := fmt.Sprintf("key-%d", i)
+		want[k] = true
+		waitFor(t, 20*time.Second, "publish after the restart", func() bool {
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return pub.Publish(pctx, k) == nil
+		})
+	}
+	// 10s: the client's own recovery of a lost consumer (missed heartbeats)
+	// takes about 20s; the store restarts its watch on the reconnection.
+	timeout := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case k := <-got:
+			delete(want, k)
+		case <-timeout:
+			t.Fatalf("%d of 100 invalidations missing 10s after the restart", len(want))
+		}
+	}
+}
