@@ -28,28 +28,46 @@ func (s *Store[T]) Publish(ctx context.Context, key string) error {
 // buffers 100 messages, then waits up to a minute before it drops one.
 func (s *Store[T]) Subscribe(ctx context.Context, fn func(key string)) (store.Subscription, error) {
 	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
+	if s.closed {
+		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	ps := s.client.Subscribe(ctx, s.channel)
-	// Receive honours only ctx's deadline, not its cancellation: closing ps
-	// when ctx ends unblocks it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	msg, err := ps.Receive(ctx)
-	if !stop() {
+	s.pending.Add(1)
+	s.mu.Unlock()
+
+	// go-redis dials and subscribes under the PubSub's own lock, honouring
+	// only ctx's deadline, not its cancellation: a goroutine does it, so
+	// that this call returns when ctx ends, and closes the PubSub if the
+	// caller has gone by the time it is confirmed. Store.Close waits for it.
+	type result struct {
+		ps  *redis.PubSub
+		err error
+	}
+	res := make(chan result) // unbuffered: handed over, or abandoned
+	abandon := make(chan struct{})
+	go func() {
+		defer s.pending.Done()
+		ps, err := s.subscribe(ctx)
+		select {
+		case res <- result{ps, err}:
+		case <-abandon:
+			if ps != nil {
+				_ = ps.Close()
+			}
+		}
+	}()
+	var r result
+	select {
+	case r = <-res:
+	case <-ctx.Done():
+		close(abandon)
 		return nil, fmt.Errorf("redisstore: subscribe to %s: %w", s.channel, context.Cause(ctx))
 	}
-	if err == nil {
-		if sub, ok := msg.(*redis.Subscription); !ok || sub.Kind != "subscribe" {
-			err = fmt.Errorf("unexpected reply %v", msg)
-		}
+	if r.err != nil {
+		return nil, fmt.Errorf("redisstore: subscribe to %s: %w", s.channel, r.err)
 	}
-	if err != nil {
-		_ = ps.Close()
-		return nil, fmt.Errorf("redisstore: subscribe to %s: %w", s.channel, err)
-	}
+	ps := r.ps
+
 	sub := &subscription{ps: ps, stop: make(chan struct{}), done: make(chan struct{}), forget: s.forget}
 	s.mu.Lock()
 	if s.closed { // closed while we subscribed
@@ -85,6 +103,29 @@ func (s *Store[T]) Subscribe(ctx context.Context, fn func(key string)) (store.Su
 		}
 	}()
 	return sub, nil
+}
+
+// subscribe subscribes a new PubSub to the store's channel and waits for
+// Redis to confirm it.
+func (s *Store[T]) subscribe(ctx context.Context) (*redis.PubSub, error) {
+	ps := s.client.Subscribe(ctx, s.channel)
+	// Receive honours only ctx's deadline: closing ps when ctx ends
+	// unblocks it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	msg, err := ps.Receive(ctx)
+	if !stop() {
+		return nil, context.Cause(ctx)
+	}
+	if err == nil {
+		if sub, ok := msg.(*redis.Subscription); !ok || sub.Kind != "subscribe" {
+			err = fmt.Errorf("unexpected reply %v", msg)
+		}
+	}
+	if err != nil {
+		_ = ps.Close()
+		return nil, err
+	}
+	return ps, nil
 }
 
 func (s *Store[T]) forget(sub *subscription) {

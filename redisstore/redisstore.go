@@ -28,7 +28,7 @@
 // # Keys
 //
 // The prefix given with [Prefix] is required, must not be empty and must not
-// contain ':'. A cache key k lives at
+// contain ':', '{' or '}'. A cache key k lives at
 //
 //	<prefix>:e:<k>
 //
@@ -103,9 +103,10 @@ type Store[T any] struct {
 
 	corrupt atomic.Uint64
 
-	mu     sync.Mutex
-	closed bool
-	subs   map[*subscription]struct{}
+	mu      sync.Mutex
+	closed  bool
+	subs    map[*subscription]struct{}
+	pending sync.WaitGroup // Subscribe calls under way
 }
 
 var (
@@ -125,7 +126,9 @@ type Option func(*config)
 
 // Prefix is the namespace of the store's keys and channel. It is required:
 // two caches with different prefixes never share a key. It must not be empty
-// and must not contain ':' ("myapp-users", not "myapp:users").
+// and must not contain ':' ("myapp-users", not "myapp:users"), nor a brace,
+// which would make it a Cluster hash tag that splits a key's lock from its
+// fencing counter.
 func Prefix(p string) Option { return func(c *config) { c.prefix, c.prefixSet = p, true } }
 
 // WithCodec sets how values are turned into bytes. Its type must be the
@@ -148,8 +151,8 @@ func New[T any](client redis.UniversalClient, opts ...Option) (*Store[T], error)
 		return nil, errors.New("redisstore: the Prefix option is required")
 	case cfg.prefix == "":
 		return nil, errors.New("redisstore: empty prefix")
-	case strings.Contains(cfg.prefix, ":"):
-		return nil, fmt.Errorf("redisstore: prefix %q contains ':'", cfg.prefix)
+	case strings.ContainsAny(cfg.prefix, ":{}"):
+		return nil, fmt.Errorf("redisstore: prefix %q contains ':', '{' or '}'", cfg.prefix)
 	}
 	s := &Store[T]{
 		client:  client,
@@ -296,7 +299,7 @@ func (s *Store[T]) Delete(ctx context.Context, key string) error {
 }
 
 // Close closes the subscriptions of the store that are still open and waits
-// for their goroutines, or for ctx to end. It does not close the client. Get,
+// for their goroutines and for Subscribe calls under way, or for ctx to end. It does not close the client. Get,
 // Set, Delete and the locks still work after Close.
 func (s *Store[T]) Close(ctx context.Context) error {
 	s.mu.Lock()
@@ -312,6 +315,7 @@ func (s *Store[T]) Close(ctx context.Context) error {
 		for _, sub := range subs {
 			_ = sub.Close()
 		}
+		s.pending.Wait()
 	}()
 	select {
 	case <-done:

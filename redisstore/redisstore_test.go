@@ -93,6 +93,7 @@ func TestNewChecksItsOptions(t *testing.T) {
 		"no prefix":         nil,
 		"empty prefix":      {redisstore.Prefix("")},
 		"prefix with colon": {redisstore.Prefix("app:users")},
+		"prefix with brace": {redisstore.Prefix("{app}")},
 		"codec of a type":   {redisstore.Prefix("p"), redisstore.WithCodec[[]byte](store.Bytes{})},
 	} {
 		if _, err := redisstore.New[storetest.Value](c, opts...); err == nil {
@@ -410,7 +411,7 @@ func TestCloseStopsSubscriptions(t *testing.T) {
 
 func TestSubscribeHonoursItsContext(t *testing.T) {
 	l := silentListener(t)
-	c := newClient(t, l)
+	c := newClient(t, l, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = time.Minute, time.Minute })
 	s, err := redisstore.New[storetest.Value](c, redisstore.Prefix("p"))
 	if err != nil {
 		t.Fatal(err)
@@ -424,8 +425,8 @@ func TestSubscribeHonoursItsContext(t *testing.T) {
 	if _, err := s.Subscribe(ctx, func(string) {}); err == nil {
 		t.Fatal("Subscribe to a silent server returned no error")
 	}
-	if took := time.Since(start); took > 2*time.Second {
-		t.Fatalf("Subscribe returned %v after its context was cancelled", took)
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Subscribe returned %v after its call, its context cancelled after 100ms", took)
 	}
 }
 

@@ -18,17 +18,18 @@ import (
 // without persistence, in a temporary directory. It is stopped at the end of
 // the test.
 type redisServer struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string
 	dir    string
 	port   int
+	args   []string // more arguments of redis-server
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
 
 // startRedis starts a redis-server for t. The test fails if redis-server is
 // not installed: these tests run against a real server, never a fake.
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t testing.TB, args ...string) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -43,7 +44,7 @@ func startRedis(t *testing.T) *redisServer {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), port: port}
+	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), port: port, args: args}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -57,10 +58,12 @@ func (s *redisServer) start() {
 	if s.cmd != nil {
 		s.t.Fatal("redis-server already running")
 	}
-	cmd := exec.Command(s.bin,
+	args := append([]string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
-		"--logfile", filepath.Join(s.dir, "redis.log"))
+		"--logfile", filepath.Join(s.dir, "redis.log"),
+	}, s.args...)
+	cmd := exec.Command(s.bin, args...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
@@ -125,12 +128,12 @@ func (s *redisServer) restart() {
 
 // client returns a new client of the server, closed at the end of the test.
 // Its calls honour their contexts.
-func (s *redisServer) client(t *testing.T, adjust ...func(*redis.Options)) *redis.Client {
+func (s *redisServer) client(t testing.TB, adjust ...func(*redis.Options)) *redis.Client {
 	t.Helper()
 	return newClient(t, s.addr(), adjust...)
 }
 
-func newClient(t *testing.T, addr string, adjust ...func(*redis.Options)) *redis.Client {
+func newClient(t testing.TB, addr string, adjust ...func(*redis.Options)) *redis.Client {
 	t.Helper()
 	opts := &redis.Options{
 		Addr:                  addr,

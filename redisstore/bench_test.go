@@ -1,0 +1,120 @@
+package redisstore_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/redisstore"
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/storetest"
+)
+
+// BenchmarkGet compares a hit through a herd.Cache over a Store with a plain
+// go-redis GET of the same bytes, on one client of one local server: what
+// the store and the cache add to a round trip.
+func BenchmarkGet(b *testing.B) {
+	srv := startRedis(b)
+	client := srv.client(b)
+	ctx := context.Background()
+	s, err := redisstore.New[storetest.Value](client, redisstore.Prefix("bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	e := store.Entry[storetest.Value]{
+		Value: storetest.Value{Name: "user 42", N: 42}, StoredAt: now,
+		RefreshAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour), KeepUntil: now.Add(3 * time.Hour),
+	}
+	if err := s.Set(ctx, "k", e); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("herd", func(b *testing.B) {
+		cache := herd.New[storetest.Value](s, herd.TTL(time.Hour), herd.WithLogger(discard()))
+		defer func() { _ = cache.Close(ctx) }()
+		load := func(context.Context, string) (storetest.Value, error) {
+			return storetest.Value{}, fmt.Errorf("miss in a benchmark of hits")
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cache.Get(ctx, "k", load); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The same through the Bytes codec: what the store and the cache cost
+	// without a JSON decode.
+	raw, err := redisstore.New[[]byte](client, redisstore.Prefix("bench-bytes"), redisstore.WithCodec[[]byte](store.Bytes{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload, err := store.JSON[storetest.Value]{}.Marshal(e.Value)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := raw.Set(ctx, "k", store.Entry[[]byte]{Value: payload, StoredAt: e.StoredAt, RefreshAt: e.RefreshAt, ExpiresAt: e.ExpiresAt, KeepUntil: e.KeepUntil}); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("herd-bytes", func(b *testing.B) {
+		cache := herd.New[[]byte](raw, herd.TTL(time.Hour), herd.WithLogger(discard()))
+		defer func() { _ = cache.Close(ctx) }()
+		load := func(context.Context, string) ([]byte, error) {
+			return nil, fmt.Errorf("miss in a benchmark of hits")
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cache.Get(ctx, "k", load); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("go-redis", func(b *testing.B) {
+		key := s.Key("k")
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := client.Get(ctx, key).Bytes(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkGetMany100 reads 100 keys in one round trip, against a plain
+// MGET of the same keys.
+func BenchmarkGetMany100(b *testing.B) {
+	srv := startRedis(b)
+	client := srv.client(b)
+	ctx := context.Background()
+	s, err := redisstore.New[storetest.Value](client, redisstore.Prefix("bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := make([]string, 100)
+	rkeys := make([]string, 100)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("user:%d", i)
+		rkeys[i] = s.Key(keys[i])
+		if err := s.Set(ctx, keys[i], store.Entry[storetest.Value]{Value: storetest.Value{Name: keys[i], N: int64(i)}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("redisstore", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			got, err := s.GetMany(ctx, keys)
+			if err != nil || len(got) != len(keys) {
+				b.Fatalf("GetMany: %d entries, %v", len(got), err)
+			}
+		}
+	})
+	b.Run("go-redis", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := client.MGet(ctx, rkeys...).Result(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,91 @@
+package redisstore_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herdcache/herd/redisstore"
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/storetest"
+)
+
+// startCluster starts a one-node Redis Cluster that serves every slot.
+func startCluster(t *testing.T) *redisServer {
+	t.Helper()
+	srv := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	c := srv.client(t)
+	ctx := context.Background()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
+	}
+	waitFor(t, "the cluster to be ready", func() bool {
+		info, err := c.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	})
+	return srv
+}
+
+func clusterClient(t *testing.T, srv *redisServer) *redis.ClusterClient {
+	t.Helper()
+	c := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 []string{srv.addr()},
+		ContextTimeoutEnabled: true,
+		DialTimeout:           time.Second,
+		ReadTimeout:           time.Second,
+		WriteTimeout:          time.Second,
+	})
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close cluster client: %v", err)
+		}
+	})
+	return c
+}
+
+// On Cluster, the lock script's two keys share a slot (else Redis refuses
+// it with CROSSSLOT), and GetMany spans slots.
+func TestClusterConformance(t *testing.T) {
+	srv := startCluster(t)
+	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
+		s, err := redisstore.New[storetest.Value](clusterClient(t, srv), redisstore.Prefix(prefixOf(t)), withGob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+func TestClusterGetMany(t *testing.T) {
+	srv := startCluster(t)
+	ctx := context.Background()
+	s, err := redisstore.New[storetest.Value](clusterClient(t, srv), redisstore.Prefix("p"), withGob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := storetest.OddKeys(1000)
+	for i := range 200 {
+		keys = append(keys, fmt.Sprintf("many:%d", i), fmt.Sprintf("{many}:%d", i))
+	}
+	for i, k := range keys {
+		if err := s.Set(ctx, k, store.Entry[storetest.Value]{Value: storetest.Value{Name: k, N: int64(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.GetMany(ctx, append(keys, "absent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(keys) {
+		t.Fatalf("GetMany returned %d entries, want %d", len(got), len(keys))
+	}
+	for i, k := range keys {
+		if e := got[k]; e.Value.Name != k || e.Value.N != int64(i) {
+			t.Fatalf("GetMany(%q) = %+v", k, e.Value)
+		}
+	}
+}
