@@ -123,7 +123,8 @@ type config struct {
 func WithCodec[T any](c store.Codec[T]) Option { return func(o *config) { o.codec = c } }
 
 // NotifyRetention sets how long a notification stays in the bucket for
-// subscribers that are reconnecting. Default: 10 minutes.
+// subscribers that are reconnecting (on a bucket without per-key TTL, the
+// last notification of each key stays). Default: 10 minutes.
 func NotifyRetention(d time.Duration) Option { return func(o *config) { o.notifyTTL = d } }
 
 // MarkerTTL sets how long the bucket keeps the markers left by expired and

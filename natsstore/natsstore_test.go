@@ -368,3 +368,32 @@ func TestCloseLeavesTheConnection(t *testing.T) {
 		t.Fatalf("Set after Close: %v", err)
 	}
 }
+
+// On a bucket bound without per-key TTL, KeepUntil is still enforced on
+// read, and TryLock refuses with ErrNoTTL rather than hand out a lease that
+// could never expire.
+func TestBucketWithoutTTL(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.url())
+	ctx := context.Background()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "plain"}); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore[string](t, js, "plain")
+	if _, err := s.TryLock(ctx, "k", time.Minute); !errors.Is(err, natsstore.ErrNoTTL) {
+		t.Fatalf("TryLock on a bucket without TTL: %v, want ErrNoTTL", err)
+	}
+	if err := s.Set(ctx, "k", store.Entry[string]{Value: "v", KeepUntil: time.Now().Add(300 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.Get(ctx, "k"); !ok || err != nil {
+		t.Fatalf("Get before KeepUntil: %v, %v", ok, err)
+	}
+	waitFor(t, 5*time.Second, "entry past KeepUntil reads as a miss", func() bool {
+		_, ok, err := s.Get(ctx, "k")
+		return err == nil && !ok
+	})
+	if _, err := s.KeyValue().Get(ctx, "d.kk"); err != nil {
+		t.Fatalf("the bytes are still in the bucket (no server TTL), yet: %v", err)
+	}
+}
