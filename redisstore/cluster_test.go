@@ -89,3 +89,65 @@ func TestClusterGetMany(t *testing.T) {
 		}
 	}
 }
+
+// A Ring of two servers: GetMany finds keys on both shards, and the rest of
+// the suite passes.
+func TestRing(t *testing.T) {
+	a, b := startRedis(t), startRedis(t)
+	newRing := func(t *testing.T) *redis.Ring {
+		r := redis.NewRing(&redis.RingOptions{
+			Addrs:                 map[string]string{"a": a.addr(), "b": b.addr()},
+			ContextTimeoutEnabled: true,
+			DialTimeout:           time.Second,
+			ReadTimeout:           time.Second,
+			WriteTimeout:          time.Second,
+		})
+		t.Cleanup(func() {
+			if err := r.Close(); err != nil {
+				t.Errorf("close ring: %v", err)
+			}
+		})
+		return r
+	}
+	t.Run("Conformance", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
+			s, err := redisstore.New[storetest.Value](newRing(t), redisstore.Prefix(prefixOf(t)), withGob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		})
+	})
+	t.Run("GetMany", func(t *testing.T) {
+		ctx := context.Background()
+		s, err := redisstore.New[storetest.Value](newRing(t), redisstore.Prefix("p"), withGob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for i := range 200 {
+			k := fmt.Sprintf("many:%d", i)
+			keys = append(keys, k)
+			if err := s.Set(ctx, k, store.Entry[storetest.Value]{Value: storetest.Value{Name: k, N: int64(i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		onA := a.client(t).DBSize(ctx).Val()
+		onB := b.client(t).DBSize(ctx).Val()
+		if onA == 0 || onB == 0 {
+			t.Fatalf("keys on the two shards: %d and %d; want both used", onA, onB)
+		}
+		got, err := s.GetMany(ctx, append(keys, "absent"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(keys) {
+			t.Fatalf("GetMany returned %d entries, want %d", len(got), len(keys))
+		}
+		for i, k := range keys {
+			if e := got[k]; e.Value.N != int64(i) {
+				t.Fatalf("GetMany(%q) = %+v", k, e.Value)
+			}
+		}
+	})
+}

@@ -15,8 +15,8 @@
 // client's own timeouts instead of the caller's deadline.
 //
 //   - Get and Set cost one round trip each; Delete one; GetMany one MGET on a
-//     single server, and one MGET per hash slot, sent as one pipeline, on
-//     Cluster.
+//     single server, one MGET per hash slot, sent as one pipeline, on
+//     Cluster, and a pipeline of GETs on a Ring.
 //   - Entries are written as herd's envelope (see [store.Encode]) with the
 //     value encoded by the store's codec ([store.JSON] by default, see
 //     [WithCodec]).
@@ -97,6 +97,7 @@ var ErrClosed = errors.New("redisstore: store closed")
 type Store[T any] struct {
 	client  redis.UniversalClient
 	cluster *redis.ClusterClient // client, when it is a Cluster client
+	ring    *redis.Ring          // client, when it is a Ring
 	codec   store.Codec[T]
 	prefix  string // the prefix and its ':'
 	channel string
@@ -169,6 +170,7 @@ func New[T any](client redis.UniversalClient, opts ...Option) (*Store[T], error)
 		s.codec = c
 	}
 	s.cluster, _ = client.(*redis.ClusterClient)
+	s.ring, _ = client.(*redis.Ring)
 	return s, nil
 }
 
@@ -205,16 +207,19 @@ func (s *Store[T]) decode(b []byte, now time.Time) (store.Entry[T], bool, error)
 }
 
 // GetMany returns the live entries of keys, by key, in one round trip: an
-// MGET on a single server, and on Cluster one MGET per hash slot, sent
-// together as a pipeline. Keys without an entry, or whose bytes do not decode,
+// MGET on a single server, on Cluster one MGET per hash slot, sent together
+// as a pipeline, and on a Ring a pipeline of GETs. Keys without an entry, or whose bytes do not decode,
 // are absent from the map.
 func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
 	found := make(map[string]store.Entry[T], len(keys))
 	if len(keys) == 0 {
 		return found, nil
 	}
-	if s.cluster != nil {
+	switch {
+	case s.cluster != nil:
 		return found, s.getManyCluster(ctx, keys, found)
+	case s.ring != nil:
+		return found, s.getManyRing(ctx, keys, found)
 	}
 	rkeys := make([]string, len(keys))
 	for i, k := range keys {
@@ -251,6 +256,28 @@ func (s *Store[T]) getManyCluster(ctx context.Context, keys []string, found map[
 	now := time.Now()
 	for i, cmd := range cmds {
 		s.collect(groups[i], cmd.Val(), now, found)
+	}
+	return nil
+}
+
+// getManyRing sends one GET per key in a pipeline, which the Ring splits by
+// shard: an MGET would go whole to the shard of its first key.
+func (s *Store[T]) getManyRing(ctx context.Context, keys []string, found map[string]store.Entry[T]) error {
+	pipe := s.ring.Pipeline()
+	cmds := make([]*redis.StringCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Get(ctx, s.Key(k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redisstore: get of %d keys: %w", len(keys), err)
+	}
+	now := time.Now()
+	for i, cmd := range cmds {
+		if b, err := cmd.Bytes(); err == nil {
+			if e, ok, _ := s.decode(b, now); ok {
+				found[keys[i]] = e
+			}
+		}
 	}
 	return nil
 }
