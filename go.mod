@@ -8,4 +8,4 @@ require (
 	golang.org/x/sync v0.22.0
 )
 
-require golang.org/x/time v0.15.0 // indirect
+require golang.org/x/time v0.15.0
