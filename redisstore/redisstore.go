@@ -191,19 +191,22 @@ func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, e
 	case err != nil:
 		return store.Entry[T]{}, false, fmt.Errorf("redisstore: get %q: %w", key, err)
 	}
-	return s.decode(b, time.Now())
+	e, ok := s.decode(b, time.Now())
+	return e, ok, nil
 }
 
-func (s *Store[T]) decode(b []byte, now time.Time) (store.Entry[T], bool, error) {
+// decode returns the entry of b if it is live at now. Bytes that do not
+// decode are counted and reported as a miss.
+func (s *Store[T]) decode(b []byte, now time.Time) (store.Entry[T], bool) {
 	e, err := store.Decode(s.codec, b)
 	if err != nil {
 		s.corrupt.Add(1)
-		return store.Entry[T]{}, false, nil
+		return store.Entry[T]{}, false
 	}
 	if !e.Live(now) {
-		return store.Entry[T]{}, false, nil
+		return store.Entry[T]{}, false
 	}
-	return e, true, nil
+	return e, true
 }
 
 // GetMany returns the live entries of keys, by key, in one round trip: an
@@ -274,7 +277,7 @@ func (s *Store[T]) getManyRing(ctx context.Context, keys []string, found map[str
 	now := time.Now()
 	for i, cmd := range cmds {
 		if b, err := cmd.Bytes(); err == nil {
-			if e, ok, _ := s.decode(b, now); ok {
+			if e, ok := s.decode(b, now); ok {
 				found[keys[i]] = e
 			}
 		}
@@ -289,7 +292,7 @@ func (s *Store[T]) collect(keys []string, vals []any, now time.Time, found map[s
 		if !ok || i >= len(keys) {
 			continue // nil: no such key
 		}
-		if e, ok, _ := s.decode([]byte(str), now); ok {
+		if e, ok := s.decode([]byte(str), now); ok {
 			found[keys[i]] = e
 		}
 	}
