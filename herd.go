@@ -431,6 +431,16 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, refresh bool) (st
 	var e store.Entry[T]
 	l, err := c.cfg.locker.TryLock(ctx, key, c.cfg.lockTTL)
 	switch {
+	case err == nil && !refresh:
+		// The previous holder may have stored the value after this
+		// process missed it and before it released the lock: read again.
+		if e, ok, gerr := c.store.Get(ctx, key); gerr == nil && ok && (e.ExpiresAt.IsZero() || time.Now().Before(e.ExpiresAt)) {
+			if uerr := l.Unlock(context.WithoutCancel(ctx)); uerr != nil && !errors.Is(uerr, store.ErrNotHeld) {
+				c.storeError("unlock", key, uerr)
+			}
+			return nil, e, holderStored
+		}
+		return l, e, loadLocked
 	case err == nil:
 		return l, e, loadLocked
 	case !errors.Is(err, store.ErrLocked):

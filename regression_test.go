@@ -423,3 +423,39 @@ func TestRegressionNoSecondLoadWhileTheWriteLands(t *testing.T) {
 		}
 	})
 }
+
+// A process that missed the store, then won the lock after the previous
+// holder had stored its value and unlocked, loaded again. It now reads the
+// store once more after winning the lock.
+func TestRegressionLockWinnerRereadsTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memory.New[string]()
+		lk := &gatedLocker{locker: newLocker()}
+		c := herd.New[string](mem, herd.TTL(time.Minute), herd.WithLocker(lk, time.Minute), herd.WithLogger(discard))
+		defer func() { _ = c.Close(context.Background()) }()
+		gate := make(chan struct{})
+		lk.mu.Lock()
+		lk.gate = gate
+		lk.mu.Unlock()
+		var calls atomic.Int32
+		got := make(chan string, 1)
+		go func() {
+			v, _ := c.Get(context.Background(), "k", func(context.Context, string) (string, error) {
+				calls.Add(1)
+				return "mine", nil
+			})
+			got <- v
+		}()
+		synctest.Wait() // missed the store, now waiting in TryLock
+		// Meanwhile another process loaded the key, stored it and unlocked.
+		now := time.Now()
+		_ = mem.Set(context.Background(), "k", store.Entry[string]{
+			Value: "theirs", StoredAt: now,
+			ExpiresAt: now.Add(time.Minute), KeepUntil: now.Add(time.Minute),
+		})
+		close(gate)
+		if v := <-got; v != "theirs" || calls.Load() != 0 {
+			t.Fatalf("got %q after %d loads; want the other process's value and no load", v, calls.Load())
+		}
+	})
+}
