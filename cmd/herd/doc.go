@@ -44,6 +44,8 @@
 // elsewhere or when CI=true. A bad flag or store is a one-line error and
 // exit status 2; an interrupted run exits with status 130.
 //
-// Only the in-memory store is built in for now: --store redis://… and
-// --store nats://… say so and exit with status 2.
+// --store redis://host:port/db or --store nats://host:port runs the herd
+// setups over that server instead of the in-memory store, each setup under
+// names of its own that the run removes at its end; a server that does not
+// answer within 3 seconds is a one-line error and exit status 2.
 package main

@@ -64,6 +64,15 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return status
 	}
 
+	if o.store != "memory" {
+		open, closeStore, err := openStore(ctx, o.store)
+		if err != nil {
+			return fail(exitUsage, "%v", err)
+		}
+		defer closeStore()
+		o.cfg.Store, o.cfg.StoreName = open, redact(o.store)
+	}
+
 	progress := report.NewProgress(stderr, isTerminal(stderr) && !underCI(), o.cfg.Duration)
 	o.cfg.Progress = progress.Update
 	r, err := sim.Run(ctx, o.cfg)

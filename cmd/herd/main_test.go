@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,17 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
+
+// closedPort is a loopback port that nothing listens on.
+var closedPort = func() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	_ = l.Close()
+	return port
+}()
 
 // A bad flag, store or URL is one line on stderr and exit status 2, before
 // anything runs.
@@ -37,9 +49,9 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"--instances", "0"}, "--instances must be between 1 and"},
 		{[]string{"--ttl", "0s"}, "--ttl must be positive"},
 		{[]string{"run"}, `unexpected argument "run" (see herd -h)`},
-		{[]string{"--store", "redis://127.0.0.1:6379/0"}, "store redis://127.0.0.1:6379/0 is not available in this build"},
-		{[]string{"--store", "redis://user:secret@cache:6379/0"}, "store redis://xxxxx@cache:6379/0 is not available in this build"},
-		{[]string{"--store", "nats://127.0.0.1:4222"}, "store nats://127.0.0.1:4222 is not available in this build"},
+		{[]string{"--store", "redis://127.0.0.1:" + closedPort + "/0"}, "store redis://127.0.0.1:" + closedPort + "/0 is unreachable"},
+		{[]string{"--store", "redis://user:secret@127.0.0.1:" + closedPort + "/0"}, "store redis://xxxxx@127.0.0.1:" + closedPort + "/0 is unreachable"},
+		{[]string{"--store", "nats://127.0.0.1:" + closedPort}, "store nats://127.0.0.1:" + closedPort + " is unreachable"},
 		{[]string{"--store", "redis://"}, `--store: invalid URL "redis://": no host`},
 		{[]string{"--store", "redis://127.0.0.1:port"}, `--store: invalid URL "redis://127.0.0.1:port": invalid port ":port" after host`},
 		{[]string{"--store", "redis://u:secret@cache:port"}, `--store: invalid URL "redis://xxxxx@cache:port": invalid port`},

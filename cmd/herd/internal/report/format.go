@@ -12,8 +12,21 @@ import (
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 )
 
-// StoreName is the store the herd setups run on: the only one so far.
-const StoreName = "memory"
+// storeName is the store the herd setups of r ran on, as --store named it.
+func storeName(c *sim.Config) string {
+	if c.StoreName == "" {
+		return "memory"
+	}
+	return c.StoreName
+}
+
+// storeDesc says where the herd setups kept their entries.
+func storeDesc(c *sim.Config) string {
+	if n := storeName(c); n != "memory" {
+		return n
+	}
+	return "the memory store"
+}
 
 // count formats n with thousands separators: 128,000.
 func count(n uint64) string {
@@ -112,10 +125,10 @@ func describe(r *sim.Report) []string {
 	if c.Outage > 0 {
 		outage = fmt.Sprintf("down from %v to %v (calls hang %v, then fail)", span(r.OutageFrom), span(r.OutageTo), span(c.OutageHang))
 	}
-	caches := fmt.Sprintf("caches: TTL %v; herd on the %s store", span(c.TTL), StoreName)
+	caches := fmt.Sprintf("caches: TTL %v; herd on %s", span(c.TTL), storeDesc(c))
 	if c.Instances > 1 {
-		caches = fmt.Sprintf("caches: TTL %v; %d instances of each: herd's share the %s store and a lock, the plain maps share nothing",
-			span(c.TTL), c.Instances, StoreName)
+		caches = fmt.Sprintf("caches: TTL %v; %d instances of each: herd's share %s and a lock, the plain maps share nothing",
+			span(c.TTL), c.Instances, storeDesc(c))
 	}
 	swr := c.SWR()
 	return []string{

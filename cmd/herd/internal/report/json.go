@@ -96,7 +96,7 @@ func JSON(w io.Writer, r *sim.Report) error {
 	swr := c.SWR()
 	out := jsonReport{
 		Config: jsonConfig{
-			Store: StoreName, DurationS: c.Duration.Seconds(), Clients: c.Clients, IntervalS: c.Interval.Seconds(),
+			Store: storeName(c), DurationS: c.Duration.Seconds(), Clients: c.Clients, IntervalS: c.Interval.Seconds(),
 			Keys: c.Keys, Zipf: c.Zipf, LatencyS: c.Latency.Seconds(), ErrorRate: c.ErrorRate,
 			OutageS: c.Outage.Seconds(), OutageHang: c.OutageHang.Seconds(), TimeoutS: c.Timeout.Seconds(),
 			TTLS: c.TTL.Seconds(), Instances: c.Instances, Seed: c.Seed,

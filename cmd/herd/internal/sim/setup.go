@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/memory"
 )
 
@@ -17,11 +18,11 @@ type setup struct {
 	// read answers one request of client for key.
 	read func(ctx context.Context, client int, key string) (answer, error)
 
-	caches []*herd.Cache[string] // the instances of a herd setup
-	shared *memory.Store[string] // the store they share
+	caches     []*herd.Cache[string] // the instances of a herd setup
+	closeStore func()                // releases the store they share
 }
 
-func (e *engine) newSetup(k Kind) *setup {
+func (e *engine) newSetup(ctx context.Context, k Kind) (*setup, error) {
 	s := &setup{kind: k, rec: newRecorder(e)}
 	s.src = newSource(e, s.rec)
 	switch k {
@@ -41,17 +42,30 @@ func (e *engine) newSetup(k Kind) *setup {
 			return answer{hit: hit}, err
 		}
 	case Herd, HerdSWR:
-		s.newHerd(e)
+		if err := s.newHerd(ctx, e); err != nil {
+			return nil, err
+		}
 	}
-	return s
+	return s, nil
 }
 
 // newHerd builds the instances of a herd setup: caches over one shared
 // store, with a shared lock when there are several, as processes sharing a
-// Redis would be.
-func (s *setup) newHerd(e *engine) {
+// Redis would be. The store is in memory unless the Config gives one.
+func (s *setup) newHerd(ctx context.Context, e *engine) error {
 	c := e.cfg
-	s.shared = memory.New[string](memory.MaxEntries(c.Keys + 1000))
+	var shared SharedStore
+	if c.Store != nil {
+		name := map[Kind]string{Herd: "ttl", HerdSWR: "swr"}[s.kind]
+		var err error
+		if shared, err = c.Store(ctx, name); err != nil {
+			return err
+		}
+	} else {
+		mem := memory.New[string](memory.MaxEntries(c.Keys + 1000))
+		shared = SharedStore{Store: mem, Locker: newLocker(), Close: func() { _ = mem.Close(context.Background()) }}
+	}
+	s.closeStore = shared.Close
 	opts := []herd.Option{herd.WithLogger(slog.New(slog.DiscardHandler))}
 	// A lease outlasts any load: a load runs until the source answers or,
 	// with a load timeout, until that.
@@ -66,10 +80,10 @@ func (s *setup) newHerd(e *engine) {
 		opts = append(opts, herd.TTL(c.TTL))
 	}
 	if c.Instances > 1 {
-		opts = append(opts, herd.WithLocker(newLocker(), lockTTL))
+		opts = append(opts, herd.WithLocker(shared.Locker, lockTTL))
 	}
 	for range c.Instances {
-		s.caches = append(s.caches, herd.New[string](fleetStore{s.shared}, opts...))
+		s.caches = append(s.caches, herd.New[string](fleetStore{shared.Store}, opts...))
 	}
 	load := herd.Loader[string](s.src.load)
 	s.read = func(ctx context.Context, client int, key string) (answer, error) {
@@ -82,17 +96,15 @@ func (s *setup) newHerd(e *engine) {
 			stale: r.Status == herd.StatusStale || r.Status == herd.StatusStaleOnError,
 		}, nil
 	}
+	return nil
 }
 
-// fleetStore is the store that the instances of a herd setup share. Its
-// Close does nothing, so that closing one instance does not close the store
-// under the others; the setup closes the store itself.
+// fleetStore is the store that the instances of a herd setup share. It has
+// no Close method, so that closing one instance does not close the store
+// under the others; the setup releases the store itself.
 type fleetStore struct {
-	*memory.Store[string]
+	store.Store[string]
 }
-
-// Close does nothing: see fleetStore.
-func (fleetStore) Close(context.Context) error { return nil }
 
 // close closes the setup's caches, waiting for their background refreshes,
 // then their store.
@@ -103,8 +115,8 @@ func (s *setup) close() {
 		// within its latency or its outage hang.
 		_ = c.Close(ctx)
 	}
-	if s.shared != nil {
-		_ = s.shared.Close(ctx)
+	if s.closeStore != nil {
+		s.closeStore()
 	}
 }
 

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/store"
 )
 
 // Config is a scenario. Start from [Defaults] and change what differs.
@@ -52,6 +53,14 @@ type Config struct {
 
 	// Setups are the setups to run, in order; nil runs [AllSetups].
 	Setups []Kind
+
+	// Store, if set, gives the store that the instances of a herd setup
+	// share, in place of an in-memory one: a Redis or NATS store, say. name
+	// tells the setups of a run apart. Run releases it when the setup ends.
+	Store func(ctx context.Context, name string) (SharedStore, error)
+	// StoreName names that store in reports, without credentials; empty
+	// is "memory".
+	StoreName string
 
 	// Progress, if set, is called every ProgressEvery while the clients
 	// run, from a goroutine of its own.
@@ -76,6 +85,14 @@ var Defaults = Config{
 	Instances:     1,
 	Seed:          1,
 	ProgressEvery: 100 * time.Millisecond,
+}
+
+// A SharedStore is a store that the instances of a herd setup share, as
+// processes share a Redis or a NATS bucket.
+type SharedStore struct {
+	Store  store.Store[string]
+	Locker store.Locker // makes the instances load a key once across the fleet
+	Close  func()       // releases the store; called once, after the caches are closed
 }
 
 // Limits of a Config, so that a typo cannot exhaust the machine.
@@ -288,9 +305,16 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	}
 	started := time.Now()
 	e := newEngine(&c, started)
-	setups := make([]*setup, len(c.Setups))
-	for i, k := range c.Setups {
-		setups[i] = e.newSetup(k)
+	setups := make([]*setup, 0, len(c.Setups))
+	for _, k := range c.Setups {
+		s, err := e.newSetup(ctx, k)
+		if err != nil {
+			for _, s := range setups {
+				s.close()
+			}
+			return nil, err
+		}
+		setups = append(setups, s)
 	}
 
 	clientsCtx, stop := context.WithCancel(ctx)
