@@ -285,9 +285,12 @@ func TestRefreshWorkersAreBounded(t *testing.T) {
 		}
 		wg.Wait()
 		synctest.Wait()
-		// Each worker and the load goroutine it waits on.
-		if extra := runtime.NumGoroutine() - before; extra > 2*workers {
-			t.Fatalf("%d goroutines added by 10,000 stale reads, want at most %d", extra, 2*workers)
+		// Each worker and the load goroutine it waits on, give or take a few
+		// goroutines of the runtime and the store that come and go: bounded,
+		// where one per stale key would be 10,000.
+		const slack = 8
+		if extra := runtime.NumGoroutine() - before; extra > 2*workers+slack {
+			t.Fatalf("%d goroutines added by 10,000 stale reads, want at most %d", extra, 2*workers+slack)
 		}
 		close(gate)
 		synctest.Wait()

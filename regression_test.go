@@ -351,6 +351,7 @@ func TestRegressionHugeTTLOverflows(t *testing.T) {
 		c, _ := newCache(t, herd.TTL(math.MaxInt64))
 		src := &source{value: "v"}
 		mustGet(t, c, "k", src.load)
+		synctest.Wait() // the load's store write lands
 		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusFresh {
 			t.Fatalf("second Get with TTL(math.MaxInt64): %v, want fresh (%d loads)", r.Status, src.calls.Load())
 		}
