@@ -50,6 +50,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/ratelog"
 	"github.com/herdcache/herd/store"
 )
 
@@ -134,7 +135,7 @@ type Cache[T any] struct {
 
 	refresh refresher[T]
 
-	storeErrLog, refreshErrLog rateLog
+	storeErrLog, refreshErrLog ratelog.Limiter
 }
 
 // New returns a cache over s. It panics if an option is invalid, with a
@@ -681,6 +682,6 @@ func (c *Cache[T]) observe(n *atomic.Uint64, e Event) {
 
 func (c *Cache[T]) storeError(op, key string, err error) {
 	c.observe(&c.stats.storeErrors, Event{Kind: EventStoreError, Key: key, Err: err})
-	c.storeErrLog.log(c.cfg.logger, slog.LevelWarn, "herd: store failed; loading from the source instead",
+	c.storeErrLog.Log(context.Background(), c.cfg.logger, slog.LevelWarn, "herd: store failed; loading from the source instead",
 		slog.String("op", op), slog.String("key", key), slog.Any("error", err))
 }

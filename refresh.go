@@ -119,7 +119,7 @@ func (r *refresher[T]) run(t refreshTask[T]) {
 		return
 	}
 	c.observe(&c.stats.refreshesFailed, Event{Kind: EventRefreshFailed, Key: t.key, Err: err})
-	c.refreshErrLog.log(c.cfg.logger, slog.LevelWarn, "herd: background refresh failed; serving the old value",
+	c.refreshErrLog.Log(context.Background(), c.cfg.logger, slog.LevelWarn, "herd: background refresh failed; serving the old value",
 		slog.String("key", t.key), slog.Any("error", err))
 }
 

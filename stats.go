@@ -1,9 +1,6 @@
 package herd
 
 import (
-	"context"
-	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -130,32 +127,4 @@ func (c *stripedCounter) load() uint64 {
 		n += c.s[i].n.Load()
 	}
 	return n
-}
-
-// logEvery is the shortest interval between two log records of one kind.
-const logEvery = 10 * time.Second
-
-// rateLog logs one kind of message at most once per logEvery, saying how many
-// were left out in between.
-type rateLog struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLog) log(l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
-	now := time.Now()
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	suppressed := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if suppressed > 0 {
-		attrs = append(attrs, slog.Int("suppressed", suppressed))
-	}
-	l.LogAttrs(context.Background(), level, msg, attrs...)
 }

@@ -70,6 +70,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/herdcache/herd/internal/ratelog"
 )
 
 var (
@@ -292,7 +294,7 @@ type Cache[K comparable, V any] struct {
 	runCtx  context.Context    // parent of the sync calls' contexts
 	stats   Stats              // Size is filled in by Stats
 
-	errLog, panicLog, debugLog rateLog
+	errLog, panicLog, debugLog ratelog.Limiter
 }
 
 // entry is one item of the set.

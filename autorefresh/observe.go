@@ -1,9 +1,6 @@
 package autorefresh
 
 import (
-	"context"
-	"log/slog"
-	"sync"
 	"time"
 )
 
@@ -133,36 +130,4 @@ func (c *Cache[K, V]) observe(e Event) {
 	if c.opts.Observer != nil {
 		c.opts.Observer.Observe(e)
 	}
-}
-
-// logEvery is the shortest interval between two log records of one kind.
-const logEvery = 10 * time.Second
-
-// rateLog logs one kind of message at most once per logEvery, saying how many
-// were left out in between, so that a source that is down does not flood the
-// log with one record per batch.
-type rateLog struct {
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLog) log(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
-	if !l.Enabled(ctx, level) {
-		return
-	}
-	now := time.Now()
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	suppressed := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if suppressed > 0 {
-		attrs = append(attrs, slog.Int("suppressed", suppressed))
-	}
-	l.LogAttrs(ctx, level, msg, attrs...)
 }

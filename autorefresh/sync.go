@@ -165,7 +165,7 @@ func (c *Cache[K, V]) batches(items []Item[K, V]) []*batch[K, V] {
 		add(rest, false)
 	}
 	if strays > 0 || left > 0 {
-		c.debugLog.log(context.Background(), c.opts.Logger, slog.LevelDebug,
+		c.debugLog.Log(context.Background(), c.opts.Logger, slog.LevelDebug,
 			"autorefresh: batcher did not return each item once",
 			slog.Int("unknown_or_repeated", strays), slog.Int("left_out", left))
 	}
@@ -176,7 +176,7 @@ func (c *Cache[K, V]) batches(items []Item[K, V]) []*batch[K, V] {
 func (c *Cache[K, V]) callBatcher(items []Item[K, V]) (groups [][]Item[K, V]) {
 	defer func() {
 		if r := recover(); r != nil {
-			c.panicLog.log(context.Background(), c.opts.Logger, slog.LevelError,
+			c.panicLog.Log(context.Background(), c.opts.Logger, slog.LevelError,
 				"autorefresh: batcher panicked; using the default batches",
 				slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
 			groups = nil
@@ -384,14 +384,14 @@ func (c *Cache[K, V]) finish(b *batch[K, V], results []Result[K, V], terminal []
 		if errors.As(err, &pe) {
 			attrs = append(attrs, slog.Any("panic", pe.Value), slog.String("stack", string(pe.Stack)))
 		}
-		c.panicLog.log(ctx, log, slog.LevelError, "autorefresh: sync panicked; its items are kept", attrs...)
+		c.panicLog.Log(ctx, log, slog.LevelError, "autorefresh: sync panicked; its items are kept", attrs...)
 	case err != nil:
 		ev.Kind = EventSyncError
-		c.errLog.log(ctx, log, slog.LevelWarn, "autorefresh: sync failed; its items are kept",
+		c.errLog.Log(ctx, log, slog.LevelWarn, "autorefresh: sync failed; its items are kept",
 			slog.Int("items", len(b.items)), slog.Duration("latency", latency), slog.Any("err", err))
 	}
 	if unknown > 0 {
-		c.debugLog.log(ctx, log, slog.LevelDebug, "autorefresh: sync returned results for ids not in its batch or with an unknown action",
+		c.debugLog.Log(ctx, log, slog.LevelDebug, "autorefresh: sync returned results for ids not in its batch or with an unknown action",
 			slog.Int("results", unknown))
 	}
 	c.observe(ev)
