@@ -156,10 +156,11 @@ func BenchmarkHitObserver(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			load := constLoader("v")
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				if _, err := c.Get(ctx, keys[i&(n-1)], constLoader("v")); err != nil {
+				if _, err := c.Get(ctx, keys[i&(n-1)], load); err != nil {
 					b.Fatal(err)
 				}
 				i++
