@@ -69,3 +69,21 @@ func ExampleKeyFromContext() {
 	fmt.Println(v)
 	// Output: loaded key 7
 }
+
+// NewPanicError turns a recovered panic into an error that keeps its value
+// and stack, for code that runs user functions on goroutines of its own.
+func ExampleNewPanicError() {
+	run := func(fn func()) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = flight.NewPanicError(r)
+			}
+		}()
+		fn()
+		return nil
+	}
+	err := run(func() { panic("boom") })
+	var pe *flight.PanicError
+	fmt.Println(err, errors.As(err, &pe), pe.Value, len(pe.Stack) > 0)
+	// Output: flight: function panicked: boom true boom true
+}

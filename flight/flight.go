@@ -19,15 +19,28 @@
 // The price of the first two is one goroutine per call (not per caller), about
 // a microsecond on the first caller's path; callers that join a call cost no
 // more than with x/sync.
+//
+// A nil context is a programming error: [Group.Do] panics with "flight: nil
+// Context" before it takes any lock, as the standard library does. The map of
+// calls in flight holds only the keys in flight: once a burst of keys has
+// drained, the map is replaced by one sized for what is left, so memory
+// returns to its idle size.
+//
+// [NewPanicError] is the one constructor of the [*PanicError] that every herd
+// package returns for a recovered panic of a user function.
 package flight
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/herdcache/herd/internal/wait"
 )
 
 // ErrGoexit is returned to every waiter of a call whose function called
@@ -36,11 +49,30 @@ var ErrGoexit = errors.New("flight: function called runtime.Goexit")
 
 // PanicError is returned to every waiter of a call whose function panicked.
 // It keeps the value passed to panic and the stack of the panicking goroutine.
+// Every herd package reports a recovered panic of a user function as a
+// PanicError built by [NewPanicError].
 type PanicError struct {
 	// Value is the value the function panicked with.
 	Value any
-	// Stack is the stack trace of the panicking goroutine, as [debug.Stack] gives it.
+	// Stack is the stack trace of the panicking goroutine, as [debug.Stack]
+	// gives it without its first line (see [NewPanicError]).
 	Stack []byte
+}
+
+// NewPanicError returns a PanicError for the panic value v, with the stack of
+// the calling goroutine. Call it from the deferred function that recovered v,
+// so that the stack shows where the panic happened.
+//
+// The first line of a stack trace names the goroutine and its status
+// ("goroutine 7 [running]:"); by the time the error reaches a caller on
+// another goroutine that goroutine may be gone, so the line is trimmed, as
+// golang.org/x/sync/singleflight does.
+func NewPanicError(v any) *PanicError {
+	stack := debug.Stack()
+	if i := bytes.IndexByte(stack, '\n'); i >= 0 {
+		stack = stack[i+1:]
+	}
+	return &PanicError{Value: v, Stack: stack}
 }
 
 // Error reports the panic value. The stack is in the Stack field, so that an
@@ -77,13 +109,22 @@ type Group[K comparable, V any] struct {
 	mu sync.Mutex
 	m  map[K]*call[V]
 	// peak is the largest len(m) since m was last allocated. Go maps never
-	// shrink, so once a burst of keys has drained, m is dropped and the next
-	// call allocates a small one.
+	// shrink, so once a burst of keys has mostly drained, m is replaced by a
+	// map sized for the keys still in flight (or by nil when none is).
 	peak int
+	// shrunk is set when m replaced a map that had passed shrinkAfter keys:
+	// once empty, it is released too.
+	shrunk bool
 }
 
-// shrinkAfter is the peak size past which an emptied in-flight map is released.
-const shrinkAfter = 1024
+// A map whose peak passed shrinkAfter keys is replaced once it holds no more
+// than 1/shrinkRatio of that peak. Copying the keys left costs at most
+// 1/(shrinkRatio-1) of the deletes that led there, so the cost per call stays
+// constant.
+const (
+	shrinkAfter = 1024
+	shrinkRatio = 8
+)
 
 type call[V any] struct {
 	done chan struct{} // closed when val and err are set
@@ -109,7 +150,8 @@ type call[V any] struct {
 // If ctx ends before the result is ready, Do returns ctx.Err() at once; the
 // call itself goes on for the other callers (see [Group.CancelWhenAbandoned]
 // for when none is left). If ctx has already ended, Do returns ctx.Err()
-// without starting or joining a call.
+// without starting or joining a call. A nil ctx panics, before any lock is
+// taken.
 //
 // fn runs on a new goroutine with a context that carries the key (see
 // [KeyFromContext]) and the values of the first caller's ctx but not its
@@ -125,6 +167,9 @@ func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(context.Context) (V
 // more than one caller. shared is false for a caller that returns ctx.Err()
 // on its own context.
 func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Context) (V, error)) (v V, shared bool, err error) {
+	if ctx == nil {
+		panic("flight: nil Context")
+	}
 	if err := ctx.Err(); err != nil {
 		var zero V
 		return zero, false, err
@@ -169,22 +214,20 @@ func (g *Group[K, V]) forgetLocked(key K, c *call[V]) {
 		return
 	}
 	delete(g.m, key)
-	if len(g.m) == 0 && g.peak > shrinkAfter {
-		g.m, g.peak = nil, 0
+	switch {
+	case len(g.m) == 0 && (g.shrunk || g.peak > shrinkAfter):
+		g.m, g.peak, g.shrunk = nil, 0, false
+	case g.peak > shrinkAfter && len(g.m) <= g.peak/shrinkRatio:
+		// Not maps.Clone, which keeps the size of the original.
+		m := make(map[K]*call[V], len(g.m))
+		maps.Copy(m, g.m)
+		g.m, g.peak, g.shrunk = m, len(m), true
 	}
 }
 
 func (g *Group[K, V]) wait(ctx context.Context, key K, c *call[V]) (V, bool, error) {
-	select {
-	case <-c.done:
+	if wait.For(ctx, c.done) {
 		return g.result(c)
-	case <-ctx.Done():
-	}
-	// The result may have arrived at the same moment; prefer it.
-	select {
-	case <-c.done:
-		return g.result(c)
-	default:
 	}
 	g.mu.Lock()
 	c.waiters--
@@ -216,7 +259,7 @@ func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(contex
 	defer func() {
 		if !returned && !c.published {
 			if r := recover(); r != nil {
-				c.err = &PanicError{Value: r, Stack: debug.Stack()}
+				c.err = NewPanicError(r)
 			} else {
 				c.err = ErrGoexit
 			}

@@ -2,6 +2,9 @@ package flight
 
 import (
 	"context"
+	"maps"
+	"runtime"
+	"sync"
 	"testing"
 	"testing/synctest"
 )
@@ -66,4 +69,95 @@ func TestAbandonedCallLeavesTheMap(t *testing.T) {
 			t.Fatalf("%d abandoned calls left in the map", n)
 		}
 	})
+}
+
+// heapAfterGC returns the bytes of live heap objects after a full collection.
+func heapAfterGC() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// mapExcess returns how many bytes of live heap the in-flight map holds
+// beyond what a map of the same keys, made anew, would: the part of its size
+// that is left from its peak.
+func (g *Group[K, V]) mapExcess() int64 {
+	before := heapAfterGC()
+	g.mu.Lock()
+	if g.m != nil {
+		m := make(map[K]*call[V], len(g.m))
+		maps.Copy(m, g.m)
+		g.m = m
+	}
+	g.mu.Unlock()
+	return int64(before) - int64(heapAfterGC())
+}
+
+// Go maps never shrink: a map that held 100,000 keys keeps their buckets
+// after every key but one is deleted. The in-flight map used to be released
+// only once it was empty, so a burst that drained while one slow call stayed
+// in flight kept megabytes until that call ended.
+func TestRegressionFlightMapShrinksAfterBurst(t *testing.T) {
+	const burst = 100_000
+	var g Group[int, int]
+	slow := make(chan struct{})
+	slowDone := make(chan struct{})
+	go func() {
+		defer close(slowDone)
+		_, _ = g.Do(context.Background(), -1, func(context.Context) (int, error) {
+			<-slow
+			return 0, nil
+		})
+	}()
+	waitInFlight(&g, 1)
+
+	release := make(chan struct{})
+	var calls sync.WaitGroup
+	calls.Add(burst)
+	// Each caller leaves as soon as its call has started, so that only the
+	// call's own goroutine stays.
+	const callers = 8
+	var started sync.WaitGroup
+	for c := range callers {
+		started.Go(func() {
+			for k := c; k < burst; k += callers {
+				ctx, cancel := context.WithCancel(context.Background())
+				_, _ = g.Do(ctx, k, func(context.Context) (int, error) {
+					defer calls.Done()
+					cancel()
+					<-release
+					return k, nil
+				})
+			}
+		})
+	}
+	started.Wait()
+	if n, _ := g.inFlight(); n != burst+1 {
+		t.Fatalf("%d keys in flight, want %d", n, burst+1)
+	}
+	close(release)
+	calls.Wait()
+	waitInFlight(&g, 1)
+	excess := g.mapExcess()
+	close(slow)
+	<-slowDone
+
+	// The map of 100,000 keys holds more than 2 MiB.
+	const slack = 64 << 10
+	if excess > slack {
+		t.Fatalf("after a burst of %d keys drained to one, the in-flight map holds %d KiB more than a new map of that key (allowed: %d KiB)",
+			burst, excess>>10, slack>>10)
+	}
+}
+
+// waitInFlight waits until n keys are in g's in-flight map.
+func waitInFlight(g *Group[int, int], n int) {
+	for {
+		if got, _ := g.inFlight(); got == n {
+			return
+		}
+		runtime.Gosched()
+	}
 }
