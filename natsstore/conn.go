@@ -12,7 +12,8 @@ import (
 // connState follows the connection's status so that calls in flight when
 // the connection drops end at once with ErrUnavailable instead of waiting
 // for an answer that will not come (the client keeps a request open until
-// its context ends, even across a reconnection).
+// its context ends, even across a reconnection), and so that watches learn
+// of every disconnection, however short.
 type connState struct {
 	nc      *nats.Conn
 	events  chan nats.Status
@@ -20,10 +21,11 @@ type connState struct {
 	stopped chan struct{}
 	once    sync.Once
 
-	mu     sync.Mutex
-	up     context.Context // cancelled when the connection drops
-	cancel context.CancelCauseFunc
-	closed bool
+	mu         sync.Mutex
+	up         context.Context // cancelled when the connection drops
+	cancel     context.CancelCauseFunc
+	changed    chan struct{} // closed and replaced whenever up is cancelled or replaced
+	reconnects uint64        // the client's reconnections when up was made
 }
 
 func watchConn(nc *nats.Conn) *connState {
@@ -31,6 +33,8 @@ func watchConn(nc *nats.Conn) *connState {
 		nc:     nc,
 		events: nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED),
 		stop:   make(chan struct{}), stopped: make(chan struct{}),
+		changed:    make(chan struct{}),
+		reconnects: nc.Stats().Reconnects,
 	}
 	c.up, c.cancel = context.WithCancelCause(context.Background())
 	if !nc.IsConnected() {
@@ -60,29 +64,52 @@ func (c *connState) run() {
 			}
 		case <-tick.C:
 		}
-		connected := c.nc.IsConnected()
-		c.mu.Lock()
-		switch {
-		case !connected:
-			c.cancel(ErrUnavailable)
-		case c.up.Err() != nil:
-			c.up, c.cancel = context.WithCancelCause(context.Background())
-		}
-		c.mu.Unlock()
+		c.look()
 	}
+}
+
+// look reads the connection's status. A reconnection seen only through the
+// client's count (the connection dropped and came back between two looks)
+// ends the old up context too, so that a watch still restarts.
+func (c *connState) look() {
+	connected := c.nc.IsConnected()
+	reconnects := c.nc.Stats().Reconnects
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !connected:
+		if c.up.Err() == nil {
+			c.cancel(ErrUnavailable)
+			c.notify()
+		}
+	case reconnects != c.reconnects || c.up.Err() != nil:
+		c.cancel(ErrUnavailable)
+		c.up, c.cancel = context.WithCancelCause(context.Background())
+		c.reconnects = reconnects
+		c.notify()
+	}
+}
+
+// notify wakes everyone waiting for a change. c.mu is held.
+func (c *connState) notify() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// state returns the context that ends when the connection drops (already
+// ended while it is down) and a channel closed at the next change.
+func (c *connState) state() (context.Context, <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.up, c.changed
 }
 
 // bind returns ctx, also cancelled when the connection drops, or an error
 // wrapping ErrUnavailable if it is down now.
 func (c *connState) bind(ctx context.Context, op, key string) (context.Context, context.CancelFunc, error) {
-	c.mu.Lock()
-	up, closed := c.up, c.closed
-	c.mu.Unlock()
-	if !closed && up.Err() != nil || !c.nc.IsConnected() {
+	up, _ := c.state()
+	if up.Err() != nil || !c.nc.IsConnected() {
 		return nil, nil, fmt.Errorf("natsstore: %s %q: %w", op, key, ErrUnavailable)
-	}
-	if closed { // no longer followed: calls end with their own context only
-		return ctx, func() {}, nil
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(up, func() { cancel(ErrUnavailable) })
@@ -99,7 +126,7 @@ func (c *connState) close() {
 		<-c.stopped
 		c.nc.RemoveStatusListener(c.events)
 		c.mu.Lock()
-		c.closed = true
+		c.cancel(ErrClosed)
 		c.mu.Unlock()
 	})
 }

@@ -22,14 +22,14 @@ var lockValue = []byte("herd-lock")
 // store.ErrLocked when the key exists, and ErrNoTTL when the bucket cannot
 // expire keys.
 func (s *Store[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
-	if !s.ttl {
-		return nil, fmt.Errorf("natsstore: lock %q: %w", key, ErrNoTTL)
-	}
-	ctx, done, err := s.conn.bind(ctx, "lock", key)
+	ctx, done, err := s.begin(ctx, "lock", key)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
+	if !s.ttl {
+		return nil, fmt.Errorf("natsstore: lock %q: %w", key, ErrNoTTL)
+	}
 	token, _ := encodeKey(key)
 	lk := "l." + token
 	rev, err := s.kv.Create(ctx, lk, lockValue, jetstream.KeyTTL(ceilSecond(ttl)))
@@ -52,16 +52,27 @@ type lock[T any] struct {
 	rev uint64 // revision of the lease's last write
 }
 
-// Unlock purges the lock key if it is still at the lease's revision.
+// Unlock purges the lock key if it is still at the lease's revision,
+// leaving a marker for one second. It fails at once with
+// ErrUnavailable while the connection is down (the lease then runs out by
+// itself) and with ErrClosed after the store's Close.
 func (l *lock[T]) Unlock(ctx context.Context) error {
+	ctx, done, err := l.s.begin(ctx, "unlock", l.key)
+	if err != nil {
+		return err
+	}
+	defer done()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.rev == 0 {
-		return l.fail("unlock", jetstream.ErrKeyExists)
+		return l.fail(ctx, "unlock", jetstream.ErrKeyExists)
 	}
-	err := l.s.purge(ctx, l.lk, jetstream.LastRevision(l.rev))
+	// The marker of a released lock is kept for a second only: nothing needs
+	// to remember it, and a later TryLock of the key then costs one request
+	// instead of the three of KeyValue.Create over a marker.
+	err = l.s.purge(ctx, purgeMsg(l.s.prefix+l.lk), time.Second, jetstream.WithExpectLastSequencePerSubject(l.rev))
 	if err != nil {
-		return l.fail("unlock", err)
+		return l.fail(ctx, "unlock", err)
 	}
 	l.rev = 0 // no write of the key has revision 0: a second Unlock fails
 	return nil
@@ -69,26 +80,34 @@ func (l *lock[T]) Unlock(ctx context.Context) error {
 
 // Extend republishes the lock key with a new TTL, conditioned on the lease's
 // revision. KeyValue.Update cannot carry a TTL, and a message without one
-// would never expire, so it publishes on the key's subject itself.
+// would never expire, so it publishes on the key's subject itself. It fails
+// at once with ErrUnavailable while the connection is down.
 func (l *lock[T]) Extend(ctx context.Context, ttl time.Duration) error {
+	ctx, done, err := l.s.begin(ctx, "extend", l.key)
+	if err != nil {
+		return err
+	}
+	defer done()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.rev == 0 {
-		return l.fail("extend", jetstream.ErrKeyExists)
+		return l.fail(ctx, "extend", jetstream.ErrKeyExists)
 	}
 	m := &nats.Msg{Subject: l.s.prefix + l.lk, Data: lockValue}
 	ack, err := l.s.publish(ctx, m,
 		jetstream.WithExpectLastSequencePerSubject(l.rev), jetstream.WithMsgTTL(ceilSecond(ttl)))
 	if err != nil {
-		return l.fail("extend", err)
+		return l.fail(ctx, "extend", err)
 	}
 	l.rev = ack.Sequence
 	return nil
 }
 
-func (l *lock[T]) fail(op string, err error) error {
+func (l *lock[T]) fail(ctx context.Context, op string, err error) error {
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		err = store.ErrNotHeld
+	} else {
+		err = failed(ctx, err)
 	}
 	return fmt.Errorf("natsstore: %s %q: %w", op, l.key, err)
 }

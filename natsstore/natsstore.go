@@ -1,30 +1,45 @@
 // Package natsstore is a herd store on a NATS JetStream key-value bucket: a
 // [store.Store] shared by every process that opens the same bucket, with a
 // [store.Locker] so that one process in a fleet loads a key while the others
-// wait for its result, and a [store.Notifier] that tells every process when a
-// key changed.
+// wait for its result, [store.Versioned] conditional writes so that a load
+// never overwrites a newer write, a [store.ChangeStream] that reports every
+// change of the bucket's keys, whoever made it, and [store.BulkGetter].
 //
 // # Contract
 //
 // [New] creates the bucket, or binds to it if it exists. The store never
 // closes the JetStream context or the connection it was given; [Store.Close]
-// (which herd's Cache.Close calls) stops only the store's own goroutines: the
-// one that follows the connection's status and those of open subscriptions.
-// Every method honours its context. While the connection is down, calls fail
-// at once with [ErrUnavailable] (calls in flight when it drops too), so that
-// a cache answers from its loader instead of waiting for the reconnection;
-// once the client reconnects, the same store works again.
+// (which herd's Cache.Close calls) stops only the store's own goroutines:
+// the one that follows the connection's status and those of open watches.
+// After Close every method returns [ErrClosed]. Every method honours its
+// context and is safe for concurrent use; a nil context panics. While the
+// connection is down, calls fail at once with [ErrUnavailable] (calls in
+// flight when it drops too), so that a cache answers from its loader
+// instead of waiting for the reconnection; once the client reconnects, the
+// same store works again.
 //
-// The store publishes on the bucket's subjects ("$KV.<bucket>.") itself, to
-// attach per-message TTLs, so it does not support a JetStream context with
-// an API prefix or domain.
+// # A dead server costs a load, not a wait
 //
-// Entries are written in herd's shared envelope (see [store.Encode]) with the
-// store's codec ([store.JSON] by default). Bytes that do not decode (another
-// writer, another codec, corrupt data) are a miss, never an error or a panic,
-// and are counted by [Store.Corrupt]. A value whose message would exceed the
-// server's max payload is refused by Set with an error wrapping [ErrTooLarge]
-// and nothing is written.
+// How fast a server that died or stalled turns into [ErrUnavailable] is
+// decided by the client's settings, which the caller owns:
+//
+//   - nats.PingInterval and nats.MaxPingsOutstanding: a server that stalls
+//     without closing the connection is declared dead after about their
+//     product (2 minutes × 2 by default). Recommended: 5s and 2.
+//   - nats.FlusherTimeout: a write to a stalled socket holds the
+//     connection's lock, and so blocks every call of every goroutine on the
+//     connection, whatever their contexts, for up to this long (1 minute by
+//     default). Recommended: 1s.
+//   - nats.MaxReconnects(-1), nats.ReconnectWait (2s by default) and
+//     nats.ReconnectBufSize: keep reconnecting for ever; the wait sets how
+//     soon the store works again after the server is back. The store sends
+//     nothing while disconnected, so the reconnect buffer only matters to
+//     the connection's other users.
+//   - jetstream.WithDefaultTimeout: the deadline of a call whose context has
+//     none (5s by default). Recommended: about the cache's StoreTimeout.
+//   - nats.Timeout: how long New's first dial waits (2s by default).
+//
+// See the package example.
 //
 // # Keys
 //
@@ -35,17 +50,43 @@
 // reversible. A key whose escaped form would exceed 1 KiB (NATS refuses long
 // subjects) is written as 'h' and the hex SHA-256 of the key instead, and
 // the escaped key travels in a message header that Get checks, so that even
-// a hash collision reads as a miss rather than another key's value. Data,
-// locks and notifications live under "d.", "l." and "n." in the bucket.
+// a hash collision reads as a miss rather than another key's value. Data and
+// locks live under "d." and "l." in the bucket.
 //
-// # Expiry
+// The store publishes on the bucket's subjects ("$KV.<bucket>.") itself, to
+// attach per-message TTLs and conditions, so it does not support a
+// JetStream context with an API prefix or domain.
+//
+// # Entries and expiry
+//
+// Entries are written in herd's shared envelope (see [store.Encode]) with the
+// store's codec ([store.JSON] by default). Bytes that do not decode (another
+// writer, another codec, corrupt data) are a miss, never an error or a panic,
+// and are counted by [Store.Corrupt]. A value whose message would exceed the
+// server's max payload is refused by Set with an error wrapping [ErrTooLarge]
+// and nothing is written.
 //
 // When the bucket allows per-message TTLs (nats-server 2.11 or newer; New
 // creates the bucket with LimitMarkerTTL), an entry is written with a TTL
 // that ends at its KeepUntil, rounded up to whole seconds, so the server
-// drops it. In every case Get checks KeepUntil and reports an entry past it
-// as a miss, so an expired entry is never served, even from a bucket bound
-// without per-key TTL.
+// drops it and leaves a marker in its place. In every case Get checks
+// KeepUntil and reports an entry past it as a miss, so an expired entry is
+// never served, even from a bucket bound without per-key TTL.
+//
+// # Versions
+//
+// A key's [store.Version] is the stream sequence of the last message on the
+// key's subject: its value, the marker of a Delete, or the marker the server
+// leaves when the entry expires. Sequences are never reused in a bucket, so
+// every write gives the key a version it never had. A key with no message
+// has version 0. GetVersion reads that message (one request, as Get);
+// SetIf and DeleteIf publish with the key's expected last sequence, so the
+// server refuses them atomically when another write came first. Delete and
+// expiry markers are kept for the bucket's marker TTL ([MarkerTTL]), which
+// is the store's [Store.VersionRetention] (bounded by the bucket's max age,
+// if it has one). The server drops an expired entry up to a second after its
+// KeepUntil; that drop is a write of the key, so a conditional write racing
+// it is refused.
 //
 // # Locks
 //
@@ -56,23 +97,34 @@
 // KeyValue.Update would drop the TTL). Unlock purges the key conditioned on
 // the same revision; either returns [store.ErrNotHeld] once another owner
 // took over. The revision at acquisition is the fencing token: it is a stream
-// sequence, so it grows with every acquisition. Locks need per-key TTL: on a
-// bucket without it TryLock returns [ErrNoTTL].
+// sequence, so it grows with every acquisition of every key. A released
+// lock leaves a marker for a second, an expired one for the bucket's marker
+// TTL, and then nothing, so locking any number of keys leaves no residue
+// beyond that time. Locks
+// need per-key TTL: on a bucket without it TryLock returns [ErrNoTTL].
 //
-// # Notifications
+// # Changes
 //
-// Publish writes the key's notification key (kept for [NotifyRetention]);
-// Subscribe watches the notification keys from the bucket's current revision
-// on, and after a reconnection resumes its watch from the last revision it
-// delivered, so that no invalidation published in between is missed (within
-// the retention). A key published several times while a subscriber was
-// away may be delivered once.
+// [Store.Watch] follows the data keys of the bucket with an ephemeral
+// consumer of the bucket's stream, from the moment it returns: every value,
+// delete and expiry marker, written by herd or by any other client, is
+// reported as the key it belongs to. When the watch may have missed
+// something (the connection dropped or was re-established, the consumer was
+// lost, a delivery was skipped, a buffer overflowed, fn panicked) it reports
+// a change with All set, starts a new consumer from the stream's end, and
+// reports All again once that consumer runs, before any further key. A
+// hashed key is reported by its real key when the message names it (values
+// and deletes written by this package do); an expiry marker of a hashed key
+// is mapped through the last [hashedKeysKept] hashed keys the watch saw
+// written, and reported as All when it is not among them.
 package natsstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,11 +139,11 @@ import (
 // the server's max payload. Nothing is written.
 var ErrTooLarge = errors.New("natsstore: entry larger than the server's max payload")
 
-// ErrUnavailable is returned at once by Get, Set, Delete, TryLock and Publish
-// while the connection to the server is down, and by those calls that are
-// under way when it drops, so that a cache falls back to its loader instead
-// of waiting for the reconnection. The store follows the connection's status
-// from one goroutine, which [Store.Close] stops.
+// ErrUnavailable is returned at once by every call while the connection to
+// the server is down, and by those calls that are under way when it drops,
+// so that a cache falls back to its loader instead of waiting for the
+// reconnection. The store follows the connection's status from one
+// goroutine, which [Store.Close] stops.
 var ErrUnavailable = errors.New("natsstore: not connected to the server")
 
 // ErrNoTTL is returned by TryLock when the bucket does not allow per-key TTLs
@@ -99,80 +151,140 @@ var ErrUnavailable = errors.New("natsstore: not connected to the server")
 // that cannot expire would outlive a crashed owner.
 var ErrNoTTL = errors.New("natsstore: bucket has no per-key TTL")
 
+// ErrClosed is returned by every method of a [Store], and of its locks, once
+// [Store.Close] was called.
+var ErrClosed = errors.New("natsstore: store closed")
+
 var (
-	_ store.Store[int] = (*Store[int])(nil)
-	_ store.Locker     = (*Store[int])(nil)
-	_ store.Notifier   = (*Store[int])(nil)
+	_ store.Store[int]      = (*Store[int])(nil)
+	_ store.Locker          = (*Store[int])(nil)
+	_ store.Versioned[int]  = (*Store[int])(nil)
+	_ store.ChangeStream    = (*Store[int])(nil)
+	_ store.BulkGetter[int] = (*Store[int])(nil)
 )
 
-// keyHeader carries the escaped key of an entry stored under a hashed key.
-const keyHeader = "Herd-Key"
+// Headers the store reads and writes.
+const (
+	keyHeader = "Herd-Key"     // the escaped key of a message under a hashed key
+	kvOp      = "KV-Operation" // the KV client's delete and purge markers
+	kvPurge   = "PURGE"
+)
 
-// An Option configures [New].
+// An Option configures [New]. An invalid value panics when the option is
+// made, with a message naming it.
 type Option func(*config)
 
 type config struct {
 	codec     any
 	markerTTL time.Duration
-	notifyTTL time.Duration
+	markerSet bool
 	replicas  int
+	bulk      int
+	logger    *slog.Logger
 }
 
 // WithCodec sets the codec of the values; its type must be a
-// store.Codec[T] for the T of [New]. Default: [store.JSON].
-func WithCodec[T any](c store.Codec[T]) Option { return func(o *config) { o.codec = c } }
+// store.Codec[T] for the T of [New] (New panics otherwise). Default:
+// [store.JSON].
+func WithCodec[T any](c store.Codec[T]) Option {
+	if c == nil {
+		panic("natsstore: WithCodec must be given a codec, got nil")
+	}
+	return func(o *config) { o.codec = c }
+}
 
-// NotifyRetention sets how long a notification stays in the bucket for
-// subscribers that are reconnecting (on a bucket without per-key TTL, the
-// last notification of each key stays). Default: 10 minutes.
-func NotifyRetention(d time.Duration) Option { return func(o *config) { o.notifyTTL = d } }
+// MarkerTTL sets how long the bucket keeps the markers left by deleted and
+// expired keys (the bucket's LimitMarkerTTL), which is how long the store
+// remembers that a key was written ([Store.VersionRetention]). It applies
+// when New creates the bucket; New returns an error if it binds to a bucket
+// with another marker TTL. d must be a whole number of seconds, at least
+// one. Default: [store.DefaultVersionRetention] (5 minutes).
+func MarkerTTL(d time.Duration) Option {
+	if d < time.Second || d%time.Second != 0 {
+		panic(fmt.Sprintf("natsstore: MarkerTTL must be a whole number of seconds, at least 1s, got %v", d))
+	}
+	return func(o *config) { o.markerTTL, o.markerSet = d, true }
+}
 
-// MarkerTTL sets how long the bucket keeps the markers left by expired and
-// deleted keys (LimitMarkerTTL), when New creates it. Default: 1 minute.
-func MarkerTTL(d time.Duration) Option { return func(o *config) { o.markerTTL = d } }
+// Replicas sets the bucket's replicas when New creates it, from 1 to 5.
+// Default: 1.
+func Replicas(n int) Option {
+	if n < 1 || n > 5 {
+		panic(fmt.Sprintf("natsstore: Replicas must be from 1 to 5, got %d", n))
+	}
+	return func(o *config) { o.replicas = n }
+}
 
-// Replicas sets the bucket's replicas when New creates it. Default: 1.
-func Replicas(n int) Option { return func(o *config) { o.replicas = n } }
+// BulkConcurrency sets how many gets [Store.GetMany] runs at once, at least
+// one. Default: 16.
+func BulkConcurrency(n int) Option {
+	if n < 1 {
+		panic(fmt.Sprintf("natsstore: BulkConcurrency must be at least 1, got %d", n))
+	}
+	return func(o *config) { o.bulk = n }
+}
 
-// A Store is a [store.Store], [store.Locker] and [store.Notifier] on a NATS
-// KV bucket. It is safe for concurrent use.
+// WithLogger sets the logger of what the store's own goroutines meet: a
+// watch's lost changes and recovered panics. Default: [slog.Default].
+func WithLogger(l *slog.Logger) Option {
+	if l == nil {
+		panic("natsstore: WithLogger must be given a logger, got nil")
+	}
+	return func(o *config) { o.logger = l }
+}
+
+// A Store is a [store.Store], [store.Locker], [store.Versioned],
+// [store.ChangeStream] and [store.BulkGetter] on a NATS KV bucket. It is
+// safe for concurrent use.
 type Store[T any] struct {
 	js        jetstream.JetStream
 	kv        jetstream.KeyValue
 	stream    jetstream.Stream
+	bucket    string
 	prefix    string // the bucket's subject prefix, "$KV.<bucket>."
 	codec     store.Codec[T]
-	ttl       bool
-	markerTTL time.Duration
-	notifyTTL time.Duration
+	ttl       bool          // the bucket allows per-message TTLs
+	markerTTL time.Duration // the bucket's LimitMarkerTTL
+	retention time.Duration
+	bulk      int
+	logger    *slog.Logger
 	corrupt   atomic.Uint64
 	conn      *connState
 
-	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	mu        sync.Mutex
+	closed    atomic.Bool
+	watches   map[*watch]struct{}
+	closeOnce sync.Once
+	closeDone chan struct{}
 }
 
 // New returns a store on the KV bucket of js named bucket, creating the
-// bucket (history 1, with per-key TTL) if it does not exist.
+// bucket (history 1, with per-key TTL and the marker TTL of [MarkerTTL]) if
+// it does not exist. It returns an error if the bucket cannot be created or
+// read within ctx, or if an explicit MarkerTTL differs from the bound
+// bucket's.
 func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts ...Option) (*Store[T], error) {
-	cfg := config{markerTTL: time.Minute, notifyTTL: 10 * time.Minute, replicas: 1}
+	if ctx == nil {
+		panic("natsstore: nil Context")
+	}
+	cfg := config{markerTTL: store.DefaultVersionRetention, replicas: 1, bulk: 16, logger: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	s := &Store[T]{
-		js: js, prefix: "$KV." + bucket + ".", codec: store.JSON[T]{},
-		markerTTL: ceilSecond(cfg.markerTTL), notifyTTL: ceilSecond(cfg.notifyTTL),
-		subs: make(map[*subscription]struct{}),
+		js: js, bucket: bucket, prefix: "$KV." + bucket + ".", codec: store.JSON[T]{},
+		bulk: cfg.bulk, logger: cfg.logger,
+		watches: make(map[*watch]struct{}), closeDone: make(chan struct{}),
 	}
 	if cfg.codec != nil {
 		c, ok := cfg.codec.(store.Codec[T])
 		if !ok {
-			return nil, fmt.Errorf("natsstore: codec %T is not a store.Codec[%T]", cfg.codec, *new(T))
+			panic(fmt.Sprintf("natsstore: WithCodec must be given a store.Codec[%T], got %T", *new(T), cfg.codec))
 		}
 		s.codec = c
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: bucket, History: 1, Replicas: cfg.replicas, LimitMarkerTTL: s.markerTTL,
+		Bucket: bucket, History: 1, Replicas: cfg.replicas, LimitMarkerTTL: cfg.markerTTL,
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		kv, err = js.KeyValue(ctx, bucket)
@@ -180,17 +292,34 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 	if err != nil {
 		return nil, fmt.Errorf("natsstore: bucket %q: %w", bucket, err)
 	}
-	status, err := kv.Status(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("natsstore: bucket %q: %w", bucket, err)
-	}
 	s.kv = kv
-	s.ttl = status.LimitMarkerTTL() > 0
 	if s.stream, err = js.Stream(ctx, "KV_"+bucket); err != nil {
 		return nil, fmt.Errorf("natsstore: bucket %q: %w", bucket, err)
 	}
+	info := s.stream.CachedInfo().Config
+	s.markerTTL = info.SubjectDeleteMarkerTTL
+	s.ttl = info.AllowMsgTTL && s.markerTTL > 0
+	if cfg.markerSet && s.markerTTL != cfg.markerTTL {
+		return nil, fmt.Errorf("natsstore: bucket %q has marker TTL %v, not the %v of MarkerTTL (which applies only when New creates the bucket)",
+			bucket, s.markerTTL, cfg.markerTTL)
+	}
+	s.retention = retention(s.markerTTL, info.MaxAge)
 	s.conn = watchConn(js.Conn())
 	return s, nil
+}
+
+// retention is how long a bucket remembers a write of a key: its markers
+// live for the marker TTL, and nothing outlives the bucket's max age; a
+// bucket with neither forgets nothing.
+func retention(markerTTL, maxAge time.Duration) time.Duration {
+	r := time.Duration(math.MaxInt64)
+	if markerTTL > 0 {
+		r = markerTTL
+	}
+	if maxAge > 0 {
+		r = min(r, maxAge)
+	}
+	return r
 }
 
 // ceilSecond rounds d up to whole seconds, the resolution of NATS TTLs.
@@ -208,80 +337,108 @@ func (s *Store[T]) Corrupt() uint64 { return s.corrupt.Load() }
 // KeyValue returns the bucket the store works on.
 func (s *Store[T]) KeyValue() jetstream.KeyValue { return s.kv }
 
+// begin checks what every call checks first (a nil context panics; a closed
+// store or a lost connection fails at once) and returns ctx, also ended
+// when the connection drops.
+func (s *Store[T]) begin(ctx context.Context, op, key string) (context.Context, context.CancelFunc, error) {
+	if ctx == nil {
+		panic("natsstore: nil Context")
+	}
+	if s.closed.Load() {
+		return nil, nil, fmt.Errorf("natsstore: %s %q: %w", op, key, ErrClosed)
+	}
+	return s.conn.bind(ctx, op, key)
+}
+
 // Get returns the entry of key, or false when it is absent, past its
 // KeepUntil, or not decodable.
 func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, error) {
-	ctx, done, err := s.conn.bind(ctx, "get", key)
+	ctx, done, err := s.begin(ctx, "get", key)
 	if err != nil {
 		return store.Entry[T]{}, false, err
 	}
 	defer done()
+	e, _, ok, err := s.read(ctx, key)
+	return e, ok, err
+}
+
+// read reads the last message of key's data subject: the entry, if it is a
+// live one, and its sequence (0 when the subject has no message).
+func (s *Store[T]) read(ctx context.Context, key string) (store.Entry[T], store.Version, bool, error) {
 	token, hashed := encodeKey(key)
-	var data []byte
-	if hashed {
-		m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+"d."+token)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return store.Entry[T]{}, false, nil
-		case err != nil:
-			return store.Entry[T]{}, false, fmt.Errorf("natsstore: get %q: %w", key, failed(ctx, err))
-		case m.Header.Get(keyHeader) != escape(key):
-			if m.Header.Get("KV-Operation") == "" && m.Header.Get(jetstream.MarkerReasonHeader) == "" {
-				s.corrupt.Add(1)
-			}
-			return store.Entry[T]{}, false, nil
-		}
-		data = m.Data
-	} else {
-		kve, err := s.kv.Get(ctx, "d."+token)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return store.Entry[T]{}, false, nil
-		case err != nil:
-			return store.Entry[T]{}, false, fmt.Errorf("natsstore: get %q: %w", key, failed(ctx, err))
-		}
-		data = kve.Value()
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+"d."+token)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return store.Entry[T]{}, 0, false, nil
+	case err != nil:
+		return store.Entry[T]{}, 0, false, fmt.Errorf("natsstore: get %q: %w", key, failed(ctx, err))
 	}
-	e, err := store.Decode(s.codec, data)
+	v := store.Version(m.Sequence)
+	if m.Header.Get(kvOp) != "" || m.Header.Get(jetstream.MarkerReasonHeader) != "" {
+		return store.Entry[T]{}, v, false, nil // a delete or expiry marker
+	}
+	if hashed && m.Header.Get(keyHeader) != escape(key) {
+		s.corrupt.Add(1)
+		return store.Entry[T]{}, v, false, nil
+	}
+	e, err := store.Decode(s.codec, m.Data)
 	if err != nil {
 		s.corrupt.Add(1)
-		return store.Entry[T]{}, false, nil
+		return store.Entry[T]{}, v, false, nil
 	}
 	if !e.Live(time.Now()) {
-		return store.Entry[T]{}, false, nil
+		return store.Entry[T]{}, v, false, nil
 	}
-	return e, true, nil
+	return e, v, true, nil
 }
 
 // Set writes e under key, with a per-key TTL up to e.KeepUntil when the
 // bucket allows it. An entry already past its KeepUntil removes the key.
 func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error {
-	ctx, done, err := s.conn.bind(ctx, "set", key)
+	ctx, done, err := s.begin(ctx, "set", key)
 	if err != nil {
 		return err
 	}
 	defer done()
+	return s.write(ctx, key, e, nil)
+}
+
+// write publishes e under key, with the expected last sequence of the key's
+// subject when expect is not nil.
+func (s *Store[T]) write(ctx context.Context, key string, e store.Entry[T], expect *store.Version) error {
+	var opts []jetstream.PublishOpt
+	if s.ttl && !e.KeepUntil.IsZero() {
+		d := time.Until(e.KeepUntil)
+		if d <= 0 {
+			return s.remove(ctx, key, expect)
+		}
+		opts = append(opts, jetstream.WithMsgTTL(ceilSecond(d)))
+	}
 	data, err := store.Encode(s.codec, e)
 	if err != nil {
 		return fmt.Errorf("natsstore: set %q: %w", key, err)
 	}
 	token, hashed := encodeKey(key)
-	var opts []jetstream.PublishOpt
-	if s.ttl && !e.KeepUntil.IsZero() {
-		d := time.Until(e.KeepUntil)
-		if d <= 0 {
-			return s.Delete(ctx, key)
-		}
-		opts = append(opts, jetstream.WithMsgTTL(ceilSecond(d)))
-	}
 	m := &nats.Msg{Subject: s.prefix + "d." + token, Data: data, Header: nats.Header{}}
 	if hashed {
 		m.Header.Set(keyHeader, escape(key))
 	}
+	if expect != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(uint64(*expect)))
+	}
 	if _, err := s.publish(ctx, m, opts...); err != nil {
-		return fmt.Errorf("natsstore: set %q: %w", key, failed(ctx, err))
+		return fmt.Errorf("natsstore: set %q: %w", key, conflict(ctx, err))
 	}
 	return nil
+}
+
+// conflict maps the server's refusal of an expected last sequence to
+// store.ErrConflict.
+func conflict(ctx context.Context, err error) error {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return store.ErrConflict
+	}
+	return failed(ctx, err)
 }
 
 // publish sends m, refusing up front a message over the max payload (the
@@ -303,51 +460,88 @@ func (s *Store[T]) publish(ctx context.Context, m *nats.Msg, opts ...jetstream.P
 	return ack, err
 }
 
-// Delete removes key. Deleting a missing key is not an error.
+// Delete removes key, leaving a marker for the bucket's marker TTL.
+// Deleting a missing key is not an error; it changes the key's version too.
 func (s *Store[T]) Delete(ctx context.Context, key string) error {
-	ctx, done, err := s.conn.bind(ctx, "delete", key)
+	ctx, done, err := s.begin(ctx, "delete", key)
 	if err != nil {
 		return err
 	}
 	defer done()
-	token, _ := encodeKey(key)
-	if err := s.purge(ctx, "d."+token); err != nil {
-		return fmt.Errorf("natsstore: delete %q: %w", key, failed(ctx, err))
+	return s.remove(ctx, key, nil)
+}
+
+// remove purges key's data subject, with the expected last sequence when
+// expect is not nil. The marker names the key when the key is hashed, so
+// that a watch can report it.
+func (s *Store[T]) remove(ctx context.Context, key string, expect *store.Version) error {
+	token, hashed := encodeKey(key)
+	m := purgeMsg(s.prefix + "d." + token)
+	if hashed {
+		m.Header.Set(keyHeader, escape(key))
+	}
+	var opts []jetstream.PublishOpt
+	if expect != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(uint64(*expect)))
+	}
+	if err := s.purge(ctx, m, s.markerTTL, opts...); err != nil {
+		return fmt.Errorf("natsstore: delete %q: %w", key, conflict(ctx, err))
 	}
 	return nil
 }
 
-// purge removes every revision of key and leaves a marker that expires with
-// the bucket's marker TTL where it can.
-func (s *Store[T]) purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
-	if s.ttl {
-		opts = append(opts, jetstream.PurgeTTL(s.markerTTL))
-	}
-	return s.kv.Purge(ctx, key, opts...)
+// purgeMsg is the KV client's purge marker for subject: it rolls up (drops)
+// every earlier message of the subject.
+func purgeMsg(subject string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	m.Header.Set(kvOp, kvPurge)
+	m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	return m
 }
 
-// Close stops the store's subscriptions that are still open and the
-// goroutine that follows the connection's status, and waits for them, up to
-// ctx. It leaves the bucket, the JetStream context and the connection alone;
-// the store stays usable, but calls in flight when the connection drops then
-// wait for their own context.
-func (s *Store[T]) Close(ctx context.Context) error {
-	s.mu.Lock()
-	subs := make([]*subscription, 0, len(s.subs))
-	for sub := range s.subs {
-		subs = append(subs, sub)
+// purge publishes a purge marker that expires after ttl where the bucket
+// allows it.
+func (s *Store[T]) purge(ctx context.Context, m *nats.Msg, ttl time.Duration, opts ...jetstream.PublishOpt) error {
+	if s.ttl {
+		opts = append(opts, jetstream.WithMsgTTL(ttl))
 	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		for _, sub := range subs {
-			_ = sub.Close()
+	_, err := s.publish(ctx, m, opts...)
+	return err
+}
+
+// Close closes the store's watches and stops the goroutine that follows the
+// connection's status, and waits for them, up to ctx. Every call waits for
+// the same shutdown; when ctx ends first it returns an error wrapping
+// ctx.Err(), and the shutdown goes on. It leaves the bucket, the JetStream
+// context and the connection alone. After Close every method returns
+// [ErrClosed].
+func (s *Store[T]) Close(ctx context.Context) error {
+	if ctx == nil {
+		panic("natsstore: nil Context")
+	}
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed.Store(true)
+		ws := make([]*watch, 0, len(s.watches))
+		for w := range s.watches {
+			ws = append(ws, w)
 		}
-		s.conn.close()
-		close(done)
-	}()
+		s.mu.Unlock()
+		go func() {
+			for _, w := range ws {
+				_ = w.Close()
+			}
+			s.conn.close()
+			close(s.closeDone)
+		}()
+	})
 	select {
-	case <-done:
+	case <-s.closeDone:
+		return nil
+	default:
+	}
+	select {
+	case <-s.closeDone:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("natsstore: close: %w", ctx.Err())

@@ -205,19 +205,19 @@ func TestValueOverMaxPayload(t *testing.T) {
 }
 
 // Odd keys, long keys beyond the plain form included, are kept apart in
-// every namespace: data, locks and notifications.
-func TestOddKeysLockAndNotify(t *testing.T) {
+// every namespace (data and locks), and a watch reports each by its key.
+func TestOddKeysLockAndWatch(t *testing.T) {
 	srv := startServer(t)
 	_, js := connect(t, srv.url())
 	s := newStore[int](t, js, "odd")
 	ctx := context.Background()
 	keys := append(storetest.OddKeys(4096), strings.Repeat("k", 1023), strings.Repeat("k", 1024), strings.Repeat(".", 600))
-	got := make(chan string, len(keys))
-	sub, err := s.Subscribe(ctx, func(k string) { got <- k })
+	got := make(chan store.Change, 2*len(keys))
+	w, err := s.Watch(ctx, func(c store.Change) { got <- c })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
+	defer w.Close()
 	for i, k := range keys {
 		if err := s.Set(ctx, k, store.Entry[int]{Value: i}); err != nil {
 			t.Fatalf("Set(%q): %v", k, err)
@@ -227,9 +227,6 @@ func TestOddKeysLockAndNotify(t *testing.T) {
 			t.Fatalf("TryLock(%q): %v", k, err)
 		}
 		defer l.Unlock(ctx) //nolint:errcheck // best effort at test end
-		if err := s.Publish(ctx, k); err != nil {
-			t.Fatalf("Publish(%q): %v", k, err)
-		}
 	}
 	for i, k := range keys {
 		if e, ok, err := s.Get(ctx, k); err != nil || !ok || e.Value != i {
@@ -240,15 +237,18 @@ func TestOddKeysLockAndNotify(t *testing.T) {
 	timeout := time.After(10 * time.Second)
 	for len(seen) < len(keys) {
 		select {
-		case k := <-got:
-			seen[k] = true
+		case c := <-got:
+			if c.All {
+				t.Fatal("watch reported All on a healthy connection")
+			}
+			seen[c.Key] = true
 		case <-timeout:
-			t.Fatalf("%d of %d notifications", len(seen), len(keys))
+			t.Fatalf("%d of %d changes", len(seen), len(keys))
 		}
 	}
 	for _, k := range keys {
 		if !seen[k] {
-			t.Fatalf("notification of %q missing", k)
+			t.Fatalf("change of %q missing", k)
 		}
 	}
 }
@@ -293,79 +293,6 @@ func TestOneLoadAcrossThreeCaches(t *testing.T) {
 		if err := c.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-// A subscriber whose connection drops misses nothing: 100 keys changed
-// while it was away are all delivered after it reconnects.
-func TestWatcherResumesAfterReconnect(t *testing.T) {
-	srv := startServer(t)
-	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
-	_, pubJS := connect(t, srv.url())
-	subNC, subJS := connect(t, p.url())
-	pub := newStore[string](t, pubJS, "notify")
-	sub := newStore[string](t, subJS, "notify")
-	ctx := context.Background()
-
-	got := make(chan string, 1000)
-	subCtx, cancel := context.WithCancel(ctx)
-	subscription, err := sub.Subscribe(subCtx, func(k string) { got <- k })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer subscription.Close()
-	cancel() // bounds Subscribe only, not the subscription
-	if err := pub.Publish(ctx, "before"); err != nil {
-		t.Fatal(err)
-	}
-	if k := <-got; k != "before" {
-		t.Fatalf("got %q, want before", k)
-	}
-
-	p.down()
-	waitFor(t, 10*time.Second, "subscriber disconnected", func() bool { return !subNC.IsConnected() })
-	want := map[string]bool{}
-	for i := range 100 {
-		k := fmt.Sprintf("key-%d", i)
-		want[k] = true
-		if err := pub.Publish(ctx, k); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p.up()
-	waitFor(t, 10*time.Second, "subscriber reconnected", subNC.IsConnected)
-
-	timeout := time.After(15 * time.Second)
-	for len(want) > 0 {
-		select {
-		case k := <-got:
-			delete(want, k)
-		case <-timeout:
-			t.Fatalf("%d of 100 invalidations missing after the reconnection", len(want))
-		}
-	}
-}
-
-// Subscription.Close and Store.Close stop the delivering goroutine; the
-// connection stays open.
-func TestCloseLeavesTheConnection(t *testing.T) {
-	srv := startServer(t)
-	nc, js := connect(t, srv.url())
-	s, err := natsstore.New[string](context.Background(), js, "close")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Subscribe(context.Background(), func(string) {}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if !nc.IsConnected() {
-		t.Fatal("Close closed the connection it was given")
-	}
-	if err := s.Set(context.Background(), "k", store.Entry[string]{Value: "v"}); err != nil {
-		t.Fatalf("Set after Close: %v", err)
 	}
 }
 
