@@ -19,10 +19,7 @@ func BenchmarkGet(b *testing.B) {
 	srv := startRedis(b)
 	client := srv.client(b)
 	ctx := context.Background()
-	s, err := redisstore.New[storetest.Value](client, redisstore.Prefix("bench"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := redisstore.New[storetest.Value](client, redisstore.Prefix("bench"))
 	now := time.Now()
 	e := store.Entry[storetest.Value]{
 		Value: storetest.Value{Name: "user 42", N: 42}, StoredAt: now,
@@ -46,10 +43,7 @@ func BenchmarkGet(b *testing.B) {
 	})
 	// The same through the Bytes codec: what the store and the cache cost
 	// without a JSON decode.
-	raw, err := redisstore.New[[]byte](client, redisstore.Prefix("bench-bytes"), redisstore.WithCodec[[]byte](store.Bytes{}))
-	if err != nil {
-		b.Fatal(err)
-	}
+	raw := redisstore.New[[]byte](client, redisstore.Prefix("bench-bytes"), redisstore.WithCodec[[]byte](store.Bytes{}))
 	payload, err := store.JSON[storetest.Value]{}.Marshal(e.Value)
 	if err != nil {
 		b.Fatal(err)
@@ -87,10 +81,7 @@ func BenchmarkGetMany100(b *testing.B) {
 	srv := startRedis(b)
 	client := srv.client(b)
 	ctx := context.Background()
-	s, err := redisstore.New[storetest.Value](client, redisstore.Prefix("bench"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := redisstore.New[storetest.Value](client, redisstore.Prefix("bench"))
 	keys := make([]string, 100)
 	rkeys := make([]string, 100)
 	for i := range keys {

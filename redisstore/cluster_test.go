@@ -52,10 +52,7 @@ func clusterClient(t *testing.T, srv *redisServer) *redis.ClusterClient {
 func TestClusterConformance(t *testing.T) {
 	srv := startCluster(t)
 	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
-		s, err := redisstore.New[storetest.Value](clusterClient(t, srv), redisstore.Prefix(prefixOf(t)), withGob)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := redisstore.New[storetest.Value](clusterClient(t, srv), redisstore.Prefix(prefixOf(t)), withGob)
 		return s
 	})
 }
@@ -63,10 +60,7 @@ func TestClusterConformance(t *testing.T) {
 func TestClusterGetMany(t *testing.T) {
 	srv := startCluster(t)
 	ctx := context.Background()
-	s, err := redisstore.New[storetest.Value](clusterClient(t, srv), redisstore.Prefix("p"), withGob)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := redisstore.New[storetest.Value](clusterClient(t, srv), redisstore.Prefix("p"), withGob)
 	keys := storetest.OddKeys(1000)
 	for i := range 200 {
 		keys = append(keys, fmt.Sprintf("many:%d", i), fmt.Sprintf("{many}:%d", i))
@@ -111,19 +105,13 @@ func TestRing(t *testing.T) {
 	}
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
-			s, err := redisstore.New[storetest.Value](newRing(t), redisstore.Prefix(prefixOf(t)), withGob)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := redisstore.New[storetest.Value](newRing(t), redisstore.Prefix(prefixOf(t)), withGob)
 			return s
 		})
 	})
 	t.Run("GetMany", func(t *testing.T) {
 		ctx := context.Background()
-		s, err := redisstore.New[storetest.Value](newRing(t), redisstore.Prefix("p"), withGob)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := redisstore.New[storetest.Value](newRing(t), redisstore.Prefix("p"), withGob)
 		var keys []string
 		for i := range 200 {
 			k := fmt.Sprintf("many:%d", i)

@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/redisstore"
+	"github.com/herdcache/herd/store"
 )
 
 type User struct {
@@ -21,6 +23,23 @@ func loadUser(_ context.Context, id string) (User, error) {
 	return User{ID: id, Name: "Ada"}, nil // from the database
 }
 
+// newRedisClient is a client set up so that a Redis server that is down or
+// stopped answering costs a cache a load within its callers' deadlines, not
+// a wait of the client's defaults (see "Client settings" in the package
+// documentation).
+func newRedisClient(addr string) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:                  addr,
+		ContextTimeoutEnabled: true,                   // calls end at their context's deadline
+		DialTimeout:           500 * time.Millisecond, // default 5s
+		DialerRetries:         1,                      // default 5 dials per call
+		ReadTimeout:           500 * time.Millisecond, // default 5s
+		WriteTimeout:          500 * time.Millisecond, // default ReadTimeout
+		PoolTimeout:           time.Second,            // default ReadTimeout + 1s
+		MaxRetries:            1,                      // default 3
+	})
+}
+
 // A cache of users shared by every instance of a service: one load per key
 // across the fleet, entries refreshed in the background by one instance, and
 // served stale for an hour if the database is down.
@@ -29,22 +48,14 @@ func loadUser(_ context.Context, id string) (User, error) {
 // not run by go test.
 func Example() {
 	ctx := context.Background()
-	client := redis.NewClient(&redis.Options{
-		Addr:                  "localhost:6379",
-		ContextTimeoutEnabled: true, // calls return by their context's deadline
-		ReadTimeout:           500 * time.Millisecond,
-		WriteTimeout:          500 * time.Millisecond,
-	})
+	client := newRedisClient("localhost:6379")
 	defer client.Close() // the caller owns the client; the store never closes it
 
-	users, err := redisstore.New[User](client, redisstore.Prefix("myapp-users"))
-	if err != nil {
-		log.Print(err)
-		return
-	}
+	users := redisstore.New[User](client, redisstore.Prefix("myapp-users"))
+	defer users.Close(ctx)
 	cache := herd.New(users,
 		herd.TTL(10*time.Minute), herd.RefreshAfter(time.Minute), herd.StaleIfError(time.Hour),
-		herd.WithLocker(users, 10*time.Second))
+		herd.StoreTimeout(200*time.Millisecond), herd.WithLocker(users, 10*time.Second))
 	defer cache.Close(ctx)
 
 	u, err := cache.Get(ctx, "42", loadUser)
@@ -55,28 +66,76 @@ func Example() {
 	fmt.Println(u.Name)
 }
 
-// Dropping a local copy of an entry whenever another instance changes it.
-// Compiled, not run: it needs a Redis server.
-func ExampleStore_Subscribe() {
+// Dropping local copies of entries whenever any client changes them in
+// Redis, or they expire there. Compiled, not run: it needs a Redis server.
+func ExampleStore_Watch() {
 	ctx := context.Background()
-	client := redis.NewClient(&redis.Options{Addr: "localhost:6379", ContextTimeoutEnabled: true})
+	client := newRedisClient("localhost:6379")
 	defer client.Close()
-	users, err := redisstore.New[User](client, redisstore.Prefix("myapp-users"))
-	if err != nil {
-		log.Print(err)
-		return
-	}
-	sub, err := users.Subscribe(ctx, func(key string) {
-		fmt.Println("changed elsewhere:", key) // drop the local copy of key
+	users := redisstore.New[User](client, redisstore.Prefix("myapp-users"))
+	defer users.Close(ctx)
+
+	w, err := users.Watch(ctx, func(c store.Change) {
+		if c.All {
+			fmt.Println("drop every local copy")
+			return
+		}
+		fmt.Println("changed:", c.Key) // drop the local copy of c.Key
 	})
 	if err != nil {
 		log.Print(err)
 		return
 	}
-	defer sub.Close()
+	defer w.Close()
 
-	// Elsewhere, after a write to the source of truth:
-	if err := users.Publish(ctx, "42"); err != nil {
+	// Any write of the key, by this process or another, with herd or not:
+	if err := users.Set(ctx, "42", store.Entry[User]{Value: User{ID: "42", Name: "Ada"}}); err != nil {
 		log.Print(err)
 	}
+}
+
+// Writing a loaded value back only if nobody wrote the key since the load
+// began. Compiled, not run: it needs a Redis server.
+func ExampleStore_SetIf() {
+	ctx := context.Background()
+	client := newRedisClient("localhost:6379")
+	defer client.Close()
+	users := redisstore.New[User](client, redisstore.Prefix("myapp-users"))
+
+	_, v, ok, err := users.GetVersion(ctx, "42")
+	if err != nil || ok {
+		return // an error, or a hit: nothing to load
+	}
+	u, _ := loadUser(ctx, "42")
+	err = users.SetIf(ctx, "42", store.Entry[User]{Value: u, StoredAt: time.Now()}, v)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		fmt.Println("written meanwhile; the newer write stays")
+	case err != nil:
+		log.Print(err)
+	}
+}
+
+// Reading many keys in one round trip.
+func ExampleStore_GetMany() {
+	ctx := context.Background()
+	client := newRedisClient("localhost:6379")
+	defer client.Close()
+	users := redisstore.New[User](client, redisstore.Prefix("myapp-users"))
+
+	found, err := users.GetMany(ctx, []string{"1", "2", "3"})
+	if err != nil {
+		log.Print(err) // found still holds what was read
+	}
+	for id, e := range found {
+		fmt.Println(id, e.Value.Name)
+	}
+}
+
+// A store needs a valid Prefix: no ':', '{' or '}'. An invalid one is a
+// programming error, caught when the option is built.
+func ExamplePrefix() {
+	defer func() { fmt.Println(recover()) }()
+	redisstore.Prefix("myapp:users")
+	// Output: redisstore: Prefix must be non-empty without ':', '{' or '}', got "myapp:users"
 }

@@ -69,10 +69,7 @@ func TestSilentServerCostsTheDeadline(t *testing.T) {
 	// The client's own timeouts are far longer than the deadline: only the
 	// context can end these calls in time.
 	client := newClient(t, addr, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = time.Minute, time.Minute })
-	s, err := redisstore.New[storetest.Value](client, redisstore.Prefix("p"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := redisstore.New[storetest.Value](client, redisstore.Prefix("p"))
 	const deadline = 200 * time.Millisecond
 	const slack = 800 * time.Millisecond
 	check := func(op string, call func(ctx context.Context) error) {
@@ -94,7 +91,9 @@ func TestSilentServerCostsTheDeadline(t *testing.T) {
 	check("Delete", func(ctx context.Context) error { return s.Delete(ctx, "k") })
 	check("GetMany", func(ctx context.Context) error { _, err := s.GetMany(ctx, []string{"a", "b"}); return err })
 	check("TryLock", func(ctx context.Context) error { _, err := s.TryLock(ctx, "k", time.Second); return err })
-	check("Publish", func(ctx context.Context) error { return s.Publish(ctx, "k") })
+	check("GetVersion", func(ctx context.Context) error { _, _, _, err := s.GetVersion(ctx, "k"); return err })
+	check("SetIf", func(ctx context.Context) error { return s.SetIf(ctx, "k", store.Entry[storetest.Value]{}, 0) })
+	check("Watch", func(ctx context.Context) error { _, err := s.Watch(ctx, func(store.Change) {}); return err })
 
 	// Through a cache: the caller gets its loaded value or its context's
 	// error, by its deadline.
@@ -114,10 +113,7 @@ func TestSilentServerCostsTheDeadline(t *testing.T) {
 // on the same port, the same cache uses it again.
 func TestServerKilledUnderLoad(t *testing.T) {
 	srv := startRedis(t)
-	s, err := redisstore.New[storetest.Value](srv.client(t), redisstore.Prefix("p"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := redisstore.New[storetest.Value](srv.client(t), redisstore.Prefix("p"))
 	cache := herd.New[storetest.Value](s, herd.TTL(time.Hour), herd.StoreTimeout(200*time.Millisecond), herd.WithLogger(discard()))
 	defer func() { _ = cache.Close(context.Background()) }()
 
@@ -205,10 +201,7 @@ func TestServerKilledUnderLoad(t *testing.T) {
 	// Back on the same port, empty: a value set through Redis by another
 	// client reaches the same cache.
 	srv.start()
-	other, err := redisstore.New[storetest.Value](srv.client(t), redisstore.Prefix("p"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := redisstore.New[storetest.Value](srv.client(t), redisstore.Prefix("p"))
 	ctx := context.Background()
 	if err := other.Set(ctx, "after", store.Entry[storetest.Value]{Value: storetest.Value{Name: "from redis"}}); err != nil {
 		t.Fatal(err)
@@ -261,10 +254,7 @@ func TestLockerMakesOneLoadAcrossInstances(t *testing.T) {
 	var reads atomic.Int64
 	var caches []*herd.Cache[string]
 	for range 3 {
-		s, err := redisstore.New[string](srv.client(t), redisstore.Prefix("fleet"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := redisstore.New[string](srv.client(t), redisstore.Prefix("fleet"))
 		c := herd.New[string](countingStore{s, &reads}, herd.TTL(time.Minute), herd.LoadTimeout(15*time.Second), herd.WithLocker(s, 5*time.Second), herd.WithLogger(discard()))
 		caches = append(caches, c)
 		defer func() { _ = c.Close(context.Background()) }()

@@ -14,14 +14,21 @@ import (
 	"github.com/herdcache/herd/store"
 )
 
-// KEYS[1] the lock, KEYS[2] the key's fencing counter; ARGV[1] the owner's
-// token, ARGV[2] the lease in milliseconds. Returns the fencing token, or 0
-// when another owner holds the lock.
+// KEYS[1] the lock, KEYS[2] the key's fence; ARGV[1] the owner's token,
+// ARGV[2] the lease in milliseconds. Returns the fencing token, or 0 when
+// another owner holds the lock. The token is the server's clock in
+// microseconds since 2023-11-14 (exact as a Lua number), or one more than
+// the fence when that is not smaller; the fence lives as long as the lease.
 var acquireScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	return redis.call('INCR', KEYS[2])
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	return 0
 end
-return 0`)
+local t = redis.call('TIME')
+local f = (tonumber(t[1]) - 1699920000) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if f <= last then f = last + 1 end
+redis.call('SET', KEYS[2], string.format('%.0f', f), 'PX', ARGV[2])
+return f`)
 
 // KEYS[1] the lock; ARGV[1] the owner's token. Returns 1 when released.
 var releaseScript = redis.NewScript(`
@@ -38,7 +45,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`)
 
-// lockKeys returns the Redis keys of key's lock and fencing counter. Both
+// lockKeys returns the Redis keys of key's lock and fence. Both
 // carry the same hash tag, a hash of key, so that they share a Cluster slot
 // (the acquire script touches both) whatever braces key itself holds.
 func (s *Store[T]) lockKeys(key string) (lock, fence string) {
@@ -58,8 +65,10 @@ func leaseMillis(ttl time.Duration) (int64, error) {
 
 // TryLock takes the lock of key for ttl (whole milliseconds, rounded up), in
 // one round trip, or returns [store.ErrLocked] when another owner holds it.
-// The lock's fencing token grows with every acquisition of key.
+// The lock's fencing token grows with every acquisition of key; nothing
+// of the lock outlives its lease.
 func (s *Store[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
+	checkCtx(ctx)
 	ms, err := leaseMillis(ttl)
 	if err != nil {
 		return nil, err
@@ -92,6 +101,7 @@ type lock struct {
 // Unlock releases the lock if this owner still holds it, or returns
 // [store.ErrNotHeld] and leaves the lock to its current owner, if any.
 func (l *lock) Unlock(ctx context.Context) error {
+	checkCtx(ctx)
 	n, err := releaseScript.Run(ctx, l.client, []string{l.lockKey}, l.token).Int64()
 	if err != nil {
 		return fmt.Errorf("redisstore: unlock %q: %w", l.key, err)
@@ -105,6 +115,7 @@ func (l *lock) Unlock(ctx context.Context) error {
 // Extend resets the lease to ttl from now if this owner still holds the
 // lock, or returns [store.ErrNotHeld].
 func (l *lock) Extend(ctx context.Context, ttl time.Duration) error {
+	checkCtx(ctx)
 	ms, err := leaseMillis(ttl)
 	if err != nil {
 		return err

@@ -1,22 +1,23 @@
 // Package redisstore is herd's Redis store: a [store.Store] on
-// github.com/redis/go-redis/v9 that also implements [store.Locker] and
-// [store.Notifier], so that a fleet of processes shares one cache, loads each
-// key once across the fleet, and drops its own copies of a key when another
-// process changes it.
+// github.com/redis/go-redis/v9 that is also a [store.Locker], a
+// [store.Versioned] store, a [store.ChangeStream] and a [store.BulkGetter],
+// so that a fleet of processes shares one cache, loads each key once across
+// the fleet, never writes a load back over a newer write, and hears of every
+// change of a key, whoever made it.
 //
-// It takes a [redis.UniversalClient]: a single server, Sentinel (failover)
-// and Cluster all work. The store never closes the client it was given.
+// It takes a [redis.UniversalClient]: a single server, Sentinel (failover),
+// Cluster and Ring all work. The store never closes the client it was given.
 //
 // # Contract
 //
-// Every method honours its context as far as the client does: configure the
-// client with ContextTimeoutEnabled (and sensible ReadTimeout and
-// WriteTimeout), or a call to a server that stopped answering waits for the
-// client's own timeouts instead of the caller's deadline.
+// Every method honours its context as far as the client does (see "Client
+// settings" below). A nil context panics.
 //
-//   - Get and Set cost one round trip each; Delete one; GetMany one MGET on a
-//     single server, one MGET per hash slot, sent as one pipeline, on
-//     Cluster, and a pipeline of GETs on a Ring.
+//   - Get costs one GET, GetMany one MGET on a single server, one MGET per
+//     hash slot sent as one pipeline on Cluster, and a pipeline of GETs on a
+//     Ring. Set, Delete, GetVersion, SetIf and DeleteIf cost one script call
+//     (EVALSHA, falling back to EVAL when the server does not know the
+//     script), each touching two keys of one hash slot.
 //   - Entries are written as herd's envelope (see [store.Encode]) with the
 //     value encoded by the store's codec ([store.JSON] by default, see
 //     [WithCodec]).
@@ -32,20 +33,52 @@
 //
 //	<prefix>:e:<k>
 //
-// with k's bytes as they are: Redis keys are binary safe, so every Go string
-// (empty, with spaces, newlines, '*', braces, invalid UTF-8, megabytes long) is
-// a valid key. As the prefix holds no ':', the first ':' of a Redis key ends
+// with k's bytes as they are: Redis keys are binary safe, so every Go string (empty,
+// with spaces, newlines, '*', braces, invalid UTF-8, megabytes long) is a
+// valid key. As the prefix holds no ':', the first ':' of a Redis key ends
 // the prefix, so two different (prefix, key) pairs never map to one Redis key.
 // A key that contains a Cluster hash tag ("{user42}:profile") is placed by
 // that tag, like any Redis key.
 //
 // # Expiry
 //
-// An entry's Redis TTL is its KeepUntil, in milliseconds rounded up (SET with
-// PX); an entry with no KeepUntil has no TTL, and a Set of an entry whose
-// KeepUntil has passed deletes the key. Get also checks KeepUntil on the
-// client's clock, so that an entry is never returned past it however the
-// clocks of client and server differ.
+// An entry's Redis TTL is its KeepUntil, in milliseconds rounded up; an entry
+// with no KeepUntil has no TTL, and a Set of an entry whose KeepUntil has
+// passed deletes the key. Get also checks KeepUntil on the client's clock, so
+// that an entry is never returned past it however the clocks of client and
+// server differ.
+//
+// # Versions
+//
+// Next to each entry written through the store, a version record
+//
+//	<prefix>:v:{<t>}:<k>
+//
+// holds the version of the key's last write and the SHA-1 of the bytes that
+// write stored; t is a short tag chosen so that the record shares the hash
+// slot of the entry's key, as every script that touches both must on
+// Cluster. Every write through the store (Set, Delete, SetIf, DeleteIf) runs
+// one script that reads the record, checks the version when the write is
+// conditional, and writes the entry and a new record together. A version is
+// the server's TIME in microseconds (counted from 2023-11-14), times four, or
+// the last version plus four if that is not larger, so versions of a key grow
+// even after the store forgot it. The version a reader sees is:
+//
+//   - the record's version, while the entry holds the bytes that write
+//     stored (or, after a Delete, while the key has no entry);
+//   - the record's version plus one once the entry is gone (it passed its
+//     KeepUntil, or another client deleted it): an expiry counts as a write;
+//   - a version derived from the bytes' SHA-1 (plus two, modulo four) when
+//     the entry holds bytes that no write through the store put there: a
+//     plain Redis client's write makes every version read before it fail,
+//     unless it wrote back the very bytes that were there;
+//   - zero when there is no record and no entry.
+//
+// A Delete leaves a record (a tombstone) for [VersionRetention]; the record
+// of a Set lives until the entry's KeepUntil plus that retention, so an
+// expiry is remembered as long as a delete. GetVersion gives a record whose
+// entry was deleted by another client and that has no TTL the same
+// retention. Get and GetMany never read the records: a hit stays one GET.
 //
 // # Locks
 //
@@ -53,31 +86,64 @@
 //
 //	SET <prefix>:{<h>}:lock:<k> <token> NX PX <ttl>
 //
-// and, in the same script, INCR <prefix>:{<h>}:fence:<k>, whose value is the
-// lock's fencing token ([store.Lock.Token]): it grows with every acquisition
-// of the key. h is a hash of k, so that a key's lock and its counter share a
-// Cluster hash slot. The token stored in the lock is 128 random bits from
-// crypto/rand. Unlock and Extend are compare-and-delete and compare-and-pexpire
-// scripts (EVALSHA, falling back to EVAL when the server does not know the
-// script): an owner whose lease expired gets [store.ErrNotHeld] and never
-// touches the lock of whoever took it over. The fencing counter of a key
-// outlives its lock (it must, to keep growing): one small Redis key per key
-// ever locked.
+// and, in the same script, sets <prefix>:{<h>}:fence:<k> to the lock's
+// fencing token ([store.Lock.Token]), with the lease as its TTL: the token is
+// the server's TIME in microseconds (from 2023-11-14), or one more than the
+// last token if that is still there and not smaller, so it grows with every
+// acquisition of the key while the server's clock does not go back, and
+// nothing outlives the lease. h is a hash of k, so that a key's lock and
+// fence share a Cluster hash slot. The token stored in the lock is 128
+// random bits from crypto/rand. Unlock and Extend are compare-and-delete and
+// compare-and-pexpire scripts: an owner whose lease expired gets
+// [store.ErrNotHeld] and never touches the lock of whoever took it over.
 //
-// # Notifications
+// # Changes
 //
-// [Store.Publish] publishes a key on the channel <prefix>:invalidate;
-// [Store.Subscribe] delivers every key published there from the moment it
-// returns, in order, from one goroutine. go-redis reconnects and resubscribes
-// a subscription whose connection broke (it pings an idle one every few
-// seconds); keys published while a subscriber was disconnected are lost, as
-// Redis pub/sub keeps nothing.
+// [Store.Watch] follows the server's own record of changes: Redis client
+// tracking in broadcasting mode (Redis 6 or later). For each master (the
+// server, each shard of a Ring, each master of a Cluster, followed as the
+// topology changes) it opens one connection of its own, which enables
+//
+//	CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix>:e:
+//
+// and subscribes to __redis__:invalidate, so that every change of an entry
+// key, by any client (the watching process included), by expiry or by
+// eviction, is reported with the cache key. The connection is pinged when
+// idle (see [WatchPing]); when it is lost or does not answer, or the server
+// flushes, the watch reports [store.Change] with All set, reconnects with
+// tracking enabled again, and reports All once more before the first change
+// it can vouch for.
+//
+// # Client settings
+//
+// How quickly "Redis is down" costs a load instead of a wait is decided by
+// the client, not by the store. go-redis v9's defaults favour patience: a
+// call ignores its context's deadline (ContextTimeoutEnabled false) and
+// waits up to ReadTimeout (5s) and WriteTimeout (the same), retried up to
+// MaxRetries (3) times on network errors; a new connection is tried
+// DialerRetries (5) times for DialTimeout (5s) each; a caller waits up to
+// PoolTimeout (ReadTimeout + 1s) for a free connection. Against a server
+// that stopped answering, one Get can take a minute. For a cache, set:
+//
+//	ContextTimeoutEnabled: true,                   // a call ends at its context's deadline
+//	DialTimeout:           500 * time.Millisecond, // a dead host costs half a second to find out
+//	DialerRetries:         1,                      // and is not dialled again for the same call
+//	ReadTimeout:           500 * time.Millisecond, // a server that stopped answering
+//	WriteTimeout:          500 * time.Millisecond,
+//	PoolTimeout:           time.Second,            // a saturated pool is a miss, not a queue
+//	MaxRetries:            1,                      // one retry: the cache loads instead
+//
+// (ReadTimeout above the slowest command you expect, a large GetMany
+// included) and give the cache a StoreTimeout shorter than its callers'
+// deadlines, so that a store that hangs costs a load within the caller's
+// deadline.
 package redisstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,90 +154,148 @@ import (
 	"github.com/herdcache/herd/store"
 )
 
-// ErrClosed is returned by [Store.Subscribe] after [Store.Close].
+// ErrClosed is returned by [Store.Watch] after [Store.Close].
 var ErrClosed = errors.New("redisstore: store closed")
 
-// A Store is a [store.Store] in Redis, with a [store.Locker] and a
-// [store.Notifier]. Build it with [New]; its methods are safe for concurrent
-// use.
+// A Store is a [store.Store] in Redis, with a [store.Locker], conditional
+// writes ([store.Versioned]), a change stream ([store.ChangeStream]) and bulk
+// reads ([store.BulkGetter]). Build it with [New]; its methods are safe for
+// concurrent use.
 type Store[T any] struct {
-	client  redis.UniversalClient
-	cluster *redis.ClusterClient // client, when it is a Cluster client
-	ring    *redis.Ring          // client, when it is a Ring
-	codec   store.Codec[T]
-	prefix  string // the prefix and its ':'
-	channel string
+	client    redis.UniversalClient
+	cluster   *redis.ClusterClient // client, when it is a Cluster client
+	ring      *redis.Ring          // client, when it is a Ring
+	codec     store.Codec[T]
+	prefix    string // the prefix and its ':'
+	retention time.Duration
+	log       *slog.Logger
+	ping      time.Duration
 
 	corrupt atomic.Uint64
 
 	mu      sync.Mutex
 	closed  bool
-	subs    map[*subscription]struct{}
-	pending sync.WaitGroup // Subscribe calls under way
+	watches map[*watch]struct{}
+	pending sync.WaitGroup // Watch calls under way
 }
 
 var (
-	_ store.Store[int] = (*Store[int])(nil)
-	_ store.Locker     = (*Store[int])(nil)
-	_ store.Notifier   = (*Store[int])(nil)
+	_ store.Store[int]      = (*Store[int])(nil)
+	_ store.Locker          = (*Store[int])(nil)
+	_ store.Versioned[int]  = (*Store[int])(nil)
+	_ store.ChangeStream    = (*Store[int])(nil)
+	_ store.BulkGetter[int] = (*Store[int])(nil)
 )
 
 type config struct {
 	prefix    string
 	prefixSet bool
 	codec     any // store.Codec[T], checked by New
+	retention time.Duration
+	log       *slog.Logger
+	ping      time.Duration
 }
 
-// An Option configures a [Store].
+// An Option configures a [Store]. An invalid value makes [New] panic with a
+// message naming the option.
 type Option func(*config)
 
-// Prefix is the namespace of the store's keys and channel. It is required:
-// two caches with different prefixes never share a key. It must not be empty
-// and must not contain ':' ("myapp-users", not "myapp:users"), nor a brace,
-// which would make it a Cluster hash tag that splits a key's lock from its
-// fencing counter.
-func Prefix(p string) Option { return func(c *config) { c.prefix, c.prefixSet = p, true } }
+// Prefix is the namespace of the store's keys. It is required: two caches
+// with different prefixes never share a key. It must not be empty and must
+// not contain ':' ("myapp-users", not "myapp:users"), nor a brace, which
+// would make it a Cluster hash tag.
+func Prefix(p string) Option {
+	if p == "" || strings.ContainsAny(p, ":{}") {
+		panic(fmt.Sprintf("redisstore: Prefix must be non-empty without ':', '{' or '}', got %q", p))
+	}
+	return func(c *config) { c.prefix, c.prefixSet = p, true }
+}
 
 // WithCodec sets how values are turned into bytes. Its type must be the
-// store's value type. Default: [store.JSON].
-func WithCodec[T any](c store.Codec[T]) Option { return func(cfg *config) { cfg.codec = c } }
+// store's value type, or [New] panics. Default: [store.JSON].
+func WithCodec[T any](c store.Codec[T]) Option {
+	if c == nil {
+		panic("redisstore: WithCodec must be given a codec, got nil")
+	}
+	return func(cfg *config) { cfg.codec = c }
+}
+
+// VersionRetention is how long the store remembers a write of a key for
+// [Store.SetIf] and [Store.DeleteIf]: a Delete's tombstone is kept that
+// long, and an entry's version record until its KeepUntil plus d. It must
+// be positive; it is rounded up to whole milliseconds. Default:
+// [store.DefaultVersionRetention].
+func VersionRetention(d time.Duration) Option {
+	if d <= 0 {
+		panic(fmt.Sprintf("redisstore: VersionRetention must be positive, got %v", d))
+	}
+	return func(c *config) { c.retention = d }
+}
+
+// WithLogger sets where the store logs what goes wrong in the background: a
+// watch's lost connection, a panic in a watch's function. Default:
+// [slog.Default] at the time [New] runs.
+func WithLogger(l *slog.Logger) Option {
+	if l == nil {
+		panic("redisstore: WithLogger must be given a logger, got nil")
+	}
+	return func(c *config) { c.log = l }
+}
+
+// WatchPing is how long a [Store.Watch] connection may stay silent before it
+// is pinged, and how long the ping may then go unanswered before the
+// connection is dropped, its watch told All and the connection made again:
+// a dead connection is found within twice d. It must be positive. Default:
+// one second.
+func WatchPing(d time.Duration) Option {
+	if d <= 0 {
+		panic(fmt.Sprintf("redisstore: WatchPing must be positive, got %v", d))
+	}
+	return func(c *config) { c.ping = d }
+}
 
 // New returns a store of the values of type T in Redis, through client. It
-// returns an error when client is nil, [Prefix] is missing or invalid, or
-// the [WithCodec] codec is for another type. New does not talk to Redis.
-func New[T any](client redis.UniversalClient, opts ...Option) (*Store[T], error) {
+// panics when client is nil, [Prefix] is missing, or the [WithCodec] codec
+// is for another type. New does not talk to Redis.
+func New[T any](client redis.UniversalClient, opts ...Option) *Store[T] {
 	if client == nil {
-		return nil, errors.New("redisstore: nil client")
+		panic("redisstore: New needs a client, got nil")
 	}
-	var cfg config
+	cfg := config{retention: store.DefaultVersionRetention, ping: time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	switch {
-	case !cfg.prefixSet:
-		return nil, errors.New("redisstore: the Prefix option is required")
-	case cfg.prefix == "":
-		return nil, errors.New("redisstore: empty prefix")
-	case strings.ContainsAny(cfg.prefix, ":{}"):
-		return nil, fmt.Errorf("redisstore: prefix %q contains ':', '{' or '}'", cfg.prefix)
+	if !cfg.prefixSet {
+		panic("redisstore: the Prefix option is required")
+	}
+	if cfg.log == nil {
+		cfg.log = slog.Default()
 	}
 	s := &Store[T]{
-		client:  client,
-		prefix:  cfg.prefix + ":",
-		channel: cfg.prefix + ":invalidate",
-		codec:   store.JSON[T]{},
-		subs:    make(map[*subscription]struct{}),
+		client:    client,
+		prefix:    cfg.prefix + ":",
+		codec:     store.JSON[T]{},
+		retention: cfg.retention,
+		log:       cfg.log,
+		ping:      cfg.ping,
+		watches:   make(map[*watch]struct{}),
 	}
 	if cfg.codec != nil {
 		c, ok := cfg.codec.(store.Codec[T])
 		if !ok {
-			return nil, fmt.Errorf("redisstore: codec %T is not a store.Codec of the store's value type", cfg.codec)
+			panic(fmt.Sprintf("redisstore: WithCodec must be given a codec of the store's value type, got %T", cfg.codec))
 		}
 		s.codec = c
 	}
 	s.cluster, _ = client.(*redis.ClusterClient)
 	s.ring, _ = client.(*redis.Ring)
-	return s, nil
+	return s
+}
+
+func checkCtx(ctx context.Context) {
+	if ctx == nil {
+		panic("redisstore: nil Context")
+	}
 }
 
 // Key returns the Redis key under which the store keeps the entry of key.
@@ -181,9 +305,10 @@ func (s *Store[T]) Key(key string) string { return s.prefix + "e:" + key }
 // that do not decode as an entry of this store, and were reported as a miss.
 func (s *Store[T]) Corrupt() uint64 { return s.corrupt.Load() }
 
-// Get returns the entry of key, in one round trip. Bytes that do not decode
-// are a miss, counted in [Store.Corrupt].
+// Get returns the entry of key, in one GET. Bytes that do not decode are a
+// miss, counted in [Store.Corrupt].
 func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, error) {
+	checkCtx(ctx)
 	b, err := s.client.Get(ctx, s.Key(key)).Bytes()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -211,10 +336,14 @@ func (s *Store[T]) decode(b []byte, now time.Time) (store.Entry[T], bool) {
 
 // GetMany returns the live entries of keys, by key, in one round trip: an
 // MGET on a single server, on Cluster one MGET per hash slot, sent together
-// as a pipeline, and on a Ring a pipeline of GETs. Keys without an entry, or whose bytes do not decode,
-// are absent from the map.
+// as a pipeline, and on a Ring a pipeline of GETs. Each distinct key is read
+// once. Keys without an entry, or whose bytes do not decode, are absent from
+// the map. On an error the map holds the entries that were read (on Cluster
+// and Ring, those of the slots or shards that answered), never nil.
 func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
+	checkCtx(ctx)
 	found := make(map[string]store.Entry[T], len(keys))
+	keys = distinct(keys)
 	if len(keys) == 0 {
 		return found, nil
 	}
@@ -230,10 +359,36 @@ func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store
 	}
 	vals, err := s.client.MGet(ctx, rkeys...).Result()
 	if err != nil {
-		return nil, fmt.Errorf("redisstore: mget of %d keys: %w", len(keys), err)
+		return found, fmt.Errorf("redisstore: get %d keys: %w", len(keys), err)
 	}
 	s.collect(keys, vals, time.Now(), found)
 	return found, nil
+}
+
+// distinct returns keys without repetitions, in their first order; keys
+// itself when it has none.
+func distinct(keys []string) []string {
+	if len(keys) < 2 {
+		return keys
+	}
+	seen := make(map[string]struct{}, len(keys))
+	var out []string // nil until the first repetition
+	for i, k := range keys {
+		if _, dup := seen[k]; dup {
+			if out == nil {
+				out = append(make([]string, 0, len(keys)-1), keys[:i]...)
+			}
+			continue
+		}
+		seen[k] = struct{}{}
+		if out != nil {
+			out = append(out, k)
+		}
+	}
+	if out == nil {
+		return keys
+	}
+	return out
 }
 
 func (s *Store[T]) getManyCluster(ctx context.Context, keys []string, found map[string]store.Entry[T]) error {
@@ -253,12 +408,15 @@ func (s *Store[T]) getManyCluster(ctx context.Context, keys []string, found map[
 		groups = append(groups, group)
 		cmds = append(cmds, pipe.MGet(ctx, rkeys...))
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("redisstore: mget of %d keys in %d slots: %w", len(keys), len(groups), err)
-	}
+	_, err := pipe.Exec(ctx)
 	now := time.Now()
 	for i, cmd := range cmds {
-		s.collect(groups[i], cmd.Val(), now, found)
+		if cmd.Err() == nil {
+			s.collect(groups[i], cmd.Val(), now, found)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("redisstore: get %d keys in %d slots: %w", len(keys), len(groups), err)
 	}
 	return nil
 }
@@ -271,16 +429,23 @@ func (s *Store[T]) getManyRing(ctx context.Context, keys []string, found map[str
 	for i, k := range keys {
 		cmds[i] = pipe.Get(ctx, s.Key(k))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("redisstore: get of %d keys: %w", len(keys), err)
-	}
+	_, _ = pipe.Exec(ctx) // the commands' own errors are read below
 	now := time.Now()
+	var failed error
 	for i, cmd := range cmds {
-		if b, err := cmd.Bytes(); err == nil {
+		b, err := cmd.Bytes()
+		switch {
+		case err == nil:
 			if e, ok := s.decode(b, now); ok {
 				found[keys[i]] = e
 			}
+		case errors.Is(err, redis.Nil):
+		case failed == nil:
+			failed = err
 		}
+	}
+	if failed != nil {
+		return fmt.Errorf("redisstore: get %d keys: %w", len(keys), failed)
 	}
 	return nil
 }
@@ -298,52 +463,49 @@ func (s *Store[T]) collect(keys []string, vals []any, now time.Time, found map[s
 	}
 }
 
-// Set stores e under key in one round trip, with a Redis TTL up to its
-// KeepUntil; an entry whose KeepUntil has passed is deleted instead.
+// Set stores e under key, with a Redis TTL up to its KeepUntil, and bumps
+// the key's version, in one script call; an entry whose KeepUntil has passed
+// is deleted instead (see [Store.Delete]).
 func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error {
-	var ttl time.Duration
-	if !e.KeepUntil.IsZero() {
-		ttl = time.Until(e.KeepUntil)
-		if ttl <= 0 {
-			return s.Delete(ctx, key)
-		}
-		// Whole milliseconds, rounded up: never shorter than KeepUntil.
-		ttl = (ttl + time.Millisecond - 1).Truncate(time.Millisecond)
-	}
-	b, err := store.Encode(s.codec, e)
-	if err != nil {
-		return fmt.Errorf("redisstore: set %q: %w", key, err)
-	}
-	if err := s.client.Set(ctx, s.Key(key), b, ttl).Err(); err != nil {
+	checkCtx(ctx)
+	if _, err := s.write(ctx, key, e, unconditional); err != nil {
 		return fmt.Errorf("redisstore: set %q: %w", key, err)
 	}
 	return nil
 }
 
-// Delete removes the entry of key; a key without one is not an error.
+// Delete removes the entry of key and bumps its version, leaving a
+// tombstone for the version retention, in one script call; a key without an
+// entry is not an error.
 func (s *Store[T]) Delete(ctx context.Context, key string) error {
-	if err := s.client.Del(ctx, s.Key(key)).Err(); err != nil {
+	checkCtx(ctx)
+	if _, err := s.remove(ctx, key, unconditional); err != nil {
 		return fmt.Errorf("redisstore: delete %q: %w", key, err)
 	}
 	return nil
 }
 
-// Close closes the subscriptions of the store that are still open and waits
-// for their goroutines and for Subscribe calls under way, or for ctx to end. It does not close the client. Get,
-// Set, Delete and the locks still work after Close.
+// Close closes the store's watches that are still open and waits for their
+// goroutines and connections and for Watch calls under way, or for ctx to
+// end, then returns fmt.Errorf("redisstore: close: %w", ctx.Err()). Every
+// call, first or later, waits for the same shutdown. It does not close the
+// client. After Close, Watch returns [ErrClosed]; Get, Set, Delete, the
+// conditional writes and the locks go on working, as they use only the
+// caller's client.
 func (s *Store[T]) Close(ctx context.Context) error {
+	checkCtx(ctx)
 	s.mu.Lock()
 	s.closed = true
-	subs := make([]*subscription, 0, len(s.subs))
-	for sub := range s.subs {
-		subs = append(subs, sub)
+	ws := make([]*watch, 0, len(s.watches))
+	for w := range s.watches {
+		ws = append(ws, w)
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for _, sub := range subs {
-			_ = sub.Close()
+		for _, w := range ws {
+			_ = w.Close()
 		}
 		s.pending.Wait()
 	}()

@@ -5,9 +5,8 @@ import (
 	"context"
 	"encoding/gob"
 	"errors"
-	"fmt"
 	"log/slog"
-	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,10 +34,7 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 // processes of a fleet.
 func newStore(t *testing.T, srv *redisServer, opts ...redisstore.Option) *redisstore.Store[storetest.Value] {
 	t.Helper()
-	s, err := redisstore.New[storetest.Value](srv.client(t), append([]redisstore.Option{redisstore.Prefix(prefixOf(t))}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := redisstore.New[storetest.Value](srv.client(t), append([]redisstore.Option{redisstore.Prefix(prefixOf(t))}, opts...)...)
 	return s
 }
 
@@ -86,25 +82,43 @@ func TestJSONCodecOddKeys(t *testing.T) {
 	}
 }
 
-func TestNewChecksItsOptions(t *testing.T) {
+func TestOptionsAreValidated(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
 	defer func() { _ = c.Close() }()
-	for name, opts := range map[string][]redisstore.Option{
-		"no prefix":         nil,
-		"empty prefix":      {redisstore.Prefix("")},
-		"prefix with colon": {redisstore.Prefix("app:users")},
-		"prefix with brace": {redisstore.Prefix("{app}")},
-		"codec of a type":   {redisstore.Prefix("p"), redisstore.WithCodec[[]byte](store.Bytes{})},
+	for name, tc := range map[string]struct {
+		call func()
+		want string
+	}{
+		"no prefix":           {func() { redisstore.New[storetest.Value](c) }, "Prefix option is required"},
+		"empty prefix":        {func() { redisstore.Prefix("") }, "Prefix must be"},
+		"prefix with colon":   {func() { redisstore.Prefix("app:users") }, "Prefix must be"},
+		"prefix with brace":   {func() { redisstore.Prefix("{app}") }, "Prefix must be"},
+		"codec of a type":     {func() { redisstore.New[storetest.Value](c, redisstore.Prefix("p"), redisstore.WithCodec[[]byte](store.Bytes{})) }, "WithCodec must be"},
+		"nil codec":           {func() { redisstore.WithCodec[[]byte](nil) }, "WithCodec must be"},
+		"nil client":          {func() { redisstore.New[storetest.Value](nil, redisstore.Prefix("p")) }, "needs a client"},
+		"zero retention":      {func() { redisstore.VersionRetention(0) }, "VersionRetention must be positive"},
+		"negative retention":  {func() { redisstore.VersionRetention(-time.Second) }, "VersionRetention must be positive"},
+		"nil logger":          {func() { redisstore.WithLogger(nil) }, "WithLogger must be"},
+		"zero ping":           {func() { redisstore.WatchPing(0) }, "WatchPing must be positive"},
+		"nil context":         {func() { _, _, _ = redisstore.New[storetest.Value](c, redisstore.Prefix("p")).Get(nil, "k") }, "nil Context"}, //nolint:staticcheck // on purpose
+		"nil watch function":  {func() { _, _ = redisstore.New[storetest.Value](c, redisstore.Prefix("p")).Watch(context.Background(), nil) }, "needs a function"},
 	} {
-		if _, err := redisstore.New[storetest.Value](c, opts...); err == nil {
-			t.Errorf("%s: New returned no error", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				r := recover()
+				if msg, _ := r.(string); !strings.Contains(msg, tc.want) {
+					t.Fatalf("panic %v, want one saying %q", r, tc.want)
+				}
+			}()
+			tc.call()
+		})
 	}
-	if _, err := redisstore.New[storetest.Value](nil, redisstore.Prefix("p")); err == nil {
-		t.Error("nil client: New returned no error")
+	s := redisstore.New[[]byte](c, redisstore.Prefix("p"), redisstore.WithCodec[[]byte](store.Bytes{}), redisstore.VersionRetention(time.Second))
+	if got := s.VersionRetention(); got != time.Second {
+		t.Fatalf("VersionRetention() = %v, want 1s", got)
 	}
-	if _, err := redisstore.New[[]byte](c, redisstore.Prefix("p"), redisstore.WithCodec[[]byte](store.Bytes{})); err != nil {
-		t.Errorf("Bytes codec for []byte: %v", err)
+	if got := redisstore.New[int](c, redisstore.Prefix("p")).VersionRetention(); got != store.DefaultVersionRetention {
+		t.Fatalf("default VersionRetention() = %v, want %v", got, store.DefaultVersionRetention)
 	}
 }
 
@@ -114,8 +128,8 @@ func TestPrefixesDoNotCollide(t *testing.T) {
 	srv := startRedis(t)
 	c := srv.client(t)
 	ctx := context.Background()
-	a, _ := redisstore.New[storetest.Value](c, redisstore.Prefix("a"))
-	ae, _ := redisstore.New[storetest.Value](c, redisstore.Prefix("a-e"))
+	a := redisstore.New[storetest.Value](c, redisstore.Prefix("a"))
+	ae := redisstore.New[storetest.Value](c, redisstore.Prefix("a-e"))
 	if err := a.Set(ctx, "x", store.Entry[storetest.Value]{Value: storetest.Value{Name: "a"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -260,9 +274,9 @@ func TestLockKeysShareASlotAndFenceGrows(t *testing.T) {
 	srv := startRedis(t)
 	ctx := context.Background()
 	s := newStore(t, srv)
-	var last uint64
 	for _, k := range storetest.OddKeys(100) {
-		for range 2 {
+		var last uint64
+		for range 3 {
 			l, err := s.TryLock(ctx, k, time.Minute)
 			if err != nil {
 				t.Fatalf("TryLock(%q): %v", k, err)
@@ -276,11 +290,11 @@ func TestLockKeysShareASlotAndFenceGrows(t *testing.T) {
 			if err := l.Unlock(ctx); err != nil {
 				t.Fatal(err)
 			}
-			last = max(last, l.Token())
+			if l.Token() <= last {
+				t.Fatalf("TryLock(%q): token %d after %d: fencing tokens must grow", k, l.Token(), last)
+			}
+			last = l.Token()
 		}
-	}
-	if last != 2 {
-		t.Fatalf("largest token %d after two locks of each key, want 2: keys share a counter", last)
 	}
 	if _, err := s.TryLock(ctx, "k", 0); err == nil {
 		t.Fatal("TryLock with a zero lease returned no error")
@@ -309,124 +323,6 @@ func TestLockAfterScriptFlush(t *testing.T) {
 	}
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock after SCRIPT FLUSH: %v", err)
-	}
-}
-
-func TestSubscribeDeliversInOrder(t *testing.T) {
-	srv := startRedis(t)
-	ctx := context.Background()
-	pub, sub := newStore(t, srv), newStore(t, srv)
-	got := make(chan string, 1000)
-	subscription, err := sub.Subscribe(ctx, func(k string) { got <- k })
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 500 {
-		if err := pub.Publish(ctx, fmt.Sprint(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	timeout := time.After(10 * time.Second)
-	for i := range 500 {
-		select {
-		case k := <-got:
-			if k != fmt.Sprint(i) {
-				t.Fatalf("delivery %d is key %q: out of order", i, k)
-			}
-		case <-timeout:
-			t.Fatalf("%d of 500 keys delivered within 10s", i)
-		}
-	}
-	if err := subscription.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := subscription.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-}
-
-// A subscription survives a restart of the server: go-redis reconnects and
-// subscribes again.
-func TestSubscribeSurvivesRestart(t *testing.T) {
-	srv := startRedis(t)
-	ctx := context.Background()
-	pub, sub := newStore(t, srv), newStore(t, srv)
-	got := make(chan string, 1000)
-	subscription, err := sub.Subscribe(ctx, func(k string) { got <- k })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = subscription.Close() }()
-	srv.restart()
-	// Publish until one arrives: the subscriber resubscribes on its own time.
-	deadline := time.After(20 * time.Second)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		_ = pub.Publish(ctx, "after-restart")
-		select {
-		case k := <-got:
-			if k != "after-restart" {
-				t.Fatalf("got %q", k)
-			}
-			return
-		case <-deadline:
-			t.Fatal("no invalidation delivered within 20s of a restart")
-		case <-tick.C:
-		}
-	}
-}
-
-// Store.Close closes the store's subscriptions, and Subscribe then fails;
-// the client stays open.
-func TestCloseStopsSubscriptions(t *testing.T) {
-	srv := startRedis(t)
-	ctx := context.Background()
-	c := srv.client(t)
-	s, err := redisstore.New[storetest.Value](c, redisstore.Prefix("p"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var calls atomic.Int32
-	subscription, err := s.Subscribe(ctx, func(string) { calls.Add(1) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := subscription.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Subscribe(ctx, func(string) {}); !errors.Is(err, redisstore.ErrClosed) {
-		t.Fatalf("Subscribe after Close = %v, want ErrClosed", err)
-	}
-	if err := c.Ping(ctx).Err(); err != nil {
-		t.Fatalf("the store closed the client it was given: %v", err)
-	}
-	if err := s.Set(ctx, "k", store.Entry[storetest.Value]{}); err != nil {
-		t.Fatalf("Set after Close: %v", err)
-	}
-}
-
-func TestSubscribeHonoursItsContext(t *testing.T) {
-	l := silentListener(t)
-	c := newClient(t, l, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = time.Minute, time.Minute })
-	s, err := redisstore.New[storetest.Value](c, redisstore.Prefix("p"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-time.After(100 * time.Millisecond)
-		cancel()
-	}()
-	start := time.Now()
-	if _, err := s.Subscribe(ctx, func(string) {}); err == nil {
-		t.Fatal("Subscribe to a silent server returned no error")
-	}
-	if took := time.Since(start); took > time.Second {
-		t.Fatalf("Subscribe returned %v after its call, its context cancelled after 100ms", took)
 	}
 }
 

@@ -65,10 +65,7 @@ func openRedis(ctx context.Context, raw, id string) (func(context.Context, strin
 	}
 	open := func(_ context.Context, name string) (sim.SharedStore, error) {
 		prefix := id + "-" + name
-		s, err := redisstore.New[string](client, redisstore.Prefix(prefix))
-		if err != nil {
-			return sim.SharedStore{}, err
-		}
+		s := redisstore.New[string](client, redisstore.Prefix(prefix))
 		return sim.SharedStore{Store: s, Locker: s, Close: func() {
 			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 			defer cancel()
