@@ -39,10 +39,10 @@ func ExampleSlot_Get() {
 
 func ExampleSlot_Get_failedRefresh() {
 	ctx := context.Background()
-	token := slot.Slot[string]{
-		RetryDelay: time.Minute,
-		Logger:     slog.New(slog.DiscardHandler), // failed refreshes are logged here
-	}
+	token := slot.New[string](
+		slot.RetryDelay(time.Minute),
+		slot.WithLogger(slog.New(slog.DiscardHandler)), // failed refreshes are logged here
+	)
 	authDown := false
 	fetchToken := func(ctx context.Context, prev string) (string, time.Duration, error) {
 		if authDown {
@@ -63,7 +63,7 @@ func ExampleSlot_Get_failedRefresh() {
 
 func ExampleSlot_Get_background() {
 	ctx := context.Background()
-	table := slot.Slot[int]{Background: true} // no caller waits for a refresh
+	table := slot.New[int](slot.Background()) // no caller waits for a refresh
 	var fetches atomic.Int32
 	fetchTable := func(ctx context.Context, prev int) (int, time.Duration, error) {
 		fetches.Add(1)
@@ -84,4 +84,19 @@ func ExampleSlot_Get_background() {
 	// first: 1
 	// served at once: 1
 	// fetches: 2
+}
+
+func ExampleSlot_Close() {
+	ctx := context.Background()
+	s := slot.New[int](slot.Background())
+	_, _ = s.Get(ctx, func(context.Context, int) (int, time.Duration, error) {
+		return 1, slot.ExpiresImmediately, nil
+	})
+	// Close twice: each call waits for the same shutdown.
+	fmt.Println(s.Close(ctx), s.Close(ctx))
+	_, err := s.Get(ctx, nil)
+	fmt.Println(errors.Is(err, slot.ErrClosed))
+	// Output:
+	// <nil> <nil>
+	// true
 }

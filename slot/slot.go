@@ -14,15 +14,15 @@
 //   - Fresh value: returned, no fetch.
 //   - Expired value: one fetch runs at a time. By default the caller that finds
 //     the value expired starts the refresh and waits for it, and every other
-//     caller gets the old value at once. With [Slot.Background] set, no caller
+//     caller gets the old value at once. With the [Background] option, no caller
 //     waits: the refresh runs on its own goroutine and the caller that
 //     started it gets the old value at once too.
 //   - A failed refresh keeps the old value: the caller that waited for it gets
 //     the old value and no error. No fetch is tried again before
-//     [Slot.RetryDelay] has passed; until then every Get gets the old value.
-//     Consecutive failures are logged to [Slot.Logger]: at warn level for the
+//     [RetryDelay] has passed; until then every Get gets the old value.
+//     Consecutive failures are logged ([WithLogger]): at warn level for the
 //     first two, at error level from the third on. A success resets the count.
-//   - With [Slot.MaxStale] set, a value that expired longer ago than MaxStale
+//   - With [MaxStale] set, a value that expired longer ago than MaxStale
 //     is not served: the caller waits for the refresh (starting one if none
 //     runs and none is backed off), and gets an error if it fails.
 //   - A fetch that panics or calls [runtime.Goexit] never crashes the process:
@@ -33,8 +33,32 @@
 // Fetches run on their own goroutine, on a context that keeps the values of
 // the context of the caller that started them but not its cancellation, so
 // that a caller leaving does not fail the fetch for the others. At most one
-// fetch runs per slot at any time. [Slot.Close] waits for it, or cancels it
-// when its own context ends, so that nothing is left running at shutdown.
+// fetch runs per slot at any time.
+//
+// # Conventions
+//
+// A Slot follows the conventions of every herd package:
+//
+//   - Configuration: the zero Slot is ready to use with every default; [New]
+//     takes functional options, each of which documents its default, and
+//     panics with a message naming the option when a value is out of range.
+//   - Close: [Slot.Close] may be called any number of times; every call waits,
+//     within its own context, for the same fetch in flight, and returns an
+//     error wrapping ctx.Err() ("slot: close: ...") when its context ends
+//     first, after cancelling that fetch's context. Get after Close returns
+//     [ErrClosed]. Nothing the slot started runs once Close has returned nil.
+//   - Callbacks: the fetch function and the logger are never called with the
+//     slot's lock held, so they may call the slot. On the slot's own fetch
+//     goroutine, a panic in the fetch function reaches the callers waiting on
+//     it as a [*flight.PanicError] (built by [flight.NewPanicError]), and a
+//     panic in the logger's handler is recovered and reported to
+//     [slog.Default]; in both cases the callers waiting are released and the
+//     slot stays usable.
+//   - Logging: failed refreshes are logged with the key "err", on the fetch's
+//     context, which carries the values of the context of the caller that
+//     started it.
+//   - A nil context is a programming error: Get and Close panic with "slot:
+//     nil Context" before taking any lock.
 package slot
 
 import (
@@ -42,11 +66,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/wait"
 )
 
 // ExpiresImmediately is the lifetime a fetch function returns for a value
@@ -54,11 +78,91 @@ import (
 const ExpiresImmediately time.Duration = -1
 
 // DefaultRetryDelay is the time a [Slot] waits after a failed refresh before
-// it tries again, when [Slot.RetryDelay] is zero.
+// it tries again, unless [RetryDelay] says otherwise.
 const DefaultRetryDelay = 5 * time.Second
 
 // ErrClosed is returned by [Slot.Get] after [Slot.Close].
 var ErrClosed = errors.New("slot: closed")
+
+// An Option configures a [Slot] made by [New]. [New] panics with a message
+// naming the option when its value is out of range.
+type Option func(*config)
+
+// config is a Slot's configuration. Its zero value is the defaults.
+type config struct {
+	retryDelay   time.Duration // 0: DefaultRetryDelay
+	maxStale     time.Duration // 0: no limit
+	background   bool
+	fetchTimeout time.Duration // 0: no bound
+	logger       *slog.Logger  // nil: slog.Default()
+}
+
+// RetryDelay sets how long after a failed refresh the next refresh may
+// start. Until then every Get gets the old value, and no fetch runs. d must
+// be positive. Default: [DefaultRetryDelay], 5 seconds.
+func RetryDelay(d time.Duration) Option {
+	return func(c *config) {
+		check(d > 0, "RetryDelay must be positive, got %v", d)
+		c.retryDelay = d
+	}
+}
+
+// MaxStale sets how long after it expired a value may still be served while
+// a refresh runs or is backed off after a failure. A caller that finds the
+// value older than that waits for a refresh instead, and gets an error if
+// the refresh fails or is backed off. d must be positive. Default: no limit,
+// an expired value is served for as long as refreshes fail.
+func MaxStale(d time.Duration) Option {
+	return func(c *config) {
+		check(d > 0, "MaxStale must be positive, got %v", d)
+		c.maxStale = d
+	}
+}
+
+// Background makes a refresh run without any caller waiting for it: the
+// caller that finds the value expired starts the refresh on its own
+// goroutine and gets the old value at once, like everyone else. A refresh
+// failure then reaches no caller; it is only logged. The default makes that
+// caller wait for the refresh it started, so that it gets the new value, or
+// the error of a panicking fetch. The first fetch, and a refresh of a value
+// older than [MaxStale], are waited for in both modes.
+func Background() Option {
+	return func(c *config) { c.background = true }
+}
+
+// FetchTimeout bounds each fetch: its context ends d after the fetch
+// started. d must be positive. Default: no bound, a fetch that never returns
+// holds the slot's one fetch until it does, and only Close can cancel it.
+func FetchTimeout(d time.Duration) Option {
+	return func(c *config) {
+		check(d > 0, "FetchTimeout must be positive, got %v", d)
+		c.fetchTimeout = d
+	}
+}
+
+// WithLogger sets the logger of the failed refreshes. Default:
+// [slog.Default] as it is when a refresh fails; a nil logger keeps the
+// default.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}
+
+func check(ok bool, format string, args ...any) {
+	if !ok {
+		panic("slot: " + fmt.Sprintf(format, args...))
+	}
+}
+
+// New returns a slot configured by opts. It panics with a message naming the
+// option when a value is out of range. New with no options returns a slot
+// that behaves as the zero Slot.
+func New[T any](opts ...Option) *Slot[T] {
+	s := new(Slot[T])
+	for _, opt := range opts {
+		opt(&s.cfg)
+	}
+	return s
+}
 
 // FetchFunc fetches a new value. prev is the value the slot holds, or the zero
 // value of T when it holds none. The duration is how long the new value stays
@@ -66,47 +170,17 @@ var ErrClosed = errors.New("slot: closed")
 // duration) means the next Get refreshes it.
 //
 // ctx carries the values of the context of the caller that started the fetch
-// but not its cancellation; it ends when [Slot.FetchTimeout] passes or when
+// but not its cancellation; it ends when [FetchTimeout] passes or when
 // [Slot.Close] gives up waiting.
 type FetchFunc[T any] func(ctx context.Context, prev T) (T, time.Duration, error)
 
 // A Slot holds one value of type T, fetched lazily and refreshed when it
 // expires. See the package documentation for the contract.
 //
-// The zero value is ready to use. The exported fields configure the slot;
-// set them before the first Get and do not change them afterwards. A Slot
-// must not be copied after first use.
+// The zero value is ready to use, with every default; [New] makes a slot
+// with options. A Slot must not be copied after first use.
 type Slot[T any] struct {
-	// RetryDelay is how long after a failed refresh the next refresh may
-	// start. Until then every Get gets the old value, and no fetch runs.
-	// Zero (the default) means [DefaultRetryDelay], 5 seconds.
-	RetryDelay time.Duration
-
-	// MaxStale is how long after it expired a value may still be served while
-	// a refresh runs or is backed off after a failure. A caller that finds the
-	// value older than that waits for a refresh instead, and gets an error if
-	// the refresh fails or is backed off. Zero (the default) means no limit:
-	// an expired value is served for as long as refreshes fail.
-	MaxStale time.Duration
-
-	// Background makes a refresh run without any caller waiting for it: the
-	// caller that finds the value expired starts the refresh on its own
-	// goroutine and gets the old value at once, like everyone else. A refresh
-	// failure then reaches no caller; it is only logged. The default (false)
-	// makes that caller wait for the refresh it started, so that it gets the
-	// new value, or the error of a panicking fetch. The first fetch,
-	// and a refresh of a value older than MaxStale, are waited for in both
-	// modes.
-	Background bool
-
-	// FetchTimeout bounds each fetch: its context ends after that long.
-	// Zero (the default) means no bound: a fetch that never returns holds
-	// the slot's one fetch until it does, and only Close can cancel it.
-	FetchTimeout time.Duration
-
-	// Logger receives the failed refreshes. Nil (the default) means
-	// [slog.Default].
-	Logger *slog.Logger
+	cfg config // set by New, read-only afterwards
 
 	mu       sync.Mutex
 	has      bool      // val holds a fetched value
@@ -159,102 +233,99 @@ const errTooStaleFmt = "slot: value is older than MaxStale and the refresh faile
 //     default mode gets it rather than the old value, so that a panic is
 //     never silent. Callers that did not wait get the old value.
 //   - An error wrapping the refresh's error, when the value is older than
-//     [Slot.MaxStale] and the refresh failed or is backed off.
+//     [MaxStale] and the refresh failed or is backed off.
 //   - [ErrClosed] after [Slot.Close].
+//
+// A nil ctx panics before any lock is taken. A panic in fetch on the caller's
+// goroutine cannot happen: fetch always runs on a goroutine of the slot.
 func (s *Slot[T]) Get(ctx context.Context, fetch FetchFunc[T]) (T, error) {
+	if ctx == nil {
+		panic("slot: nil Context")
+	}
+	// Read before the lock: nothing that may run the caller's code (a
+	// context of its own making) runs under it.
+	ctxErr := ctx.Err()
+	v, c, kind, err := s.look(ctx, ctxErr, fetch)
+	if c == nil {
+		return v, err
+	}
+	return await(ctx, c, kind)
+}
+
+// look decides, under the lock, what Get does: return v and err at once (c
+// is nil), or wait for c as a caller of the given kind. It starts the fetch
+// when this caller is the one to start it.
+func (s *Slot[T]) look(ctx context.Context, ctxErr error, fetch FetchFunc[T]) (v T, c *call[T], kind waitKind, err error) {
 	var zero T
 	now := time.Now()
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return zero, ErrClosed
-	}
-
-	if !s.has {
-		c := s.call
-		if c == nil {
-			if err := ctx.Err(); err != nil {
-				s.mu.Unlock()
-				return zero, err
-			}
-			c = s.startLocked(ctx, fetch)
-		}
-		s.mu.Unlock()
-		return wait(ctx, c, waitFirst)
-	}
-
-	if s.expires.IsZero() || now.Before(s.expires) {
-		v := s.val
-		s.mu.Unlock()
-		return v, nil
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return zero, nil, 0, ErrClosed
+	case !s.has && s.call != nil:
+		return zero, s.call, waitFirst, nil
+	case !s.has && ctxErr != nil:
+		return zero, nil, 0, ctxErr
+	case !s.has:
+		return zero, s.startLocked(ctx, fetch), waitFirst, nil
+	case s.expires.IsZero() || now.Before(s.expires):
+		return s.val, nil, 0, nil
 	}
 
 	// Expired.
-	tooStale := s.MaxStale > 0 && now.Sub(s.expires) > s.MaxStale
+	tooStale := s.cfg.maxStale > 0 && now.Sub(s.expires) > s.cfg.maxStale
 	switch {
+	case s.call != nil && tooStale:
+		return zero, s.call, waitTooStale, nil
 	case s.call != nil:
-		if !tooStale {
-			v := s.val
-			s.mu.Unlock()
-			return v, nil
-		}
-		c := s.call
-		s.mu.Unlock()
-		return wait(ctx, c, waitTooStale)
+		return s.val, nil, 0, nil
+	case now.Before(s.retryAt) && tooStale:
+		return zero, nil, 0, fmt.Errorf(errTooStaleFmt, s.lastErr)
 	case now.Before(s.retryAt):
-		v, err := s.val, s.lastErr
-		s.mu.Unlock()
-		if tooStale {
-			return zero, fmt.Errorf(errTooStaleFmt, err)
-		}
-		return v, nil
-	case ctx.Err() != nil:
-		v, err := s.val, ctx.Err()
-		s.mu.Unlock()
-		if tooStale {
-			return zero, err
-		}
-		return v, nil
+		return s.val, nil, 0, nil
+	case ctxErr != nil && tooStale:
+		return zero, nil, 0, ctxErr
+	case ctxErr != nil:
+		return s.val, nil, 0, nil
 	}
 
 	// This caller refreshes.
-	c := s.startLocked(ctx, fetch)
-	if s.Background && !tooStale {
-		v := s.val
-		s.mu.Unlock()
-		return v, nil
+	c = s.startLocked(ctx, fetch)
+	switch {
+	case tooStale:
+		return zero, c, waitTooStale, nil
+	case s.cfg.background:
+		return s.val, nil, 0, nil
+	default:
+		return zero, c, waitRefresh, nil
 	}
-	s.mu.Unlock()
-	if tooStale {
-		return wait(ctx, c, waitTooStale)
-	}
-	return wait(ctx, c, waitRefresh)
 }
 
 // Close stops the slot. Every later [Slot.Get] returns [ErrClosed]; callers
 // already waiting on a fetch get its result. Close waits for the fetch in
 // flight, if any, to return. If ctx ends first, Close cancels the fetch's
-// context and returns ctx.Err() without waiting further; a fetch function that
-// honours its context then returns soon after.
+// context and returns an error wrapping ctx.Err() ("slot: close: ...")
+// without waiting further; a fetch function that honours its context then
+// returns soon after.
 //
 // Close is needed only to leave no goroutine behind, at shutdown or at the end
 // of a test, when a refresh may run in the background. Calling it more than
-// once is fine.
+// once is fine: every call waits, within its own ctx, for the same fetch. A
+// nil ctx panics before any lock is taken.
 func (s *Slot[T]) Close(ctx context.Context) error {
+	if ctx == nil {
+		panic("slot: nil Context")
+	}
 	s.mu.Lock()
 	s.closed = true
 	c := s.call
 	s.mu.Unlock()
-	if c == nil {
+	if c == nil || wait.For(ctx, c.done) {
 		return nil
 	}
-	select {
-	case <-c.done:
-		return nil
-	case <-ctx.Done():
-		c.cancel()
-		return ctx.Err()
-	}
+	c.cancel()
+	return fmt.Errorf("slot: close: %w", ctx.Err())
 }
 
 // startLocked starts a fetch on its own goroutine and records it as the one in
@@ -262,8 +333,8 @@ func (s *Slot[T]) Close(ctx context.Context) error {
 func (s *Slot[T]) startLocked(ctx context.Context, fetch FetchFunc[T]) *call[T] {
 	fctx := context.WithoutCancel(ctx)
 	var cancel context.CancelFunc
-	if s.FetchTimeout > 0 {
-		fctx, cancel = context.WithTimeout(fctx, s.FetchTimeout)
+	if s.cfg.fetchTimeout > 0 {
+		fctx, cancel = context.WithTimeout(fctx, s.cfg.fetchTimeout)
 	} else {
 		fctx, cancel = context.WithCancel(fctx)
 	}
@@ -287,7 +358,7 @@ func (s *Slot[T]) run(ctx context.Context, c *call[T], fetch FetchFunc[T]) {
 	defer func() {
 		if !returned {
 			if r := recover(); r != nil {
-				err = &flight.PanicError{Value: r, Stack: debug.Stack()}
+				err = flight.NewPanicError(r)
 			} else {
 				err = flight.ErrGoexit
 			}
@@ -302,14 +373,25 @@ func (s *Slot[T]) run(ctx context.Context, c *call[T], fetch FetchFunc[T]) {
 
 // finish records the result of c in the slot and releases its waiters.
 func (s *Slot[T]) finish(ctx context.Context, c *call[T], v T, ttl time.Duration, err error) {
-	now := time.Now()
-	var failures int
-	var delay time.Duration
+	failures, delay := s.record(c, v, ttl, err)
+	// Logged before the waiters are released, so that a caller that got the
+	// old value back after a failure finds the failure in the log.
+	if failures > 0 {
+		s.logFailure(ctx, failures, delay, err)
+	}
+	close(c.done)
+}
 
+// record stores the result of c in the slot. After a failed refresh it
+// returns the number of consecutive failures and the delay before the next.
+func (s *Slot[T]) record(c *call[T], v T, ttl time.Duration, err error) (failures int, delay time.Duration) {
+	now := time.Now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.call == c {
 		s.call = nil
 	}
+	c.err = err
 	switch {
 	case err == nil:
 		s.has, s.val, s.expires = true, v, expiry(now, ttl)
@@ -320,30 +402,31 @@ func (s *Slot[T]) finish(ctx context.Context, c *call[T], v T, ttl time.Duration
 		// the callers waiting on the first fetch, and the next Get fetches.
 	default:
 		s.failures++
-		failures = s.failures
-		delay = s.RetryDelay
-		if delay <= 0 {
+		delay = s.cfg.retryDelay
+		if delay == 0 {
 			delay = DefaultRetryDelay
 		}
 		s.retryAt = now.Add(delay)
 		s.lastErr = err
+		return s.failures, delay
 	}
-	c.err = err
-	s.mu.Unlock()
-
-	// Logged before the waiters are released, so that a caller that got the
-	// old value back after a failure finds the failure in the log.
-	if failures > 0 {
-		s.logFailure(ctx, failures, delay, err)
-	}
-	close(c.done)
+	return 0, 0
 }
 
+// logFailure logs a failed refresh. A panic in the logger's handler is
+// recovered and reported to [slog.Default]: it runs on the fetch's goroutine,
+// where nothing could recover it, and the callers waiting on the fetch must
+// still be released.
 func (s *Slot[T]) logFailure(ctx context.Context, failures int, delay time.Duration, err error) {
-	logger := s.Logger
+	logger := s.cfg.logger
 	if logger == nil {
 		logger = slog.Default()
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			reportLoggerPanic(ctx, flight.NewPanicError(r))
+		}
+	}()
 	level := slog.LevelWarn
 	if failures >= 3 {
 		level = slog.LevelError
@@ -355,19 +438,20 @@ func (s *Slot[T]) logFailure(ctx context.Context, failures int, delay time.Durat
 	logger.Log(ctx, level, "slot: refresh failed, serving the old value", attrs...)
 }
 
-// wait waits for c on the caller's own context and returns what a caller of
+// reportLoggerPanic tells [slog.Default] that a slot's logger panicked. If
+// that panics too, there is nowhere left to say it, and it is dropped.
+func reportLoggerPanic(ctx context.Context, pe *flight.PanicError) {
+	defer func() { _ = recover() }()
+	slog.ErrorContext(ctx, "slot: the logger panicked while logging a failed refresh",
+		slog.Any("err", pe), slog.String("stack", string(pe.Stack)))
+}
+
+// await waits for c on the caller's own context and returns what a caller of
 // the given kind gets.
-func wait[T any](ctx context.Context, c *call[T], kind waitKind) (T, error) {
+func await[T any](ctx context.Context, c *call[T], kind waitKind) (T, error) {
 	var zero T
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		// The result may have arrived at the same moment; prefer it.
-		select {
-		case <-c.done:
-		default:
-			return zero, ctx.Err()
-		}
+	if !wait.For(ctx, c.done) {
+		return zero, ctx.Err()
 	}
 	switch {
 	case c.err == nil:

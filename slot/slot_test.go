@@ -27,6 +27,14 @@ var errBoom = errors.New("boom")
 // quiet is the logger of the tests that fail refreshes without checking the log.
 var quiet = slog.New(slog.DiscardHandler)
 
+// withMode returns opts, and the Background option when background is set.
+func withMode(background bool, opts ...slot.Option) []slot.Option {
+	if background {
+		return append(opts, slot.Background())
+	}
+	return opts
+}
+
 // result is what one caller of Get got.
 type result struct {
 	v   int
@@ -237,10 +245,10 @@ func TestFirstGetIsNotBlockedByALock(t *testing.T) {
 func TestFirstFetchErrorIsReturnedAndNothingKept(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{}
-		s := slot.Slot[int]{RetryDelay: time.Hour, Logger: slog.New(rec)}
+		s := slot.New[int](slot.RetryDelay(time.Hour), slot.WithLogger(slog.New(rec)))
 		release := make(chan struct{})
 		f := &fetcher{t: t, steps: []step{{err: errBoom, release: release}, {v: 5, ttl: time.Minute}}}
-		out := startGets(t.Context(), &s, 3, f.fetch)
+		out := startGets(t.Context(), s, 3, f.fetch)
 		synctest.Wait()
 		close(release)
 		for range 3 {
@@ -256,7 +264,7 @@ func TestFirstFetchErrorIsReturnedAndNothingKept(t *testing.T) {
 			t.Fatalf("logged %v: the callers got the error, it is not a failed refresh", got)
 		}
 		// No retry delay on a first fetch: the next Get fetches at once.
-		mustGet(t, &s, f.fetch, 5)
+		mustGet(t, s, f.fetch, 5)
 		if f.count() != 2 || f.prevs[1] != 0 {
 			t.Fatalf("%d fetches, prev %v; want 2, the second with prev 0", f.count(), f.prevs)
 		}
@@ -265,14 +273,14 @@ func TestFirstFetchErrorIsReturnedAndNothingKept(t *testing.T) {
 
 func TestGetWithEndedContextStartsNoFetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{MaxStale: time.Minute}
+		s := slot.New[int](slot.MaxStale(time.Minute))
 		f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Minute}}}
 		ended, cancel := context.WithCancel(t.Context())
 		cancel()
 		if _, err := s.Get(ended, f.fetch); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Get on an ended context with no value = %v, want context.Canceled", err)
 		}
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		// Fresh: served even on an ended context.
 		if v, err := s.Get(ended, f.fetch); v != 1 || err != nil {
 			t.Fatalf("fresh Get on an ended context = %d, %v", v, err)
@@ -326,16 +334,16 @@ func TestExpiredOneCallerRefreshesOthersGetStale(t *testing.T) {
 
 func TestBackgroundRefreshMakesNoCallerWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{Background: true}
+		s := slot.New[int](slot.Background())
 		release := make(chan struct{})
 		f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Minute}, {v: 2, ttl: time.Minute, release: release}}}
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		time.Sleep(time.Minute)
 
 		// The caller that finds the value expired starts the refresh and
 		// still gets the old value at once, as does everyone after it.
 		for range 20 {
-			mustGet(t, &s, f.fetch, 1)
+			mustGet(t, s, f.fetch, 1)
 		}
 		synctest.Wait()
 		if f.count() != 2 {
@@ -343,33 +351,33 @@ func TestBackgroundRefreshMakesNoCallerWait(t *testing.T) {
 		}
 		close(release)
 		synctest.Wait() // the refresh goroutine stores its value and exits
-		mustGet(t, &s, f.fetch, 2)
+		mustGet(t, s, f.fetch, 2)
 	})
 }
 
 func TestBackgroundRefreshFailureKeepsOldValue(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{}
-		s := slot.Slot[int]{Background: true, Logger: slog.New(rec)}
+		s := slot.New[int](slot.Background(), slot.WithLogger(slog.New(rec)))
 		f := &fetcher{t: t, steps: []step{
 			{v: 1, ttl: time.Minute},
 			{err: errBoom},
 			{panic: "bad config"},
 			{v: 2, ttl: time.Minute},
 		}}
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		time.Sleep(time.Minute)
-		mustGet(t, &s, f.fetch, 1) // starts a refresh that fails
+		mustGet(t, s, f.fetch, 1) // starts a refresh that fails
 		synctest.Wait()
-		mustGet(t, &s, f.fetch, 1) // backed off: no fetch
+		mustGet(t, s, f.fetch, 1) // backed off: no fetch
 		time.Sleep(slot.DefaultRetryDelay)
-		mustGet(t, &s, f.fetch, 1) // starts a refresh that panics
+		mustGet(t, s, f.fetch, 1) // starts a refresh that panics
 		synctest.Wait()
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		time.Sleep(slot.DefaultRetryDelay)
-		mustGet(t, &s, f.fetch, 1) // starts a refresh that succeeds
+		mustGet(t, s, f.fetch, 1) // starts a refresh that succeeds
 		synctest.Wait()
-		mustGet(t, &s, f.fetch, 2)
+		mustGet(t, s, f.fetch, 2)
 		if f.count() != 4 {
 			t.Fatalf("%d fetches, want 4", f.count())
 		}
@@ -443,30 +451,30 @@ func TestLifetimes(t *testing.T) {
 
 func TestFailedRefreshServesOldValueAndBacksOff(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		delay time.Duration // Slot.RetryDelay
-		want  time.Duration // the effective delay
+		name string
+		opts []slot.Option
+		want time.Duration // the effective delay
 	}{
-		{"default", 0, 5 * time.Second},
-		{"configured", time.Minute, time.Minute},
+		{"default", nil, 5 * time.Second},
+		{"configured", []slot.Option{slot.RetryDelay(time.Minute)}, time.Minute},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				s := slot.Slot[int]{RetryDelay: tc.delay, Logger: quiet}
+				s := slot.New[int](append(tc.opts, slot.WithLogger(quiet))...)
 				f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Second}, {err: errBoom}, {v: 2, ttl: time.Hour}}}
-				mustGet(t, &s, f.fetch, 1)
+				mustGet(t, s, f.fetch, 1)
 				time.Sleep(time.Second)
-				mustGet(t, &s, f.fetch, 1) // the refresh fails: old value, no error
+				mustGet(t, s, f.fetch, 1) // the refresh fails: old value, no error
 				if f.count() != 2 {
 					t.Fatalf("%d fetches, want 2", f.count())
 				}
 				time.Sleep(tc.want - 1)
-				mustGet(t, &s, f.fetch, 1)
+				mustGet(t, s, f.fetch, 1)
 				if f.count() != 2 {
 					t.Fatalf("fetched again %v after a failure, before the retry delay %v", tc.want-1, tc.want)
 				}
 				time.Sleep(time.Nanosecond) // exactly the retry delay after the failure
-				mustGet(t, &s, f.fetch, 2)
+				mustGet(t, s, f.fetch, 2)
 				if f.count() != 3 || f.prevs[2] != 1 {
 					t.Fatalf("%d fetches, prevs %v; want a third with prev 1", f.count(), f.prevs)
 				}
@@ -478,7 +486,7 @@ func TestFailedRefreshServesOldValueAndBacksOff(t *testing.T) {
 func TestConsecutiveFailuresAreLoggedWarnThenError(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{}
-		s := slot.Slot[int]{Logger: slog.New(rec), RetryDelay: time.Second}
+		s := slot.New[int](slot.WithLogger(slog.New(rec)), slot.RetryDelay(time.Second))
 		f := &fetcher{t: t, steps: []step{
 			{v: 1, ttl: slot.ExpiresImmediately},
 			{err: errBoom},
@@ -488,13 +496,13 @@ func TestConsecutiveFailuresAreLoggedWarnThenError(t *testing.T) {
 			{v: 2, ttl: slot.ExpiresImmediately},
 			{err: errBoom},
 		}}
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		for range 4 {
-			mustGet(t, &s, f.fetch, 1)
+			mustGet(t, s, f.fetch, 1)
 			time.Sleep(time.Second)
 		}
-		mustGet(t, &s, f.fetch, 2)
-		mustGet(t, &s, f.fetch, 2) // fails: the count starts again
+		mustGet(t, s, f.fetch, 2)
+		mustGet(t, s, f.fetch, 2) // fails: the count starts again
 		want := []slog.Level{slog.LevelWarn, slog.LevelWarn, slog.LevelError, slog.LevelError, slog.LevelWarn}
 		got := rec.levels()
 		if len(got) != len(want) {
@@ -523,17 +531,17 @@ func TestConsecutiveFailuresAreLoggedWarnThenError(t *testing.T) {
 
 func TestMaxStaleCallerWaitsForTheRefresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{Background: true, MaxStale: 30 * time.Second}
+		s := slot.New[int](slot.Background(), slot.MaxStale(30*time.Second))
 		release := make(chan struct{})
 		f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Minute}, {v: 2, ttl: time.Minute, release: release}}}
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		time.Sleep(time.Minute + 10*time.Second)
-		mustGet(t, &s, f.fetch, 1) // within MaxStale: old value, refresh starts
+		mustGet(t, s, f.fetch, 1) // within MaxStale: old value, refresh starts
 		time.Sleep(20 * time.Second)
-		mustGet(t, &s, f.fetch, 1) // exactly MaxStale old: still served
+		mustGet(t, s, f.fetch, 1) // exactly MaxStale old: still served
 
 		time.Sleep(time.Second)
-		waiting := startGets(t.Context(), &s, 2, f.fetch)
+		waiting := startGets(t.Context(), s, 2, f.fetch)
 		synctest.Wait()
 		select {
 		case r := <-waiting:
@@ -560,9 +568,9 @@ func TestMaxStaleStartsARefreshAndReturnsItsFailure(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				s := slot.Slot[int]{Background: background, MaxStale: time.Second, RetryDelay: time.Minute, Logger: quiet}
+				s := slot.New[int](withMode(background, slot.MaxStale(time.Second), slot.RetryDelay(time.Minute), slot.WithLogger(quiet))...)
 				f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Minute}, {err: errBoom}, {v: 3, ttl: time.Minute}}}
-				mustGet(t, &s, f.fetch, 1)
+				mustGet(t, s, f.fetch, 1)
 				time.Sleep(time.Hour)
 				// Too old, no refresh running: this caller's refresh fails.
 				v, err := s.Get(t.Context(), f.fetch)
@@ -574,7 +582,7 @@ func TestMaxStaleStartsARefreshAndReturnsItsFailure(t *testing.T) {
 					t.Fatalf("Get while backed off = %v after %d fetches; want boom, 2", err, f.count())
 				}
 				time.Sleep(time.Minute)
-				mustGet(t, &s, f.fetch, 3)
+				mustGet(t, s, f.fetch, 3)
 			})
 		})
 	}
@@ -582,12 +590,12 @@ func TestMaxStaleStartsARefreshAndReturnsItsFailure(t *testing.T) {
 
 func TestMaxStaleWaiterReturnsOnItsOwnContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{MaxStale: time.Second}
+		s := slot.New[int](slot.MaxStale(time.Second))
 		release := make(chan struct{})
 		f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Minute}, {v: 2, ttl: time.Minute, release: release}}}
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		time.Sleep(time.Hour)
-		first := startGets(t.Context(), &s, 1, f.fetch)
+		first := startGets(t.Context(), s, 1, f.fetch)
 		synctest.Wait()
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
@@ -622,27 +630,27 @@ func TestPanicReachesTheRefreshingCallerAndTheSlotStaysUsable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				rec := &recorder{}
-				s := slot.Slot[int]{Logger: slog.New(rec)}
+				s := slot.New[int](slot.WithLogger(slog.New(rec)))
 				release := make(chan struct{})
 				bad := tc.step
 				bad.release = release
 				f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Minute}, bad, {v: 2, ttl: time.Minute}}}
-				mustGet(t, &s, f.fetch, 1)
+				mustGet(t, s, f.fetch, 1)
 				time.Sleep(time.Minute)
-				refresher := startGets(t.Context(), &s, 1, f.fetch)
+				refresher := startGets(t.Context(), s, 1, f.fetch)
 				synctest.Wait()
-				mustGet(t, &s, f.fetch, 1) // another caller: stale, at once
+				mustGet(t, s, f.fetch, 1) // another caller: stale, at once
 				close(release)
 				if r := <-refresher; !tc.is(r.err) || r.v != 0 {
 					t.Fatalf("refreshing caller got %+v", r)
 				}
 				// The slot keeps the old value, backs off, then refreshes.
-				mustGet(t, &s, f.fetch, 1)
+				mustGet(t, s, f.fetch, 1)
 				if len(rec.levels()) != 1 {
 					t.Fatalf("logged %v, want the failure once", rec.levels())
 				}
 				time.Sleep(slot.DefaultRetryDelay)
-				mustGet(t, &s, f.fetch, 2)
+				mustGet(t, s, f.fetch, 2)
 			})
 		})
 	}
@@ -672,7 +680,7 @@ type traceKey struct{}
 
 func TestFetchContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{FetchTimeout: time.Minute}
+		s := slot.New[int](slot.FetchTimeout(time.Minute))
 		type seen struct {
 			trace    any
 			deadline time.Time
@@ -682,7 +690,7 @@ func TestFetchContext(t *testing.T) {
 		release := make(chan struct{})
 		ctx, cancel := context.WithCancel(context.WithValue(t.Context(), traceKey{}, "trace-1"))
 		start := time.Now()
-		out := startGets(ctx, &s, 1, func(ctx context.Context, _ int) (int, time.Duration, error) {
+		out := startGets(ctx, s, 1, func(ctx context.Context, _ int) (int, time.Duration, error) {
 			<-release
 			d, _ := ctx.Deadline()
 			got <- seen{ctx.Value(traceKey{}), d, ctx.Err()}
@@ -706,7 +714,7 @@ func TestFetchContext(t *testing.T) {
 		}
 		synctest.Wait()
 		// The abandoned fetch still filled the slot.
-		mustGet(t, &s, func(context.Context, int) (int, time.Duration, error) {
+		mustGet(t, s, func(context.Context, int) (int, time.Duration, error) {
 			t.Error("fetched again though the abandoned fetch succeeded")
 			return 0, 0, nil
 		}, 1)
@@ -715,7 +723,7 @@ func TestFetchContext(t *testing.T) {
 
 func TestFetchTimeoutEndsAHungFetch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{FetchTimeout: time.Second}
+		s := slot.New[int](slot.FetchTimeout(time.Second))
 		_, err := s.Get(t.Context(), func(ctx context.Context, _ int) (int, time.Duration, error) {
 			<-ctx.Done()
 			return 0, 0, ctx.Err()
@@ -730,11 +738,11 @@ func TestFetchTimeoutEndsAHungFetch(t *testing.T) {
 
 func TestCloseWaitsForTheBackgroundRefresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{Background: true}
+		s := slot.New[int](slot.Background())
 		f := &fetcher{t: t, steps: []step{{v: 1, ttl: time.Minute}, {v: 2, release: make(chan struct{})}}}
-		mustGet(t, &s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1)
 		time.Sleep(time.Minute)
-		mustGet(t, &s, f.fetch, 1) // starts the refresh
+		mustGet(t, s, f.fetch, 1) // starts the refresh
 
 		closed := make(chan error, 1)
 		go func() { closed <- s.Close(t.Context()) }()
@@ -759,7 +767,7 @@ func TestCloseWaitsForTheBackgroundRefresh(t *testing.T) {
 
 func TestCloseCancelsTheFetchWhenItsContextEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := slot.Slot[int]{Background: true, Logger: quiet}
+		s := slot.New[int](slot.Background(), slot.WithLogger(quiet))
 		fetchErr := make(chan error, 1)
 		fetch := func(ctx context.Context, prev int) (int, time.Duration, error) {
 			if prev == 0 {
@@ -769,8 +777,8 @@ func TestCloseCancelsTheFetchWhenItsContextEnds(t *testing.T) {
 			fetchErr <- ctx.Err()
 			return 0, 0, ctx.Err()
 		}
-		mustGet(t, &s, fetch, 1)
-		mustGet(t, &s, fetch, 1) // starts the hanging refresh
+		mustGet(t, s, fetch, 1)
+		mustGet(t, s, fetch, 1) // starts the hanging refresh
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
 		if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -796,7 +804,7 @@ func TestCloseOfAZeroSlot(t *testing.T) {
 // once, random cancellation, failures and panics; run it under -race.
 func TestGetRace(t *testing.T) {
 	for _, background := range []bool{false, true} {
-		s := slot.Slot[int]{Background: background, RetryDelay: time.Microsecond, MaxStale: time.Millisecond, Logger: quiet}
+		s := slot.New[int](withMode(background, slot.RetryDelay(time.Microsecond), slot.MaxStale(time.Millisecond), slot.WithLogger(quiet))...)
 		var calls atomic.Int64
 		fetch := func(_ context.Context, prev int) (int, time.Duration, error) {
 			n := calls.Add(1)
@@ -834,4 +842,143 @@ func TestGetRace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// Regressions.
+
+// A Get with a nil context on an expired value used to read ctx.Err() with
+// the slot's mutex held: the panic left it locked, and every later Get and
+// Close hung. The check now comes first, with a clear message; the slot's
+// locked sections unlock by defer.
+func TestRegressionSlotPanicUnderMutex(t *testing.T) {
+	s := slot.New[int](slot.WithLogger(quiet))
+	fetch := func(context.Context, int) (int, time.Duration, error) { return 1, slot.ExpiresImmediately, nil }
+	mustGet(t, s, fetch, 1)
+	func() {
+		defer func() {
+			if r := recover(); r != "slot: nil Context" {
+				t.Fatalf("Get(nil) panicked with %v, want slot: nil Context", r)
+			}
+		}()
+		//nolint:staticcheck // SA1012: a nil context is the point of the test
+		_, _ = s.Get(nil, fetch)
+	}()
+	// synctest cannot tell a goroutine blocked on a mutex from a busy one, so
+	// a wedged slot is detected with a deadline.
+	done := make(chan error, 1)
+	go func() {
+		if _, err := s.Get(context.Background(), fetch); err != nil {
+			done <- err
+			return
+		}
+		done <- s.Close(context.Background())
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Get and Close after the panic: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Get after a nil-context panic hung: the slot's mutex was left locked")
+	}
+}
+
+func TestRegressionSlotNewRejectsOptionsOutOfRange(t *testing.T) {
+	for _, tc := range []struct {
+		opt  func() slot.Option
+		want string
+	}{
+		{func() slot.Option { return slot.RetryDelay(0) }, "slot: RetryDelay must be positive, got 0s"},
+		{func() slot.Option { return slot.RetryDelay(-time.Second) }, "slot: RetryDelay must be positive, got -1s"},
+		{func() slot.Option { return slot.MaxStale(0) }, "slot: MaxStale must be positive, got 0s"},
+		{func() slot.Option { return slot.FetchTimeout(-1) }, "slot: FetchTimeout must be positive, got -1ns"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != tc.want {
+					t.Fatalf("New panicked with %v, want %q", r, tc.want)
+				}
+			}()
+			slot.New[int](tc.opt())
+		})
+	}
+}
+
+// panicHandler is a slog.Handler that panics on every record.
+type panicHandler struct{ slog.Handler }
+
+func (panicHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (panicHandler) Handle(context.Context, slog.Record) error { panic("handler down") }
+
+// A failed refresh is logged on the fetch's own goroutine, where nothing
+// recovered a panic of the logger's handler: it crashed the process, and the
+// callers waiting on the refresh were never released.
+func TestRegressionSlotLoggerPanicOnFetchGoroutine(t *testing.T) {
+	rec := &recorder{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(rec))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	for _, background := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			s := slot.New[int](withMode(background, slot.WithLogger(slog.New(panicHandler{})), slot.RetryDelay(time.Minute))...)
+			f := &fetcher{t: t, steps: []step{{v: 1, ttl: slot.ExpiresImmediately}, {err: errBoom}, {v: 2}}}
+			mustGet(t, s, f.fetch, 1)
+			mustGet(t, s, f.fetch, 1) // the refresh fails and its log panics
+			synctest.Wait()
+			time.Sleep(time.Minute) // the retry delay: the slot refreshes again
+			if background {
+				mustGet(t, s, f.fetch, 1)
+				synctest.Wait()
+			}
+			mustGet(t, s, f.fetch, 2)
+			if err := s.Close(t.Context()); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		})
+	}
+	if got := len(rec.levels()); got != 2 {
+		t.Fatalf("slog.Default got %d reports of the logger's panic, want 2", got)
+	}
+	if err, _ := rec.attr(0, "err").Any().(error); err == nil || !strings.Contains(err.Error(), "handler down") {
+		t.Fatalf("the report's err = %v, want the handler's panic", err)
+	}
+}
+
+// Close used to return ctx.Err() bare, unlike every other package.
+func TestRegressionSlotCloseContract(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := slot.New[int](slot.Background(), slot.WithLogger(quiet))
+		release := make(chan struct{})
+		f := &fetcher{t: t, steps: []step{{v: 1, ttl: slot.ExpiresImmediately}, {v: 2, release: release}}}
+		mustGet(t, s, f.fetch, 1)
+		mustGet(t, s, f.fetch, 1) // starts the background refresh
+
+		short, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		err := s.Close(short)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "slot: close: ") {
+			t.Fatalf("Close past its context = %v, want slot: close: wrapping DeadlineExceeded", err)
+		}
+		// A later Close waits for the same fetch (Close cancelled its
+		// context, but this fetch ignores it until released).
+		closed := make(chan error, 2)
+		for range 2 {
+			go func() { closed <- s.Close(t.Context()) }()
+		}
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("a second Close returned %v while the fetch ran", err)
+		default:
+		}
+		close(release)
+		for range 2 {
+			if err := <-closed; err != nil {
+				t.Fatalf("Close = %v", err)
+			}
+		}
+		if _, err := s.Get(t.Context(), f.fetch); !errors.Is(err, slot.ErrClosed) {
+			t.Fatalf("Get after Close = %v, want ErrClosed", err)
+		}
+	})
 }
