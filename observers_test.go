@@ -3,6 +3,7 @@ package herd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -167,4 +168,28 @@ func BenchmarkHitObserver(b *testing.B) {
 			}
 		})
 	}
+}
+
+func ExampleObservers() {
+	ctx := context.Background()
+	var loads, misses int
+	countLoads := herd.ObserverFunc(func(e herd.Event) {
+		if e.Kind == herd.EventLoad {
+			loads++
+		}
+	})
+	countMisses := herd.ObserverFunc(func(e herd.Event) {
+		if e.Kind == herd.EventMiss {
+			misses++
+		}
+	})
+	// In a service: herdprom's collector, herdotel's metrics and tracer, and
+	// your own observer.
+	users := herd.New(memory.New[string](), herd.WithObserver(herd.Observers(countLoads, countMisses)))
+	defer users.Close(ctx)
+
+	_, _ = users.Get(ctx, "user:1", constLoader("Ada"))
+	fmt.Println("loads:", loads, "misses:", misses)
+	// Output:
+	// loads: 1 misses: 1
 }
