@@ -128,35 +128,6 @@ func TestWatchHashedKeys(t *testing.T) {
 	got.key(t, unseen)
 }
 
-// A panic in the watch's function is recovered and reported as All; the
-// watch goes on.
-func TestWatchFunctionPanics(t *testing.T) {
-	srv := startServer(t)
-	_, js := connect(t, srv.url())
-	s := newStore[string](t, js, "panics")
-	got := make(chan store.Change, 10)
-	w, err := s.Watch(context.Background(), func(c store.Change) {
-		if c.Key == "boom" {
-			panic("boom")
-		}
-		got <- c
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	ctx := context.Background()
-	for _, k := range []string{"boom", "after"} {
-		if err := s.Set(ctx, k, store.Entry[string]{Value: "v"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if c := changes(got).next(t, 10*time.Second, "All for the panic"); !c.All {
-		t.Fatalf("got %+v, want All", c)
-	}
-	changes(got).key(t, "after")
-}
-
 // The server restarts under a watch: the watch reports All, and changes
 // made after it vouches again arrive, by every writer.
 func TestWatchServerRestart(t *testing.T) {

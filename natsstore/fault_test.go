@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/natsstore"
 	"github.com/herdcache/herd/store"
 )
 
@@ -140,4 +141,105 @@ func TestServerDownAndBack(t *testing.T) {
 	if err := l.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// operations runs every call of the store against s, each on ctx, and
+// returns their errors by name. held is a lock taken before the fault.
+func operations(ctx context.Context, s *natsstore.Store[string], held store.Lock) map[string]error {
+	e := store.Entry[string]{Value: "v"}
+	errs := map[string]error{}
+	_, _, errs["Get"] = s.Get(ctx, "k")
+	_, _, _, errs["GetVersion"] = s.GetVersion(ctx, "k")
+	errs["Set"] = s.Set(ctx, "k", e)
+	errs["SetIf"] = s.SetIf(ctx, "k", e, 1)
+	errs["Delete"] = s.Delete(ctx, "k")
+	errs["DeleteIf"] = s.DeleteIf(ctx, "k", 1)
+	_, errs["GetMany"] = s.GetMany(ctx, []string{"a", "b", "c"})
+	_, errs["TryLock"] = s.TryLock(ctx, "other", time.Second)
+	errs["Extend"] = held.Extend(ctx, time.Minute)
+	errs["Unlock"] = held.Unlock(ctx)
+	w, err := s.Watch(ctx, func(store.Change) {})
+	if err == nil {
+		_ = w.Close()
+	}
+	errs["Watch"] = err
+	return errs
+}
+
+// With the server stopped, every call, the lock's Unlock and Extend and a
+// Watch included, fails at once with ErrUnavailable, even on a context
+// without a deadline, instead of waiting for a reply or the client's
+// default timeout.
+func TestServerStoppedEveryCallUnavailable(t *testing.T) {
+	srv := startServer(t)
+	nc, js := connect(t, srv.url())
+	s := newStore[string](t, js, "stopped")
+	ctx := context.Background()
+	held, err := s.TryLock(ctx, "held", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.stop()
+	waitFor(t, 10*time.Second, "client notices", func() bool { return !nc.IsConnected() })
+	for op, err := range operations(ctx, s, held) {
+		if !errors.Is(err, natsstore.ErrUnavailable) {
+			t.Errorf("%s with the server stopped: %v, want ErrUnavailable", op, err)
+		}
+	}
+	if _, err := natsstore.New[string](ctx, js, "stopped"); !errors.Is(err, natsstore.ErrUnavailable) {
+		t.Errorf("New with the server stopped: %v, want ErrUnavailable", err)
+	}
+}
+
+// With the server stalled (the connection open, nothing answered), every
+// call ends with its context: none waits for the reply that will not come.
+func TestServerStalledEveryCallEndsWithItsContext(t *testing.T) {
+	srv := startServer(t)
+	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
+	_, js := connect(t, p.url())
+	s := newStore[string](t, js, "stalled")
+	ctx := context.Background()
+	held, err := s.TryLock(ctx, "held", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan store.Change, 10)
+	w, err := s.Watch(ctx, func(c store.Change) { changes <- c })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	p.stall()
+	result := make(chan map[string]error, 1)
+	go func() {
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		result <- operations(cctx, s, held)
+	}()
+	var errs map[string]error
+	select {
+	case errs = <-result:
+	case <-time.After(20 * time.Second):
+		t.Fatal("calls on a stalled server did not return")
+	}
+	for op, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, natsstore.ErrUnavailable) {
+			t.Errorf("%s with the server stalled: %v, want its context's deadline", op, err)
+		}
+	}
+	bctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := natsstore.New[string](bctx, js, "stalled2"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("New with the server stalled: %v, want its context's deadline", err)
+	}
+	// The watch cannot vouch for a stalled stream: it says so.
+	select {
+	case c := <-changes:
+		if !c.All {
+			t.Fatalf("watch reported %+v on a stalled server, want All", c)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("watch did not report All on a stalled server")
+	}
+	p.resume()
 }

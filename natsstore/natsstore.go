@@ -261,8 +261,9 @@ type Store[T any] struct {
 // New returns a store on the KV bucket of js named bucket, creating the
 // bucket (history 1, with per-key TTL and the marker TTL of [MarkerTTL]) if
 // it does not exist. It returns an error if the bucket cannot be created or
-// read within ctx, or if an explicit MarkerTTL differs from the bound
-// bucket's.
+// read within ctx (one wrapping [ErrUnavailable] at once while the
+// connection is down), or if an explicit MarkerTTL differs from the bound
+// bucket's. Invalid options panic (see [Option]).
 func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts ...Option) (*Store[T], error) {
 	if ctx == nil {
 		panic("natsstore: nil Context")
@@ -282,6 +283,9 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 			panic(fmt.Sprintf("natsstore: WithCodec must be given a store.Codec[%T], got %T", *new(T), cfg.codec))
 		}
 		s.codec = c
+	}
+	if !js.Conn().IsConnected() {
+		return nil, fmt.Errorf("natsstore: bucket %q: %w", bucket, ErrUnavailable)
 	}
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: bucket, History: 1, Replicas: cfg.replicas, LimitMarkerTTL: cfg.markerTTL,

@@ -1,7 +1,6 @@
 package natsstore_test
 
 import (
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -66,12 +65,13 @@ func (s *natsServer) stop() {
 
 func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
-// connect opens a connection that reconnects for ever, every 20ms, and is
-// closed when the test ends.
+// connect opens a connection with the settings the package recommends, that
+// reconnects for ever, every 20ms, and is closed when the test ends.
 func connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
-		nats.ReconnectJitter(0, 0))
+		nats.ReconnectJitter(0, 0), nats.PingInterval(5*time.Second), nats.MaxPingsOutstanding(2),
+		nats.FlusherTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +105,11 @@ type proxy struct {
 	addr   string
 	target string
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns []net.Conn
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   []net.Conn
+	stalled chan struct{} // closed on resume; nil while forwarding
+	wg      sync.WaitGroup
 }
 
 func startProxy(t *testing.T, target string) *proxy {
@@ -145,9 +146,21 @@ func (p *proxy) up() {
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
 			pipe := func(dst, src net.Conn) {
-				_, _ = io.Copy(dst, src)
-				dst.Close()
-				src.Close()
+				defer src.Close()
+				defer dst.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if n > 0 {
+						p.gate()
+						if _, err := dst.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
 			}
 			p.wg.Go(func() { pipe(c, s) })
 			p.wg.Go(func() { pipe(s, c) })
@@ -155,9 +168,40 @@ func (p *proxy) up() {
 	})
 }
 
+// stall stops forwarding bytes, keeping every connection open: a server
+// that hangs.
+func (p *proxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stalled == nil {
+		p.stalled = make(chan struct{})
+	}
+}
+
+// resume forwards again what stall held back.
+func (p *proxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stalled != nil {
+		close(p.stalled)
+		p.stalled = nil
+	}
+}
+
+// gate waits while the proxy is stalled.
+func (p *proxy) gate() {
+	p.mu.Lock()
+	ch := p.stalled
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
 // down closes the listener and every forwarded connection, and waits for
 // the forwarding goroutines.
 func (p *proxy) down() {
+	p.resume()
 	p.mu.Lock()
 	if p.ln != nil {
 		p.ln.Close()
@@ -169,4 +213,9 @@ func (p *proxy) down() {
 	p.conns = nil
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// jetstreamConfig is a bucket without per-key TTL or markers.
+func jetstreamConfig(bucket string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: bucket}
 }
