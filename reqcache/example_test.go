@@ -167,3 +167,30 @@ func ExampleGet_layered() {
 	// request 1: shared cache reads 1, database queries 1
 	// request 2: shared cache reads 2, database queries 1
 }
+
+func ExamplePeek() {
+	ctx := reqcache.With(context.Background())
+	// Code that only wants a user if the request has already loaded it.
+	_, ok := reqcache.Peek[User](ctx, "user", "42")
+	fmt.Println(ok)
+
+	reqcache.Set(ctx, "user", "42", User{ID: "42", Name: "Ada"})
+	u, ok := reqcache.Peek[User](ctx, "user", "42")
+	fmt.Println(u.Name, ok)
+	// Output:
+	// false
+	// Ada true
+}
+
+func ExampleClose() {
+	ctx := reqcache.With(context.Background())
+	reqcache.Set(ctx, "user", "42", User{ID: "42", Name: "Ada"})
+	// The request is over: the cache lets go of its values at once. (The
+	// middleware does this, and so does the end of the request's context.)
+	fmt.Println(reqcache.Close(ctx))
+	_, ok := reqcache.Peek[User](ctx, "user", "42")
+	fmt.Println(ok)
+	// Output:
+	// <nil>
+	// false
+}
