@@ -35,12 +35,12 @@ const (
 // expired by the server, by herd or by any other client of the bucket. fn
 // runs on one goroutine, one call at a time, in the stream's order. When the
 // watch may have missed a change (the connection dropped or came back, the
-// consumer was lost, a delivery was skipped, fn fell more than a few
-// thousand changes behind, or fn panicked) it calls fn with Change{All:
-// true} at once, starts a new consumer from the stream's end, and calls fn
-// with Change{All: true} again once that consumer runs, before any further
-// key. A panic in fn is recovered and logged (key "err"), and the watch
-// goes on.
+// consumer was lost, a delivery was skipped, or fn fell more than a few
+// thousand changes behind) it calls fn with Change{All: true} at once,
+// starts a new consumer from the stream's end, and calls fn with
+// Change{All: true} again once that consumer runs, before any further key.
+// A panic in fn is recovered, logged (key "err") and reported as
+// Change{All: true}; the watch goes on.
 //
 // Watch returns an error wrapping [ErrUnavailable] while the connection is
 // down, the error of the consumer's creation if that fails within ctx, and

@@ -100,8 +100,8 @@
 // sequence, so it grows with every acquisition of every key. A released
 // lock leaves a marker for a second, an expired one for the bucket's marker
 // TTL, and then nothing, so locking any number of keys leaves no residue
-// beyond that time. Locks
-// need per-key TTL: on a bucket without it TryLock returns [ErrNoTTL].
+// beyond that time. Locks need per-key TTL: on a bucket without it TryLock
+// returns [ErrNoTTL].
 //
 // # Changes
 //
@@ -110,13 +110,14 @@
 // delete and expiry marker, written by herd or by any other client, is
 // reported as the key it belongs to. When the watch may have missed
 // something (the connection dropped or was re-established, the consumer was
-// lost, a delivery was skipped, a buffer overflowed, fn panicked) it reports
-// a change with All set, starts a new consumer from the stream's end, and
-// reports All again once that consumer runs, before any further key. A
+// lost, a delivery was skipped, a buffer overflowed) it reports a change
+// with All set, starts a new consumer from the stream's end, and reports All
+// again once that consumer runs, before any further key. A change lost to a
+// panic in fn is reported as All, and the watch goes on. A
 // hashed key is reported by its real key when the message names it (values
 // and deletes written by this package do); an expiry marker of a hashed key
-// is mapped through the last [hashedKeysKept] hashed keys the watch saw
-// written, and reported as All when it is not among them.
+// is mapped through the last 1024 hashed keys the watch saw written, and
+// reported as All when it is not among them.
 package natsstore
 
 import (
