@@ -64,7 +64,6 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 		return nil, ErrClosed
 	}
 	s.pending.Add(1)
-	defer s.pending.Done()
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &watch{
 		prefix: s.prefix + "e:",
@@ -80,8 +79,44 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 	s.watches[w] = struct{}{}
 	s.mu.Unlock()
 
-	if err := w.start(ctx, s.client); err != nil {
-		_ = w.Close()
+	// The start runs on its own goroutine, so that Watch returns when ctx
+	// ends even where the client honours only deadlines (cluster topology
+	// reads). A start that ends after its caller left closes the watch.
+	var (
+		mu        sync.Mutex
+		abandoned bool
+		done      = make(chan error, 1)
+	)
+	go func() {
+		defer s.pending.Done()
+		err := w.start(ctx, s.client)
+		mu.Lock()
+		if abandoned && err == nil {
+			err = context.Cause(ctx)
+		}
+		handed := !abandoned
+		mu.Unlock()
+		if err != nil {
+			_ = w.Close()
+		}
+		if handed {
+			done <- err
+		}
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		mu.Lock()
+		abandoned = true
+		mu.Unlock()
+		select {
+		case err = <-done: // handed over just before
+		default:
+			return nil, fmt.Errorf("redisstore: watch: %w", context.Cause(ctx))
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("redisstore: watch: %w", err)
 	}
 	return w, nil
@@ -343,6 +378,39 @@ type node struct {
 	mu      sync.Mutex
 	ps      *redis.PubSub // nil while reconnecting
 	stopped bool
+	conns   map[*trackedConn]struct{} // open connections of client
+}
+
+// A trackedConn is a connection of a node's client, which the node closes
+// under go-redis to end a read or a connection's setup at once: go-redis
+// honours only deadlines, and holds a subscription's lock while it sets up
+// its connection.
+type trackedConn struct {
+	net.Conn
+	n    *node
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.n.mu.Lock()
+		delete(c.n.conns, c)
+		c.n.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// closeConns closes the node's connections under go-redis.
+func (n *node) closeConns() {
+	n.mu.Lock()
+	conns := make([]*trackedConn, 0, len(n.conns))
+	for c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
 }
 
 // newNode returns a node for the master of o, with a client of its own whose
@@ -350,8 +418,30 @@ type node struct {
 // subscribes.
 func newNode(w *watch, o *redis.Options) *node {
 	ctx, cancel := context.WithCancel(w.ctx)
-	n := &node{w: w, addr: o.Addr, ctx: ctx, cancel: cancel}
+	n := &node{w: w, addr: o.Addr, ctx: ctx, cancel: cancel, conns: make(map[*trackedConn]struct{})}
 	opt := *o
+	dial := opt.Dialer
+	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := &trackedConn{Conn: conn, n: n}
+		n.mu.Lock()
+		stopped := n.stopped
+		if !stopped {
+			n.conns[c] = struct{}{}
+		}
+		n.mu.Unlock()
+		if stopped {
+			_ = conn.Close()
+			return nil, ErrClosed
+		}
+		return c, nil
+	}
 	userOnConnect := opt.OnConnect
 	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		if userOnConnect != nil {
@@ -382,10 +472,10 @@ func newNode(w *watch, o *redis.Options) *node {
 // subscribe connects, enables tracking and subscribes to the invalidations,
 // within ctx.
 func (n *node) subscribe(ctx context.Context) (*redis.PubSub, error) {
+	// go-redis honours only ctx's deadline: closing the connection when
+	// ctx ends unblocks it.
+	stop := context.AfterFunc(ctx, n.closeConns)
 	ps := n.client.Subscribe(ctx, invalidations)
-	// Receive honours only ctx's deadline: closing ps when ctx ends
-	// unblocks it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	msg, err := ps.Receive(ctx)
 	if !stop() {
 		_ = ps.Close()
@@ -410,6 +500,7 @@ func (n *node) stop() {
 	n.stopped = true
 	ps := n.ps
 	n.mu.Unlock()
+	n.closeConns()
 	if ps != nil {
 		_ = ps.Close()
 	}

@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,35 @@ func startCluster(t *testing.T) *redisServer {
 		return err == nil && strings.Contains(info, "cluster_state:ok")
 	})
 	return srv
+}
+
+// startCluster3 starts a Cluster of three masters, each serving a third of
+// the slots, and waits until every node sees it whole.
+func startCluster3(t *testing.T) []*redisServer {
+	t.Helper()
+	ctx := context.Background()
+	var srvs []*redisServer
+	for i, slots := range [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}} {
+		srv := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+		c := srv.client(t)
+		if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", slots[0], slots[1]).Err(); err != nil {
+			t.Fatalf("CLUSTER ADDSLOTSRANGE on node %d: %v", i, err)
+		}
+		if i > 0 {
+			if err := c.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(srvs[0].port)).Err(); err != nil {
+				t.Fatalf("CLUSTER MEET: %v", err)
+			}
+		}
+		srvs = append(srvs, srv)
+	}
+	for _, srv := range srvs {
+		c := srv.client(t)
+		waitFor(t, "the three-master cluster to be ready", func() bool {
+			info, err := c.ClusterInfo(ctx).Result()
+			return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3")
+		})
+	}
+	return srvs
 }
 
 func clusterClient(t *testing.T, srv *redisServer) *redis.ClusterClient {

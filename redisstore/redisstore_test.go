@@ -89,19 +89,23 @@ func TestOptionsAreValidated(t *testing.T) {
 		call func()
 		want string
 	}{
-		"no prefix":           {func() { redisstore.New[storetest.Value](c) }, "Prefix option is required"},
-		"empty prefix":        {func() { redisstore.Prefix("") }, "Prefix must be"},
-		"prefix with colon":   {func() { redisstore.Prefix("app:users") }, "Prefix must be"},
-		"prefix with brace":   {func() { redisstore.Prefix("{app}") }, "Prefix must be"},
-		"codec of a type":     {func() { redisstore.New[storetest.Value](c, redisstore.Prefix("p"), redisstore.WithCodec[[]byte](store.Bytes{})) }, "WithCodec must be"},
-		"nil codec":           {func() { redisstore.WithCodec[[]byte](nil) }, "WithCodec must be"},
-		"nil client":          {func() { redisstore.New[storetest.Value](nil, redisstore.Prefix("p")) }, "needs a client"},
-		"zero retention":      {func() { redisstore.VersionRetention(0) }, "VersionRetention must be positive"},
-		"negative retention":  {func() { redisstore.VersionRetention(-time.Second) }, "VersionRetention must be positive"},
-		"nil logger":          {func() { redisstore.WithLogger(nil) }, "WithLogger must be"},
-		"zero ping":           {func() { redisstore.WatchPing(0) }, "WatchPing must be positive"},
-		"nil context":         {func() { _, _, _ = redisstore.New[storetest.Value](c, redisstore.Prefix("p")).Get(nil, "k") }, "nil Context"}, //nolint:staticcheck // on purpose
-		"nil watch function":  {func() { _, _ = redisstore.New[storetest.Value](c, redisstore.Prefix("p")).Watch(context.Background(), nil) }, "needs a function"},
+		"no prefix":         {func() { redisstore.New[storetest.Value](c) }, "Prefix option is required"},
+		"empty prefix":      {func() { redisstore.Prefix("") }, "Prefix must be"},
+		"prefix with colon": {func() { redisstore.Prefix("app:users") }, "Prefix must be"},
+		"prefix with brace": {func() { redisstore.Prefix("{app}") }, "Prefix must be"},
+		"codec of a type": {func() {
+			redisstore.New[storetest.Value](c, redisstore.Prefix("p"), redisstore.WithCodec[[]byte](store.Bytes{}))
+		}, "WithCodec must be"},
+		"nil codec":          {func() { redisstore.WithCodec[[]byte](nil) }, "WithCodec must be"},
+		"nil client":         {func() { redisstore.New[storetest.Value](nil, redisstore.Prefix("p")) }, "needs a client"},
+		"zero retention":     {func() { redisstore.VersionRetention(0) }, "VersionRetention must be positive"},
+		"negative retention": {func() { redisstore.VersionRetention(-time.Second) }, "VersionRetention must be positive"},
+		"nil logger":         {func() { redisstore.WithLogger(nil) }, "WithLogger must be"},
+		"zero ping":          {func() { redisstore.WatchPing(0) }, "WatchPing must be positive"},
+		"nil context":        {func() { _, _, _ = redisstore.New[storetest.Value](c, redisstore.Prefix("p")).Get(nil, "k") }, "nil Context"}, //nolint:staticcheck // on purpose
+		"nil watch function": {func() {
+			_, _ = redisstore.New[storetest.Value](c, redisstore.Prefix("p")).Watch(context.Background(), nil)
+		}, "needs a function"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			defer func() {

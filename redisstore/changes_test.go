@@ -1,0 +1,405 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/herdcache/herd/redisstore"
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/storetest"
+)
+
+// A recorder keeps what a watch delivered.
+type recorder struct {
+	mu      sync.Mutex
+	changes []store.Change
+	signal  chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 1)} }
+
+func (r *recorder) fn(c store.Change) {
+	r.mu.Lock()
+	r.changes = append(r.changes, c)
+	r.mu.Unlock()
+	select {
+	case r.signal <- struct{}{}:
+	default:
+	}
+}
+
+// mark returns how many changes were delivered so far.
+func (r *recorder) mark() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.changes)
+}
+
+// seen reports whether a change matching want was delivered after mark.
+func (r *recorder) seen(from int, want store.Change) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := from; i < len(r.changes); i++ {
+		if r.changes[i] == want {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// await waits up to 30s for a change matching want after mark, and returns
+// its position.
+func (r *recorder) await(t *testing.T, from int, want store.Change) int {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		if i, ok := r.seen(from, want); ok {
+			return i + 1
+		}
+		select {
+		case <-r.signal:
+		case <-deadline:
+			t.Fatalf("no %+v delivered within 30s", want)
+		}
+	}
+}
+
+// awaitWrites writes key with write every 50ms until a change of it is
+// delivered after mark: for a watch that may still be reconnecting.
+func (r *recorder) awaitWrites(t *testing.T, from int, key string, write func() error) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_ = write()
+		if _, ok := r.seen(from, store.Change{Key: key}); ok {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("a write of %q not delivered within 30s", key)
+		}
+	}
+}
+
+func watchStore(t *testing.T, s *redisstore.Store[storetest.Value]) *recorder {
+	t.Helper()
+	r := newRecorder()
+	w, err := s.Watch(context.Background(), r.fn)
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	return r
+}
+
+var changeAll = store.Change{All: true}
+
+// Writes through the store by this process and another, by a plain Redis
+// client, and a server-side expiry are all reported, with the cache key.
+func TestWatchReportsEveryWriter(t *testing.T) {
+	srv := startRedis(t)
+	c := srv.client(t)
+	ctx := context.Background()
+	s := newStore(t, srv)
+	other := newStore(t, srv)
+	r := watchStore(t, s)
+
+	if err := s.Set(ctx, "own", value("v")); err != nil {
+		t.Fatal(err)
+	}
+	r.await(t, 0, store.Change{Key: "own"})
+	if err := other.Delete(ctx, "own"); err != nil {
+		t.Fatal(err)
+	}
+	at := r.await(t, 0, store.Change{Key: "own"})
+	r.await(t, at, store.Change{Key: "own"})
+
+	if err := c.Set(ctx, s.Key("plain"), "bytes", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.await(t, 0, store.Change{Key: "plain"})
+
+	// PX: reported once for the SET, once more when the server expires it.
+	from := r.mark()
+	if err := c.Set(ctx, s.Key("expiring"), "bytes", 50*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	at = r.await(t, from, store.Change{Key: "expiring"})
+	waitFor(t, "the key to expire", func() bool { return c.Exists(ctx, s.Key("expiring")).Val() == 0 })
+	r.await(t, at, store.Change{Key: "expiring"})
+
+	// Keys of another prefix, and the store's own version records and
+	// locks, are not reported.
+	if err := c.Set(ctx, "unrelated", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.TryLock(ctx, "locked", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Unlock(ctx)
+	if err := s.Set(ctx, "last", value("v")); err != nil {
+		t.Fatal(err)
+	}
+	r.await(t, 0, store.Change{Key: "last"})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ch := range r.changes {
+		if ch.All || (ch.Key != "own" && ch.Key != "plain" && ch.Key != "expiring" && ch.Key != "last") {
+			t.Errorf("unexpected change %+v", ch)
+		}
+	}
+}
+
+// The tracking connection killed: All, then changes again.
+func TestWatchClientKill(t *testing.T) {
+	srv := startRedis(t)
+	c := srv.client(t)
+	ctx := context.Background()
+	s := newStore(t, srv)
+	r := watchStore(t, s)
+	for round := range 3 {
+		from := r.mark()
+		if n, err := c.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n != 1 {
+			t.Fatalf("CLIENT KILL TYPE pubsub: %d, %v", n, err)
+		}
+		at := r.await(t, from, changeAll)
+		key := fmt.Sprintf("after-kill-%d", round)
+		r.awaitWrites(t, at, key, func() error { return s.Set(ctx, key, value("v")) })
+	}
+}
+
+// FLUSHALL: All, then changes again.
+func TestWatchFlushAll(t *testing.T) {
+	srv := startRedis(t)
+	c := srv.client(t)
+	ctx := context.Background()
+	s := newStore(t, srv)
+	r := watchStore(t, s)
+	if err := s.Set(ctx, "k", value("v")); err != nil {
+		t.Fatal(err)
+	}
+	r.await(t, 0, store.Change{Key: "k"})
+	from := r.mark()
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	at := r.await(t, from, changeAll)
+	r.awaitWrites(t, at, "after-flush", func() error { return s.Set(ctx, "after-flush", value("v")) })
+}
+
+// The server restarted (empty): All, then changes again.
+func TestWatchServerRestart(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	s := newStore(t, srv)
+	r := watchStore(t, s)
+	srv.restart()
+	at := r.await(t, 0, changeAll)
+	r.awaitWrites(t, at, "after-restart", func() error { return s.Set(ctx, "after-restart", value("v")) })
+}
+
+// A server that stops answering (CLIENT PAUSE) is found by the ping: All,
+// then changes again once it answers.
+func TestWatchSilentConnection(t *testing.T) {
+	srv := startRedis(t)
+	c := srv.client(t)
+	ctx := context.Background()
+	s := newStore(t, srv, redisstore.WatchPing(50*time.Millisecond))
+	r := watchStore(t, s)
+	if err := c.Do(ctx, "CLIENT", "PAUSE", 1000, "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	at := r.await(t, 0, changeAll)
+	r.awaitWrites(t, at, "after-pause", func() error { return s.Set(ctx, "after-pause", value("v")) })
+}
+
+// A panic in fn is recovered and logged with "err", fn is told All, and
+// deliveries go on.
+func TestWatchFunctionPanics(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	logs := &captured{}
+	s := newStore(t, srv, redisstore.WithLogger(slog.New(logs)))
+	r := newRecorder()
+	w, err := s.Watch(ctx, func(c store.Change) {
+		if c.Key == "boom" {
+			panic("boom")
+		}
+		r.fn(c)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Close() }()
+	if err := s.Set(ctx, "boom", value("v")); err != nil {
+		t.Fatal(err)
+	}
+	at := r.await(t, 0, changeAll)
+	if err := s.Set(ctx, "after", value("v")); err != nil {
+		t.Fatal(err)
+	}
+	r.await(t, at, store.Change{Key: "after"})
+	rec, ok := logs.find("redisstore: watch function panicked")
+	if !ok {
+		t.Fatal("the panic was not logged")
+	}
+	if err, _ := rec["err"].(error); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("logged err = %v, want the panic", rec["err"])
+	}
+}
+
+// captured is a slog handler that keeps records' attributes.
+type captured struct {
+	mu      sync.Mutex
+	records []map[string]any
+}
+
+func (h *captured) Enabled(context.Context, slog.Level) bool { return true }
+func (h *captured) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *captured) WithGroup(string) slog.Handler            { return h }
+
+func (h *captured) Handle(_ context.Context, r slog.Record) error {
+	m := map[string]any{"msg": r.Message}
+	r.Attrs(func(a slog.Attr) bool {
+		m[a.Key] = a.Value.Any()
+		return true
+	})
+	h.mu.Lock()
+	h.records = append(h.records, m)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *captured) find(msg string) (map[string]any, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.records {
+		if r["msg"] == msg {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// Close: the store's Close closes its watches (fn is not called again) and
+// waits for them; Watch after Close returns ErrClosed; the client stays
+// open; every Close returns nil; a Close whose context ended says so.
+func TestWatchClose(t *testing.T) {
+	srv := startRedis(t)
+	c := srv.client(t)
+	ctx := context.Background()
+	s := newStore(t, srv)
+	r := watchStore(t, s)
+	if err := s.Set(ctx, "k", value("v")); err != nil {
+		t.Fatal(err)
+	}
+	r.await(t, 0, store.Change{Key: "k"})
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Close(done); err != nil && (!errors.Is(err, context.Canceled) || !strings.HasPrefix(err.Error(), "redisstore: close: ")) {
+		t.Fatalf("Close with an ended context = %v", err)
+	}
+	for range 2 {
+		if err := s.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	n := r.mark()
+	if err := s.Set(ctx, "after-close", value("v")); err != nil {
+		t.Fatalf("Set after Close: %v", err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("the store closed the client it was given: %v", err)
+	}
+	if _, err := s.Watch(ctx, r.fn); !errors.Is(err, redisstore.ErrClosed) {
+		t.Fatalf("Watch after Close = %v, want ErrClosed", err)
+	}
+	// The watch's connection is gone: a client with a "P" (pubsub) flag
+	// would be it.
+	list, err := c.ClientList(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(list, "flags=P") {
+		t.Fatalf("a subscribed connection outlived Close:\n%s", list)
+	}
+	if m := r.mark(); m != n {
+		t.Fatalf("%d changes delivered after Close", m-n)
+	}
+}
+
+// Watch on a server that does not answer returns when its context ends.
+func TestWatchHonoursItsContext(t *testing.T) {
+	addr := silentListener(t)
+	c := newClient(t, addr, func(o *redis.Options) { o.ReadTimeout, o.WriteTimeout = time.Minute, time.Minute })
+	s := redisstore.New[storetest.Value](c, redisstore.Prefix("p"))
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-time.After(100 * time.Millisecond)
+		cancel()
+	}()
+	if _, err := s.Watch(ctx, func(store.Change) {}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch on a silent server = %v, want context.Canceled", err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Three masters: writes of keys on every master reach the watch; one
+// master's tracking connection killed gives All, and that master's changes
+// come again.
+func TestClusterThreeMastersWatch(t *testing.T) {
+	srvs := startCluster3(t)
+	ctx := context.Background()
+	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"))
+	r := watchStore(t, s)
+	// One key per master, found by the slot ranges.
+	onMaster := make([]string, 3)
+	for i := 0; onMaster[0] == "" || onMaster[1] == "" || onMaster[2] == ""; i++ {
+		key := fmt.Sprintf("key-%d", i)
+		slot := clusterSlot(t, srvs[0], s.Key(key))
+		if m := slot * 3 / 16384; onMaster[m] == "" {
+			onMaster[m] = key
+		}
+	}
+	for i, key := range onMaster {
+		if err := s.Set(ctx, key, value("v")); err != nil {
+			t.Fatal(err)
+		}
+		r.await(t, 0, store.Change{Key: key})
+		if n := srvs[i].client(t).Exists(ctx, s.Key(key)).Val(); n != 1 {
+			t.Fatalf("key %q is not on master %d", key, i)
+		}
+	}
+	for i, srv := range srvs {
+		from := r.mark()
+		if n, err := srv.client(t).ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n != 1 {
+			t.Fatalf("CLIENT KILL TYPE pubsub on master %d: %d, %v", i, n, err)
+		}
+		at := r.await(t, from, changeAll)
+		key := onMaster[i]
+		r.awaitWrites(t, at, key, func() error { return s.Set(ctx, key, value("v")) })
+	}
+}
+
+func clusterSlot(t *testing.T, srv *redisServer, key string) int {
+	t.Helper()
+	n, err := srv.client(t).ClusterKeySlot(context.Background(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(n)
+}
