@@ -236,3 +236,53 @@ func TestWatchClose(t *testing.T) {
 		t.Fatalf("Watch after Close: %v, want ErrClosed", err)
 	}
 }
+
+// A watch whose function falls thousands of changes behind reports All and
+// starts again, instead of buffering without bound; later changes arrive.
+func TestWatchFallsBehind(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.url())
+	s := newStore[string](t, js, "behind")
+	release := make(chan struct{})
+	got := make(chan store.Change, 20000)
+	w, err := s.Watch(context.Background(), func(c store.Change) {
+		if c.Key == "block" {
+			<-release
+		}
+		got <- c
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx := context.Background()
+	if err := s.Set(ctx, "block", store.Entry[string]{Value: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6000 {
+		if err := s.Set(ctx, fmt.Sprint(i), store.Entry[string]{Value: "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	n := 0
+	for {
+		c := changes(got).next(t, 20*time.Second, "All after falling behind")
+		if c.All {
+			break
+		}
+		n++
+	}
+	if n > 4100 {
+		t.Fatalf("%d changes delivered before All, want at most the buffer", n)
+	}
+	for {
+		if c := changes(got).next(t, 20*time.Second, "All at the new start"); c.All {
+			break
+		}
+	}
+	if err := s.Set(ctx, "after", store.Entry[string]{Value: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	changes(got).key(t, "after")
+}
