@@ -4,16 +4,16 @@
 //
 // Items enter the set through [Cache.GetOrCreate] and leave it through
 // [Cache.Delete], [Cache.DeleteDelayed], a [Delete] result of the sync
-// function, or eviction when the set is full ([Options.MaxItems]). Once
-// [Cache.Start] has been called, a cycle runs every [Options.ResyncPeriod],
+// function, or eviction when the set is full ([MaxItems]). Once
+// [Cache.Start] has been called, a cycle runs every [ResyncPeriod],
 // the first one a period after Start:
 //
 //  1. Items marked by DeleteDelayed are removed.
-//  2. Every other item that is neither terminal ([Options.IsTerminal]) nor
+//  2. Every other item that is neither terminal ([IsTerminal]) nor
 //     still held by an earlier sync call is cut into batches of at most
-//     [Options.BatchSize] items ([Options.Batcher] may choose the grouping).
-//  3. The batches go to [Options.Parallelism] workers. Each worker waits for
-//     the rate limiter ([Options.RateLimit] batches per second), reads the
+//     [BatchSize] items ([Batcher] may choose the grouping).
+//  3. The batches go to [Parallelism] workers. Each worker waits for
+//     the rate limiter ([RateLimit] batches per second), reads the
 //     current values of its batch's items and calls the [SyncFunc] once with
 //     them.
 //  4. Each [Result] the call returns is applied: [Unchanged], [Update] (store
@@ -28,7 +28,7 @@
 //     items marked by DeleteDelayed are never passed to the sync function.
 //   - An item is never in two sync calls at once, unless one of them is lost.
 //     A cycle holds the items it cuts until their call returns. A call that
-//     has not returned by its deadline ([Options.SyncTimeout] after it
+//     has not returned by its deadline ([SyncTimeout] after it
 //     started) is lost: it no longer holds its items, the first cycle after
 //     its deadline syncs them again, and the results it returns late are
 //     discarded. A call that takes longer than a period but returns within
@@ -45,19 +45,44 @@
 //     is recovered: the panic is counted and logged at error level with its
 //     value and stack, its items are kept, and the worker goes on (after a
 //     Goexit a new worker replaces it), so the pool keeps its size. Logging
-//     is rate-limited (see [Options.Logger]); counting is not.
+//     is rate-limited (see [WithLogger]); counting is not.
 //   - Sync calls never exceed Parallelism at once, and never start faster
 //     than the rate limit allows.
 //   - [Cache.Close] stops the cycles and the workers and waits, within its
 //     context, for the calls in flight; nothing it started is left running
 //     once it has returned nil.
 //
-// Every method is safe for concurrent use. The functions the cache is given
-// (the sync function, IsTerminal, Batcher, the Observer) are never called
-// with a lock held, so they may call the cache.
+// Every method is safe for concurrent use.
+//
+// # Conventions
+//
+// A Cache follows the conventions of every herd package:
+//
+//   - Configuration: [New] takes functional options, each of which documents
+//     its default, and panics with a message naming the option when a value
+//     is out of range. New returns no error: nothing it does depends on the
+//     world outside the process.
+//   - Close: [Cache.Close] may be called any number of times, before or after
+//     Start; every call waits, within its own context, for the same shutdown,
+//     and returns an error wrapping ctx.Err() ("autorefresh: close: ...")
+//     when its context ends first. Methods after Close return [ErrClosed].
+//     Nothing the cache started runs once Close has returned nil.
+//   - Callbacks: the functions the cache is given (the sync function,
+//     IsTerminal, the Batcher, the Observer, the logger's handler) are never
+//     called with a lock held, so they may call the cache. On the cache's own
+//     goroutines a panic in any of them is recovered, counted
+//     ([Stats.SyncPanics] for the sync function and the IsTerminal calls of
+//     its results, [Stats.CallbackPanics] for the others) and logged, and the
+//     goroutine goes on. On a caller's goroutine (IsTerminal in GetOrCreate
+//     and Update, the Observer's eviction event in GetOrCreate) a panic
+//     propagates to that caller, and leaves no lock held.
+//   - Logging: errors under the key "err", on the context of the work: the
+//     context given to Start, whose values every sync call's context carries.
+//   - A nil context is a programming error: Start and Close panic with
+//     "autorefresh: nil Context" before taking any lock.
 //
 // Reading or changing one item costs a map access under one mutex, plus an
-// [Options.IsTerminal] call for every value stored. A cycle costs one pass
+// [IsTerminal] call for every value stored. A cycle costs one pass
 // over the set under that mutex.
 package autorefresh
 
@@ -65,13 +90,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
-	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/herdcache/herd/internal/ratelog"
+	"github.com/herdcache/herd/internal/wait"
 )
 
 var (
@@ -84,9 +108,6 @@ var (
 	// ErrAlreadyStarted is returned by [Cache.Start] when it is called a
 	// second time.
 	ErrAlreadyStarted = errors.New("autorefresh: already started")
-	// ErrInvalidOptions is wrapped by the error [New] returns when an option
-	// is out of range.
-	ErrInvalidOptions = errors.New("autorefresh: invalid options")
 )
 
 // An Item is what the sync function receives: an id and the value the cache
@@ -139,142 +160,22 @@ type Result[K comparable, V any] struct {
 // gone. Items it returns no result for are unchanged.
 //
 // ctx carries the values of the context given to [Cache.Start] and ends at
-// the call's deadline ([Options.SyncTimeout]), when that context ends, or
+// the call's deadline ([SyncTimeout]), when that context ends, or
 // when [Cache.Close] gives up waiting. A SyncFunc must return soon after ctx
 // ends: a call that does not keeps its worker busy.
 //
 // When it returns a non-nil error, its results are discarded.
 type SyncFunc[K comparable, V any] func(ctx context.Context, batch []Item[K, V]) ([]Result[K, V], error)
 
-// Options configure a [Cache]. The zero value of every field is a working
-// default.
-type Options[K comparable, V any] struct {
-	// ResyncPeriod is the time between two cycles. Zero means
-	// [DefaultResyncPeriod], one minute; negative is invalid.
-	ResyncPeriod time.Duration
-
-	// BatchSize is the largest number of items passed to one sync call.
-	// Zero means [DefaultBatchSize], 100; negative is invalid.
-	BatchSize int
-
-	// Parallelism is the largest number of sync calls running at once (the
-	// number of workers). Zero means 1; negative is invalid.
-	Parallelism int
-
-	// RateLimit is the largest number of sync calls started per second,
-	// across all workers, with bursts of RateBurst. Zero (and [rate.Inf])
-	// means no limit; negative is invalid.
-	RateLimit rate.Limit
-
-	// RateBurst is the number of sync calls that may start at once when the
-	// rate limiter has been idle. Zero means 1; negative is invalid. It is
-	// not read when RateLimit is zero.
-	RateBurst int
-
-	// SyncTimeout bounds one sync call: its context ends that long after the
-	// call starts, and a call that has not returned by then no longer holds
-	// its items (see the package documentation). Zero means twice
-	// ResyncPeriod, so that a call may take longer than a period without
-	// being cut off; negative is invalid.
-	SyncTimeout time.Duration
-
-	// MaxItems bounds the number of items in the set. Creating an item in a
-	// full set evicts the least recently used item: the one whose last
-	// creation, [Cache.Get], [Cache.GetOrCreate] or [Cache.Update] is the
-	// oldest (syncs do not count as use). Zero means no bound; negative is
-	// invalid.
-	MaxItems int
-
-	// SyncOnCreate, when true, queues every item that GetOrCreate creates
-	// for a sync call soon after (in batches and under the same limits as a
-	// cycle) instead of waiting for the next cycle. The default, false,
-	// leaves new items to the next cycle.
-	SyncOnCreate bool
-
-	// IsTerminal reports whether a value is final: an item whose value is
-	// terminal stays in the set (until deleted or evicted) but is never
-	// synced again. It is called without a lock held, once for every value
-	// given to GetOrCreate or Update and for every Update result's value.
-	// nil means no value is terminal.
-	IsTerminal func(V) bool
-
-	// Batcher groups the items of a cut into batches, for a source that wants
-	// related items together. It is called without a lock held, from the
-	// cache's own goroutine. Whatever it returns, every item is synced once:
-	// a batch larger than BatchSize is split, an item it repeats is synced
-	// once, an item it invents is dropped, and items it leaves out are
-	// synced in batches of their own. A Batcher that panics is logged and
-	// the default is used for that cut. nil, the default, cuts the items
-	// into batches of BatchSize in no particular order.
-	Batcher func(items []Item[K, V]) [][]Item[K, V]
-
-	// Logger receives sync errors (warning), recovered panics with their
-	// stack (error) and results that could not be used (debug), each kind at
-	// most once every 10 seconds with the number left out in between (every
-	// one is counted in [Stats]). nil means [slog.Default] as it is when New
-	// is called. Nothing is ever printed to stdout.
-	Logger *slog.Logger
-
-	// Observer receives an [Event] for each cycle, sync call, eviction and
-	// discard, without a lock held. nil means no events; [Cache.Stats] has
-	// the same counts.
-	Observer Observer
-}
-
-// Defaults of the options whose zero value stands for one.
-const (
-	DefaultResyncPeriod = time.Minute
-	DefaultBatchSize    = 100
-)
-
-func (o *Options[K, V]) validate() error {
-	switch {
-	case o.ResyncPeriod < 0:
-		return fmt.Errorf("%w: ResyncPeriod %v is negative", ErrInvalidOptions, o.ResyncPeriod)
-	case o.BatchSize < 0:
-		return fmt.Errorf("%w: BatchSize %d is negative", ErrInvalidOptions, o.BatchSize)
-	case o.Parallelism < 0:
-		return fmt.Errorf("%w: Parallelism %d is negative", ErrInvalidOptions, o.Parallelism)
-	case o.RateLimit < 0:
-		return fmt.Errorf("%w: RateLimit %v is negative", ErrInvalidOptions, o.RateLimit)
-	case o.RateBurst < 0:
-		return fmt.Errorf("%w: RateBurst %d is negative", ErrInvalidOptions, o.RateBurst)
-	case o.SyncTimeout < 0:
-		return fmt.Errorf("%w: SyncTimeout %v is negative", ErrInvalidOptions, o.SyncTimeout)
-	case o.MaxItems < 0:
-		return fmt.Errorf("%w: MaxItems %d is negative", ErrInvalidOptions, o.MaxItems)
-	}
-	return nil
-}
-
-func (o *Options[K, V]) setDefaults() {
-	if o.ResyncPeriod == 0 {
-		o.ResyncPeriod = DefaultResyncPeriod
-	}
-	if o.BatchSize == 0 {
-		o.BatchSize = DefaultBatchSize
-	}
-	if o.Parallelism == 0 {
-		o.Parallelism = 1
-	}
-	if o.RateBurst == 0 {
-		o.RateBurst = 1
-	}
-	if o.SyncTimeout == 0 {
-		o.SyncTimeout = 2 * o.ResyncPeriod
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-}
-
 // A Cache is a set of items, keyed by id, that a pool of workers re-syncs
 // with their source every period. Create one with [New]; a Cache must not be
 // copied.
 type Cache[K comparable, V any] struct {
-	sync    SyncFunc[K, V]
-	opts    Options[K, V] // defaults applied
-	limiter *rate.Limiter // nil: no rate limit
+	sync         SyncFunc[K, V]
+	cfg          config
+	isTerminalFn func(V) bool                      // nil: nothing is terminal
+	batcher      func([]Item[K, V]) [][]Item[K, V] // nil: the default batches
+	limiter      *rate.Limiter                     // nil: no rate limit
 
 	work chan *batch[K, V] // the loop hands batches to the workers
 	kick chan struct{}     // wakes the loop for items created with SyncOnCreate
@@ -308,21 +209,16 @@ type entry[K comparable, V any] struct {
 	prev, next *entry[K, V]
 }
 
-// New returns a cache whose items are synced by syncFn. It returns an error
-// wrapping [ErrInvalidOptions] when an option is out of range, or when syncFn
-// is nil. The cache holds items at once; it syncs them once [Cache.Start] has
-// been called.
-func New[K comparable, V any](syncFn SyncFunc[K, V], opts Options[K, V]) (*Cache[K, V], error) {
-	if syncFn == nil {
-		return nil, fmt.Errorf("%w: nil SyncFunc", ErrInvalidOptions)
-	}
-	if err := opts.validate(); err != nil {
-		return nil, err
-	}
-	opts.setDefaults()
+// New returns a cache whose items are synced by syncFn, configured by opts.
+// It panics when syncFn is nil or an option is out of range, with a message
+// naming it. The cache holds items at once; it syncs them once [Cache.Start]
+// has been called.
+func New[K comparable, V any](syncFn SyncFunc[K, V], opts ...Option) *Cache[K, V] {
+	check(syncFn != nil, "New needs a SyncFunc, got nil")
+	cfg := newConfig(opts)
 	c := &Cache[K, V]{
 		sync:  syncFn,
-		opts:  opts,
+		cfg:   cfg,
 		work:  make(chan *batch[K, V]),
 		kick:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
@@ -330,10 +226,20 @@ func New[K comparable, V any](syncFn SyncFunc[K, V], opts Options[K, V]) (*Cache
 		held:  make(map[K]*batch[K, V]),
 		fresh: make(map[K]struct{}),
 	}
-	if opts.RateLimit > 0 && opts.RateLimit != rate.Inf {
-		c.limiter = rate.NewLimiter(opts.RateLimit, opts.RateBurst)
+	if cfg.isTerminal != nil {
+		f, ok := cfg.isTerminal.(func(V) bool)
+		check(ok, "IsTerminal must be a %T, got %T", f, cfg.isTerminal)
+		c.isTerminalFn = f
 	}
-	return c, nil
+	if cfg.batcher != nil {
+		f, ok := cfg.batcher.(func([]Item[K, V]) [][]Item[K, V])
+		check(ok, "Batcher must be a %T, got %T", f, cfg.batcher)
+		c.batcher = f
+	}
+	if cfg.rateLimit > 0 && cfg.rateLimit != rate.Inf {
+		c.limiter = rate.NewLimiter(cfg.rateLimit, cfg.rateBurst)
+	}
+	return c
 }
 
 // Start starts the cycles and the workers. They run until [Cache.Close] is
@@ -344,8 +250,11 @@ func New[K comparable, V any](syncFn SyncFunc[K, V], opts Options[K, V]) (*Cache
 //
 // Start returns [ErrAlreadyStarted] if it was called before, [ErrClosed]
 // after Close, and an error wrapping ctx.Err() if ctx has already ended; in
-// each case it starts nothing.
+// each case it starts nothing. A nil ctx panics before any lock is taken.
 func (c *Cache[K, V]) Start(ctx context.Context) error {
+	if ctx == nil {
+		panic("autorefresh: nil Context")
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("autorefresh: start: %w", err)
 	}
@@ -361,8 +270,8 @@ func (c *Cache[K, V]) Start(ctx context.Context) error {
 	var stopCtx context.Context
 	stopCtx, c.stop = context.WithCancel(ctx)
 	c.runCtx, c.cancel = context.WithCancel(ctx)
-	c.wg.Add(c.opts.Parallelism)
-	for range c.opts.Parallelism {
+	c.wg.Add(c.cfg.parallelism)
+	for range c.cfg.parallelism {
 		go c.worker(stopCtx)
 	}
 	go c.loop(stopCtx)
@@ -378,7 +287,11 @@ func (c *Cache[K, V]) Start(ctx context.Context) error {
 //
 // After Close, every method but Len and Stats returns [ErrClosed]. Close may
 // be called more than once, and before Start; each call waits as the first.
+// A nil ctx panics before any lock is taken.
 func (c *Cache[K, V]) Close(ctx context.Context) error {
+	if ctx == nil {
+		panic("autorefresh: nil Context")
+	}
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
@@ -390,16 +303,8 @@ func (c *Cache[K, V]) Close(ctx context.Context) error {
 	}
 	cancel := c.cancel
 	c.mu.Unlock()
-	select {
-	case <-c.done:
+	if wait.For(ctx, c.done) {
 		return nil
-	case <-ctx.Done():
-	}
-	// Everything may have returned at the same moment; prefer that.
-	select {
-	case <-c.done:
-		return nil
-	default:
 	}
 	cancel()
 	return fmt.Errorf("autorefresh: close: %w", ctx.Err())
@@ -412,28 +317,38 @@ func (c *Cache[K, V]) Close(ctx context.Context) error {
 //
 // An item marked by [Cache.DeleteDelayed] counts as missing: it is replaced
 // by a new item with value v, which the pending delete does not touch.
-// Creating an item in a full set evicts one (see [Options.MaxItems]). With
-// [Options.SyncOnCreate], a created item that is not terminal is synced soon
+// Creating an item in a full set evicts one (see [MaxItems]). With
+// [SyncOnCreate], a created item that is not terminal is synced soon
 // after. GetOrCreate returns [ErrClosed] after Close.
+//
+// IsTerminal, and the Observer of an eviction, run on the caller's
+// goroutine without a lock held: a panic in them propagates to the caller.
 func (c *Cache[K, V]) GetOrCreate(id K, v V) (value V, created bool, err error) {
 	terminal := c.isTerminal(v)
+	value, created, evicted, err := c.getOrCreate(id, v, terminal)
+	if evicted {
+		c.observe(Event{Kind: EventEvict, Items: 1})
+	}
+	return value, created, err
+}
+
+// getOrCreate is GetOrCreate under the lock; evicted reports that an item
+// was evicted to make room.
+func (c *Cache[K, V]) getOrCreate(id K, v V, terminal bool) (value V, created, evicted bool, err error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
-		return value, false, ErrClosed
+		return value, false, false, ErrClosed
 	}
 	if e, ok := c.items[id]; ok && !e.deleting {
 		c.stats.Hits++
 		c.lru.touch(e)
-		value = e.value
-		c.mu.Unlock()
-		return value, false, nil
+		return e.value, false, false, nil
 	}
 	c.stats.Misses++
-	evicted := false
 	if old, ok := c.items[id]; ok {
 		c.removeLocked(old)
-	} else if c.opts.MaxItems > 0 && len(c.items) >= c.opts.MaxItems {
+	} else if c.cfg.maxItems > 0 && len(c.items) >= c.cfg.maxItems {
 		c.removeLocked(c.lru.oldest())
 		c.stats.Evictions++
 		evicted = true
@@ -443,18 +358,14 @@ func (c *Cache[K, V]) GetOrCreate(id K, v V) (value V, created bool, err error) 
 	c.items[id] = e
 	c.lru.push(e)
 	c.stats.Created++
-	if c.opts.SyncOnCreate && !terminal {
+	if c.cfg.syncOnCreate && !terminal {
 		c.fresh[id] = struct{}{}
 		select {
 		case c.kick <- struct{}{}:
 		default: // the loop is already due to look
 		}
 	}
-	c.mu.Unlock()
-	if evicted {
-		c.observe(Event{Kind: EventEvict, Items: 1})
-	}
-	return v, true, nil
+	return v, true, evicted, nil
 }
 
 // Get returns the value of the item id. It returns [ErrNotFound] (not
@@ -549,43 +460,5 @@ func (c *Cache[K, V]) removeLocked(e *entry[K, V]) {
 }
 
 func (c *Cache[K, V]) isTerminal(v V) bool {
-	return c.opts.IsTerminal != nil && c.opts.IsTerminal(v)
+	return c.isTerminalFn != nil && c.isTerminalFn(v)
 }
-
-// lru links the entries from most recently used (head) to least (tail).
-type lru[K comparable, V any] struct {
-	head, tail *entry[K, V]
-}
-
-func (l *lru[K, V]) push(e *entry[K, V]) {
-	e.prev, e.next = nil, l.head
-	if l.head != nil {
-		l.head.prev = e
-	} else {
-		l.tail = e
-	}
-	l.head = e
-}
-
-func (l *lru[K, V]) remove(e *entry[K, V]) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		l.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		l.tail = e.prev
-	}
-	e.prev, e.next = nil, nil
-}
-
-func (l *lru[K, V]) touch(e *entry[K, V]) {
-	if l.head != e {
-		l.remove(e)
-		l.push(e)
-	}
-}
-
-func (l *lru[K, V]) oldest() *entry[K, V] { return l.tail }

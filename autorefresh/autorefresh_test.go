@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -32,11 +33,48 @@ type job struct {
 }
 
 type (
-	item    = autorefresh.Item[string, job]
-	result  = autorefresh.Result[string, job]
-	options = autorefresh.Options[string, job]
-	cache   = autorefresh.Cache[string, job]
+	item   = autorefresh.Item[string, job]
+	result = autorefresh.Result[string, job]
+	cache  = autorefresh.Cache[string, job]
 )
+
+// options configures a test cache field by field; a zero field leaves its
+// option out, at its default.
+type options struct {
+	ResyncPeriod time.Duration
+	BatchSize    int
+	Parallelism  int
+	RateLimit    rate.Limit
+	RateBurst    int // 0: 1
+	SyncTimeout  time.Duration
+	MaxItems     int
+	SyncOnCreate bool
+	IsTerminal   func(job) bool
+	Batcher      func([]item) [][]item
+	Logger       *slog.Logger
+	Observer     autorefresh.Observer
+}
+
+func (o options) list() []autorefresh.Option {
+	var opts []autorefresh.Option
+	add := func(set bool, opt func() autorefresh.Option) {
+		if set {
+			opts = append(opts, opt())
+		}
+	}
+	add(o.ResyncPeriod != 0, func() autorefresh.Option { return autorefresh.ResyncPeriod(o.ResyncPeriod) })
+	add(o.BatchSize != 0, func() autorefresh.Option { return autorefresh.BatchSize(o.BatchSize) })
+	add(o.Parallelism != 0, func() autorefresh.Option { return autorefresh.Parallelism(o.Parallelism) })
+	add(o.RateLimit != 0, func() autorefresh.Option { return autorefresh.RateLimit(o.RateLimit, max(o.RateBurst, 1)) })
+	add(o.SyncTimeout != 0, func() autorefresh.Option { return autorefresh.SyncTimeout(o.SyncTimeout) })
+	add(o.MaxItems != 0, func() autorefresh.Option { return autorefresh.MaxItems(o.MaxItems) })
+	add(o.SyncOnCreate, autorefresh.SyncOnCreate)
+	add(o.IsTerminal != nil, func() autorefresh.Option { return autorefresh.IsTerminal(o.IsTerminal) })
+	add(o.Batcher != nil, func() autorefresh.Option { return autorefresh.Batcher(o.Batcher) })
+	add(o.Logger != nil, func() autorefresh.Option { return autorefresh.WithLogger(o.Logger) })
+	add(o.Observer != nil, func() autorefresh.Option { return autorefresh.WithObserver(o.Observer) })
+	return opts
+}
 
 const period = time.Minute
 
@@ -124,10 +162,7 @@ func create(t *testing.T, r *recorder, opts options) *cache {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c, err := autorefresh.New(r.sync, opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
+	c := autorefresh.New(r.sync, opts.list()...)
 	t.Cleanup(func() {
 		if err := c.Close(context.Background()); err != nil {
 			t.Errorf("Close: %v", err)
@@ -210,38 +245,51 @@ func (e *events) of(kind autorefresh.EventKind) []autorefresh.Event {
 	return out
 }
 
-func TestNewRejectsInvalidOptions(t *testing.T) {
+func TestNewPanicsOnOptionsOutOfRange(t *testing.T) {
 	syncFn := func(context.Context, []item) ([]result, error) { return nil, nil }
 	for _, tc := range []struct {
-		name  string
-		opts  options
-		field string
+		opt  func() autorefresh.Option
+		want string
 	}{
-		{"ResyncPeriod", options{ResyncPeriod: -time.Second}, "ResyncPeriod"},
-		{"BatchSize", options{BatchSize: -1}, "BatchSize"},
-		{"Parallelism", options{Parallelism: -1}, "Parallelism"},
-		{"RateLimit", options{RateLimit: -1}, "RateLimit"},
-		{"RateBurst", options{RateBurst: -1}, "RateBurst"},
-		{"SyncTimeout", options{SyncTimeout: -time.Second}, "SyncTimeout"},
-		{"MaxItems", options{MaxItems: -1}, "MaxItems"},
+		{func() autorefresh.Option { return autorefresh.ResyncPeriod(0) }, "autorefresh: ResyncPeriod must be positive, got 0s"},
+		{func() autorefresh.Option { return autorefresh.ResyncPeriod(-time.Second) }, "autorefresh: ResyncPeriod must be positive, got -1s"},
+		{func() autorefresh.Option { return autorefresh.BatchSize(0) }, "autorefresh: BatchSize must be positive, got 0"},
+		{func() autorefresh.Option { return autorefresh.Parallelism(-1) }, "autorefresh: Parallelism must be in [1, 10000], got -1"},
+		{func() autorefresh.Option { return autorefresh.Parallelism(math.MaxInt) }, fmt.Sprintf("autorefresh: Parallelism must be in [1, 10000], got %d", math.MaxInt)},
+		{func() autorefresh.Option { return autorefresh.RateLimit(-1, 1) }, "autorefresh: RateLimit must be positive (rate.Inf for no limit), got -1"},
+		{func() autorefresh.Option { return autorefresh.RateLimit(1, 0) }, "autorefresh: RateLimit burst must be positive, got 0"},
+		{func() autorefresh.Option { return autorefresh.SyncTimeout(0) }, "autorefresh: SyncTimeout must be positive, got 0s"},
+		{func() autorefresh.Option { return autorefresh.MaxItems(-1) }, "autorefresh: MaxItems must be positive, got -1"},
+		{func() autorefresh.Option { return autorefresh.IsTerminal[job](nil) }, "autorefresh: IsTerminal must not be nil"},
+		{
+			func() autorefresh.Option { return autorefresh.IsTerminal(func(string) bool { return false }) },
+			"autorefresh: IsTerminal must be a func(autorefresh_test.job) bool, got func(string) bool",
+		},
+		{
+			func() autorefresh.Option {
+				return autorefresh.Batcher(func(items []autorefresh.Item[int, job]) [][]autorefresh.Item[int, job] { return nil })
+			},
+			"autorefresh: Batcher must be a func([]autorefresh.Item[string,", // then the type names, with their import paths
+		},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c, err := autorefresh.New(syncFn, tc.opts)
-			if !errors.Is(err, autorefresh.ErrInvalidOptions) || c != nil {
-				t.Fatalf("New = %v, %v; want nil and ErrInvalidOptions", c, err)
-			}
-			if !strings.HasPrefix(err.Error(), "autorefresh: ") || !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("error %q does not name %s", err, tc.field)
-			}
+		t.Run(tc.want, func(t *testing.T) {
+			defer func() {
+				if r, _ := recover().(string); !strings.HasPrefix(r, tc.want) {
+					t.Fatalf("New panicked with %q, want %q", r, tc.want)
+				}
+			}()
+			autorefresh.New(syncFn, tc.opt())
 		})
 	}
-	if _, err := autorefresh.New[string, job](nil, options{}); !errors.Is(err, autorefresh.ErrInvalidOptions) {
-		t.Fatalf("New(nil) = %v, want ErrInvalidOptions", err)
-	}
-	c, err := autorefresh.New(syncFn, options{RateLimit: rate.Inf})
-	if err != nil {
-		t.Fatalf("New with zero options and rate.Inf: %v", err)
-	}
+	func() {
+		defer func() {
+			if r := recover(); r != "autorefresh: New needs a SyncFunc, got nil" {
+				t.Fatalf("New(nil) panicked with %v", r)
+			}
+		}()
+		autorefresh.New[string, job](nil)
+	}()
+	c := autorefresh.New(syncFn, autorefresh.RateLimit(rate.Inf, 1), autorefresh.ResyncPeriod(math.MaxInt64))
 	if err := c.Close(t.Context()); err != nil {
 		t.Fatalf("Close before Start: %v", err)
 	}
@@ -1073,10 +1121,7 @@ func TestCloseWaitsForRunningCalls(t *testing.T) {
 			}
 			return updateAll("synced")(ctx, batch)
 		})
-		c, err := autorefresh.New(r.sync, options{ResyncPeriod: period, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := autorefresh.New(r.sync, autorefresh.ResyncPeriod(period), autorefresh.WithLogger(slog.New(slog.DiscardHandler)))
 		if err := c.Start(t.Context()); err != nil {
 			t.Fatal(err)
 		}
@@ -1439,4 +1484,159 @@ func TestRace(t *testing.T) {
 			t.Fatalf("nothing synced: %+v", s)
 		}
 	})
+}
+
+// Regressions.
+
+// An Observer that panicked on the loop's or a worker's goroutine had
+// nothing above it to recover the panic: the process died.
+func TestRegressionAutorefreshObserverPanicOnOwnGoroutines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs lockedBuffer
+		r := newRecorder(t, updateAll("synced"))
+		c := start(t, r, options{
+			ResyncPeriod: period,
+			Logger:       slog.New(slog.NewTextHandler(&logs, nil)),
+			Observer: autorefresh.ObserverFunc(func(e autorefresh.Event) {
+				panic("observer down: " + e.Kind.String())
+			}),
+		})
+		t0 := time.Now()
+		mustCreate(t, c, "a", job{})
+		at(t0, period)
+		at(t0, 2*period)
+		if got := r.count("a"); got != 2 {
+			t.Fatalf("a synced %d times in two cycles, want 2: the loop or a worker died", got)
+		}
+		if v := mustGet(t, c, "a"); v.State != "synced" {
+			t.Fatalf("a = %+v, want the sync's result applied", v)
+		}
+		// Two cycle events and two sync events panicked.
+		if s := c.Stats(); s.CallbackPanics != 4 || s.SyncPanics != 0 {
+			t.Fatalf("Stats = %+v, want 4 callback panics and no sync panic", s)
+		}
+		if !strings.Contains(logs.String(), "observer down: cycle") || !strings.Contains(logs.String(), "level=ERROR") {
+			t.Fatalf("the observer's panic was not logged:\n%s", logs.String())
+		}
+	})
+}
+
+// A failed sync is logged on the worker's goroutine: a logger whose handler
+// panicked killed the process.
+func TestRegressionAutorefreshLoggerPanicOnWorker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder(t, func(context.Context, []item) ([]result, error) {
+			return nil, errors.New("source down")
+		})
+		var ev events
+		c := start(t, r, options{ResyncPeriod: period, Logger: slog.New(panicHandler{}), Observer: &ev})
+		t0 := time.Now()
+		mustCreate(t, c, "a", job{})
+		at(t0, period)
+		at(t0, 2*period)
+		if got := r.count("a"); got != 2 {
+			t.Fatalf("a synced %d times in two cycles, want 2: a worker died", got)
+		}
+		s := c.Stats()
+		if s.SyncErrors != 2 || s.CallbackPanics == 0 {
+			t.Fatalf("Stats = %+v, want 2 sync errors and the logger's panics counted", s)
+		}
+		if got := len(ev.of(autorefresh.EventSyncError)); got != 2 {
+			t.Fatalf("%d EventSyncError, want 2: the observer still hears of each", got)
+		}
+	})
+}
+
+// panicHandler is a slog.Handler that panics on every record.
+type panicHandler struct{ slog.Handler }
+
+func (panicHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (panicHandler) Handle(context.Context, slog.Record) error { panic("handler down") }
+
+// GetOrCreate hashed its id with the mutex held and unlocked by hand: an id
+// that cannot be a map key (an interface K holding a slice) panicked there
+// and left every later call of the cache, and Close, hanging.
+func TestRegressionAutorefreshPanicUnderMutex(t *testing.T) {
+	c := autorefresh.New(func(context.Context, []autorefresh.Item[any, int]) ([]autorefresh.Result[any, int], error) {
+		return nil, nil
+	}, autorefresh.WithLogger(slog.New(slog.DiscardHandler)))
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Fatal("GetOrCreate of an unhashable id did not panic")
+			}
+		}()
+		_, _, _ = c.GetOrCreate([]int{1}, 1)
+	}()
+	// synctest cannot tell a goroutine blocked on a mutex from a busy one, so
+	// a wedged cache is detected with a deadline.
+	done := make(chan error, 1)
+	go func() {
+		if _, _, err := c.GetOrCreate("a", 1); err != nil {
+			done <- err
+			return
+		}
+		done <- c.Close(context.Background())
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("GetOrCreate and Close after the panic: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cache hung after a panic in GetOrCreate: its mutex was left locked")
+	}
+}
+
+// Results were matched to their batch by id under the mutex, in a deferred
+// function of the worker: a result whose id cannot be a map key killed the
+// process. It is now the sync call's own panic.
+func TestRegressionAutorefreshUnhashableResultID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		calls := 0
+		c := autorefresh.New(func(_ context.Context, batch []autorefresh.Item[any, int]) ([]autorefresh.Result[any, int], error) {
+			calls++
+			if calls == 1 {
+				return []autorefresh.Result[any, int]{{ID: []int{1}, Action: autorefresh.Delete}}, nil
+			}
+			return []autorefresh.Result[any, int]{{ID: batch[0].ID, Action: autorefresh.Update, Value: 2}}, nil
+		}, autorefresh.ResyncPeriod(period), autorefresh.WithLogger(slog.New(slog.DiscardHandler)))
+		if err := c.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := c.Close(t.Context()); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		}()
+		t0 := time.Now()
+		if _, _, err := c.GetOrCreate("a", 1); err != nil {
+			t.Fatal(err)
+		}
+		at(t0, period)
+		if s := c.Stats(); s.SyncPanics != 1 {
+			t.Fatalf("Stats = %+v, want the bad result counted as the call's panic", s)
+		}
+		at(t0, 2*period)
+		if v, err := c.Get("a"); v != 2 || err != nil {
+			t.Fatalf("Get(a) = %d, %v; want the next cycle's result", v, err)
+		}
+	})
+}
+
+func TestRegressionAutorefreshNilContextPanics(t *testing.T) {
+	c := create(t, newRecorder(t, nil), options{})
+	for name, call := range map[string]func(){
+		"Start": func() { _ = c.Start(nil) }, //nolint:staticcheck // SA1012: the point of the test
+		"Close": func() { _ = c.Close(nil) }, //nolint:staticcheck // SA1012: the point of the test
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != "autorefresh: nil Context" {
+					t.Fatalf("%s(nil) panicked with %v", name, r)
+				}
+			}()
+			call()
+		})
+	}
 }

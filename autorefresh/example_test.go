@@ -27,25 +27,22 @@ func Example() {
 	}
 
 	synced := make(chan struct{}, 1)
-	c, err := autorefresh.New(syncJobs, autorefresh.Options[string, Job]{
-		ResyncPeriod: 30 * time.Second,
-		BatchSize:    50,
-		Parallelism:  8,
-		RateLimit:    20, // batches per second
-		SyncOnCreate: true,
-		IsTerminal:   func(j Job) bool { return j.Done },
-		Observer: autorefresh.ObserverFunc(func(e autorefresh.Event) {
+	c := autorefresh.New(syncJobs,
+		autorefresh.ResyncPeriod(30*time.Second),
+		autorefresh.BatchSize(50),
+		autorefresh.Parallelism(8),
+		autorefresh.RateLimit(20, 1), // batches per second
+		autorefresh.SyncOnCreate(),
+		autorefresh.IsTerminal(func(j Job) bool { return j.Done }),
+		autorefresh.WithObserver(autorefresh.ObserverFunc(func(e autorefresh.Event) {
 			if e.Kind == autorefresh.EventSync {
 				select { // an Observer must not block
 				case synced <- struct{}{}:
 				default:
 				}
 			}
-		}),
-	})
-	if err != nil {
-		panic(err)
-	}
+		})),
+	)
 	ctx := context.Background()
 	if err := c.Start(ctx); err != nil {
 		panic(err)

@@ -40,8 +40,13 @@ type Stats struct {
 	ItemsSynced uint64
 	// SyncErrors counts the calls that returned an error.
 	SyncErrors uint64
-	// SyncPanics counts the calls that panicked or called runtime.Goexit.
+	// SyncPanics counts the calls that panicked or called runtime.Goexit,
+	// IsTerminal calls on their results included.
 	SyncPanics uint64
+	// CallbackPanics counts the panics recovered on the cache's own
+	// goroutines from the callbacks other than the sync function: the
+	// Batcher, the Observer and the logger's handler.
+	CallbackPanics uint64
 
 	// Updated counts the Update results applied.
 	Updated uint64
@@ -113,9 +118,12 @@ type Event struct {
 }
 
 // An Observer receives a cache's events as they happen. Observe is called
-// from the cache's goroutines and from GetOrCreate, concurrently, without a
-// lock held: it may call the cache, but it must be fast and must not block
-// or panic.
+// from the cache's goroutines and from GetOrCreate, concurrently, never with
+// a lock held: it may call the cache, but it must be fast and must not
+// block. A panic in Observe on one of the cache's goroutines is recovered,
+// counted in [Stats.CallbackPanics] and logged, and the goroutine goes on; a
+// panic in Observe called by GetOrCreate (the eviction event) propagates to
+// GetOrCreate's caller, once the item has been created.
 type Observer interface {
 	Observe(Event)
 }
@@ -127,7 +135,7 @@ type ObserverFunc func(Event)
 func (f ObserverFunc) Observe(e Event) { f(e) }
 
 func (c *Cache[K, V]) observe(e Event) {
-	if c.opts.Observer != nil {
-		c.opts.Observer.Observe(e)
+	if c.cfg.observer != nil {
+		c.cfg.observer.Observe(e)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"time"
 
 	"github.com/herdcache/herd/flight"
@@ -42,23 +41,24 @@ func (c *Cache[K, V]) loop(ctx context.Context) {
 		c.cancel()
 		close(c.done)
 	}()
-	ticker := time.NewTicker(c.opts.ResyncPeriod)
+	ticker := time.NewTicker(c.cfg.resyncPeriod)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
-			c.dispatch(ctx, c.cycle())
+			c.dispatch(ctx, c.cycle(ctx))
 		case <-c.kick:
-			c.dispatch(ctx, c.cutFresh())
+			c.dispatch(ctx, c.cutFresh(ctx))
 		}
 	}
 }
 
 // cycle removes the items marked by DeleteDelayed, forgets the marks of lost
 // calls, and cuts every item that is neither terminal nor held into batches.
-func (c *Cache[K, V]) cycle() []*batch[K, V] {
+// ctx is the loop's, for the logs and the callbacks.
+func (c *Cache[K, V]) cycle(ctx context.Context) []*batch[K, V] {
 	now := time.Now()
 	c.mu.Lock()
 	for id, b := range c.held {
@@ -84,12 +84,12 @@ func (c *Cache[K, V]) cycle() []*batch[K, V] {
 	c.stats.LastCycleItems = len(items)
 	c.stats.SkippedHeld += uint64(skipped)
 	c.mu.Unlock()
-	c.observe(Event{Kind: EventCycle, Items: len(items)})
-	return c.batches(items)
+	c.guard(ctx, "observer", func() { c.observe(Event{Kind: EventCycle, Items: len(items)}) })
+	return c.batches(ctx, items)
 }
 
 // cutFresh cuts the items created with SyncOnCreate since the last cut.
-func (c *Cache[K, V]) cutFresh() []*batch[K, V] {
+func (c *Cache[K, V]) cutFresh(ctx context.Context) []*batch[K, V] {
 	c.mu.Lock()
 	var items []Item[K, V]
 	for id := range c.fresh {
@@ -100,27 +100,46 @@ func (c *Cache[K, V]) cutFresh() []*batch[K, V] {
 	}
 	clear(c.fresh)
 	c.mu.Unlock()
-	return c.batches(items)
+	return c.batches(ctx, items)
 }
 
 // batches groups the items of a cut into batches of at most BatchSize,
 // through the Batcher if there is one.
-func (c *Cache[K, V]) batches(items []Item[K, V]) []*batch[K, V] {
+func (c *Cache[K, V]) batches(ctx context.Context, items []Item[K, V]) []*batch[K, V] {
 	if len(items) == 0 {
 		return nil
 	}
-	size := c.opts.BatchSize
-	if c.opts.Batcher == nil {
-		out := make([]*batch[K, V], 0, (len(items)+size-1)/size)
-		for len(items) > 0 {
-			n := min(size, len(items))
-			out = append(out, &batch[K, V]{items: items[:n:n]})
-			items = items[n:]
+	if c.batcher != nil {
+		if out, ok := c.batcherBatches(ctx, items); ok {
+			return out
 		}
-		return out
 	}
+	size := c.cfg.batchSize
+	out := make([]*batch[K, V], 0, (len(items)+size-1)/size)
+	for len(items) > 0 {
+		n := min(size, len(items))
+		out = append(out, &batch[K, V]{items: items[:n:n]})
+		items = items[n:]
+	}
+	return out
+}
 
-	groups := c.callBatcher(items)
+// batcherBatches groups the items as the Batcher says, within the rules the
+// Batcher's documentation gives. ok is false when the Batcher panicked (or
+// returned ids that cannot be map keys): the panic is recovered, counted and
+// logged, and the caller cuts the default batches instead.
+func (c *Cache[K, V]) batcherBatches(ctx context.Context, items []Item[K, V]) (out []*batch[K, V], ok bool) {
+	ok = c.guard(ctx, "batcher", func() {
+		// The Batcher gets its own copy: the items are read again after it returns.
+		groups := c.batcher(append([]Item[K, V](nil), items...))
+		out = c.regroup(ctx, items, groups)
+	})
+	return out, ok
+}
+
+// regroup turns the Batcher's groups into batches of the cut's items.
+func (c *Cache[K, V]) regroup(ctx context.Context, items []Item[K, V], groups [][]Item[K, V]) []*batch[K, V] {
+	size := c.cfg.batchSize
 	index := make(map[K]int, len(items))
 	for i, it := range items {
 		index[it.ID] = i
@@ -149,41 +168,46 @@ func (c *Cache[K, V]) batches(items []Item[K, V]) []*batch[K, V] {
 	for _, g := range groups {
 		add(g, true)
 	}
-	left := 0
-	for _, t := range taken {
+	var rest []Item[K, V]
+	for i, t := range taken {
 		if !t {
-			left++
+			rest = append(rest, items[i])
 		}
 	}
-	if left > 0 {
-		rest := make([]Item[K, V], 0, left)
-		for i, t := range taken {
-			if !t {
-				rest = append(rest, items[i])
-			}
-		}
-		add(rest, false)
-	}
-	if strays > 0 || left > 0 {
-		c.debugLog.Log(context.Background(), c.opts.Logger, slog.LevelDebug,
-			"autorefresh: batcher did not return each item once",
-			slog.Int("unknown_or_repeated", strays), slog.Int("left_out", left))
+	add(rest, false)
+	if strays > 0 || len(rest) > 0 {
+		c.guard(ctx, "logger", func() {
+			c.debugLog.Log(ctx, c.cfg.logger, slog.LevelDebug,
+				"autorefresh: batcher did not return each item once",
+				slog.Int("unknown_or_repeated", strays), slog.Int("left_out", len(rest)))
+		})
 	}
 	return out
 }
 
-// callBatcher returns the Batcher's groups, or nil if it panicked.
-func (c *Cache[K, V]) callBatcher(items []Item[K, V]) (groups [][]Item[K, V]) {
+// guard runs f, which calls a callback of the user's (what names it), on one
+// of the cache's own goroutines, and reports whether f returned. A panic in
+// it is recovered, counted in Stats.CallbackPanics and logged, so that the
+// goroutine goes on; a runtime.Goexit is let through.
+func (c *Cache[K, V]) guard(ctx context.Context, what string, f func()) (returned bool) {
 	defer func() {
-		if r := recover(); r != nil {
-			c.panicLog.Log(context.Background(), c.opts.Logger, slog.LevelError,
-				"autorefresh: batcher panicked; using the default batches",
-				slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
-			groups = nil
+		if returned {
+			return
 		}
+		r := recover()
+		if r == nil {
+			return // runtime.Goexit: the goroutine ends, and the worker's defer replaces it
+		}
+		pe := flight.NewPanicError(r)
+		c.mu.Lock()
+		c.stats.CallbackPanics++
+		c.mu.Unlock()
+		defer func() { _ = recover() }() // the logger may be what panicked
+		c.panicLog.Log(ctx, c.cfg.logger, slog.LevelError, "autorefresh: "+what+" panicked; the cache goes on",
+			slog.Any("err", pe), slog.String("stack", string(pe.Stack)))
 	}()
-	// The Batcher gets its own copy: the items are read again after it returns.
-	return c.opts.Batcher(append([]Item[K, V](nil), items...))
+	f()
+	return true
 }
 
 // dispatch marks the batches' items as held and hands the batches to the
@@ -282,7 +306,7 @@ func (c *Cache[K, V]) run(b *batch[K, V]) {
 	}
 	clear(b.items[n:]) // let go of the dropped values
 	b.items, b.versions = b.items[:n], b.versions[:n]
-	b.started, b.deadline = true, start.Add(c.opts.SyncTimeout)
+	b.started, b.deadline = true, start.Add(c.cfg.syncTimeout)
 	c.mu.Unlock()
 	if n == 0 {
 		return
@@ -290,69 +314,126 @@ func (c *Cache[K, V]) run(b *batch[K, V]) {
 
 	ctx, cancel := context.WithDeadline(c.runCtx, b.deadline)
 	var (
-		results  []Result[K, V]
-		terminal []bool
-		err      error
+		res      outcome[K, V]
 		returned bool
 	)
 	// One deferred function tells a panic from a runtime.Goexit: recover
 	// returns nil for the second. Either way the call's marks must be freed,
 	// which is why finish runs here and not after the call.
 	defer func() {
-		panicked := false
 		if !returned {
-			panicked = true
+			res.panicked = true
 			if r := recover(); r != nil {
-				err = &flight.PanicError{Value: r, Stack: debug.Stack()}
+				res.err = flight.NewPanicError(r)
 			} else {
-				err = fmt.Errorf("autorefresh: sync: %w", flight.ErrGoexit)
+				res.err = fmt.Errorf("autorefresh: sync: %w", flight.ErrGoexit)
 			}
 		}
 		cancel()
-		c.finish(b, results, terminal, err, panicked, time.Since(start))
+		res.latency = time.Since(start)
+		c.finish(b, &res)
 	}()
-	results, err = c.sync(ctx, b.items)
-	if err == nil {
-		terminal = make([]bool, len(results))
-		for i, r := range results {
+	res.results, res.err = c.sync(ctx, b.items)
+	if res.err == nil {
+		// The results' ids and values are the sync function's: hashing the
+		// ids and calling IsTerminal run here, where a panic counts as the
+		// call's, and not under the lock in finish.
+		index := make(map[K]int, len(b.items))
+		for i, it := range b.items {
+			index[it.ID] = i
+		}
+		res.slots = make([]int, len(res.results))
+		res.terminal = make([]bool, len(res.results))
+		for i, r := range res.results {
+			j, ok := index[r.ID]
+			if !ok || r.Action > Delete {
+				j = -1
+			}
+			res.slots[i] = j
 			if r.Action == Update {
-				terminal[i] = c.isTerminal(r.Value)
+				res.terminal[i] = c.isTerminal(r.Value)
 			}
 		}
 	}
 	returned = true
 }
 
+// outcome is what a sync call returned, prepared for finish.
+type outcome[K comparable, V any] struct {
+	results  []Result[K, V]
+	slots    []int  // the index in the batch of each result's item; -1: unknown id or action
+	terminal []bool // for each Update result, IsTerminal of its value
+	err      error
+	panicked bool // err is a *flight.PanicError or wraps flight.ErrGoexit
+	latency  time.Duration
+}
+
 // finish applies the results of b's call, frees its marks, counts, logs and
 // tells the observer.
-func (c *Cache[K, V]) finish(b *batch[K, V], results []Result[K, V], terminal []bool, err error, panicked bool, latency time.Duration) {
-	var discarded, unknown int
+func (c *Cache[K, V]) finish(b *batch[K, V], res *outcome[K, V]) {
+	discarded, unknown := c.apply(b, res)
+	ctx := c.runCtx
+	log := c.cfg.logger
+	ev := Event{Kind: EventSync, Items: len(b.items), Duration: res.latency, Err: res.err}
+	switch {
+	case res.panicked:
+		ev.Kind = EventSyncPanic
+	case res.err != nil:
+		ev.Kind = EventSyncError
+	}
+	c.guard(ctx, "logger", func() {
+		switch {
+		case res.panicked:
+			attrs := []slog.Attr{slog.Int("items", len(b.items)), slog.Any("err", res.err)}
+			var pe *flight.PanicError
+			if errors.As(res.err, &pe) {
+				attrs = append(attrs, slog.Any("panic", pe.Value), slog.String("stack", string(pe.Stack)))
+			}
+			c.panicLog.Log(ctx, log, slog.LevelError, "autorefresh: sync panicked; its items are kept", attrs...)
+		case res.err != nil:
+			c.errLog.Log(ctx, log, slog.LevelWarn, "autorefresh: sync failed; its items are kept",
+				slog.Int("items", len(b.items)), slog.Duration("latency", res.latency), slog.Any("err", res.err))
+		}
+		if unknown > 0 {
+			c.debugLog.Log(ctx, log, slog.LevelDebug, "autorefresh: sync returned results for ids not in its batch or with an unknown action",
+				slog.Int("results", unknown))
+		}
+	})
+	c.guard(ctx, "observer", func() {
+		c.observe(ev)
+		if discarded > 0 {
+			c.observe(Event{Kind: EventDiscard, Items: discarded})
+		}
+	})
+}
+
+// apply applies the results of b's call under the lock, frees its marks and
+// counts the call.
+func (c *Cache[K, V]) apply(b *batch[K, V], res *outcome[K, V]) (discarded, unknown int) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	// A call that returns after its deadline is lost even if no cycle has
 	// synced its items again yet: its results may be older than anything.
 	lost := !time.Now().Before(b.deadline)
-	if err == nil && len(results) > 0 {
-		index := make(map[K]int, len(b.items))
-		for i, it := range b.items {
-			index[it.ID] = i
-		}
-		for i, r := range results {
-			j, ok := index[r.ID]
-			if !ok || r.Action > Delete {
+	if res.err == nil {
+		for i, r := range res.results {
+			j := res.slots[i]
+			switch {
+			case j < 0:
 				unknown++
 				continue
-			}
-			if r.Action == Unchanged {
+			case r.Action == Unchanged:
 				continue
 			}
-			e := c.items[r.ID]
-			if lost || e == nil || e.version != b.versions[j] || c.held[r.ID] != b {
+			id := b.items[j].ID
+			e := c.items[id]
+			if lost || e == nil || e.version != b.versions[j] || c.held[id] != b {
 				discarded++ // the call was lost, or the item changed
 				continue
 			}
 			if r.Action == Update {
 				c.version++
-				e.value, e.terminal, e.version = r.Value, terminal[i], c.version
+				e.value, e.terminal, e.version = r.Value, res.terminal[i], c.version
 				c.stats.Updated++
 			} else {
 				c.removeLocked(e)
@@ -363,39 +444,13 @@ func (c *Cache[K, V]) finish(b *batch[K, V], results []Result[K, V], terminal []
 	c.unmarkLocked(b)
 	c.stats.Syncs++
 	c.stats.ItemsSynced += uint64(len(b.items))
-	c.stats.SyncTime += latency
+	c.stats.SyncTime += res.latency
 	c.stats.ResultsDiscarded += uint64(discarded)
 	switch {
-	case panicked:
+	case res.panicked:
 		c.stats.SyncPanics++
-	case err != nil:
+	case res.err != nil:
 		c.stats.SyncErrors++
 	}
-	c.mu.Unlock()
-
-	log := c.opts.Logger
-	ctx := c.runCtx
-	ev := Event{Kind: EventSync, Items: len(b.items), Duration: latency, Err: err}
-	switch {
-	case panicked:
-		ev.Kind = EventSyncPanic
-		attrs := []slog.Attr{slog.Int("items", len(b.items)), slog.Any("err", err)}
-		var pe *flight.PanicError
-		if errors.As(err, &pe) {
-			attrs = append(attrs, slog.Any("panic", pe.Value), slog.String("stack", string(pe.Stack)))
-		}
-		c.panicLog.Log(ctx, log, slog.LevelError, "autorefresh: sync panicked; its items are kept", attrs...)
-	case err != nil:
-		ev.Kind = EventSyncError
-		c.errLog.Log(ctx, log, slog.LevelWarn, "autorefresh: sync failed; its items are kept",
-			slog.Int("items", len(b.items)), slog.Duration("latency", latency), slog.Any("err", err))
-	}
-	if unknown > 0 {
-		c.debugLog.Log(ctx, log, slog.LevelDebug, "autorefresh: sync returned results for ids not in its batch or with an unknown action",
-			slog.Int("results", unknown))
-	}
-	c.observe(ev)
-	if discarded > 0 {
-		c.observe(Event{Kind: EventDiscard, Items: discarded})
-	}
+	return discarded, unknown
 }
