@@ -2,14 +2,28 @@
 // github.com/maypok86/otter/v2: bounded by entry count or by weight, each
 // entry dropped at its KeepUntil.
 //
+//	users := herd.New(memory.New[User](memory.MaxEntries(100_000)), herd.TTL(time.Minute))
+//
 // A hit takes no lock and allocates nothing. The context arguments are
 // accepted for the [store.Store] interface and ignored: no method blocks.
+//
+// Besides [store.Store], a Store has every capability of a shared store, so
+// that several caches in one process can share it as a fleet would share
+// Redis, and so that tests of fleet behaviour run without a server:
+//
+//   - [store.Versioned]: every write gets a new version from a counter; a
+//     deleted or expired key keeps its version for [VersionRetention];
+//   - [store.Locker]: leases on keys with growing fencing tokens;
+//   - [store.ChangeStream]: every write, delete, expiry and eviction is
+//     reported to each watch, from a goroutine of the watch;
+//   - [store.BulkGetter] and [store.SharedGetter].
 package memory
 
 import (
 	"context"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -24,15 +38,39 @@ const DefaultMaxEntries = 10_000
 // A Store is a bounded in-memory [store.Store]. Build it with [New]; its
 // methods are safe for concurrent use.
 type Store[T any] struct {
-	// Entries are held by pointer: otter copies its values on every read,
-	// and a pointer is cheaper to copy than an Entry of four times.
-	c     *otter.Cache[string, *store.Entry[T]]
-	clock *otter.CoarseClock // nil unless CoarseClock was given
+	c         *otter.Cache[string, *item[T]]
+	clock     *otter.CoarseClock // nil unless CoarseClock was given
+	retention time.Duration
+	versions  atomic.Uint64 // the last version given to a write
+
+	Locker
+	watches watchers
+}
+
+// An item is what the store holds for a key: an entry, or the record that
+// the key was deleted (a tombstone). Items are never modified once stored,
+// so that GetShared can lend their entries.
+type item[T any] struct {
+	entry     store.Entry[T]
+	version   store.Version
+	keepUntil int64 // entry.KeepUntil in Unix nanoseconds; 0: never
+	tombstone bool
+}
+
+// live reports whether the item holds an entry that may be returned at now
+// (Unix nanoseconds).
+func (it *item[T]) live(now int64) bool {
+	return !it.tombstone && (it.keepUntil == 0 || now < it.keepUntil)
 }
 
 var (
 	_ store.Store[int]        = (*Store[int])(nil)
 	_ store.SharedGetter[int] = (*Store[int])(nil)
+	_ store.Versioned[int]    = (*Store[int])(nil)
+	_ store.BulkGetter[int]   = (*Store[int])(nil)
+	_ store.Locker            = (*Store[int])(nil)
+	_ store.Locker            = (*Locker)(nil)
+	_ store.ChangeStream      = (*Store[int])(nil)
 )
 
 type config struct {
@@ -40,6 +78,7 @@ type config struct {
 	maxEntries int
 	maxWeight  uint64
 	weigher    any // func(key string, v T) uint32, checked by New
+	retention  time.Duration
 }
 
 // An Option configures a [Store].
@@ -53,7 +92,9 @@ func MaxEntries(n int) Option {
 
 // MaxWeight bounds the store by the sum of weigh(key, value) over its entries
 // instead of by their count, for example by their size in bytes. weigh is
-// called once when an entry is stored; a not-found entry weighs 1.
+// called once when an entry is stored. Every entry weighs at least 1, even
+// when weigh returns 0, so that the bound also bounds the number of entries;
+// a not-found entry and the record of a deleted key weigh 1.
 func MaxWeight[T any](maxWeight uint64, weigh func(key string, v T) uint32) Option {
 	return func(c *config) { c.maxEntries, c.maxWeight, c.weigher = 0, maxWeight, weigh }
 }
@@ -68,6 +109,15 @@ func CoarseClock(resolution time.Duration) Option {
 	return func(c *config) { c.coarse = resolution }
 }
 
+// VersionRetention is how long the store keeps the version of a key after
+// the key is deleted or its entry passes its KeepUntil (see
+// [store.Versioned]): such a record is kept, at the cost of its memory and
+// a place within the bound, for d. Under a full bound the least used records
+// may be evicted sooner, like entries. Default: [store.DefaultVersionRetention].
+func VersionRetention(d time.Duration) Option {
+	return func(c *config) { c.retention = d }
+}
+
 // New returns an empty store. It panics on an invalid option (a bound that
 // is not positive, or a [MaxWeight] weigher of another value type), as these
 // are programming errors.
@@ -75,16 +125,31 @@ func CoarseClock(resolution time.Duration) Option {
 // The store runs one goroutine for periodic clean-up of expired entries;
 // [Store.Close] stops it, and herd.Cache.Close calls Close.
 func New[T any](opts ...Option) *Store[T] {
-	cfg := config{maxEntries: DefaultMaxEntries}
+	cfg := config{maxEntries: DefaultMaxEntries, retention: store.DefaultVersionRetention}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.retention <= 0 {
+		panic(fmt.Sprintf("memory: VersionRetention must be positive, got %v", cfg.retention))
+	}
+	if cfg.coarse < 0 {
+		panic(fmt.Sprintf("memory: CoarseClock resolution must be positive, got %v", cfg.coarse))
+	}
+	s := &Store[T]{retention: cfg.retention}
+	retention := cfg.retention
 	// A "writing" calculator is computed on create and update only; otter
 	// skips the read hook for it, which keeps the hit path short.
-	o := &otter.Options[string, *store.Entry[T]]{
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *store.Entry[T]]) time.Duration {
-			return untilKeepUntil(e.Value, e.SnapshotAtNano)
+	o := &otter.Options[string, *item[T]]{
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *item[T]]) time.Duration {
+			return untilForgotten(e.Value, e.SnapshotAtNano, retention)
 		}),
+		OnDeletion: func(e otter.DeletionEvent[string, *item[T]]) {
+			// Writes report their own changes; this reports what the
+			// store does on its own.
+			if e.WasEvicted() {
+				s.watches.publish(store.Change{Key: e.Key})
+			}
+		},
 	}
 	switch {
 	case cfg.weigher != nil:
@@ -96,20 +161,16 @@ func New[T any](opts ...Option) *Store[T] {
 			panic("memory: MaxWeight must be positive")
 		}
 		o.MaximumWeight = cfg.maxWeight
-		o.Weigher = func(key string, e *store.Entry[T]) uint32 {
-			if e.NotFound {
+		o.Weigher = func(key string, it *item[T]) uint32 {
+			if it.tombstone || it.entry.NotFound {
 				return 1
 			}
-			return weigh(key, e.Value)
+			return max(weigh(key, it.entry.Value), 1)
 		}
 	case cfg.maxEntries <= 0:
 		panic(fmt.Sprintf("memory: MaxEntries must be positive, got %d", cfg.maxEntries))
 	default:
 		o.MaximumSize = cfg.maxEntries
-	}
-	s := &Store[T]{}
-	if cfg.coarse < 0 {
-		panic(fmt.Sprintf("memory: CoarseClock resolution must be positive, got %v", cfg.coarse))
 	}
 	if cfg.coarse > 0 {
 		s.clock = otter.NewCoarseClock(cfg.coarse)
@@ -126,11 +187,11 @@ func New[T any](opts ...Option) *Store[T] {
 // Get returns the entry of key, or false when there is none or its KeepUntil
 // has passed. It never returns an error.
 func (s *Store[T]) Get(_ context.Context, key string) (store.Entry[T], bool, error) {
-	e, ok := s.c.GetIfPresent(key)
-	if !ok {
+	it, ok := s.c.GetIfPresent(key)
+	if !ok || !it.live(s.nowNano()) {
 		return store.Entry[T]{}, false, nil
 	}
-	return *e, true, nil
+	return it.entry, true, nil
 }
 
 // GetShared is [Store.Get] that lends the store's own entry instead of a
@@ -138,60 +199,152 @@ func (s *Store[T]) Get(_ context.Context, key string) (store.Entry[T], bool, err
 // that checked its KeepUntil. The entry must not be modified.
 func (s *Store[T]) GetShared(_ context.Context, key string) (*store.Entry[T], time.Time, bool, error) {
 	e, ok := s.c.GetEntry(key)
-	if !ok {
+	if !ok || !e.Value.live(e.SnapshotAtNano) {
 		return nil, time.Time{}, false, nil
 	}
-	return e.Value, time.Unix(0, e.SnapshotAtNano), true, nil
+	return &e.Value.entry, time.Unix(0, e.SnapshotAtNano), true, nil
+}
+
+// GetMany returns the live entries of keys. It never returns an error.
+func (s *Store[T]) GetMany(_ context.Context, keys []string) (map[string]store.Entry[T], error) {
+	found := make(map[string]store.Entry[T], len(keys))
+	now := s.nowNano()
+	for _, k := range keys {
+		if it, ok := s.c.GetIfPresent(k); ok && it.live(now) {
+			found[k] = it.entry
+		}
+	}
+	return found, nil
+}
+
+// GetVersion is [Store.Get] that also returns the key's version.
+func (s *Store[T]) GetVersion(_ context.Context, key string) (store.Entry[T], store.Version, bool, error) {
+	it, ok := s.c.GetIfPresent(key)
+	if !ok {
+		return store.Entry[T]{}, 0, false, nil
+	}
+	if !it.live(s.nowNano()) {
+		return store.Entry[T]{}, it.version, false, nil
+	}
+	return it.entry, it.version, true, nil
 }
 
 // Set stores e under key until e.KeepUntil. An entry whose KeepUntil has
-// already passed removes the key instead.
+// already passed deletes the key instead.
 func (s *Store[T]) Set(_ context.Context, key string, e store.Entry[T]) error {
-	if !e.Live(s.now()) {
-		s.c.Invalidate(key)
-		return nil
-	}
-	s.c.Set(key, &e)
+	s.write(key, s.newItem(e), 0, false)
 	return nil
 }
 
-// Delete removes the entry of key, if any.
+// Delete removes the entry of key, if any, and records the deletion for
+// [VersionRetention].
 func (s *Store[T]) Delete(_ context.Context, key string) error {
-	s.c.Invalidate(key)
+	s.write(key, s.tombstone(), 0, false)
 	return nil
 }
 
-// Len returns the number of entries, after the evictions and expirations that
-// are due. It costs a maintenance pass of the cache: use it for diagnostics
-// and tests, not on a hot path.
+// SetIf is [Store.Set] if the key's version is still v; otherwise it returns
+// [store.ErrConflict].
+func (s *Store[T]) SetIf(_ context.Context, key string, e store.Entry[T], v store.Version) error {
+	if !s.write(key, s.newItem(e), v, true) {
+		return store.ErrConflict
+	}
+	return nil
+}
+
+// DeleteIf is [Store.Delete] if the key's version is still v; otherwise it
+// returns [store.ErrConflict].
+func (s *Store[T]) DeleteIf(_ context.Context, key string, v store.Version) error {
+	if !s.write(key, s.tombstone(), v, true) {
+		return store.ErrConflict
+	}
+	return nil
+}
+
+// VersionRetention returns the store's [VersionRetention].
+func (s *Store[T]) VersionRetention() time.Duration { return s.retention }
+
+func (s *Store[T]) newItem(e store.Entry[T]) *item[T] {
+	if !e.Live(s.now()) {
+		return s.tombstone()
+	}
+	it := &item[T]{entry: e}
+	if !e.KeepUntil.IsZero() {
+		it.keepUntil = e.KeepUntil.UnixNano()
+	}
+	return it
+}
+
+func (s *Store[T]) tombstone() *item[T] { return &item[T]{tombstone: true} }
+
+// write stores it under key with a new version, if the key's version is v
+// or the write is unconditional, and reports the change to the watches.
+func (s *Store[T]) write(key string, it *item[T], v store.Version, conditional bool) bool {
+	wrote := false
+	s.c.Compute(key, func(old *item[T], found bool) (*item[T], otter.ComputeOp) {
+		current := store.Version(0)
+		if found {
+			current = old.version
+		}
+		if conditional && current != v {
+			return old, otter.CancelOp
+		}
+		it.version = store.Version(s.versions.Add(1))
+		wrote = true
+		return it, otter.WriteOp
+	})
+	if wrote {
+		s.watches.publish(store.Change{Key: key})
+	}
+	return wrote
+}
+
+// Len returns the number of entries and records of deleted keys, after the
+// evictions and expirations that are due. It costs a maintenance pass of the
+// cache: use it for diagnostics and tests, not on a hot path.
 func (s *Store[T]) Len() int {
 	s.c.CleanUp()
 	return s.c.EstimatedSize()
 }
 
-// Close stops the store's clean-up goroutine, and its clock's if it has a
-// [CoarseClock]. The store still works after Close; expired entries are then
-// dropped as they are read or evicted (with a coarse clock, time stops).
-func (s *Store[T]) Close(context.Context) error {
+// Close stops the store's clean-up goroutine, its clock's if it has a
+// [CoarseClock], and its watches, and waits for the watches' goroutines to
+// return, within ctx. The store still works after Close; expired entries
+// are then dropped as they are read or evicted (with a coarse clock, time
+// stops). Close is idempotent.
+func (s *Store[T]) Close(ctx context.Context) error {
 	s.c.StopAllGoroutines()
 	if s.clock != nil {
 		s.clock.Stop()
 	}
+	if err := s.watches.close(ctx); err != nil {
+		return fmt.Errorf("memory: close: %w", err)
+	}
 	return nil
 }
 
-func (s *Store[T]) now() time.Time {
+func (s *Store[T]) now() time.Time { return time.Unix(0, s.nowNano()) }
+
+func (s *Store[T]) nowNano() int64 {
 	if s.clock != nil {
-		return time.Unix(0, s.clock.NowNano())
+		return s.clock.NowNano()
 	}
-	return time.Now()
+	return time.Now().UnixNano()
 }
 
-// untilKeepUntil is the time from now (otter's clock, in Unix nanoseconds)
-// to the entry's KeepUntil.
-func untilKeepUntil[T any](e *store.Entry[T], now int64) time.Duration {
-	if e.KeepUntil.IsZero() {
+// untilForgotten is the time from now (otter's clock, in Unix nanoseconds)
+// until the store may forget it: its KeepUntil for an entry, plus the
+// version retention; the retention alone for a tombstone.
+func untilForgotten[T any](it *item[T], now int64, retention time.Duration) time.Duration {
+	switch {
+	case it.tombstone:
+		return retention
+	case it.keepUntil == 0:
 		return math.MaxInt64 // otter's "never"
 	}
-	return e.KeepUntil.Sub(time.Unix(0, now))
+	d := time.Duration(it.keepUntil - now)
+	if d > math.MaxInt64-retention {
+		return math.MaxInt64
+	}
+	return d + retention
 }

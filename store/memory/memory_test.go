@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -23,14 +24,31 @@ func newStore(t *testing.T, opts ...memory.Option) *memory.Store[storetest.Value
 	return s
 }
 
+// sharedPerTest returns a newStore for storetest that gives every call of
+// one subtest the same store, as several processes would share one server.
+func sharedPerTest(opts ...memory.Option) func(t *testing.T) store.Store[storetest.Value] {
+	var (
+		mu     sync.Mutex
+		stores = make(map[string]*memory.Store[storetest.Value])
+	)
+	return func(t *testing.T) store.Store[storetest.Value] {
+		mu.Lock()
+		defer mu.Unlock()
+		s, ok := stores[t.Name()]
+		if !ok {
+			s = newStore(t, opts...)
+			stores[t.Name()] = s
+		}
+		return s
+	}
+}
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] { return newStore(t) })
+	storetest.Run(t, sharedPerTest())
 }
 
 func TestConformanceWeighted(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
-		return newStore(t, memory.MaxWeight(1<<30, func(_ string, v storetest.Value) uint32 { return uint32(len(v.Blob) + 1) }))
-	})
+	storetest.Run(t, sharedPerTest(memory.MaxWeight(1<<30, func(_ string, v storetest.Value) uint32 { return uint32(len(v.Blob) + 1) })))
 }
 
 func TestEntryDroppedAtKeepUntil(t *testing.T) {
@@ -109,9 +127,7 @@ func TestHitDoesNotAllocate(t *testing.T) {
 }
 
 func TestConformanceCoarseClock(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
-		return newStore(t, memory.CoarseClock(time.Millisecond))
-	})
+	storetest.Run(t, sharedPerTest(memory.CoarseClock(time.Millisecond)))
 }
 
 func TestCoarseClockLendsItsTime(t *testing.T) {

@@ -53,8 +53,13 @@ func (o *Options) defaults() {
 }
 
 // Run runs the suite against the stores newStore returns; each subtest gets a
-// new, empty store. The lock tests run when the store implements
-// [store.Locker], the notification tests when it implements [store.Notifier].
+// new, empty store; within a subtest, every call must return a client of the
+// same backend (for an in-process store, the same store), as the tests of
+// shared behaviour use several. The lock tests run when the store implements
+// [store.Locker], the conditional-write tests when it implements
+// [store.Versioned], the change-stream tests when it implements
+// [store.ChangeStream], the bulk-read tests when it implements
+// [store.BulkGetter].
 func Run(t *testing.T, newStore func(t *testing.T) store.Store[Value]) {
 	t.Helper()
 	RunWith(t, Options{}, newStore)
@@ -82,6 +87,17 @@ func RunWith(t *testing.T, opts Options, newStore func(t *testing.T) store.Store
 	}
 	if _, ok := probe.(store.Notifier); ok {
 		t.Run("Notify/Delivery", s.notifyDelivery)
+	}
+	if _, ok := probe.(store.Versioned[Value]); ok {
+		t.Run("Versioned/Accepted", s.versionedAccepted)
+		t.Run("Versioned/Refused", s.versionedRefused)
+		t.Run("Versioned/Concurrent", s.versionedConcurrent)
+	}
+	if _, ok := probe.(store.ChangeStream); ok {
+		t.Run("Changes/Delivery", s.changesDelivery)
+	}
+	if _, ok := probe.(store.BulkGetter[Value]); ok {
+		t.Run("Bulk/GetMany", s.bulkGet)
 	}
 }
 
