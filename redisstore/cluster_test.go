@@ -169,3 +169,36 @@ func TestRing(t *testing.T) {
 		}
 	})
 }
+
+// GetMany on a Cluster with one master down returns the entries of the
+// slots that answered, with an error.
+func TestClusterGetManyPartial(t *testing.T) {
+	srvs := startCluster3(t)
+	ctx := context.Background()
+	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"))
+	var keys []string
+	onDown := 0
+	for i := range 300 {
+		k := fmt.Sprintf("key-%d", i)
+		keys = append(keys, k)
+		if err := s.Set(ctx, k, store.Entry[storetest.Value]{Value: storetest.Value{N: int64(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		if clusterSlot(t, srvs[0], s.Key(k))*3/16384 == 2 {
+			onDown++
+		}
+	}
+	srvs[2].stop()
+	got, err := s.GetMany(ctx, append(keys, keys...))
+	if err == nil {
+		t.Fatal("GetMany with a master down returned no error")
+	}
+	if got == nil || len(got) != len(keys)-onDown {
+		t.Fatalf("GetMany with a master down returned %d entries, want the %d of the masters up", len(got), len(keys)-onDown)
+	}
+	for k, e := range got {
+		if fmt.Sprintf("key-%d", e.Value.N) != k {
+			t.Fatalf("GetMany(%q) = %+v", k, e.Value)
+		}
+	}
+}

@@ -331,3 +331,14 @@ func TestLockAfterScriptFlush(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// GetMany on a server that is down: an error, and an empty map, not nil.
+func TestGetManyServerDown(t *testing.T) {
+	srv := startRedis(t)
+	s := newStore(t, srv)
+	srv.stop()
+	got, err := s.GetMany(context.Background(), []string{"a", "b"})
+	if err == nil || got == nil || len(got) != 0 {
+		t.Fatalf("GetMany with the server down = %v, %v; want an empty map and an error", got, err)
+	}
+}
