@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -402,4 +403,45 @@ func clusterSlot(t *testing.T, srv *redisServer, key string) int {
 		t.Fatal(err)
 	}
 	return int(n)
+}
+
+// A master that joins the Cluster gets a connection of its own: All, then
+// the changes of the keys it serves.
+func TestClusterNewMasterWatched(t *testing.T) {
+	srvs := startCluster3(t)
+	ctx := context.Background()
+	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"))
+	r := watchStore(t, s)
+
+	joined := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	jc := joined.client(t)
+	if err := jc.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(srvs[0].port)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []*redisServer{srvs[0], srvs[1], srvs[2], joined}
+	for _, srv := range nodes {
+		c := srv.client(t)
+		waitFor(t, "the fourth node to be known", func() bool {
+			info, err := c.ClusterInfo(ctx).Result()
+			return err == nil && strings.Contains(info, "cluster_known_nodes:4")
+		})
+	}
+	// Hand the slot of one key, empty, to the new node.
+	const key = "moved"
+	slot := clusterSlot(t, srvs[0], s.Key(key))
+	id, err := jc.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := srvs[slot*3/16384]
+	for _, srv := range append([]*redisServer{joined, owner}, nodes...) {
+		if err := srv.client(t).Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", id).Err(); err != nil {
+			t.Fatalf("CLUSTER SETSLOT %d NODE %s: %v", slot, id, err)
+		}
+	}
+	at := r.await(t, 0, changeAll)
+	r.awaitWrites(t, at, key, func() error { return s.Set(ctx, key, value("v")) })
+	if n := jc.Exists(ctx, s.Key(key)).Val(); n != 1 {
+		t.Fatalf("key %q is not on the new master", key)
+	}
 }
