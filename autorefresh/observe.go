@@ -96,15 +96,21 @@ const (
 	EventDiscard
 )
 
-var eventNames = [...]string{
-	EventCycle: "cycle", EventSync: "sync", EventSyncError: "sync_error",
-	EventSyncPanic: "sync_panic", EventEvict: "evict", EventDiscard: "discard",
-}
-
 // String returns the kind's name in snake case, as metrics use it.
 func (k EventKind) String() string {
-	if int(k) < len(eventNames) && eventNames[k] != "" {
-		return eventNames[k]
+	switch k {
+	case EventCycle:
+		return "cycle"
+	case EventSync:
+		return "sync"
+	case EventSyncError:
+		return "sync_error"
+	case EventSyncPanic:
+		return "sync_panic"
+	case EventEvict:
+		return "evict"
+	case EventDiscard:
+		return "discard"
 	}
 	return "unknown"
 }

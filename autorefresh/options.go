@@ -1,12 +1,13 @@
 package autorefresh
 
 import (
-	"fmt"
 	"log/slog"
 	"math"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/herdcache/herd/internal/option"
 )
 
 // An Option configures a [Cache]. [New] applies the options and panics with
@@ -42,27 +43,19 @@ const (
 )
 
 func check(ok bool, format string, args ...any) {
-	if !ok {
-		panic("autorefresh: " + fmt.Sprintf(format, args...))
-	}
+	option.Check(ok, "autorefresh", format, args...)
 }
 
 // ResyncPeriod sets the time between two cycles. d must be positive.
 // Default: [DefaultResyncPeriod], one minute.
 func ResyncPeriod(d time.Duration) Option {
-	return func(c *config) {
-		check(d > 0, "ResyncPeriod must be positive, got %v", d)
-		c.resyncPeriod = d
-	}
+	return func(c *config) { c.resyncPeriod = option.Positive("autorefresh", "ResyncPeriod", d) }
 }
 
 // BatchSize sets the largest number of items passed to one sync call. n must
 // be positive. Default: [DefaultBatchSize], 100.
 func BatchSize(n int) Option {
-	return func(c *config) {
-		check(n > 0, "BatchSize must be positive, got %d", n)
-		c.batchSize = n
-	}
+	return func(c *config) { c.batchSize = option.Positive("autorefresh", "BatchSize", n) }
 }
 
 // Parallelism sets the largest number of sync calls running at once: the
@@ -93,10 +86,7 @@ func RateLimit(limit rate.Limit, burst int) Option {
 // [ResyncPeriod], so that a call may take longer than a period without being
 // cut off.
 func SyncTimeout(d time.Duration) Option {
-	return func(c *config) {
-		check(d > 0, "SyncTimeout must be positive, got %v", d)
-		c.syncTimeout = d
-	}
+	return func(c *config) { c.syncTimeout = option.Positive("autorefresh", "SyncTimeout", d) }
 }
 
 // MaxItems bounds the number of items in the set. Creating an item in a full
@@ -104,10 +94,7 @@ func SyncTimeout(d time.Duration) Option {
 // [Cache.Get], [Cache.GetOrCreate] or [Cache.Update] is the oldest (syncs do
 // not count as use). n must be positive. Default: no bound.
 func MaxItems(n int) Option {
-	return func(c *config) {
-		check(n > 0, "MaxItems must be positive, got %d", n)
-		c.maxItems = n
-	}
+	return func(c *config) { c.maxItems = option.Positive("autorefresh", "MaxItems", n) }
 }
 
 // SyncOnCreate queues every item that GetOrCreate creates for a sync call

@@ -132,3 +132,20 @@ func TestNestedMiddlewareKeepsTheOuterCache(t *testing.T) {
 		t.Fatalf("inner handler got %q after %d loads; the inner middleware replaced the cache", got, users.loads.Load())
 	}
 }
+
+// The middleware ends the request's cache when the handler returns, so that
+// a context kept past the request holds no value.
+func TestMiddlewareEndsTheCacheWhenTheHandlerReturns(t *testing.T) {
+	var kept context.Context
+	h := reqcache.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqcache.Set(r.Context(), "user", "42", "ada")
+		if _, ok := reqcache.Peek[string](r.Context(), "user", "42"); !ok {
+			t.Error("the request's cache did not keep a value during the request")
+		}
+		kept = r.Context()
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", http.NoBody))
+	if v, ok := reqcache.Peek[string](kept, "user", "42"); ok {
+		t.Fatalf("after the request, its kept context still serves %q", v)
+	}
+}

@@ -80,6 +80,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/option"
 	"github.com/herdcache/herd/internal/wait"
 )
 
@@ -117,7 +118,7 @@ type options struct {
 // [DefaultLifetime], 5 minutes.
 func Lifetime(d time.Duration) Option {
 	return func(o *options) {
-		check(d > 0, "Lifetime must be positive (reqcache.Forever turns the guard off), got %v", d)
+		option.Check(d > 0, "reqcache", "Lifetime must be positive (reqcache.Forever turns the guard off), got %v", d)
 		o.lifetime = d
 	}
 }
@@ -130,7 +131,7 @@ func Lifetime(d time.Duration) Option {
 // off. Default: [DefaultMaxEntries], 10,000.
 func MaxEntries(n int) Option {
 	return func(o *options) {
-		check(n > 0, "MaxEntries must be positive (reqcache.Unbounded turns the bound off), got %d", n)
+		option.Check(n > 0, "reqcache", "MaxEntries must be positive (reqcache.Unbounded turns the bound off), got %d", n)
 		o.maxEntries = n
 	}
 }
@@ -143,12 +144,6 @@ func WithLogger(l *slog.Logger) Option {
 		if l != nil {
 			o.logger = l
 		}
-	}
-}
-
-func check(ok bool, format string, args ...any) {
-	if !ok {
-		panic("reqcache: " + fmt.Sprintf(format, args...))
 	}
 }
 

@@ -70,6 +70,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/option"
 	"github.com/herdcache/herd/internal/wait"
 )
 
@@ -101,10 +102,7 @@ type config struct {
 // start. Until then every Get gets the old value, and no fetch runs. d must
 // be positive. Default: [DefaultRetryDelay], 5 seconds.
 func RetryDelay(d time.Duration) Option {
-	return func(c *config) {
-		check(d > 0, "RetryDelay must be positive, got %v", d)
-		c.retryDelay = d
-	}
+	return func(c *config) { c.retryDelay = option.Positive("slot", "RetryDelay", d) }
 }
 
 // MaxStale sets how long after it expired a value may still be served while
@@ -113,10 +111,7 @@ func RetryDelay(d time.Duration) Option {
 // the refresh fails or is backed off. d must be positive. Default: no limit,
 // an expired value is served for as long as refreshes fail.
 func MaxStale(d time.Duration) Option {
-	return func(c *config) {
-		check(d > 0, "MaxStale must be positive, got %v", d)
-		c.maxStale = d
-	}
+	return func(c *config) { c.maxStale = option.Positive("slot", "MaxStale", d) }
 }
 
 // Background makes a refresh run without any caller waiting for it: the
@@ -134,10 +129,7 @@ func Background() Option {
 // started. d must be positive. Default: no bound, a fetch that never returns
 // holds the slot's one fetch until it does, and only Close can cancel it.
 func FetchTimeout(d time.Duration) Option {
-	return func(c *config) {
-		check(d > 0, "FetchTimeout must be positive, got %v", d)
-		c.fetchTimeout = d
-	}
+	return func(c *config) { c.fetchTimeout = option.Positive("slot", "FetchTimeout", d) }
 }
 
 // WithLogger sets the logger of the failed refreshes. Default:
@@ -145,12 +137,6 @@ func FetchTimeout(d time.Duration) Option {
 // default.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
-}
-
-func check(ok bool, format string, args ...any) {
-	if !ok {
-		panic("slot: " + fmt.Sprintf(format, args...))
-	}
 }
 
 // New returns a slot configured by opts. It panics with a message naming the

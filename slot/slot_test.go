@@ -12,15 +12,10 @@ import (
 	"testing/synctest"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/herdtest"
 	"github.com/herdcache/herd/slot"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 var errBoom = errors.New("boom")
 
@@ -112,46 +107,15 @@ func mustGet(t *testing.T, s *slot.Slot[int], fetch slot.FetchFunc[int], want in
 	}
 }
 
-// recorder is a slog.Handler that keeps every record.
-type recorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-
-func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	r.records = append(r.records, rec.Clone())
-	r.mu.Unlock()
-	return nil
-}
-
-func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
-func (r *recorder) WithGroup(string) slog.Handler      { return r }
+// recorder keeps every record logged to it.
+type recorder struct{ herdtest.Recorder }
 
 func (r *recorder) levels() []slog.Level {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	var ls []slog.Level
-	for _, rec := range r.records {
+	for _, rec := range r.Records() {
 		ls = append(ls, rec.Level)
 	}
 	return ls
-}
-
-func (r *recorder) attr(i int, key string) slog.Value {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var v slog.Value
-	r.records[i].Attrs(func(a slog.Attr) bool {
-		if a.Key == key {
-			v = a.Value
-			return false
-		}
-		return true
-	})
-	return v
 }
 
 // 1. First Get: callers wait for one fetch, each on its own context.
@@ -177,21 +141,17 @@ func TestFirstGetCallersShareOneFetch(t *testing.T) {
 }
 
 func TestFirstGetCallerReturnsOnItsOwnContext(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		leaving int // index of the caller whose context ends: 0 started the fetch
-	}{
-		{"first caller leaves", 0},
-		{"later caller leaves", 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	// The caller whose context ends is the one that started the fetch (0),
+	// or one that joined it (1).
+	for leaving, name := range []string{"first caller leaves", "later caller leaves"} {
+		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var s slot.Slot[int]
 				release := make(chan struct{})
 				f := &fetcher{t: t, steps: []step{{v: 7, release: release}}}
 				leaveCtx, leave := context.WithCancel(t.Context())
 				ctxs := []context.Context{t.Context(), t.Context()}
-				ctxs[tc.leaving] = leaveCtx
+				ctxs[leaving] = leaveCtx
 				outs := make([]<-chan result, 2)
 				for i, ctx := range ctxs {
 					outs[i] = startGets(ctx, &s, 1, f.fetch)
@@ -200,7 +160,7 @@ func TestFirstGetCallerReturnsOnItsOwnContext(t *testing.T) {
 				leave()
 				synctest.Wait()
 				select {
-				case r := <-outs[tc.leaving]:
+				case r := <-outs[leaving]:
 					if !errors.Is(r.err, context.Canceled) {
 						t.Fatalf("leaving caller got %+v, want context.Canceled", r)
 					}
@@ -208,7 +168,7 @@ func TestFirstGetCallerReturnsOnItsOwnContext(t *testing.T) {
 					t.Fatal("leaving caller still waits after its context ended")
 				}
 				close(release)
-				if r := <-outs[1-tc.leaving]; r.err != nil || r.v != 7 {
+				if r := <-outs[1-leaving]; r.err != nil || r.v != 7 {
 					t.Fatalf("staying caller got %+v, want 7", r)
 				}
 				if f.count() != 1 {
@@ -385,10 +345,10 @@ func TestBackgroundRefreshFailureKeepsOldValue(t *testing.T) {
 			t.Fatalf("logged %v, want two failures", got)
 		}
 		var pe *flight.PanicError
-		if err, _ := rec.attr(1, "err").Any().(error); !errors.As(err, &pe) || pe.Value != "bad config" {
-			t.Fatalf("second log record err = %v, want the panic", rec.attr(1, "err"))
+		if err, _ := rec.Attr(1, "err").Any().(error); !errors.As(err, &pe) || pe.Value != "bad config" {
+			t.Fatalf("second log record err = %v, want the panic", rec.Attr(1, "err"))
 		}
-		if !strings.Contains(rec.attr(1, "stack").String(), "slot_test") {
+		if !strings.Contains(rec.Attr(1, "stack").String(), "slot_test") {
 			t.Fatal("the panic's log record lacks the stack of the panicking fetch")
 		}
 	})
@@ -514,14 +474,14 @@ func TestConsecutiveFailuresAreLoggedWarnThenError(t *testing.T) {
 			}
 		}
 		for i, n := range []int64{1, 2, 3, 4, 1} {
-			if c := rec.attr(i, "failures").Int64(); c != n {
+			if c := rec.Attr(i, "failures").Int64(); c != n {
 				t.Fatalf("record %d says %d failures, want %d", i, c, n)
 			}
 		}
-		if err, _ := rec.attr(0, "err").Any().(error); !errors.Is(err, errBoom) {
+		if err, _ := rec.Attr(0, "err").Any().(error); !errors.Is(err, errBoom) {
 			t.Fatalf("record err = %v, want boom", err)
 		}
-		if d := rec.attr(0, "retry_in").Duration(); d != time.Second {
+		if d := rec.Attr(0, "retry_in").Duration(); d != time.Second {
 			t.Fatalf("record retry_in = %v, want 1s", d)
 		}
 	})
@@ -842,143 +802,4 @@ func TestGetRace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// Regressions.
-
-// A Get with a nil context on an expired value used to read ctx.Err() with
-// the slot's mutex held: the panic left it locked, and every later Get and
-// Close hung. The check now comes first, with a clear message; the slot's
-// locked sections unlock by defer.
-func TestRegressionSlotPanicUnderMutex(t *testing.T) {
-	s := slot.New[int](slot.WithLogger(quiet))
-	fetch := func(context.Context, int) (int, time.Duration, error) { return 1, slot.ExpiresImmediately, nil }
-	mustGet(t, s, fetch, 1)
-	func() {
-		defer func() {
-			if r := recover(); r != "slot: nil Context" {
-				t.Fatalf("Get(nil) panicked with %v, want slot: nil Context", r)
-			}
-		}()
-		//nolint:staticcheck // SA1012: a nil context is the point of the test
-		_, _ = s.Get(nil, fetch)
-	}()
-	// synctest cannot tell a goroutine blocked on a mutex from a busy one, so
-	// a wedged slot is detected with a deadline.
-	done := make(chan error, 1)
-	go func() {
-		if _, err := s.Get(context.Background(), fetch); err != nil {
-			done <- err
-			return
-		}
-		done <- s.Close(context.Background())
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Get and Close after the panic: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Get after a nil-context panic hung: the slot's mutex was left locked")
-	}
-}
-
-func TestRegressionSlotNewRejectsOptionsOutOfRange(t *testing.T) {
-	for _, tc := range []struct {
-		opt  func() slot.Option
-		want string
-	}{
-		{func() slot.Option { return slot.RetryDelay(0) }, "slot: RetryDelay must be positive, got 0s"},
-		{func() slot.Option { return slot.RetryDelay(-time.Second) }, "slot: RetryDelay must be positive, got -1s"},
-		{func() slot.Option { return slot.MaxStale(0) }, "slot: MaxStale must be positive, got 0s"},
-		{func() slot.Option { return slot.FetchTimeout(-1) }, "slot: FetchTimeout must be positive, got -1ns"},
-	} {
-		t.Run(tc.want, func(t *testing.T) {
-			defer func() {
-				if r := recover(); r != tc.want {
-					t.Fatalf("New panicked with %v, want %q", r, tc.want)
-				}
-			}()
-			slot.New[int](tc.opt())
-		})
-	}
-}
-
-// panicHandler is a slog.Handler that panics on every record.
-type panicHandler struct{ slog.Handler }
-
-func (panicHandler) Enabled(context.Context, slog.Level) bool  { return true }
-func (panicHandler) Handle(context.Context, slog.Record) error { panic("handler down") }
-
-// A failed refresh is logged on the fetch's own goroutine, where nothing
-// recovered a panic of the logger's handler: it crashed the process, and the
-// callers waiting on the refresh were never released.
-func TestRegressionSlotLoggerPanicOnFetchGoroutine(t *testing.T) {
-	rec := &recorder{}
-	old := slog.Default()
-	slog.SetDefault(slog.New(rec))
-	t.Cleanup(func() { slog.SetDefault(old) })
-	for _, background := range []bool{false, true} {
-		synctest.Test(t, func(t *testing.T) {
-			s := slot.New[int](withMode(background, slot.WithLogger(slog.New(panicHandler{})), slot.RetryDelay(time.Minute))...)
-			f := &fetcher{t: t, steps: []step{{v: 1, ttl: slot.ExpiresImmediately}, {err: errBoom}, {v: 2}}}
-			mustGet(t, s, f.fetch, 1)
-			mustGet(t, s, f.fetch, 1) // the refresh fails and its log panics
-			synctest.Wait()
-			time.Sleep(time.Minute) // the retry delay: the slot refreshes again
-			if background {
-				mustGet(t, s, f.fetch, 1)
-				synctest.Wait()
-			}
-			mustGet(t, s, f.fetch, 2)
-			if err := s.Close(t.Context()); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-		})
-	}
-	if got := len(rec.levels()); got != 2 {
-		t.Fatalf("slog.Default got %d reports of the logger's panic, want 2", got)
-	}
-	if err, _ := rec.attr(0, "err").Any().(error); err == nil || !strings.Contains(err.Error(), "handler down") {
-		t.Fatalf("the report's err = %v, want the handler's panic", err)
-	}
-}
-
-// Close used to return ctx.Err() bare, unlike every other package.
-func TestRegressionSlotCloseContract(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := slot.New[int](slot.Background(), slot.WithLogger(quiet))
-		release := make(chan struct{})
-		f := &fetcher{t: t, steps: []step{{v: 1, ttl: slot.ExpiresImmediately}, {v: 2, release: release}}}
-		mustGet(t, s, f.fetch, 1)
-		mustGet(t, s, f.fetch, 1) // starts the background refresh
-
-		short, cancel := context.WithTimeout(t.Context(), time.Second)
-		defer cancel()
-		err := s.Close(short)
-		if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "slot: close: ") {
-			t.Fatalf("Close past its context = %v, want slot: close: wrapping DeadlineExceeded", err)
-		}
-		// A later Close waits for the same fetch (Close cancelled its
-		// context, but this fetch ignores it until released).
-		closed := make(chan error, 2)
-		for range 2 {
-			go func() { closed <- s.Close(t.Context()) }()
-		}
-		synctest.Wait()
-		select {
-		case err := <-closed:
-			t.Fatalf("a second Close returned %v while the fetch ran", err)
-		default:
-		}
-		close(release)
-		for range 2 {
-			if err := <-closed; err != nil {
-				t.Fatalf("Close = %v", err)
-			}
-		}
-		if _, err := s.Get(t.Context(), f.fetch); !errors.Is(err, slot.ErrClosed) {
-			t.Fatalf("Get after Close = %v, want ErrClosed", err)
-		}
-	})
 }
