@@ -26,6 +26,7 @@ var autorefreshInstruments = []instrument{
 	{"ItemsSynced", "herd.autorefresh.items_synced", "{item}", "Items passed to sync calls.", false},
 	{"SyncErrors", "herd.autorefresh.sync_errors", "{call}", "Sync calls that returned an error.", false},
 	{"SyncPanics", "herd.autorefresh.sync_panics", "{call}", "Sync calls that panicked or called runtime.Goexit.", false},
+	{"CallbackPanics", "herd.autorefresh.callback_panics", "{panic}", "Panics recovered from the Batcher, the Observer and the logger's handler.", false},
 	{"Updated", "herd.autorefresh.updated", "{result}", "Update results applied.", false},
 	{"Deleted", "herd.autorefresh.deleted", "{result}", "Delete results applied.", false},
 	{"ResultsDiscarded", "herd.autorefresh.results_discarded", "{result}", "Update and Delete results not applied because their item had changed or been lost.", false},

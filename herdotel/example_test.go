@@ -94,10 +94,7 @@ func ExampleNewAutorefreshMetrics() {
 	sync := func(ctx context.Context, batch []autorefresh.Item[string, string]) ([]autorefresh.Result[string, string], error) {
 		return nil, nil // every item unchanged
 	}
-	jobs, err := autorefresh.New(sync, autorefresh.Options[string, string]{})
-	if err != nil {
-		panic(err)
-	}
+	jobs := autorefresh.New(sync)
 	defer jobs.Close(ctx)
 	reg, err := herdotel.NewAutorefreshMetrics("jobs", jobs, herdotel.WithMeterProvider(mp))
 	if err != nil {

@@ -159,8 +159,11 @@ func NewMetrics(name string, opts ...MetricsOption) (*Metrics, error) {
 
 // Watch makes the counters read src, usually the cache that m observes, at
 // every collection. Until Watch is called, only the histogram has
-// measurements; a later Watch replaces src.
+// measurements; a later Watch replaces src. It panics if src is nil.
 func (m *Metrics) Watch(src StatsSource) {
+	if src == nil {
+		panic("herdotel: Watch source must not be nil")
+	}
 	m.src.Store(&src)
 }
 

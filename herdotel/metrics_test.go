@@ -283,6 +283,10 @@ func TestInvalidArgumentsPanic(t *testing.T) {
 		{"metrics empty name", "herdotel: NewMetrics name must not be empty", func() { _, _ = herdotel.NewMetrics("") }},
 		{"no buckets", "herdotel: Buckets must be at least one, got none", func() { _, _ = herdotel.NewMetrics("c", herdotel.Buckets()) }},
 		{"unordered buckets", "herdotel: Buckets must be positive and increasing, got [1 0.5]", func() { _, _ = herdotel.NewMetrics("c", herdotel.Buckets(1, 0.5)) }},
+		{"nil source", "herdotel: Watch source must not be nil", func() {
+			m, _ := herdotel.NewMetrics("c")
+			m.Watch(nil)
+		}},
 		{"autorefresh empty name", "herdotel: NewAutorefreshMetrics name must not be empty", func() { _, _ = herdotel.NewAutorefreshMetrics("", fixedStats{}) }},
 		{"autorefresh nil source", "herdotel: NewAutorefreshMetrics source must not be nil", func() { _, _ = herdotel.NewAutorefreshMetrics("c", nil) }},
 		{"tracer empty name", "herdotel: NewTracer name must not be empty", func() { herdotel.NewTracer("") }},

@@ -24,6 +24,7 @@ var autorefreshMetrics = []metric{
 	{"ItemsSynced", "herd_autorefresh_items_synced_total", prometheus.CounterValue, "Items passed to sync calls."},
 	{"SyncErrors", "herd_autorefresh_sync_errors_total", prometheus.CounterValue, "Sync calls that returned an error."},
 	{"SyncPanics", "herd_autorefresh_sync_panics_total", prometheus.CounterValue, "Sync calls that panicked or called runtime.Goexit."},
+	{"CallbackPanics", "herd_autorefresh_callback_panics_total", prometheus.CounterValue, "Panics recovered from the Batcher, the Observer and the logger's handler."},
 	{"Updated", "herd_autorefresh_updated_total", prometheus.CounterValue, "Update results applied."},
 	{"Deleted", "herd_autorefresh_deleted_total", prometheus.CounterValue, "Delete results applied."},
 	{"ResultsDiscarded", "herd_autorefresh_results_discarded_total", prometheus.CounterValue, "Update and Delete results not applied because their item had changed or been lost."},

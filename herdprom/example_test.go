@@ -88,10 +88,7 @@ func ExampleNewAutorefreshCollector() {
 	sync := func(ctx context.Context, batch []autorefresh.Item[string, string]) ([]autorefresh.Result[string, string], error) {
 		return nil, nil // every item unchanged
 	}
-	jobs, err := autorefresh.New(sync, autorefresh.Options[string, string]{})
-	if err != nil {
-		panic(err)
-	}
+	jobs := autorefresh.New(sync)
 	defer jobs.Close(context.Background())
 	_, _, _ = jobs.GetOrCreate("job:1", "queued")
 	_, _, _ = jobs.GetOrCreate("job:1", "queued")

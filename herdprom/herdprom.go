@@ -152,8 +152,12 @@ func checkBuckets(b []float64) error {
 
 // Watch makes the collector read the counters of src, usually the cache it
 // observes, at every scrape. Until Watch is called, the collector exports
-// the load histogram only; a later Watch replaces src.
+// the load histogram only; a later Watch replaces src. It panics if src is
+// nil.
 func (c *Collector) Watch(src StatsSource) {
+	if src == nil {
+		panic("herdprom: Watch source must not be nil")
+	}
 	c.src.Store(&src)
 }
 

@@ -56,18 +56,18 @@ func script(t *testing.T, c *herd.Cache[string]) {
 		}
 		synctest.Wait() // the load's store write lands
 	}
-	get("a", ok, nil)                    // miss, load
-	get("a", ok, nil)                    // hit
-	get("a", ok, nil)                    // hit
-	get("nf", absent, herd.ErrNotFound)  // miss, load: not found
-	get("nf", absent, herd.ErrNotFound)  // negative hit
-	get("bad", fail, errDown)            // miss, load error
-	get("b", ok, nil)                    // miss, load
-	time.Sleep(40 * time.Second)         // a and b are stale
-	get("a", ok, nil)                    // stale hit, refresh queued and loaded
-	get("b", fail, nil)                  // stale hit, refresh queued and failed
-	time.Sleep(2 * time.Minute)          // a expired, kept for StaleIfError
-	get("a", fail, nil)                  // miss, load error, stale on error
+	get("a", ok, nil)                   // miss, load
+	get("a", ok, nil)                   // hit
+	get("a", ok, nil)                   // hit
+	get("nf", absent, herd.ErrNotFound) // miss, load: not found
+	get("nf", absent, herd.ErrNotFound) // negative hit
+	get("bad", fail, errDown)           // miss, load error
+	get("b", ok, nil)                   // miss, load
+	time.Sleep(40 * time.Second)        // a and b are stale
+	get("a", ok, nil)                   // stale hit, refresh queued and loaded
+	get("b", fail, nil)                 // stale hit, refresh queued and failed
+	time.Sleep(2 * time.Minute)         // a expired, kept for StaleIfError
+	get("a", fail, nil)                 // miss, load error, stale on error
 }
 
 func newCache(t *testing.T, opts ...herd.Option) *herd.Cache[string] {
@@ -158,9 +158,9 @@ func TestScriptedSequence(t *testing.T) {
 		if err := testutil.GatherAndCompare(reg, strings.NewReader(scriptMetrics)); err != nil {
 			t.Fatal(err)
 		}
-		// 14 counters and the 3 series of the histogram.
-		if n := testutil.CollectAndCount(m); n != 17 {
-			t.Fatalf("CollectAndCount = %d, want 17", n)
+		// A counter per field of Stats, and the 3 series of the histogram.
+		if n, want := testutil.CollectAndCount(m), reflect.TypeFor[herd.Stats]().NumField()+3; n != want {
+			t.Fatalf("CollectAndCount = %d, want %d", n, want)
 		}
 		if n := testutil.CollectAndCount(m, herdprom.LoadDurationName); n != 3 {
 			t.Fatalf("CollectAndCount(%s) = %d, want 3", herdprom.LoadDurationName, n)
@@ -410,6 +410,7 @@ func TestInvalidArgumentsPanic(t *testing.T) {
 		{"no buckets", "herdprom: Buckets must be at least one, got none", func() { herdprom.NewCollector("c", herdprom.Buckets()) }},
 		{"unordered buckets", "herdprom: Buckets must be positive and increasing, got [1 0.5]", func() { herdprom.NewCollector("c", herdprom.Buckets(1, 0.5)) }},
 		{"zero bucket", "herdprom: Buckets must be positive and increasing, got [0 1]", func() { herdprom.NewCollector("c", herdprom.Buckets(0, 1)) }},
+		{"nil source", "herdprom: Watch source must not be nil", func() { herdprom.NewCollector("c").Watch(nil) }},
 		{"autorefresh empty name", "herdprom: NewAutorefreshCollector name must not be empty", func() { herdprom.NewAutorefreshCollector("", fixedStats{}) }},
 		{"autorefresh nil source", "herdprom: NewAutorefreshCollector source must not be nil", func() { herdprom.NewAutorefreshCollector("c", nil) }},
 	} {
