@@ -243,3 +243,52 @@ func TestServerStalledEveryCallEndsWithItsContext(t *testing.T) {
 	}
 	p.resume()
 }
+
+// Issue 15's demo over NATS ran 63s instead of 20: a server that stops
+// reading lets the client's socket fill up, and a write then holds the
+// connection's lock, so every call on the connection waits, past its
+// context, for nats.FlusherTimeout (1 minute by default). With the settings
+// the package recommends (see connect), calls on a stalled server that is
+// being flooded with writes return within a second or so of their context.
+func TestRegressionStalledSocketHoldsCallsPastTheirContext(t *testing.T) {
+	srv := startServer(t)
+	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
+	_, js := connect(t, p.url())
+	s := newStore[[]byte](t, js, "flooded", natsstore.WithCodec[[]byte](store.Bytes{}))
+	p.stall()
+	defer p.resume()
+	big := make([]byte, 512<<10)
+	flooding, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(flooding)
+		for range 60 { // 30 MiB: far more than the socket buffers hold
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			_ = s.Set(ctx, "big", store.Entry[[]byte]{Value: big})
+			cancel()
+		}
+	}()
+	for i := range 5 {
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			_, _, err := s.Get(ctx, "k")
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatalf("Get %d on a stalled server succeeded", i)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("Get %d with a 300ms context still waiting after 15s", i)
+		}
+	}
+	close(stop)
+	<-flooding
+}

@@ -310,7 +310,22 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 	}
 	s.retention = retention(s.markerTTL, info.MaxAge)
 	s.conn = watchConn(js.Conn())
+	warnSlowFailure(ctx, s.logger, js.Conn())
 	return s, nil
+}
+
+// warnSlowFailure logs, once per New, the client settings under which a
+// dead or hung server costs callers a long wait instead of a load.
+func warnSlowFailure(ctx context.Context, logger *slog.Logger, nc *nats.Conn) {
+	const most = 10 * time.Second
+	if ft := nc.Opts.FlusherTimeout; ft <= 0 || ft > most {
+		logger.WarnContext(ctx, "natsstore: a server that stops reading holds every call on this connection, past its context, for the connection's FlusherTimeout; set nats.FlusherTimeout(time.Second)",
+			"flusher_timeout", ft)
+	}
+	if d := nc.Opts.PingInterval * time.Duration(max(nc.Opts.MaxPingsOut, 1)); d > 3*most {
+		logger.WarnContext(ctx, "natsstore: a hung server goes unnoticed for about PingInterval × MaxPingsOutstanding; set nats.PingInterval(5*time.Second)",
+			"ping_interval", nc.Opts.PingInterval, "max_pings_outstanding", nc.Opts.MaxPingsOut)
+	}
 }
 
 // retention is how long a bucket remembers a write of a key: its markers
