@@ -555,7 +555,7 @@ func (n *node) reconnect(ps *redis.PubSub, cause error) *redis.PubSub {
 	n.ps = nil
 	n.mu.Unlock()
 	_ = ps.Close()
-	n.w.log.LogAttrs(n.ctx, slog.LevelWarn, "redisstore: watch connection lost; reconnecting",
+	n.w.log.LogAttrs(n.ctx, slog.LevelWarn, "redisstore: watch connection lost or flushed; reconnecting",
 		slog.String("addr", n.addr), slog.Any("err", cause))
 	backoff := 50 * time.Millisecond
 	timer := time.NewTimer(0)

@@ -295,8 +295,8 @@ func (h *captured) find(msg string) (map[string]any, bool) {
 }
 
 // Close: the store's Close closes its watches (fn is not called again) and
-// waits for them; Watch after Close returns ErrClosed; the client stays
-// open; every Close returns nil; a Close whose context ended says so.
+// waits for them; every method after Close returns ErrClosed; the client
+// stays open; every Close returns nil; a Close whose context ended says so.
 func TestWatchClose(t *testing.T) {
 	srv := startRedis(t)
 	c := srv.client(t)
@@ -318,8 +318,30 @@ func TestWatchClose(t *testing.T) {
 		}
 	}
 	n := r.mark()
-	if err := s.Set(ctx, "after-close", value("v")); err != nil {
-		t.Fatalf("Set after Close: %v", err)
+	if err := newStore(t, srv).Set(ctx, "after-close", value("v")); err != nil {
+		t.Fatalf("Set through another store: %v", err)
+	}
+	for op, err := range map[string]error{
+		"Set":    s.Set(ctx, "k", value("v")),
+		"Delete": s.Delete(ctx, "k"),
+		"SetIf":  s.SetIf(ctx, "k", value("v"), 0),
+		"Get":    second(s.Get(ctx, "k")),
+		"GetMany": func() error {
+			_, err := s.GetMany(ctx, []string{"k"})
+			return err
+		}(),
+		"GetVersion": func() error {
+			_, _, _, err := s.GetVersion(ctx, "k")
+			return err
+		}(),
+		"TryLock": func() error {
+			_, err := s.TryLock(ctx, "k", time.Second)
+			return err
+		}(),
+	} {
+		if !errors.Is(err, redisstore.ErrClosed) {
+			t.Errorf("%s after Close = %v, want ErrClosed", op, err)
+		}
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("the store closed the client it was given: %v", err)
@@ -365,7 +387,7 @@ func TestWatchHonoursItsContext(t *testing.T) {
 func TestClusterThreeMastersWatch(t *testing.T) {
 	srvs := startCluster3(t)
 	ctx := context.Background()
-	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"))
+	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"), redisstore.WithLogger(discard()))
 	r := watchStore(t, s)
 	// One key per master, found by the slot ranges.
 	onMaster := make([]string, 3)
@@ -410,7 +432,7 @@ func clusterSlot(t *testing.T, srv *redisServer, key string) int {
 func TestClusterNewMasterWatched(t *testing.T) {
 	srvs := startCluster3(t)
 	ctx := context.Background()
-	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"))
+	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"), redisstore.WithLogger(discard()))
 	r := watchStore(t, s)
 
 	joined := startRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
@@ -445,3 +467,5 @@ func TestClusterNewMasterWatched(t *testing.T) {
 		t.Fatalf("key %q is not on the new master", key)
 	}
 }
+
+func second[A, B any](_ A, _ B, err error) error { return err }

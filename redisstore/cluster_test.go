@@ -175,7 +175,7 @@ func TestRing(t *testing.T) {
 func TestClusterGetManyPartial(t *testing.T) {
 	srvs := startCluster3(t)
 	ctx := context.Background()
-	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"))
+	s := redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix("p"), redisstore.WithLogger(discard()))
 	var keys []string
 	onDown := 0
 	for i := range 300 {

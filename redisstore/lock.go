@@ -68,7 +68,9 @@ func leaseMillis(ttl time.Duration) (int64, error) {
 // The lock's fencing token grows with every acquisition of key; nothing
 // of the lock outlives its lease.
 func (s *Store[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
-	checkCtx(ctx)
+	if err := s.check(ctx); err != nil {
+		return nil, fmt.Errorf("redisstore: lock %q: %w", key, err)
+	}
 	ms, err := leaseMillis(ttl)
 	if err != nil {
 		return nil, err

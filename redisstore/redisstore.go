@@ -154,7 +154,8 @@ import (
 	"github.com/herdcache/herd/store"
 )
 
-// ErrClosed is returned by [Store.Watch] after [Store.Close].
+// ErrClosed is returned (wrapped) by the methods of a [Store] after its
+// Close.
 var ErrClosed = errors.New("redisstore: store closed")
 
 // A Store is a [store.Store] in Redis, with a [store.Locker], conditional
@@ -173,6 +174,7 @@ type Store[T any] struct {
 
 	corrupt atomic.Uint64
 
+	shut    atomic.Bool // Close was called
 	mu      sync.Mutex
 	closed  bool
 	watches map[*watch]struct{}
@@ -298,6 +300,15 @@ func checkCtx(ctx context.Context) {
 	}
 }
 
+// check panics on a nil ctx and returns [ErrClosed] after Close.
+func (s *Store[T]) check(ctx context.Context) error {
+	checkCtx(ctx)
+	if s.shut.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
 // Key returns the Redis key under which the store keeps the entry of key.
 func (s *Store[T]) Key(key string) string { return s.prefix + "e:" + key }
 
@@ -308,7 +319,9 @@ func (s *Store[T]) Corrupt() uint64 { return s.corrupt.Load() }
 // Get returns the entry of key, in one GET. Bytes that do not decode are a
 // miss, counted in [Store.Corrupt].
 func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, error) {
-	checkCtx(ctx)
+	if err := s.check(ctx); err != nil {
+		return store.Entry[T]{}, false, fmt.Errorf("redisstore: get %q: %w", key, err)
+	}
 	b, err := s.client.Get(ctx, s.Key(key)).Bytes()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -341,8 +354,10 @@ func (s *Store[T]) decode(b []byte, now time.Time) (store.Entry[T], bool) {
 // the map. On an error the map holds the entries that were read (on Cluster
 // and Ring, those of the slots or shards that answered), never nil.
 func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
-	checkCtx(ctx)
 	found := make(map[string]store.Entry[T], len(keys))
+	if err := s.check(ctx); err != nil {
+		return found, fmt.Errorf("redisstore: get %d keys: %w", len(keys), err)
+	}
 	keys = distinct(keys)
 	if len(keys) == 0 {
 		return found, nil
@@ -467,7 +482,9 @@ func (s *Store[T]) collect(keys []string, vals []any, now time.Time, found map[s
 // the key's version, in one script call; an entry whose KeepUntil has passed
 // is deleted instead (see [Store.Delete]).
 func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error {
-	checkCtx(ctx)
+	if err := s.check(ctx); err != nil {
+		return fmt.Errorf("redisstore: set %q: %w", key, err)
+	}
 	if _, err := s.write(ctx, key, e, unconditional); err != nil {
 		return fmt.Errorf("redisstore: set %q: %w", key, err)
 	}
@@ -478,7 +495,9 @@ func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error 
 // tombstone for the version retention, in one script call; a key without an
 // entry is not an error.
 func (s *Store[T]) Delete(ctx context.Context, key string) error {
-	checkCtx(ctx)
+	if err := s.check(ctx); err != nil {
+		return fmt.Errorf("redisstore: delete %q: %w", key, err)
+	}
 	if _, err := s.remove(ctx, key, unconditional); err != nil {
 		return fmt.Errorf("redisstore: delete %q: %w", key, err)
 	}
@@ -489,11 +508,11 @@ func (s *Store[T]) Delete(ctx context.Context, key string) error {
 // goroutines and connections and for Watch calls under way, or for ctx to
 // end, then returns fmt.Errorf("redisstore: close: %w", ctx.Err()). Every
 // call, first or later, waits for the same shutdown. It does not close the
-// client. After Close, Watch returns [ErrClosed]; Get, Set, Delete, the
-// conditional writes and the locks go on working, as they use only the
-// caller's client.
+// client. After Close, every method of the store returns an error wrapping
+// [ErrClosed]; the locks taken before it can still be released or extended.
 func (s *Store[T]) Close(ctx context.Context) error {
 	checkCtx(ctx)
+	s.shut.Store(true)
 	s.mu.Lock()
 	s.closed = true
 	ws := make([]*watch, 0, len(s.watches))

@@ -34,7 +34,7 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 // processes of a fleet.
 func newStore(t *testing.T, srv *redisServer, opts ...redisstore.Option) *redisstore.Store[storetest.Value] {
 	t.Helper()
-	s := redisstore.New[storetest.Value](srv.client(t), append([]redisstore.Option{redisstore.Prefix(prefixOf(t))}, opts...)...)
+	s := redisstore.New[storetest.Value](srv.client(t), append([]redisstore.Option{redisstore.Prefix(prefixOf(t)), redisstore.WithLogger(discard())}, opts...)...)
 	return s
 }
 

@@ -171,7 +171,9 @@ func result(n int64, err error) (store.Version, error) {
 // Bytes that do not decode are a miss, counted in [Store.Corrupt], with the
 // version of those bytes.
 func (s *Store[T]) GetVersion(ctx context.Context, key string) (store.Entry[T], store.Version, bool, error) {
-	checkCtx(ctx)
+	if err := s.check(ctx); err != nil {
+		return store.Entry[T]{}, 0, false, fmt.Errorf("redisstore: get version of %q: %w", key, err)
+	}
 	res, err := getVersionScript.Run(ctx, s.client, []string{s.Key(key), s.versionKey(key)}, millis(s.retention)).Slice()
 	if err != nil {
 		return store.Entry[T]{}, 0, false, fmt.Errorf("redisstore: get version of %q: %w", key, err)
@@ -195,7 +197,9 @@ func (s *Store[T]) GetVersion(ctx context.Context, key string) (store.Entry[T], 
 // script call that checks and bumps it; otherwise it writes nothing and
 // returns an error wrapping [store.ErrConflict].
 func (s *Store[T]) SetIf(ctx context.Context, key string, e store.Entry[T], v store.Version) error {
-	checkCtx(ctx)
+	if err := s.check(ctx); err != nil {
+		return fmt.Errorf("redisstore: set %q if at version %d: %w", key, v, err)
+	}
 	if _, err := s.write(ctx, key, e, versionArg(v)); err != nil {
 		return fmt.Errorf("redisstore: set %q if at version %d: %w", key, v, err)
 	}
@@ -206,7 +210,9 @@ func (s *Store[T]) SetIf(ctx context.Context, key string, e store.Entry[T], v st
 // version is still v, in one script call; otherwise it writes nothing and
 // returns an error wrapping [store.ErrConflict].
 func (s *Store[T]) DeleteIf(ctx context.Context, key string, v store.Version) error {
-	checkCtx(ctx)
+	if err := s.check(ctx); err != nil {
+		return fmt.Errorf("redisstore: delete %q if at version %d: %w", key, v, err)
+	}
 	if _, err := s.remove(ctx, key, versionArg(v)); err != nil {
 		return fmt.Errorf("redisstore: delete %q if at version %d: %w", key, v, err)
 	}

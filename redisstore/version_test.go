@@ -257,7 +257,8 @@ func TestNoResidueOnTheServer(t *testing.T) {
 					return
 				}
 				if i%2 == 0 {
-					if err := l.Unlock(ctx); err != nil {
+					// A lease may have expired on a slow machine: fine here.
+					if err := l.Unlock(ctx); err != nil && !errors.Is(err, store.ErrNotHeld) {
 						errs <- fmt.Errorf("Unlock(%q): %w", key, err)
 						return
 					}
