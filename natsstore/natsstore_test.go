@@ -6,6 +6,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newStore[T any](t testing.TB, js jetstream.JetStream, bucket string, opts ...natsstore.Option) *natsstore.Store[T] {
 	t.Helper()
+	// Tests log nowhere unless they ask for a logger of their own.
+	opts = append([]natsstore.Option{natsstore.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	s, err := natsstore.New[T](context.Background(), js, bucket, opts...)
 	if err != nil {
 		t.Fatal(err)
