@@ -77,6 +77,7 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 	}
 	up, _ := s.conn.state()
 	if err := w.start(bctx); err != nil {
+		close(w.done) // a Close of the store that already holds w returns at once
 		w.cancelStop()
 		w.forget()
 		return nil, fmt.Errorf("natsstore: watch: %w", failed(bctx, err))
