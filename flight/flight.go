@@ -174,27 +174,36 @@ func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Conte
 		var zero V
 		return zero, false, err
 	}
-	g.mu.Lock()
-	if g.m == nil {
-		g.m = make(map[K]*call[V])
+	c, callCtx, first := g.join(ctx, key)
+	if first {
+		go g.run(callCtx, key, c, fn)
 	}
+	return g.wait(ctx, key, c)
+}
+
+// join joins the call in flight for key, or records a new one, which the
+// caller must start on callCtx (first is then true). The lock is released by
+// defer: a key of an interface type whose dynamic value cannot be hashed
+// panics in the map access, and must not leave the group locked.
+func (g *Group[K, V]) join(ctx context.Context, key K) (c *call[V], callCtx context.Context, first bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if c, ok := g.m[key]; ok {
 		c.waiters++
 		c.dups++
-		g.mu.Unlock()
-		return g.wait(ctx, key, c)
+		return c, nil, false
 	}
-	c := &call[V]{done: make(chan struct{}), waiters: 1}
-	var callCtx context.Context = &callContext[K]{Context: context.WithoutCancel(ctx), key: key}
+	if g.m == nil {
+		g.m = make(map[K]*call[V])
+	}
+	c = &call[V]{done: make(chan struct{}), waiters: 1}
+	callCtx = &callContext[K]{Context: context.WithoutCancel(ctx), key: key}
 	if g.CancelWhenAbandoned {
 		callCtx, c.cancel = context.WithCancel(callCtx)
 	}
 	g.m[key] = c
 	g.peak = max(g.peak, len(g.m))
-	g.mu.Unlock()
-
-	go g.run(callCtx, key, c, fn)
-	return g.wait(ctx, key, c)
+	return c, callCtx, true
 }
 
 // Forget tells the group to start a new call for the next caller of key
@@ -202,8 +211,8 @@ func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Conte
 // returns its result to the callers already waiting on it.
 func (g *Group[K, V]) Forget(key K) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.forgetLocked(key, nil)
-	g.mu.Unlock()
 }
 
 // forgetLocked removes key from the in-flight map; when c is not nil, only if

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/herdtest"
 )
 
 // result is what one caller of Do got.
@@ -605,4 +606,28 @@ func TestRegressionFlightNilContextPanicsBeforeTheLock(t *testing.T) {
 	if v, err := g.Do(t.Context(), "k", func(context.Context) (int, error) { return 2, nil }); v != 2 || err != nil {
 		t.Fatalf("Do after a nil-context panic = %d, %v", v, err)
 	}
+}
+
+// The in-flight map was read with the group's mutex held and unlocked by
+// hand: a key of an interface type holding a value that cannot be hashed
+// panicked there and left every later call of the group hanging.
+func TestRegressionFlightUnhashableKeyLeavesTheGroupUsable(t *testing.T) {
+	var g flight.Group[any, int]
+	for name, call := range map[string]func(){
+		"Do":     func() { _, _ = g.Do(t.Context(), []int{1}, func(context.Context) (int, error) { return 1, nil }) },
+		"Forget": func() { g.Forget([]int{1}) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Fatalf("%s of an unhashable key did not panic", name)
+				}
+			}()
+			call()
+		}()
+	}
+	herdtest.Returns(t, "Do after the panics", func() error {
+		_, err := g.Do(context.Background(), "k", func(context.Context) (int, error) { return 1, nil })
+		return err
+	})
 }
