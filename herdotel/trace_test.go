@@ -155,6 +155,32 @@ func TestTraceStatus(t *testing.T) {
 	}
 }
 
+// A traced loader's context is still the loader's: herd.SetTTL works in it.
+func TestTraceKeepsTheLoadersContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tp, _ := tracing(t)
+		tr := herdotel.NewTracer("users", herdotel.WithTracerProvider(tp))
+		c := newCache(t, herd.WithObserver(tr))
+		calls := 0
+		load := herdotel.Trace(tr, func(ctx context.Context, _ string) (string, error) {
+			calls++
+			if !herd.SetTTL(ctx, 0) { // do not cache
+				t.Error("SetTTL in a traced loader: not a loader's context")
+			}
+			return "v", nil
+		})
+		for range 2 {
+			if _, err := c.Get(context.Background(), "k", load); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+		}
+		if calls != 2 {
+			t.Fatalf("%d loads of a value not to be cached, want 2", calls)
+		}
+	})
+}
+
 // A background refresh runs in its own span, a child of the span of the
 // read that found the value stale.
 func TestTraceRefresh(t *testing.T) {
