@@ -286,3 +286,38 @@ func TestWatchFallsBehind(t *testing.T) {
 	}
 	changes(got).key(t, "after")
 }
+
+// The watch's consumer deleted on the server (an operator, a server that
+// lost it) is a loss the watch reports as All; it starts a new consumer and
+// changes arrive again.
+func TestWatchConsumerDeleted(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.url())
+	s := newStore[string](t, js, "lostconsumer")
+	got := watchChanges(t, s)
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, "KV_lostconsumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := stream.ConsumerNames(ctx)
+	var deleted int
+	for name := range names.Name() {
+		if err := stream.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		deleted++
+	}
+	if names.Err() != nil || deleted != 1 {
+		t.Fatalf("deleted %d consumers (%v), want the watch's one", deleted, names.Err())
+	}
+	for range 2 { // at the loss, and once the new consumer runs
+		if c := got.next(t, 20*time.Second, "All after the consumer was deleted"); !c.All {
+			t.Fatalf("got %+v, want All", c)
+		}
+	}
+	if err := s.Set(ctx, "after", store.Entry[string]{Value: "v"}); err != nil {
+		t.Fatal(err)
+	}
+	got.key(t, "after")
+}
