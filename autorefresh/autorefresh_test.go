@@ -1618,3 +1618,26 @@ func TestRegressionAutorefreshNilContextPanics(t *testing.T) {
 		})
 	}
 }
+
+// The number of batches of a cut was computed as (n+size-1)/size, which
+// overflows for BatchSize(math.MaxInt): the loop panicked and the process
+// died. Every bound an option accepts works.
+func TestRegressionAutorefreshLargestOptionsWork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder(t, nil)
+		c := start(t, r, options{
+			ResyncPeriod: period, BatchSize: math.MaxInt, Parallelism: autorefresh.MaxParallelism,
+			RateLimit: rate.Inf, RateBurst: math.MaxInt, MaxItems: math.MaxInt, SyncTimeout: math.MaxInt64,
+		})
+		t0 := time.Now()
+		for _, id := range []string{"a", "b", "c"} {
+			mustCreate(t, c, id, job{})
+		}
+		at(t0, period)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.batches) != 1 || len(r.batches[0]) != 3 {
+			t.Fatalf("calls %v, want one of the 3 items", r.batches)
+		}
+	})
+}

@@ -115,7 +115,7 @@ func (c *Cache[K, V]) batches(ctx context.Context, items []Item[K, V]) []*batch[
 		}
 	}
 	size := c.cfg.batchSize
-	out := make([]*batch[K, V], 0, (len(items)+size-1)/size)
+	out := make([]*batch[K, V], 0, (len(items)-1)/size+1) // not len+size-1: size may be MaxInt
 	for len(items) > 0 {
 		n := min(size, len(items))
 		out = append(out, &batch[K, V]{items: items[:n:n]})
