@@ -46,9 +46,11 @@
 //
 // The cache is safe for concurrent use by the goroutines of a request. It
 // holds no lock while a function or the logger runs, so both may call the
-// cache. It starts no goroutine of its own; its lifetime is a timer
-// ([time.AfterFunc]) and its end with the request's context a
-// [context.AfterFunc], both of which run for an instant when they fire.
+// cache. Its lifetime is a timer ([time.AfterFunc]) and its end with the
+// request's context a [context.AfterFunc]: each runs a short function when
+// it fires, and both are released when the cache ends. (A context of a type
+// outside the standard library makes context.AfterFunc wait on a goroutine
+// until that context or the cache ends.)
 //
 // # Conventions
 //
