@@ -66,6 +66,7 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
+		w.cancelStop()
 		return nil, fmt.Errorf("natsstore: watch: %w", ErrClosed)
 	}
 	s.watches[w] = struct{}{}
@@ -89,10 +90,9 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 // A change is a message of the bucket's data keys as the consumer's
 // handler saw it, for the watch's goroutine to report.
 type change struct {
-	epoch  uint64
-	token  string // the subject after "$KV.<bucket>.d."
-	named  string // the Herd-Key header: the escaped key of a hashed token
-	expiry bool   // a server's marker, which names no key
+	epoch uint64
+	token string // the subject after "$KV.<bucket>.d."
+	named string // the Herd-Key header: the escaped key of a hashed token
 }
 
 type watch struct {
@@ -153,12 +153,7 @@ func (w *watch) start(ctx context.Context) error {
 			return
 		}
 		delivered = meta.Sequence.Consumer
-		h := m.Headers()
-		c := change{
-			epoch: epoch, token: strings.TrimPrefix(m.Subject(), w.prefix),
-			named:  h.Get(keyHeader),
-			expiry: h.Get(jetstream.MarkerReasonHeader) != "",
-		}
+		c := change{epoch: epoch, token: strings.TrimPrefix(m.Subject(), w.prefix), named: m.Headers().Get(keyHeader)}
 		select {
 		case w.items <- c:
 		default:
