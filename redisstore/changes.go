@@ -378,6 +378,7 @@ type node struct {
 	mu      sync.Mutex
 	ps      *redis.PubSub // nil while reconnecting
 	stopped bool
+	running bool                      // run began: a new connection means one was lost
 	conns   map[*trackedConn]struct{} // open connections of client
 }
 
@@ -424,6 +425,14 @@ func newNode(w *watch, o *redis.Options) *node {
 	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		n.mu.Lock()
+		running := n.running
+		n.mu.Unlock()
+		if running {
+			// go-redis replacing a broken connection, before it tells run
+			// (on run's goroutine, so in order): say so at once.
+			w.push(all)
 		}
 		conn, err := dial(ctx, network, addr)
 		if err != nil {
@@ -512,6 +521,9 @@ func (n *node) stop() {
 func (n *node) run(ps *redis.PubSub) {
 	defer n.w.wg.Done()
 	defer func() { _ = n.client.Close() }()
+	n.mu.Lock()
+	n.running = true
+	n.mu.Unlock()
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(n.ctx, n.w.ping)
