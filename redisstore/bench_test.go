@@ -168,6 +168,7 @@ func BenchmarkWrite(b *testing.B) {
 	})
 	b.Run("GetVersion+SetIf", func(b *testing.B) {
 		b.ReportAllocs()
+		reset(b, client)
 		for b.Loop() {
 			_, v, _, err := s.GetVersion(ctx, "cycle")
 			if err != nil {
@@ -177,6 +178,7 @@ func BenchmarkWrite(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		reportServerTime(b, client, "evalsha") // both scripts
 	})
 }
 
