@@ -132,6 +132,27 @@ func ExampleStore_GetMany() {
 	}
 }
 
+// A lease on a key across processes, with a fencing token that grows with
+// every acquisition. Compiled, not run: it needs a Redis server.
+func ExampleStore_TryLock() {
+	ctx := context.Background()
+	client := newRedisClient("localhost:6379")
+	defer client.Close()
+	jobs := redisstore.New[string](client, redisstore.Prefix("myapp-jobs"))
+
+	l, err := jobs.TryLock(ctx, "nightly-report", 30*time.Second)
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		fmt.Println("another process runs it")
+		return
+	case err != nil:
+		log.Print(err)
+		return
+	}
+	defer l.Unlock(ctx)
+	fmt.Println("running with fencing token", l.Token())
+}
+
 // A store needs a valid Prefix: no ':', '{' or '}'. An invalid one is a
 // programming error, caught when the option is built.
 func ExamplePrefix() {
