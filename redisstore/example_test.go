@@ -149,7 +149,7 @@ func ExampleStore_TryLock() {
 		log.Print(err)
 		return
 	}
-	defer l.Unlock(ctx)
+	defer func() { _ = l.Unlock(ctx) }()
 	fmt.Println("running with fencing token", l.Token())
 }
 
