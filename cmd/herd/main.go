@@ -16,8 +16,10 @@ import (
 // Exit statuses.
 const (
 	exitOK          = 0
-	exitFailed      = 1   // the run failed: an output could not be written
+	exitFailed      = 1   // an output could not be written
 	exitUsage       = 2   // a bad flag, store or URL
+	exitHerdFailed  = 3   // a herd setup failed more than half of its requests
+	exitBehind      = 4   // the machine could not send the requests on time
 	exitInterrupted = 130 // SIGINT or SIGTERM
 )
 
@@ -65,11 +67,10 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 
 	if o.store != "memory" {
-		open, closeStore, err := openStore(ctx, o.store)
+		open, err := openStore(ctx, o.store)
 		if err != nil {
 			return fail(exitUsage, "%v", err)
 		}
-		defer closeStore()
 		o.cfg.Store, o.cfg.StoreName = open, redact(o.store)
 	}
 
@@ -101,6 +102,16 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		if !o.json {
 			fmt.Fprintf(stdout, "\nwrote %s\n", o.html)
 		}
+	}
+	// The table says what went wrong; stderr says it in one line too, for
+	// whoever reads only the exit status and the log.
+	switch v := r.Verdict(); {
+	case len(v.Failing) > 0:
+		fmt.Fprintf(stderr, "herd: the run failed: %v failed most of its requests\n", v.Failing[0])
+		return exitHerdFailed
+	case len(v.Behind) > 0:
+		fmt.Fprintf(stderr, "herd: this machine could not send the requests on time: the numbers are not reliable\n")
+		return exitBehind
 	}
 	return exitOK
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -12,10 +11,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The command runs its herd setups over a real NATS JetStream (an embedded
-// server on a free loopback port), three instances sharing it, and deletes
-// the buckets it made.
-func TestRunOverNATS(t *testing.T) {
+// startNATS starts an embedded nats-server with JetStream on a free
+// loopback port for the test and returns its URL.
+func startNATS(t *testing.T) string {
+	t.Helper()
 	srv, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: freeTCPPort(t), JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
 	})
@@ -23,27 +22,25 @@ func TestRunOverNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Start()
-	defer func() {
+	t.Cleanup(func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-	}()
+	})
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready within 10s")
 	}
-	url := srv.ClientURL()
+	return srv.ClientURL()
+}
 
-	var stdout, stderr bytes.Buffer
-	code := run([]string{
-		"--store", url, "--instances", "3", "--duration", "2s", "--outage", "500ms",
-		"--clients", "8", "--keys", "100",
-	}, &stdout, &stderr)
-	if code != exitOK {
-		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+// The command runs its herd setups over a real NATS JetStream, three
+// instances sharing it, at a load the test machine sustains, reports the
+// run sound, and deletes the buckets it made.
+func TestRunOverNATS(t *testing.T) {
+	url := startNATS(t)
+	stdout := runHealthy(t, url)
+	if !strings.Contains(stdout, "share "+url) {
+		t.Fatalf("the output does not say it ran on %s:\n%s", url, stdout)
 	}
-	if !strings.Contains(stdout.String(), "share "+url) {
-		t.Fatalf("output does not say it ran on %s:\n%s", url, stdout.String())
-	}
-
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -56,4 +53,13 @@ func TestRunOverNATS(t *testing.T) {
 	for name := range js.KeyValueStoreNames(context.Background()).Name() {
 		t.Errorf("the run left bucket %q behind", name)
 	}
+}
+
+// A NATS server that hangs once the run has started fails most requests of
+// the herd setups: the command says so, prints no success summary, and
+// exits with status 3.
+func TestRunOverHungNATS(t *testing.T) {
+	url := startNATS(t)
+	p := newPausingProxy(t, strings.TrimPrefix(url, "nats://"))
+	runHung(t, "nats://"+p.addr(), p)
 }

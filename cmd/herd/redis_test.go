@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"net"
 	"os/exec"
@@ -67,21 +66,13 @@ func freeTCPPort(t *testing.T) int {
 }
 
 // The command runs its herd setups over a real Redis, three instances
-// sharing it, and removes what it wrote.
+// sharing it, at a load the test machine sustains, reports the run sound,
+// and removes what it wrote.
 func TestRunOverRedis(t *testing.T) {
 	url := startRedis(t)
-	var stdout, stderr bytes.Buffer
-	code := run([]string{
-		"--store", url, "--instances", "3", "--duration", "2s", "--outage", "500ms",
-		"--clients", "8", "--keys", "100",
-	}, &stdout, &stderr)
-	if code != exitOK {
-		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
-	}
-	for _, want := range []string{"herd (TTL)", "herd (SWR+SIE)", "share redis://127.0.0.1"} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Fatalf("output lacks %q:\n%s", want, stdout.String())
-		}
+	stdout := runHealthy(t, url)
+	if !strings.Contains(stdout, "share redis://127.0.0.1") {
+		t.Fatalf("the output does not say it ran on Redis:\n%s", stdout)
 	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
@@ -96,4 +87,14 @@ func TestRunOverRedis(t *testing.T) {
 	if len(keys) != 0 {
 		t.Fatalf("the run left %d keys behind, e.g. %q", len(keys), keys[0])
 	}
+}
+
+// A Redis that hangs once the run has started (it takes connections and
+// answers nothing, as a stopped process does) fails most requests of the
+// herd setups: the command says so, prints no success summary, and exits
+// with status 3.
+func TestRunOverHungRedis(t *testing.T) {
+	url := startRedis(t)
+	p := newPausingProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "redis://"), "/0"))
+	runHung(t, "redis://"+p.addr()+"/0", p)
 }

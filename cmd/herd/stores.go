@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,14 +22,20 @@ import (
 // answer: an unreachable server is an error at once, not a hung run.
 const connectTimeout = 3 * time.Second
 
-// openStore connects to the server of a --store URL (already checked by
-// checkStore) and returns what gives each herd setup its store there, and a
-// function that closes the connection. Every run writes under names of its
-// own and removes what it wrote, so runs never see each other's entries.
-func openStore(ctx context.Context, raw string) (func(context.Context, string) (sim.SharedStore, error), func(), error) {
+// storeOpener gives each herd instance of a run its store on a --store
+// server.
+type storeOpener = func(ctx context.Context, name string) (sim.SharedStore, error)
+
+// openStore checks that the server of a --store URL (already checked by
+// checkStore) answers, and returns what gives each instance of a herd setup
+// its store there: a connection of its own, as a process of a fleet has,
+// under names that the instances of one setup share. Every run writes
+// under names of its own, and the last instance of a setup to close removes
+// what the setup wrote, so runs never see each other's entries.
+func openStore(ctx context.Context, raw string) (storeOpener, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	run := make([]byte, 4)
 	_, _ = rand.Read(run)
@@ -41,39 +48,78 @@ func openStore(ctx context.Context, raw string) (func(context.Context, string) (
 	}
 }
 
+// lastOut counts the open instances of each setup, so that the last one to
+// close removes what the setup wrote.
+type lastOut struct {
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func (l *lastOut) opened(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open == nil {
+		l.open = make(map[string]int)
+	}
+	l.open[name]++
+}
+
+// closed reports whether name has no open instance left.
+func (l *lastOut) closed(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open[name]--
+	return l.open[name] == 0
+}
+
 // quietRedis drops go-redis's own log lines: the command reports a failed
 // connection itself, in one line.
 type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
 
-func openRedis(ctx context.Context, raw, id string) (func(context.Context, string) (sim.SharedStore, error), func(), error) {
+func openRedis(ctx context.Context, raw, id string) (storeOpener, error) {
 	redis.SetLogger(quietRedis{})
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("invalid URL %s: %w", redact(raw), err)
+		return nil, fmt.Errorf("invalid URL %s: %w", redact(raw), err)
 	}
+	// The settings that redisstore recommends: every call ends at its
+	// context's deadline, and a dead or hung server costs a request one
+	// quick retry, not go-redis's default dials, retries and waits of
+	// seconds.
 	opts.ContextTimeoutEnabled = true
-	opts.DialTimeout = connectTimeout
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.DialerRetries = 1
+	opts.ReadTimeout = 500 * time.Millisecond
+	opts.WriteTimeout = 500 * time.Millisecond
+	opts.PoolTimeout = time.Second
 	opts.MaxRetries = 1
-	client := redis.NewClient(opts)
+	probeOpts := *opts
+	probeOpts.DialTimeout = connectTimeout
+	probe := redis.NewClient(&probeOpts)
+	defer probe.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	if err := client.Ping(pingCtx).Err(); err != nil {
-		_ = client.Close()
-		return nil, nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
+	if err := probe.Ping(pingCtx).Err(); err != nil {
+		return nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
 	}
-	open := func(_ context.Context, name string) (sim.SharedStore, error) {
+	var instances lastOut
+	return func(_ context.Context, name string) (sim.SharedStore, error) {
 		prefix := id + "-" + name
+		client := redis.NewClient(opts)
 		s := redisstore.New[string](client, redisstore.Prefix(prefix))
+		instances.opened(name)
 		return sim.SharedStore{Store: s, Locker: s, Close: func() {
 			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 			defer cancel()
 			_ = s.Close(ctx)
-			removeRedisKeys(ctx, client, prefix+":*")
+			if instances.closed(name) {
+				removeRedisKeys(ctx, client, prefix+":*")
+			}
+			_ = client.Close()
 		}}, nil
-	}
-	return open, func() { _ = client.Close() }, nil
+	}, nil
 }
 
 // removeRedisKeys deletes the keys a run wrote, in batches, within ctx.
@@ -91,30 +137,59 @@ func removeRedisKeys(ctx context.Context, client *redis.Client, pattern string) 
 	}
 }
 
-func openNATS(ctx context.Context, raw, id string) (func(context.Context, string) (sim.SharedStore, error), func(), error) {
-	nc, err := nats.Connect(raw, nats.Timeout(connectTimeout), nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
+func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
+	connect := func() (*nats.Conn, jetstream.JetStream, error) {
+		// The settings that natsstore recommends: a hung server is noticed
+		// within seconds, and a write to a hung socket blocks calls for a
+		// second at most.
+		nc, err := nats.Connect(raw, nats.Timeout(connectTimeout),
+			nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+			nats.PingInterval(5*time.Second), nats.MaxPingsOutstanding(2),
+			nats.FlusherTimeout(time.Second))
+		if err != nil {
+			return nil, nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
+		}
+		js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(time.Second))
+		if err != nil {
+			nc.Close()
+			return nil, nil, fmt.Errorf("store %s: %w", redact(raw), err)
+		}
+		return nc, js, nil
 	}
-	js, err := jetstream.New(nc)
+	probe, js, err := connect()
 	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("store %s: %w", redact(raw), err)
+		return nil, err
 	}
-	open := func(ctx context.Context, name string) (sim.SharedStore, error) {
+	defer probe.Close()
+	// JetStream answers, or the run stops here, in one line.
+	infoCtx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if _, err := js.AccountInfo(infoCtx); err != nil {
+		return nil, fmt.Errorf("store %s: JetStream: %w", redact(raw), err)
+	}
+	var instances lastOut
+	return func(ctx context.Context, name string) (sim.SharedStore, error) {
 		bucket := id + "-" + name
+		nc, js, err := connect()
+		if err != nil {
+			return sim.SharedStore{}, err
+		}
 		newCtx, cancel := context.WithTimeout(ctx, connectTimeout)
 		defer cancel()
 		s, err := natsstore.New[string](newCtx, js, bucket)
 		if err != nil {
+			nc.Close()
 			return sim.SharedStore{}, fmt.Errorf("store %s: %w", redact(raw), err)
 		}
+		instances.opened(name)
 		return sim.SharedStore{Store: s, Locker: s, Close: func() {
 			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 			defer cancel()
 			_ = s.Close(ctx)
-			_ = js.DeleteKeyValue(ctx, bucket)
+			if instances.closed(name) {
+				_ = js.DeleteKeyValue(ctx, bucket)
+			}
+			nc.Close()
 		}}, nil
-	}
-	return open, nc.Close, nil
+	}, nil
 }

@@ -131,7 +131,7 @@ func describe(r *sim.Report) []string {
 			span(c.TTL), c.Instances, storeDesc(c))
 	}
 	swr := c.SWR()
-	return []string{
+	return append([]string{
 		fmt.Sprintf("%d clients × %s req/s for %v (%s requests per setup), %s keys (Zipf %v), client timeout %v",
 			c.Clients, strconv.FormatFloat(float64(time.Second)/float64(c.Interval), 'f', -1, 64),
 			span(c.Duration), count(requests(r)), count(uint64(c.Keys)), c.Zipf, span(c.Timeout)),
@@ -139,5 +139,5 @@ func describe(r *sim.Report) []string {
 		caches,
 		fmt.Sprintf("herd (SWR+SIE): refresh after %v, TTL %v, stale-if-error %v, load timeout %v",
 			span(swr.RefreshAfter), span(swr.TTL), span(swr.StaleIfError), span(swr.LoadTimeout)),
-	}
+	}, c.Notes...)
 }

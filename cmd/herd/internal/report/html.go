@@ -26,7 +26,7 @@ type pageData struct {
 	Header      []string
 	Legend      string
 	Rows        [][]string
-	Summary     string
+	Verdict     []string
 	Charts      []*chart
 }
 
@@ -42,7 +42,7 @@ func HTML(w io.Writer, r *sim.Report) error {
 		Elapsed:     span(r.Elapsed.Round(100 * time.Millisecond)),
 		Header:      columns,
 		Legend:      legend,
-		Summary:     summary(r),
+		Verdict:     Verdict(r),
 		Charts:      []*chart{callsChart(r), latencyChart(r)},
 	}
 	for i := range r.Setups {

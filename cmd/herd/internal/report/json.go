@@ -20,6 +20,18 @@ type jsonReport struct {
 	Interrupted bool        `json:"interrupted"`
 	Setups      []jsonSetup `json:"setups"`
 	SWR         jsonSWR     `json:"herd_swr_settings"`
+	Notes       []string    `json:"notes"`
+	Verdict     jsonVerdict `json:"verdict"`
+}
+
+// jsonVerdict judges the run: ok is false when a herd setup failed more
+// than half of its requests (failing) or when the machine could not send
+// the requests on time (behind); both list setup ids.
+type jsonVerdict struct {
+	OK      bool     `json:"ok"`
+	Failing []string `json:"failing"`
+	Behind  []string `json:"behind"`
+	Lines   []string `json:"lines"`
 }
 
 type jsonConfig struct {
@@ -60,6 +72,10 @@ type jsonSetup struct {
 	P50MS           float64        `json:"p50_ms"`
 	P99MS           float64        `json:"p99_ms"`
 	MaxMS           float64        `json:"max_ms"`
+	Late            uint64         `json:"late"`
+	NotSent         uint64         `json:"not_sent"`
+	LagP99MS        float64        `json:"lag_p99_ms"`
+	LagMaxMS        float64        `json:"lag_max_ms"`
 	Herd            *jsonHerdStats `json:"herd_stats,omitempty"`
 	Timeline        []jsonPoint    `json:"timeline"`
 }
@@ -88,6 +104,14 @@ type jsonPoint struct {
 	P99MS       float64 `json:"p99_ms"`
 }
 
+func ids(kinds []sim.Kind) []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.ID()
+	}
+	return out
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // JSON writes r as one indented JSON document.
@@ -109,7 +133,10 @@ func JSON(w io.Writer, r *sim.Report) error {
 			StaleIfErrorS: swr.StaleIfError.Seconds(), LoadTimeoutS: swr.LoadTimeout.Seconds(),
 		},
 		Setups: make([]jsonSetup, 0, len(r.Setups)),
+		Notes:  append([]string{}, c.Notes...),
 	}
+	v := r.Verdict()
+	out.Verdict = jsonVerdict{OK: v.OK(), Failing: ids(v.Failing), Behind: ids(v.Behind), Lines: Verdict(r)}
 	for i := range r.Setups {
 		s := &r.Setups[i]
 		js := jsonSetup{
@@ -117,6 +144,7 @@ func JSON(w io.Writer, r *sim.Report) error {
 			OutageErrors: s.OutageErrors, Stale: s.Stale, Hits: s.Hits, HitRatio: s.HitRatio(),
 			SourceCalls: s.SourceCalls, PeakCallsPerSec: s.PeakCallsPerSec,
 			P50MS: ms(s.P50), P99MS: ms(s.P99), MaxMS: ms(s.Max),
+			Late: s.Late, NotSent: s.NotSent, LagP99MS: ms(s.LagP99), LagMaxMS: ms(s.LagMax),
 			Timeline: make([]jsonPoint, len(s.Timeline)),
 		}
 		if h := s.HerdStats; h != nil {

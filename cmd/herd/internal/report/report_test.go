@@ -61,7 +61,8 @@ func TestTable(t *testing.T) {
 		"herd (SWR+SIE): refresh after 5s, TTL 10s, stale-if-error 1h, load timeout 500ms",
 		"setup           source calls  peak/s    p50    p99    max  errors  in outage  stale  hit ratio\n",
 		"no cache              64,000   6,400  1.0ms  900ms  1.00s   3,003      3,000      0       0.0%\n",
-		"herd (SWR+SIE): 28× fewer source calls than no cache; 0 errors during the outage against 3,000 without a cache.",
+		"load delivered: 100.0% of requests sent within 100ms of their time (generator lag p99 0, max 0).\n" +
+			"herd (SWR+SIE): 28× fewer source calls than no cache; 0 errors during the outage against 3,000 without a cache.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the table has no line with %q", want)
@@ -82,6 +83,52 @@ func TestTable(t *testing.T) {
 	}
 }
 
+// A run where a herd setup failed most of its requests says so, and only
+// that: no line sums up what herd saved.
+func TestTableFailed(t *testing.T) {
+	r := fixture()
+	swr := &r.Setups[3]
+	swr.Errors, swr.HerdStats.StoreErrors = 60000, 59000
+	ttl := &r.Setups[2]
+	ttl.Errors = 32001
+	var b bytes.Buffer
+	if err := Table(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	want := "\nload delivered: 100.0% of requests sent within 100ms of their time (generator lag p99 0, max 0).\n" +
+		"FAILED: herd (TTL) failed 50.0% of its requests (32,001 of 64,000); herd (SWR+SIE) failed 93.8% of its requests " +
+		"(60,000 of 64,000); 59,000 store operations failed or timed out.\n"
+	if !strings.HasSuffix(out, want) || strings.Contains(out, "fewer source calls") {
+		t.Fatalf("the table ends\n%s\nwant\n%s", out[strings.LastIndex(out, "refresh time"):], want)
+	}
+	if v := r.Verdict(); len(v.Failing) != 2 {
+		t.Fatalf("verdict %+v", v)
+	}
+}
+
+// A run that the machine could not send on time says so plainly, and does
+// not sum up what herd saved.
+func TestTableBehind(t *testing.T) {
+	r := fixture()
+	for i := range r.Setups {
+		s := &r.Setups[i]
+		s.Requests, s.Late, s.NotSent = 63000, 1000, 1000
+		s.LagP99, s.LagMax = 120*time.Millisecond, 900*time.Millisecond
+	}
+	var b bytes.Buffer
+	if err := Table(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	want := "\nLOAD NOT DELIVERED: this machine could not send the requests on time: up to 3.1% of a setup's requests were sent " +
+		"more than 100ms late (4,000) or not at all (4,000), generator lag p99 120ms. Every setup's numbers suffer; " +
+		"run fewer --clients or --instances, or on a quieter machine.\n"
+	if !strings.HasSuffix(out, want) || strings.Contains(out, "fewer source calls") {
+		t.Fatalf("the table ends\n%s\nwant\n%s", out[strings.LastIndex(out, "refresh time"):], want)
+	}
+}
+
 func TestJSON(t *testing.T) {
 	var b bytes.Buffer
 	if err := JSON(&b, fixture()); err != nil {
@@ -93,7 +140,13 @@ func TestJSON(t *testing.T) {
 			DurationS float64 `json:"duration_s"`
 		} `json:"config"`
 		OutageFromS float64 `json:"outage_from_s"`
-		Setups      []struct {
+		Verdict     struct {
+			OK      bool     `json:"ok"`
+			Failing []string `json:"failing"`
+			Behind  []string `json:"behind"`
+			Lines   []string `json:"lines"`
+		} `json:"verdict"`
+		Setups []struct {
 			ID          string                  `json:"id"`
 			SourceCalls uint64                  `json:"source_calls"`
 			P99MS       float64                 `json:"p99_ms"`
@@ -119,6 +172,9 @@ func TestJSON(t *testing.T) {
 		if (s.Herd != nil) != (i >= 2) || (s.Herd != nil && s.Herd.Loads != s.SourceCalls) {
 			t.Errorf("setup %s: herd stats %+v", s.ID, s.Herd)
 		}
+	}
+	if v := got.Verdict; !v.OK || v.Failing == nil || len(v.Failing) != 0 || len(v.Behind) != 0 || len(v.Lines) != 2 {
+		t.Errorf("verdict %+v", v)
 	}
 	if got.Setups[2].HitRatio != 0.625 {
 		t.Errorf("hit ratio %v, want 0.625", got.Setups[2].HitRatio)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 )
@@ -38,9 +39,9 @@ func Table(w io.Writer, r *sim.Report) error {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\n" + legend + "\n")
-	if s := summary(r); s != "" {
-		b.WriteString("\n" + s + "\n")
+	b.WriteString("\n" + legend + "\n\n")
+	for _, l := range Verdict(r) {
+		b.WriteString(l + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -61,6 +62,68 @@ func row(s *sim.SetupReport) []string {
 		latency(s.P50), latency(s.P99), latency(s.Max),
 		count(s.Errors), count(s.OutageErrors), count(s.Stale), percent(s.HitRatio()),
 	}
+}
+
+// Verdict returns the lines that judge run r: whether the machine delivered
+// the load, then either the failures of the herd setups, or, over a sound
+// run, the line that sums up the difference herd made.
+func Verdict(r *sim.Report) []string {
+	v := r.Verdict()
+	lines := []string{loadLine(r, v)}
+	if len(v.Failing) > 0 {
+		return append(lines, failedLine(r, v))
+	}
+	if s := summary(r); s != "" && v.OK() {
+		lines = append(lines, s)
+	}
+	return lines
+}
+
+// loadLine says whether the load generator sent the requests on time.
+func loadLine(r *sim.Report, v sim.Verdict) string {
+	var behind float64
+	var late, notSent, due uint64
+	var lagP99, lagMax time.Duration
+	for i := range r.Setups {
+		s := &r.Setups[i]
+		behind = max(behind, s.Behind())
+		late, notSent, due = late+s.Late, notSent+s.NotSent, due+s.Due()
+		lagP99, lagMax = max(lagP99, s.LagP99), max(lagMax, s.LagMax)
+	}
+	lateAfter := span(r.Config.LateAfter())
+	if len(v.Behind) == 0 {
+		onTime := 1.0
+		if due > 0 {
+			onTime = 1 - float64(late+notSent)/float64(due)
+		}
+		return fmt.Sprintf("load delivered: %s of requests sent within %v of their time (generator lag p99 %s, max %s).",
+			percent(onTime), lateAfter, latency(lagP99), latency(lagMax))
+	}
+	return fmt.Sprintf("LOAD NOT DELIVERED: this machine could not send the requests on time: up to %s of a setup's requests "+
+		"were sent more than %v late (%s) or not at all (%s), generator lag p99 %s. Every setup's numbers suffer; "+
+		"run fewer --clients or --instances, or on a quieter machine.",
+		percent(behind), lateAfter, count(late), count(notSent), latency(lagP99))
+}
+
+// failedLine names the herd setups that failed most of their requests.
+func failedLine(r *sim.Report, v sim.Verdict) string {
+	parts := make([]string, 0, len(v.Failing))
+	var storeErrors uint64
+	for _, k := range v.Failing {
+		for i := range r.Setups {
+			if s := &r.Setups[i]; s.Kind == k {
+				parts = append(parts, fmt.Sprintf("%v failed %s of its requests (%s of %s)", k, percent(s.ErrorRatio()), count(s.Errors), count(s.Requests)))
+				if s.HerdStats != nil {
+					storeErrors += s.HerdStats.StoreErrors
+				}
+			}
+		}
+	}
+	line := "FAILED: " + strings.Join(parts, "; ")
+	if storeErrors > 0 {
+		line += fmt.Sprintf("; %s store operations failed or timed out", count(storeErrors))
+	}
+	return line + "."
 }
 
 // summary is one line comparing the stale-while-revalidate setup with no

@@ -63,7 +63,20 @@ func (e *engine) peakWindow() time.Duration {
 // are open-loop, like the users of a service: a slow answer does not delay
 // the next request, so every setup gets the same requests at the same times,
 // and client id of every setup draws the same keys.
+//
+// A machine too busy to send a request at its time sends it late, and the
+// request counts its lag; one whose deadline passed before it could be sent
+// is not sent at all, and counted as such: so the backlog of an overloaded
+// machine stays bounded, and the report can say the load was not delivered.
 func (e *engine) client(ctx context.Context, s *setup, id int) {
+	// The deadlines of a client's requests hang on a context of the
+	// client's own. Hung on one context shared by every client, each
+	// request would add itself to, then remove itself from, that context's
+	// children under its one mutex: at tens of thousands of requests a
+	// second the mutex becomes a convoy that every request queues on, the
+	// requests pile up faster than they finish, and the run collapses.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	rng := rand.New(rand.NewPCG(e.cfg.Seed, uint64(id)))
 	var zipf *rand.Zipf
 	if len(e.keys) > 1 {
@@ -82,22 +95,38 @@ func (e *engine) client(ctx context.Context, s *setup, id int) {
 		}
 		key := e.keys[0]
 		if zipf != nil {
-			key = e.keys[zipf.Uint64()]
+			key = e.keys[zipf.Uint64()] // drawn even when not sent: the draws stay the same
 		}
-		requests.Go(func() { e.request(ctx, s, id, key) })
+		if time.Since(next) >= e.cfg.Timeout {
+			s.rec.notSent()
+			continue
+		}
+		due := next
+		requests.Go(func() { e.request(ctx, s, id, key, due) })
 	}
 }
 
-// request sends one request of client id to s and records it.
-func (e *engine) request(ctx context.Context, s *setup, id int, key string) {
+// request sends one request of client id to s, due at due, and records it.
+// Its deadline and its latency count from when it is sent; how late that
+// was is recorded apart, as the load generator's lag, so that a setup is
+// not blamed for the machine's.
+func (e *engine) request(ctx context.Context, s *setup, id int, key string, due time.Time) {
 	sent := time.Now()
+	lag := sent.Sub(due)
+	if lag >= e.cfg.Timeout {
+		// The client would have given up on it before it could be sent.
+		if ctx.Err() == nil {
+			s.rec.notSent()
+		}
+		return
+	}
 	reqCtx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	a, err := s.read(reqCtx, id, key)
 	cancel()
 	if ctx.Err() != nil {
 		return // interrupted: this request says nothing about the setup
 	}
-	s.rec.request(sent, time.Since(sent), a, err)
+	s.rec.request(due, time.Since(sent), lag, a, err)
 }
 
 // sleepUntil waits on timer until t, and reports false if ctx ended first.

@@ -14,7 +14,8 @@ type recorder struct {
 	mu                             sync.Mutex
 	requests, errors, outageErrors uint64
 	stale, hits, calls             uint64
-	latency                        histogram
+	late, unsent                   uint64
+	latency, lag                   histogram
 	buckets                        []bucket
 }
 
@@ -33,16 +34,21 @@ func newRecorder(e *engine) *recorder {
 	return &recorder{e: e, buckets: make([]bucket, e.buckets)}
 }
 
-// request records a request sent at sent that took took.
-func (r *recorder) request(sent time.Time, took time.Duration, a answer, err error) {
-	b := r.e.bucketOf(sent)
-	outage := r.e.inOutage(sent)
+// request records a request due at due, sent lag after that, that took
+// took.
+func (r *recorder) request(due time.Time, took, lag time.Duration, a answer, err error) {
+	b := r.e.bucketOf(due)
+	outage := r.e.inOutage(due)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.requests++
 	r.buckets[b].requests++
 	r.latency.add(took)
 	r.buckets[b].latency.add(took)
+	r.lag.add(lag)
+	if lag > r.e.cfg.LateAfter() {
+		r.late++
+	}
 	switch {
 	case err != nil:
 		r.errors++
@@ -58,6 +64,14 @@ func (r *recorder) request(sent time.Time, took time.Duration, a answer, err err
 			r.stale++
 		}
 	}
+}
+
+// notSent records a request that was not sent: its deadline passed before
+// the machine could send it.
+func (r *recorder) notSent() {
+	r.mu.Lock()
+	r.unsent++
+	r.mu.Unlock()
 }
 
 // call records a call of the source started at t.
@@ -81,8 +95,9 @@ func (r *recorder) report(kind Kind) SetupReport {
 	defer r.mu.Unlock()
 	s := SetupReport{
 		Kind: kind, Requests: r.requests, Errors: r.errors, OutageErrors: r.outageErrors,
-		Stale: r.stale, Hits: r.hits, SourceCalls: r.calls,
+		Stale: r.stale, Hits: r.hits, SourceCalls: r.calls, Late: r.late, NotSent: r.unsent,
 		P50: r.latency.quantile(0.50), P99: r.latency.quantile(0.99), Max: r.latency.max,
+		LagP99: r.lag.quantile(0.99), LagMax: r.lag.max,
 		Timeline: make([]Point, len(r.buckets)),
 	}
 	for i := range r.buckets {

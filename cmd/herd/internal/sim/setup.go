@@ -18,8 +18,8 @@ type setup struct {
 	// read answers one request of client for key.
 	read func(ctx context.Context, client int, key string) (answer, error)
 
-	caches     []*herd.Cache[string] // the instances of a herd setup
-	closeStore func()                // releases the store they share
+	caches      []*herd.Cache[string] // the instances of a herd setup
+	closeStores []func()              // release their stores, in order
 }
 
 func (e *engine) newSetup(ctx context.Context, k Kind) (*setup, error) {
@@ -51,21 +51,10 @@ func (e *engine) newSetup(ctx context.Context, k Kind) (*setup, error) {
 
 // newHerd builds the instances of a herd setup: caches over one shared
 // store, with a shared lock when there are several, as processes sharing a
-// Redis would be. The store is in memory unless the Config gives one.
+// Redis would be. The store is in memory unless the Config gives one; then
+// each instance opens it through a connection of its own.
 func (s *setup) newHerd(ctx context.Context, e *engine) error {
 	c := e.cfg
-	var shared SharedStore
-	if c.Store != nil {
-		name := map[Kind]string{Herd: "ttl", HerdSWR: "swr"}[s.kind]
-		var err error
-		if shared, err = c.Store(ctx, name); err != nil {
-			return err
-		}
-	} else {
-		mem := memory.New[string](memory.MaxEntries(c.Keys + 1000))
-		shared = SharedStore{Store: mem, Locker: newLocker(), Close: func() { _ = mem.Close(context.Background()) }}
-	}
-	s.closeStore = shared.Close
 	opts := []herd.Option{herd.WithLogger(slog.New(slog.DiscardHandler))}
 	// A lease outlasts any load: a load runs until the source answers or,
 	// with a load timeout, until that.
@@ -79,11 +68,28 @@ func (s *setup) newHerd(ctx context.Context, e *engine) error {
 	default:
 		opts = append(opts, herd.TTL(c.TTL))
 	}
-	if c.Instances > 1 {
-		opts = append(opts, herd.WithLocker(shared.Locker, lockTTL))
+	var mem SharedStore
+	if c.Store == nil {
+		m := memory.New[string](memory.MaxEntries(c.Keys + 1000))
+		mem = SharedStore{Store: m, Locker: m, Close: func() { _ = m.Close(context.Background()) }}
+		s.closeStores = append(s.closeStores, mem.Close)
 	}
+	name := map[Kind]string{Herd: "ttl", HerdSWR: "swr"}[s.kind]
 	for range c.Instances {
-		s.caches = append(s.caches, herd.New[string](fleetStore{shared.Store}, opts...))
+		shared := mem
+		if c.Store != nil {
+			var err error
+			if shared, err = c.Store(ctx, name); err != nil {
+				s.close()
+				return err
+			}
+			s.closeStores = append(s.closeStores, shared.Close)
+		}
+		o := opts
+		if c.Instances > 1 {
+			o = append(o[:len(o):len(o)], herd.WithLocker(shared.Locker, lockTTL))
+		}
+		s.caches = append(s.caches, herd.New[string](fleetStore{shared.Store}, o...))
 	}
 	load := herd.Loader[string](s.src.load)
 	s.read = func(ctx context.Context, client int, key string) (answer, error) {
@@ -107,7 +113,7 @@ type fleetStore struct {
 }
 
 // close closes the setup's caches, waiting for their background refreshes,
-// then their store.
+// then their stores.
 func (s *setup) close() {
 	ctx := context.Background()
 	for _, c := range s.caches {
@@ -115,8 +121,8 @@ func (s *setup) close() {
 		// within its latency or its outage hang.
 		_ = c.Close(ctx)
 	}
-	if s.closeStore != nil {
-		s.closeStore()
+	for _, release := range s.closeStores {
+		release()
 	}
 }
 

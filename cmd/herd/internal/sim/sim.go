@@ -54,13 +54,20 @@ type Config struct {
 	// Setups are the setups to run, in order; nil runs [AllSetups].
 	Setups []Kind
 
-	// Store, if set, gives the store that the instances of a herd setup
-	// share, in place of an in-memory one: a Redis or NATS store, say. name
-	// tells the setups of a run apart. Run releases it when the setup ends.
+	// Store, if set, opens the store of one instance of a herd setup, in
+	// place of the in-memory store that the instances share otherwise: a
+	// Redis or NATS store, say. Every instance of a setup opens it under the
+	// same name, so the instances share its entries and its lock, each
+	// through a connection of its own, as processes do; the name tells the
+	// setups of a run apart. Run calls the Close of each store it opened,
+	// in the order it opened them, when the setup ends.
 	Store func(ctx context.Context, name string) (SharedStore, error)
 	// StoreName names that store in reports, without credentials; empty
 	// is "memory".
 	StoreName string
+	// Notes are lines that reports print under the scenario: why a
+	// default was changed for this run, say.
+	Notes []string
 
 	// Progress, if set, is called every ProgressEvery while the clients
 	// run, from a goroutine of its own.
@@ -87,8 +94,8 @@ var Defaults = Config{
 	ProgressEvery: 100 * time.Millisecond,
 }
 
-// A SharedStore is a store that the instances of a herd setup share, as
-// processes share a Redis or a NATS bucket.
+// A SharedStore is one instance's way into the store that the instances of
+// a herd setup share, as processes share a Redis or a NATS bucket.
 type SharedStore struct {
 	Store  store.Store[string]
 	Locker store.Locker // makes the instances load a key once across the fleet
@@ -142,6 +149,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// LateAfter is how late a request may be sent, after its time, and still
+// count as sent on time: a tenth of the client's timeout.
+func (c *Config) LateAfter() time.Duration {
+	return c.Timeout / 10
 }
 
 // OutageWindow returns when the outage starts and ends, counted from the
@@ -271,6 +284,69 @@ type SetupReport struct {
 	P50, P99, Max   time.Duration
 	HerdStats       *herd.Stats // summed over instances; nil for setups that are not herd
 	Timeline        []Point
+
+	// What the load generator delivered. Requests were sent; of them, Late
+	// were sent more than [Config.LateAfter] after their time, because the
+	// machine was too busy to send them sooner. NotSent were due but never
+	// sent: their deadline had passed before the machine could send them.
+	// LagP99 and LagMax are how late the sent requests were.
+	Late, NotSent  uint64
+	LagP99, LagMax time.Duration
+}
+
+// Due is the number of requests the scenario gave the setup: those sent and
+// those the machine could not send.
+func (s *SetupReport) Due() uint64 { return s.Requests + s.NotSent }
+
+// Behind is the share of the setup's due requests that were sent late or
+// not at all; 0 when none were due.
+func (s *SetupReport) Behind() float64 {
+	if s.Due() == 0 {
+		return 0
+	}
+	return float64(s.Late+s.NotSent) / float64(s.Due())
+}
+
+// ErrorRatio is the share of the requests sent that failed; 0 when none
+// were sent.
+func (s *SetupReport) ErrorRatio() float64 {
+	if s.Requests == 0 {
+		return 0
+	}
+	return float64(s.Errors) / float64(s.Requests)
+}
+
+// MaxBehind is the share of a setup's requests that may be sent late or not
+// at all before a run is judged not to have delivered its load.
+const MaxBehind = 0.01
+
+// A Verdict says whether a run showed what it set out to show.
+type Verdict struct {
+	// Failing are the herd setups that failed more than half of the
+	// requests sent to them.
+	Failing []Kind
+	// Behind are the setups more than [MaxBehind] of whose requests were
+	// sent late or not at all: the machine could not deliver the load, and
+	// the numbers of every setup, which share it, are suspect.
+	Behind []Kind
+}
+
+// OK reports whether the run neither failed nor fell behind.
+func (v Verdict) OK() bool { return len(v.Failing) == 0 && len(v.Behind) == 0 }
+
+// Verdict judges the run.
+func (r *Report) Verdict() Verdict {
+	var v Verdict
+	for i := range r.Setups {
+		s := &r.Setups[i]
+		if (s.Kind == Herd || s.Kind == HerdSWR) && s.ErrorRatio() > 0.5 {
+			v.Failing = append(v.Failing, s.Kind)
+		}
+		if s.Behind() > MaxBehind {
+			v.Behind = append(v.Behind, s.Kind)
+		}
+	}
+	return v
 }
 
 // HitRatio is Hits over Requests; 0 when there were no requests.
@@ -317,6 +393,10 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		setups = append(setups, s)
 	}
 
+	// The clients' schedule starts now that the setups are ready: opening
+	// a remote store takes a while, and must not count as the clients'
+	// lag.
+	e.start = time.Now()
 	clientsCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var progress sync.WaitGroup

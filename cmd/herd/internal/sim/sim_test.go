@@ -63,12 +63,17 @@ func TestScenario(t *testing.T) {
 			s.Kind, s.Requests, s.SourceCalls, s.PeakCallsPerSec, s.P50, s.P99, s.Max, s.Errors, s.OutageErrors, s.Stale, s.HitRatio())
 	}
 
-	// Open-loop clients: every setup gets every scheduled request.
+	// Open-loop clients: every setup gets every scheduled request, on time
+	// in a bubble, where the machine is never too busy.
 	want := uint64(c.Clients) * uint64(c.Duration/c.Interval)
 	for _, s := range r.Setups {
-		if s.Requests != want {
-			t.Errorf("%v: %d requests, want %d", s.Kind, s.Requests, want)
+		if s.Requests != want || s.Late != 0 || s.NotSent != 0 || s.LagMax != 0 {
+			t.Errorf("%v: %d requests, %d late, %d not sent, lag up to %v; want %d, all on time",
+				s.Kind, s.Requests, s.Late, s.NotSent, s.LagMax, want)
 		}
+	}
+	if v := r.Verdict(); !v.OK() {
+		t.Errorf("verdict %+v, want OK", v)
 	}
 	if none.SourceCalls != none.Requests || none.Hits != 0 {
 		t.Errorf("no cache: %d source calls and %d hits for %d requests", none.SourceCalls, none.Hits, none.Requests)
@@ -131,6 +136,56 @@ func TestScenario(t *testing.T) {
 	if r.OutageFrom != 7*time.Second || r.OutageTo != 13*time.Second {
 		t.Errorf("outage from %v to %v, want 7s to 13s", r.OutageFrom, r.OutageTo)
 	}
+}
+
+// A source slower than every client's deadline fails every request: the
+// verdict names both herd setups as failing, and the run as delivered.
+func TestVerdictFailing(t *testing.T) {
+	c := Defaults
+	c.Duration, c.Clients, c.Keys, c.Outage = 2*time.Second, 2, 10, 0
+	c.Latency, c.Timeout = 10*time.Second, 100*time.Millisecond
+	r := run(t, c)
+	v := r.Verdict()
+	if len(v.Failing) != 2 || v.Failing[0] != Herd || v.Failing[1] != HerdSWR || len(v.Behind) != 0 || v.OK() {
+		t.Fatalf("verdict %+v, want herd and herd-swr failing, none behind", v)
+	}
+	for _, k := range []Kind{Herd, HerdSWR} {
+		if s := setupOf(t, r, k); s.ErrorRatio() != 1 {
+			t.Errorf("%v: error ratio %v, want 1", k, s.ErrorRatio())
+		}
+	}
+}
+
+// A request that the machine sends late counts as late; one whose deadline
+// passed before it could be sent is not sent, and counts as such; the
+// verdict says the load was not delivered.
+func TestLateAndUnsentRequests(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := Defaults
+		c.Duration, c.Keys = 2*time.Second, 10
+		e := newEngine(&c, time.Now())
+		s, err := e.newSetup(t.Context(), NoCache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.close()
+		// Each request is due the given time before it is sent.
+		for _, ago := range []time.Duration{0, c.LateAfter(), c.LateAfter() + time.Millisecond, c.Timeout} {
+			e.request(t.Context(), s, 0, "key:1", time.Now().Add(-ago))
+		}
+		got := s.report()
+		if got.Requests != 3 || got.Late != 1 || got.NotSent != 1 || got.Due() != 4 || got.LagMax != c.LateAfter()+time.Millisecond {
+			t.Fatalf("%d requests, %d late, %d not sent, %d due, lag up to %v; want 3, 1, 1, 4, %v",
+				got.Requests, got.Late, got.NotSent, got.Due(), got.LagMax, c.LateAfter()+time.Millisecond)
+		}
+		if got.Behind() != 0.5 {
+			t.Fatalf("behind %v, want 0.5", got.Behind())
+		}
+		r := Report{Config: c, Setups: []SetupReport{got}}
+		if v := r.Verdict(); len(v.Behind) != 1 || v.OK() {
+			t.Fatalf("verdict %+v, want no-cache behind", v)
+		}
+	})
 }
 
 // Several instances of a herd setup share one store and one lock: each key

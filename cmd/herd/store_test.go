@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// runHealthy runs the command over the store at url at a load that a test
+// machine sustains, and checks that it judged the run sound: the success
+// summary and exit status 0. A machine too busy to send the requests on
+// time (under -race, beside other tests) is the one other honest outcome:
+// then the command must say so and withhold the summary, and exit with
+// status 4, or 3 if the herd setups failed most requests too. Over a
+// healthy store, on a machine that kept up, no herd setup may fail most of
+// its requests.
+func runHealthy(t *testing.T, url string) (stdout string) {
+	t.Helper()
+	var out, errs bytes.Buffer
+	code := run([]string{
+		"--store", url, "--instances", "3", "--duration", "2s", "--clients", "2", "--keys", "50",
+	}, &out, &errs)
+	stdout = out.String()
+	behind := strings.Contains(stdout, "\nLOAD NOT DELIVERED: ")
+	switch {
+	case behind && (code == exitBehind || code == exitHerdFailed) && !strings.Contains(stdout, "fewer source calls"):
+		t.Logf("the machine was too busy to send the requests on time, and the command said so:\n%s", stdout)
+	case code == exitOK && !behind && !strings.Contains(stdout, "FAILED"):
+		if !strings.Contains(stdout, "\nload delivered: ") || !strings.Contains(stdout, "fewer source calls than no cache") {
+			t.Fatalf("a sound run without its summary:\n%s", stdout)
+		}
+	default:
+		t.Fatalf("exit %d, stderr:\n%s\nstdout:\n%s", code, errs.String(), stdout)
+	}
+	return stdout
+}
+
+// runHung runs the command over the store at url, reached through p, which
+// hangs from the first second of the run to its end, and checks that the
+// command reports the herd setups' failure: no success summary, exit
+// status 3.
+func runHung(t *testing.T, url string, p *pausingProxy) {
+	t.Helper()
+	var out bytes.Buffer
+	// The progress lines on stderr tell the test where the run is.
+	errs := &watcher{on: map[string]func(){"  1.0s/4s ": p.pause, "  4.0s/4s ": p.resume}}
+	code := run([]string{
+		"--store", url, "--instances", "2", "--duration", "4s", "--outage", "0s",
+		"--clients", "4", "--keys", "50", "--timeout", "300ms",
+	}, &out, errs)
+	p.resume()
+	stdout := out.String()
+	if code != exitHerdFailed || !strings.Contains(stdout, "\nFAILED: herd (TTL) failed ") ||
+		!strings.Contains(stdout, "herd (SWR+SIE) failed ") || strings.Contains(stdout, "fewer source calls") {
+		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, stdout, errs.String())
+	}
+	if !strings.Contains(errs.String(), "herd: the run failed: herd (TTL) failed most of its requests\n") {
+		t.Fatalf("stderr:\n%s", errs.String())
+	}
+}
+
+// A watcher is the command's stderr: it keeps what is written and calls
+// the function of each marker the first time the marker is written.
+type watcher struct {
+	mu   sync.Mutex
+	b    strings.Builder
+	on   map[string]func()
+	done map[string]bool
+}
+
+func (w *watcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.b.Write(p)
+	var fire []func()
+	for marker, f := range w.on {
+		if !w.done[marker] && strings.Contains(w.b.String(), marker) {
+			if w.done == nil {
+				w.done = make(map[string]bool)
+			}
+			w.done[marker] = true
+			fire = append(fire, f)
+		}
+	}
+	w.mu.Unlock()
+	for _, f := range fire {
+		f()
+	}
+	return len(p), nil
+}
+
+func (w *watcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// A pausingProxy forwards TCP connections on loopback to a server. While
+// paused it still takes connections and reads what both sides send, but
+// delivers nothing, as a hung server does; on resume it delivers what it
+// held. Closing it, at the end of the test, closes every connection.
+type pausingProxy struct {
+	l      net.Listener
+	target string
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	paused bool
+	closed bool
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func newPausingProxy(t *testing.T, target string) *pausingProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pausingProxy{l: l, target: target}
+	p.cond = sync.NewCond(&p.mu)
+	p.wg.Go(p.accept)
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *pausingProxy) addr() string { return p.l.Addr().String() }
+
+func (p *pausingProxy) pause() {
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+}
+
+func (p *pausingProxy) resume() {
+	p.mu.Lock()
+	p.paused = false
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+func (p *pausingProxy) close() {
+	_ = p.l.Close()
+	p.mu.Lock()
+	p.closed = true
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	p.cond.Broadcast()
+	p.wg.Wait()
+}
+
+func (p *pausingProxy) accept() {
+	for {
+		client, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			_ = client.Close()
+			_ = server.Close()
+			return
+		}
+		p.conns = append(p.conns, client, server)
+		p.mu.Unlock()
+		p.pipe(server, client)
+		p.pipe(client, server)
+	}
+}
+
+// pipe forwards what src sends to dst: a reader that never stops reading,
+// and a writer that delivers what was read unless the proxy is paused.
+func (p *pausingProxy) pipe(dst, src net.Conn) {
+	var (
+		queue [][]byte
+		eof   bool
+	)
+	p.wg.Go(func() {
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			p.mu.Lock()
+			if n > 0 {
+				queue = append(queue, buf[:n])
+			}
+			eof = err != nil
+			p.mu.Unlock()
+			p.cond.Broadcast()
+			if err != nil {
+				return
+			}
+		}
+	})
+	p.wg.Go(func() {
+		defer dst.Close()
+		for {
+			p.mu.Lock()
+			// Wait while there is nothing to deliver, or delivery is paused,
+			// unless the proxy closed or the source ended with nothing left.
+			for !p.closed && (len(queue) > 0 || !eof) && (p.paused || len(queue) == 0) {
+				p.cond.Wait()
+			}
+			if p.closed || len(queue) == 0 {
+				p.mu.Unlock()
+				return
+			}
+			chunk := queue[0]
+			queue = queue[1:]
+			p.mu.Unlock()
+			if _, err := dst.Write(chunk); err != nil && !errors.Is(err, io.EOF) {
+				return
+			}
+		}
+	})
+}
