@@ -152,6 +152,7 @@ func TestColdKeyStampedeLoadsOnce(t *testing.T) {
 		if n := src.calls.Load(); n != 1 {
 			t.Fatalf("%d loads for %d concurrent callers, want 1", n, callers)
 		}
+		synctest.Wait() // the store write follows the callers' answer
 		if n := s.sets.Load(); n != 1 {
 			t.Fatalf("%d store writes, want 1", n)
 		}
@@ -895,7 +896,7 @@ func TestInvalidOptionsPanic(t *testing.T) {
 		"zero workers":             herd.Workers(0),
 		"zero queue":               herd.QueueSize(0),
 		"backoff max below min":    herd.RefreshBackoff(time.Minute, time.Second),
-		"locker without lease TTL": herd.WithLocker(newLocker(), 0),
+		"locker without lease TTL": herd.WithLocker(&memory.Locker{}, 0),
 	} {
 		t.Run(name, func(t *testing.T) {
 			defer func() {

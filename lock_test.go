@@ -11,84 +11,19 @@ import (
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/memory"
-	"github.com/herdcache/herd/store/storetest"
 )
 
-// locker is an in-process store.Locker with real leases, standing in for the
-// lock of a shared backend so that several caches in one test behave like
-// several processes.
-type locker struct {
-	mu     sync.Mutex
-	leases map[string]*lease
-	tokens map[string]uint64
-}
-
-type lease struct {
-	owner   *locker
-	key     string
-	token   uint64
-	expires time.Time
-}
-
-func newLocker() *locker {
-	return &locker{leases: make(map[string]*lease), tokens: make(map[string]uint64)}
-}
-
-func (l *locker) TryLock(_ context.Context, key string, ttl time.Duration) (store.Lock, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if cur, ok := l.leases[key]; ok && time.Now().Before(cur.expires) {
-		return nil, store.ErrLocked
-	}
-	l.tokens[key]++
-	le := &lease{owner: l, key: key, token: l.tokens[key], expires: time.Now().Add(ttl)}
-	l.leases[key] = le
-	return le, nil
-}
-
-func (le *lease) held() bool {
-	cur, ok := le.owner.leases[le.key]
-	return ok && cur == le && time.Now().Before(le.expires)
-}
-
-func (le *lease) Unlock(context.Context) error {
-	le.owner.mu.Lock()
-	defer le.owner.mu.Unlock()
-	if !le.held() {
-		return store.ErrNotHeld
-	}
-	delete(le.owner.leases, le.key)
-	return nil
-}
-
-func (le *lease) Extend(_ context.Context, ttl time.Duration) error {
-	le.owner.mu.Lock()
-	defer le.owner.mu.Unlock()
-	if !le.held() {
-		return store.ErrNotHeld
-	}
-	le.expires = time.Now().Add(ttl)
-	return nil
-}
-
-func (le *lease) Token() uint64 { return le.token }
-
-// sharedStore is one "client" of a backend shared by several caches: a
-// common memory store and a common locker.
-type sharedStore[T any] struct {
+// lockedStore is one "client" of a backend shared by several caches: a
+// common memory store, with a lock given apart from it.
+type lockedStore[T any] struct {
 	*memory.Store[T]
-	*locker
+	*memory.Locker
 }
 
-// The test locker passes the lock part of the conformance suite, so the
-// cache's lock tests below stand on a locker that behaves like the real ones.
-func TestLockerConformance(t *testing.T) {
-	mem := memory.New[storetest.Value]()
-	defer mem.Close(context.Background())
-	lk := newLocker()
-	storetest.Run(t, func(*testing.T) store.Store[storetest.Value] {
-		return sharedStore[storetest.Value]{mem, lk}
-	})
+// TryLock resolves the choice between the store's own locker and the given
+// one: the given one, as in the tests a test takes its lock from it.
+func (s lockedStore[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
+	return s.Locker.TryLock(ctx, key, ttl)
 }
 
 // Three caches sharing a store and a locker, 300 callers each on one cold
@@ -96,10 +31,10 @@ func TestLockerConformance(t *testing.T) {
 func TestLockerMakesOneLoadAcrossInstances(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memory.New[string]()
-		lk := newLocker()
+		lk := &memory.Locker{}
 		var caches []*herd.Cache[string]
 		for range 3 {
-			c := herd.New[string](sharedStore[string]{mem, lk}, herd.TTL(time.Minute),
+			c := herd.New[string](lockedStore[string]{mem, lk}, herd.TTL(time.Minute),
 				herd.WithLocker(lk, 5*time.Second), herd.WithLogger(discard))
 			caches = append(caches, c)
 		}
@@ -142,8 +77,8 @@ func TestLockerMakesOneLoadAcrossInstances(t *testing.T) {
 func TestRefreshSkipsALockedKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memory.New[string]()
-		lk := newLocker()
-		c := herd.New[string](sharedStore[string]{mem, lk}, herd.RefreshAfter(time.Minute),
+		lk := &memory.Locker{}
+		c := herd.New[string](lockedStore[string]{mem, lk}, herd.RefreshAfter(time.Minute),
 			herd.WithLocker(lk, time.Hour), herd.WithLogger(discard))
 		defer func() { _ = c.Close(context.Background()); _ = mem.Close(context.Background()) }()
 		src := &source{value: "v"}
@@ -174,8 +109,8 @@ func TestRefreshSkipsALockedKey(t *testing.T) {
 func TestLockHolderThatNeverDelivers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memory.New[string]()
-		lk := newLocker()
-		c := herd.New[string](sharedStore[string]{mem, lk}, herd.WithLocker(lk, 2*time.Second), herd.WithLogger(discard))
+		lk := &memory.Locker{}
+		c := herd.New[string](lockedStore[string]{mem, lk}, herd.WithLocker(lk, 2*time.Second), herd.WithLogger(discard))
 		defer func() { _ = c.Close(context.Background()); _ = mem.Close(context.Background()) }()
 		if _, err := lk.TryLock(context.Background(), "k", time.Hour); err != nil { // the crashed holder
 			t.Fatal(err)

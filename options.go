@@ -39,6 +39,11 @@ const (
 	DefaultBackoffMax   = time.Minute
 	DefaultLoadTimeout  = 0 // none: a load runs until its loader returns
 	DefaultStoreTimeout = time.Second
+
+	// MaxWorkers and MaxQueueSize bound Workers and QueueSize: past them a
+	// value is a mistake (the queue is allocated whole on first use).
+	MaxWorkers   = 1 << 14
+	MaxQueueSize = 1 << 20
 )
 
 func defaultConfig() config {
@@ -91,13 +96,13 @@ func LoadTimeout(d time.Duration) Option { return func(c *config) { c.loadTimeou
 func StoreTimeout(d time.Duration) Option { return func(c *config) { c.storeTimeout = d } }
 
 // Workers is the number of background refreshes that run at once. Workers
-// are started when there is work and exit when there is none. Default:
-// [DefaultWorkers].
+// are started when there is work and exit when there is none. n must be in
+// [1, MaxWorkers]. Default: [DefaultWorkers].
 func Workers(n int) Option { return func(c *config) { c.workers = n } }
 
 // QueueSize bounds the refreshes waiting for a worker; past it, a refresh is
 // dropped and counted, and the key is tried again on a later stale read.
-// Default: [DefaultQueueSize].
+// n must be in [1, MaxQueueSize]. Default: [DefaultQueueSize].
 func QueueSize(n int) Option { return func(c *config) { c.queueSize = n } }
 
 // RefreshBackoff sets how long a key waits after a failed load before it is
@@ -110,13 +115,22 @@ func RefreshBackoff(minimum, maximum time.Duration) Option {
 	return func(c *config) { c.backoffMin, c.backoffMax = minimum, maximum }
 }
 
-// WithLocker makes loads exclusive across processes that share a store: the
-// loader runs only in the process that holds the key's lock, for at most
-// ttl. On a cold or expired key, the others wait for the holder's value to
-// appear in the store, up to ttl and their own context, and load it
-// themselves only if it does not; a background refresh that finds the lock
-// taken is skipped. A store that implements [store.Locker] is usually given
-// here. Default: no locker; in one process, loads are one per key anyway.
+// WithLocker makes loads exclusive across processes that share a store (see
+// lock.go for the protocol). The loader of a key runs only in the process
+// that holds the key's lock; the holder extends its lease every third of ttl
+// while the loader runs, so that as long as the backend answers, at most one
+// loader of a key runs across the fleet at a time, however long it takes.
+// On a cold or expired key, the others wait for the holder's value to appear
+// in the store, up to ttl and their own context, and load it themselves only
+// if it does not, or as soon as the store fails; a background refresh that
+// finds the lock taken is skipped and counted in [Stats.RefreshesSkipped].
+// Every lock call is bounded by [StoreTimeout]: a locker that fails or hangs
+// costs a load without the lock, never an error or a stuck key. When the
+// backend does not answer (a lease lost, two holders), a store that
+// implements [store.Versioned] still keeps the older load from overwriting
+// the newer: write-backs are conditional. A store that implements
+// [store.Locker] is usually given here. Default: no locker; in one process,
+// loads are one per key anyway.
 func WithLocker(l store.Locker, ttl time.Duration) Option {
 	return func(c *config) { c.locker, c.lockTTL = l, ttl }
 }
@@ -144,8 +158,8 @@ func (c *config) validate() {
 	check(c.jitter >= 0 && c.jitter < 1, "Jitter must be in [0, 1), got %v", c.jitter)
 	check(c.loadTimeout >= 0, "LoadTimeout must not be negative, got %v", c.loadTimeout)
 	check(c.storeTimeout > 0, "StoreTimeout must be positive, got %v", c.storeTimeout)
-	check(c.workers > 0, "Workers must be positive, got %d", c.workers)
-	check(c.queueSize > 0, "QueueSize must be positive, got %d", c.queueSize)
+	check(c.workers > 0 && c.workers <= MaxWorkers, "Workers must be in [1, %d], got %d", MaxWorkers, c.workers)
+	check(c.queueSize > 0 && c.queueSize <= MaxQueueSize, "QueueSize must be in [1, %d], got %d", MaxQueueSize, c.queueSize)
 	check(c.backoffMin > 0 && c.backoffMax >= c.backoffMin,
 		"RefreshBackoff needs 0 < minimum <= maximum, got %v and %v", c.backoffMin, c.backoffMax)
 	check(c.locker == nil || c.lockTTL > 0, "WithLocker needs a positive lock TTL, got %v", c.lockTTL)

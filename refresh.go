@@ -4,23 +4,16 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/herdcache/herd/store"
 )
 
-// maxBackoffKeys bounds the keys whose failures the cache remembers. When it
-// is reached, an arbitrary key is forgotten: that key may then be retried
-// sooner than its backoff said, which costs a load, never a wrong value.
-const maxBackoffKeys = 10_000
-
 // refresher runs background refreshes on a pool of at most cfg.workers
 // goroutines, started when there is work and gone when there is none, fed by
 // a queue of at most cfg.queueSize keys. A key is queued or running at most
-// once at a time. It also remembers, per key, the failures of recent loads,
-// and says when the key may be tried again.
+// once at a time, and not while it backs off after a failure.
 type refresher[T any] struct {
 	c *Cache[T]
 
@@ -28,9 +21,9 @@ type refresher[T any] struct {
 	queue   []refreshTask[T] // ring buffer of cfg.queueSize tasks, allocated on first use
 	head, n int
 	keys    map[string]struct{} // queued or running
+	peak    int                 // the largest len(keys) since keys was made
 	running int
 	closed  bool
-	backoff map[string]backoff
 	workers sync.WaitGroup
 }
 
@@ -40,141 +33,120 @@ type refreshTask[T any] struct {
 	load Loader[T]
 }
 
-type backoff struct {
-	failures int
-	next     time.Time
-}
-
-func (r *refresher[T]) init(c *Cache[T]) {
-	r.c = c
-	r.keys = make(map[string]struct{})
-	r.backoff = make(map[string]backoff)
-}
+func (r *refresher[T]) init(c *Cache[T]) { r.c = c }
 
 // schedule queues a refresh of key unless one is queued or running, the key
 // backs off after a failure, or the cache is closed. A full queue drops it.
 // It never blocks on the refresh.
 func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T], now time.Time) {
+	if r.c.backoff.active(key, now) {
+		return
+	}
+	queued, dropped := r.enqueue(refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load})
+	switch {
+	case queued:
+		r.c.event(ctx, &r.c.stats.refreshesQueued, EventRefreshQueued, key)
+	case dropped:
+		r.c.event(ctx, &r.c.stats.refreshesDropped, EventRefreshDropped, key)
+	}
+}
+
+// enqueue adds t to the queue and starts a worker if one is missing.
+// Every path out unlocks, so that nothing that panics here can leave the
+// mutex held.
+func (r *refresher[T]) enqueue(t refreshTask[T]) (queued, dropped bool) {
 	r.mu.Lock()
-	if _, busy := r.keys[key]; busy || r.closed {
-		r.mu.Unlock()
-		return
+	defer r.mu.Unlock()
+	if _, busy := r.keys[t.key]; busy || r.closed {
+		return false, false
 	}
-	if b, ok := r.backoff[key]; ok && now.Before(b.next) {
-		r.mu.Unlock()
-		return
-	}
-	if r.n == r.c.cfg.queueSize {
-		r.mu.Unlock()
-		r.c.event(&r.c.stats.refreshesDropped, EventRefreshDropped, key)
-		return
+	cfg := &r.c.cfg
+	if r.n == cfg.queueSize {
+		return false, true
 	}
 	if r.queue == nil {
-		r.queue = make([]refreshTask[T], r.c.cfg.queueSize)
+		r.queue, r.head = make([]refreshTask[T], cfg.queueSize), 0
 	}
-	r.queue[(r.head+r.n)%len(r.queue)] = refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load}
+	if r.keys == nil {
+		r.keys = make(map[string]struct{})
+	}
+	r.queue[(r.head+r.n)%len(r.queue)] = t
 	r.n++
-	r.keys[key] = struct{}{}
-	if r.running < r.c.cfg.workers {
+	r.keys[t.key] = struct{}{}
+	r.peak = max(r.peak, len(r.keys))
+	if r.running < cfg.workers {
 		r.running++
 		r.workers.Add(1)
 		go r.work()
 	}
-	r.mu.Unlock()
-	r.c.event(&r.c.stats.refreshesQueued, EventRefreshQueued, key)
+	return true, false
 }
 
 // work runs queued refreshes until the queue is empty or the cache closes.
 func (r *refresher[T]) work() {
 	defer r.workers.Done()
 	for {
-		r.mu.Lock()
-		if r.n == 0 || r.closed {
-			r.running--
-			r.mu.Unlock()
+		t, ok := r.next()
+		if !ok {
 			return
 		}
-		t := r.queue[r.head]
-		r.queue[r.head] = refreshTask[T]{}
-		r.head = (r.head + 1) % len(r.queue)
-		r.n--
-		r.mu.Unlock()
-
 		r.run(t)
+		r.finished(t.key)
+	}
+}
 
-		r.mu.Lock()
-		delete(r.keys, t.key)
-		r.mu.Unlock()
+// next takes the next task, or reports that the worker should exit.
+func (r *refresher[T]) next() (refreshTask[T], bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 || r.closed {
+		r.running--
+		return refreshTask[T]{}, false
+	}
+	t := r.queue[r.head]
+	r.queue[r.head] = refreshTask[T]{}
+	r.head = (r.head + 1) % len(r.queue)
+	r.n--
+	return t, true
+}
+
+// finished lets key be queued again. The queue and key map are dropped when
+// the pool goes idle after a burst, so that memory returns to its idle size.
+func (r *refresher[T]) finished(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.keys, key)
+	if len(r.keys) == 0 && r.n == 0 && r.peak > shrinkAbove {
+		r.keys, r.queue, r.peak = nil, nil, 0
 	}
 }
 
 // run refreshes one key through the cache's flight group, so that a caller
 // whose entry expired meanwhile joins the refresh instead of loading again.
+// It recovers what escapes it (an observer or a log handler that panics), so
+// that the worker lives on.
 func (r *refresher[T]) run(t refreshTask[T]) {
 	c := r.c
+	defer c.recoverCallback(t.ctx, "refresh")
 	_, err := c.flight.Do(t.ctx, t.key, func(ctx context.Context) (store.Entry[T], error) {
 		return c.load(ctx, t.key, t.load, true)
 	})
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, errLockedElsewhere) || errors.Is(err, ErrClosed) {
 		return
 	}
-	c.observe(&c.stats.refreshesFailed, Event{Kind: EventRefreshFailed, Key: t.key, Err: err})
-	c.refreshErrLog.Log(context.Background(), c.cfg.logger, slog.LevelWarn, "herd: background refresh failed; serving the old value",
-		slog.String("key", t.key), slog.Any("error", err))
-}
-
-// failed records a failed load of key at now and sets when it may be tried
-// again: exponential backoff with jitter.
-func (r *refresher[T]) failed(key string, now time.Time) {
-	cfg := &r.c.cfg
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b, ok := r.backoff[key]
-	if !ok && len(r.backoff) >= maxBackoffKeys {
-		for k := range r.backoff {
-			delete(r.backoff, k)
-			break
-		}
-	}
-	b.failures++
-	d := cfg.backoffMin
-	for i := 1; i < b.failures && d < cfg.backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, cfg.backoffMax)
-	d = d/2 + rand.N(d/2+1) // equal jitter: between half and all of d
-	b.next = now.Add(d)
-	r.backoff[key] = b
-}
-
-// succeeded forgets the failures of key.
-func (r *refresher[T]) succeeded(key string) {
-	r.mu.Lock()
-	if len(r.backoff) > 0 {
-		delete(r.backoff, key)
-	}
-	r.mu.Unlock()
-}
-
-// backingOff reports whether key failed recently and should not be loaded
-// again before its backoff ends.
-func (r *refresher[T]) backingOff(key string, now time.Time) bool {
-	r.mu.Lock()
-	b, ok := r.backoff[key]
-	r.mu.Unlock()
-	return ok && now.Before(b.next)
+	c.observe(t.ctx, &c.stats.refreshesFailed, Event{Kind: EventRefreshFailed, Key: t.key, Err: err})
+	c.log(t.ctx, &c.refreshErrLog, slog.LevelWarn, "herd: background refresh failed; serving the old value",
+		slog.String("key", t.key), slog.Any("err", err))
 }
 
 // close drops the queued refreshes and makes the workers exit after the
 // refresh each is running.
 func (r *refresher[T]) close() {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.closed = true
-	for i := range r.queue {
-		r.queue[i] = refreshTask[T]{}
-	}
+	clear(r.queue)
 	r.n = 0
-	r.mu.Unlock()
 }
 
 // wait waits for the workers to exit.

@@ -117,9 +117,9 @@ func TestRegressionGoexitServedAsStale(t *testing.T) {
 // gatedLocker blocks TryLock while its gate is set, as a remote lock does for
 // a network round trip.
 type gatedLocker struct {
-	*locker
-	mu   sync.Mutex
-	gate chan struct{}
+	locker *memory.Locker
+	mu     sync.Mutex
+	gate   chan struct{}
 }
 
 func (g *gatedLocker) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
@@ -138,7 +138,7 @@ func (g *gatedLocker) TryLock(ctx context.Context, key string, ttl time.Duration
 func TestRegressionForegroundJoinsSkippedRefresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memory.New[string]()
-		lk := &gatedLocker{locker: newLocker()}
+		lk := &gatedLocker{locker: &memory.Locker{}}
 		c := herd.New[string](mem, herd.TTL(2*time.Minute), herd.RefreshAfter(time.Minute),
 			herd.WithLocker(lk, time.Minute), herd.WithLogger(discard))
 		defer func() { _ = c.Close(context.Background()) }()
@@ -200,6 +200,19 @@ func (s *blockingStore) Set(ctx context.Context, key string, e store.Entry[strin
 	return s.Store.Set(ctx, key, e)
 }
 
+// SetIf blocks as Set does: it is how the cache writes a load back.
+func (s *blockingStore) SetIf(ctx context.Context, key string, e store.Entry[string], v store.Version) error {
+	s.sets.Add(1)
+	if s.blockSets.Load() {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Store.SetIf(ctx, key, e, v)
+}
+
 // Invariant 7: the caller is never blocked past its context. A Set that lands
 // while a load of the key writes its result waits on that write (a
 // sync.Mutex in writeGuard.supersede), whatever its own context says. A
@@ -246,6 +259,16 @@ func (s *ctxStore) Set(ctx context.Context, key string, e store.Entry[string]) e
 		return ctx.Err()
 	}
 	return s.Store.Set(ctx, key, e)
+}
+
+func (s *ctxStore) SetIf(ctx context.Context, key string, e store.Entry[string], v store.Version) error {
+	select {
+	case <-time.After(s.latency):
+	case <-ctx.Done():
+		s.errs.Add(1)
+		return ctx.Err()
+	}
+	return s.Store.SetIf(ctx, key, e, v)
 }
 
 // LoadTimeout bounds the load. The store write of a successful load runs on
@@ -431,7 +454,7 @@ func TestRegressionNoSecondLoadWhileTheWriteLands(t *testing.T) {
 func TestRegressionLockWinnerRereadsTheStore(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memory.New[string]()
-		lk := &gatedLocker{locker: newLocker()}
+		lk := &gatedLocker{locker: &memory.Locker{}}
 		c := herd.New[string](mem, herd.TTL(time.Minute), herd.WithLocker(lk, time.Minute), herd.WithLogger(discard))
 		defer func() { _ = c.Close(context.Background()) }()
 		gate := make(chan struct{})

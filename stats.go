@@ -25,7 +25,11 @@ type Stats struct {
 	RefreshesFailed  uint64 // background refreshes whose load failed
 
 	StaleOnError uint64 // stale values returned because a load failed
-	StoreErrors  uint64 // store reads and writes that failed
+	StoreErrors  uint64 // store reads, writes and lock calls that failed
+
+	RefreshesSkipped uint64 // background refreshes skipped because another process held the key's lock
+	WriteConflicts   uint64 // loads not written back because the key was written since they began
+	CallbackPanics   uint64 // panics of observers and log handlers, recovered
 }
 
 // An EventKind says what an [Event] counts.
@@ -45,6 +49,8 @@ const (
 	EventRefreshFailed // Err is the load's error
 	EventStaleOnError  // Err is the load's error
 	EventStoreError    // Err is the store's error
+	EventRefreshSkipped
+	EventWriteConflict
 )
 
 var eventNames = [...]string{
@@ -52,6 +58,7 @@ var eventNames = [...]string{
 	EventSharedWait: "shared_wait", EventLockWait: "lock_wait", EventLoad: "load",
 	EventRefreshQueued: "refresh_queued", EventRefreshDropped: "refresh_dropped",
 	EventRefreshFailed: "refresh_failed", EventStaleOnError: "stale_on_error", EventStoreError: "store_error",
+	EventRefreshSkipped: "refresh_skipped", EventWriteConflict: "write_conflict",
 }
 
 // String returns the event's name in snake case, as metrics use it.
@@ -71,7 +78,11 @@ type Event struct {
 }
 
 // An Observer receives a cache's events as they happen, on the goroutine that
-// caused them. Observe must be fast and must not block or call the cache.
+// caused them (a caller's, a load's or a refresh worker's), never under a
+// lock of the cache. Observe must be fast: it runs on the hit path. It may
+// call the cache, though a Get from Observe on an event of the same key can
+// recurse. A panic in Observe is recovered wherever it runs, counted in
+// [Stats.CallbackPanics] and logged; the cache goes on.
 type Observer interface {
 	Observe(Event)
 }
@@ -91,6 +102,7 @@ type counters struct {
 	loads, loadErrors, loadNanos                            atomic.Uint64
 	refreshesQueued, refreshesDropped, refreshesFailed      atomic.Uint64
 	staleOnError, storeErrors                               atomic.Uint64
+	refreshesSkipped, writeConflicts, callbackPanics        atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -100,6 +112,7 @@ func (c *counters) snapshot() Stats {
 		Loads: c.loads.Load(), LoadErrors: c.loadErrors.Load(), LoadTime: time.Duration(c.loadNanos.Load()),
 		RefreshesQueued: c.refreshesQueued.Load(), RefreshesDropped: c.refreshesDropped.Load(),
 		RefreshesFailed: c.refreshesFailed.Load(), StaleOnError: c.staleOnError.Load(), StoreErrors: c.storeErrors.Load(),
+		RefreshesSkipped: c.refreshesSkipped.Load(), WriteConflicts: c.writeConflicts.Load(), CallbackPanics: c.callbackPanics.Load(),
 	}
 }
 

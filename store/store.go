@@ -41,6 +41,12 @@ func (e *Entry[T]) Live(now time.Time) bool {
 	return e.KeepUntil.IsZero() || now.Before(e.KeepUntil)
 }
 
+// Expired reports whether e is past its ExpiresAt at now: it is then served
+// only while a load that should replace it fails (stale-if-error).
+func (e *Entry[T]) Expired(now time.Time) bool {
+	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
+}
+
 // A Store holds entries by key. Every method honours its context and is safe
 // for concurrent use.
 //

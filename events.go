@@ -1,0 +1,65 @@
+package herd
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/herdcache/herd/internal/ratelog"
+)
+
+// count adds a hit to a striped counter and tells the observer.
+func (c *Cache[T]) count(n *stripedCounter, kind EventKind, key string) {
+	n.add()
+	if c.cfg.observer != nil {
+		c.notify(context.Background(), Event{Kind: kind, Key: key})
+	}
+}
+
+func (c *Cache[T]) event(ctx context.Context, n *atomic.Uint64, kind EventKind, key string) {
+	c.observe(ctx, n, Event{Kind: kind, Key: key})
+}
+
+func (c *Cache[T]) observe(ctx context.Context, n *atomic.Uint64, e Event) {
+	n.Add(1)
+	c.notify(ctx, e)
+}
+
+// notify hands e to the observer, if any, recovering a panic in it.
+func (c *Cache[T]) notify(ctx context.Context, e Event) {
+	o := c.cfg.observer
+	if o == nil {
+		return
+	}
+	defer c.recoverCallback(ctx, "observer")
+	o.Observe(e)
+}
+
+// recoverCallback, deferred, recovers a panic of a callback that the cache
+// runs (an observer, a log handler), counts and logs it.
+func (c *Cache[T]) recoverCallback(ctx context.Context, what string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	c.stats.callbackPanics.Add(1)
+	c.log(ctx, &c.callbackLog, slog.LevelError, "herd: "+what+" panicked; recovered",
+		slog.Any("err", r))
+}
+
+// log logs through the cache's logger at most once per ratelog.Every for
+// lim. A panic of the log handler is recovered and counted, not logged.
+func (c *Cache[T]) log(ctx context.Context, lim *ratelog.Limiter, level slog.Level, msg string, attrs ...slog.Attr) {
+	defer func() {
+		if recover() != nil {
+			c.stats.callbackPanics.Add(1)
+		}
+	}()
+	lim.Log(ctx, c.cfg.logger, level, msg, attrs...)
+}
+
+func (c *Cache[T]) storeError(ctx context.Context, op, key string, err error) {
+	c.observe(ctx, &c.stats.storeErrors, Event{Kind: EventStoreError, Key: key, Err: err})
+	c.log(ctx, &c.storeErrLog, slog.LevelWarn, "herd: store failed; loading from the source instead",
+		slog.String("op", op), slog.String("key", key), slog.Any("err", err))
+}

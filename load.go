@@ -1,0 +1,183 @@
+package herd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/store"
+)
+
+// loadAndWait loads key through the flight group and waits on ctx. old is the
+// expired entry the store still had, if any, for stale-if-error.
+func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], old *store.Entry[T]) (Result[T], error) {
+	c.event(ctx, &c.stats.misses, EventMiss, key)
+	var (
+		leader bool
+		e      store.Entry[T]
+		shared bool
+		err    error
+	)
+	// A background refresh that found the key locked by another process
+	// gives up; a caller that joined it starts a foreground load, which
+	// waits for that process's value instead. One retry is enough, as a
+	// foreground load never gives up that way; the bound is a safeguard.
+	for range 3 {
+		e, shared, err = c.flight.DoShared(ctx, key, func(ctx context.Context) (store.Entry[T], error) {
+			leader = true
+			return c.load(ctx, key, load, false)
+		})
+		if !errors.Is(err, errLockedElsewhere) {
+			break
+		}
+	}
+	if err != nil {
+		return c.loadFailed(ctx, key, old, err)
+	}
+	// leader was written by the load's goroutine before the result was
+	// published, so it is safe to read once DoShared returned the result.
+	if shared && !leader {
+		c.event(ctx, &c.stats.sharedWaits, EventSharedWait, key)
+	}
+	return result(&e, StatusLoaded, e.StoredAt), nil
+}
+
+// loadFailed turns the error of a load that a caller waited for into what
+// the caller gets: its own context's error, the old value if stale-if-error
+// covers it, or the error wrapped with the key.
+func (c *Cache[T]) loadFailed(ctx context.Context, key string, old *store.Entry[T], err error) (Result[T], error) {
+	if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		return Result[T]{}, ctxErr
+	}
+	switch {
+	case errors.Is(err, ErrClosed):
+		return Result[T]{}, ErrClosed
+	case errors.Is(err, ErrNotFound):
+		return Result[T]{}, fmt.Errorf("herd: %q: %w", key, err)
+	}
+	// A loader that panicked or called runtime.Goexit has a bug: its error
+	// reaches the caller rather than hide behind a stale value.
+	var pe *flight.PanicError
+	if old != nil && !old.NotFound && !errors.As(err, &pe) && !errors.Is(err, flight.ErrGoexit) {
+		if now := time.Now(); old.Live(now) {
+			c.observe(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: err})
+			return result(old, StatusStaleOnError, now), nil
+		}
+	}
+	return Result[T]{}, fmt.Errorf("herd: load %q: %w", key, err)
+}
+
+// errLockedElsewhere ends a background refresh whose key another process is
+// refreshing.
+var errLockedElsewhere = errors.New("herd: key locked by another process")
+
+// errLoaderPanicked is the error of the load event of a loader that panicked
+// or called runtime.Goexit; its callers get the flight package's error.
+var errLoaderPanicked = errors.New("herd: loader panicked or called runtime.Goexit")
+
+// load runs the loader for key and stores its answer; it runs once per key at
+// a time, on the flight group's goroutine, whose context callCtx is. A value
+// is published to the callers as soon as the loader returns it; the store
+// write and the unlock that follow keep the key's call in flight, so that no
+// second load overlaps them, but make no caller wait. With a locker, the
+// load runs under the key's lease (see lock.go).
+func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], refresh bool) (store.Entry[T], error) {
+	c.lifeMu.RLock()
+	if c.closed.Load() {
+		c.lifeMu.RUnlock()
+		return store.Entry[T]{}, ErrClosed
+	}
+	c.loads.Add(1)
+	c.lifeMu.RUnlock()
+	defer c.loads.Done()
+
+	ctx := callCtx
+	if c.cfg.loadTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.loadTimeout)
+		defer cancel()
+	}
+	pending := c.writes.begin(key)
+	defer c.writes.end(key, pending)
+
+	var base writeBase
+	if c.cfg.locker != nil {
+		l := c.lockLoad(ctx, callCtx, key, refresh)
+		switch l.outcome {
+		case skipRefresh:
+			return store.Entry[T]{}, errLockedElsewhere
+		case holderStored:
+			if l.entry.NotFound {
+				return l.entry, ErrNotFound
+			}
+			return l.entry, nil
+		case loadLocked:
+			// Deferred before the write below, so it runs after it: the
+			// lease is kept and held until the value is in the store.
+			defer l.release(callCtx)
+		case loadUnlocked:
+		}
+		base = l.base
+	}
+	if !base.read && c.versioned != nil {
+		_, _, base = c.readForLoad(ctx, key)
+	}
+
+	var ttl entryTTL
+	v, err := c.callLoader(context.WithValue(ctx, entryTTLKey{}, &ttl), key, load)
+
+	// The store write gets its own time budget, whatever the loader used.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(callCtx), c.cfg.storeTimeout)
+	defer cancel()
+	now := time.Now()
+	switch {
+	case err == nil:
+		c.backoff.succeeded(key)
+		e, keep := c.newEntry(v, now, &ttl)
+		flight.Publish(callCtx, e)
+		if keep {
+			c.writeBack(wctx, key, pending, base, &e)
+		} else {
+			c.writeBack(wctx, key, pending, base, nil) // no longer cacheable: drop the old entry
+		}
+		return e, nil
+	case errors.Is(err, ErrNotFound):
+		c.backoff.succeeded(key) // the source answered
+		if c.cfg.negativeTTL > 0 {
+			ne := c.negativeEntry(now)
+			c.writeBack(wctx, key, pending, base, &ne)
+		} else {
+			c.writeBack(wctx, key, pending, base, nil)
+		}
+		return store.Entry[T]{NotFound: true}, err
+	default:
+		c.backoff.failed(key, now, &c.cfg)
+		return store.Entry[T]{}, err
+	}
+}
+
+// callLoader calls load and counts the call, also when the loader panics or
+// calls runtime.Goexit: such a load counts as failed and the key backs off.
+// The panic itself goes on to the flight group, which hands it to the callers.
+func (c *Cache[T]) callLoader(ctx context.Context, key string, load Loader[T]) (v T, err error) {
+	start := time.Now()
+	returned := false
+	defer func() {
+		took := time.Since(start)
+		if !returned {
+			err = errLoaderPanicked
+			c.backoff.failed(key, time.Now(), &c.cfg)
+		}
+		c.stats.loads.Add(1)
+		c.stats.loadNanos.Add(uint64(took))
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			c.stats.loadErrors.Add(1)
+		}
+		c.notify(ctx, Event{Kind: EventLoad, Key: key, Duration: took, Err: err})
+	}()
+	v, err = load(ctx, key)
+	returned = true
+	return v, err
+}
