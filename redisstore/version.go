@@ -32,17 +32,17 @@ local function foreign(val)
 	return tonumber(string.sub(redis.sha1hex(val), 1, 12), 16) * 4 + 2
 end
 
--- current returns the version of the key holding val, the version of its
--- last write through the store, and that write's fingerprint.
-local function current(val)
-	local last, fp = record()
+-- current returns the version of the key holding val (false: no entry),
+-- given its record: the version of its last write through the store and
+-- that write's fingerprint.
+local function current(val, last, fp)
 	if fp == nil or fp == '-' then
-		if val then return foreign(val), last, fp end
-		return last, last, fp
+		if val then return foreign(val) end
+		return last
 	end
-	if not val then return last + 1, last, fp end
-	if redis.sha1hex(val) == fp then return last, last, fp end
-	return foreign(val), last, fp
+	if not val then return last + 1 end
+	if redis.sha1hex(val) == fp then return last end
+	return foreign(val)
 end
 
 local function bump(last)
@@ -52,10 +52,12 @@ local function bump(last)
 	return v
 end
 
-local function conflict(want)
-	if want == '' then return false end
-	local cur = current(redis.call('GET', KEYS[1]))
-	return cur ~= tonumber(want)
+-- allowed reports whether a write expecting version want (''
+-- for any) may go ahead, and returns the version of the key's last write.
+local function allowed(want)
+	local last, fp = record()
+	if want == '' then return true, last end
+	return current(redis.call('GET', KEYS[1]), last, fp) == tonumber(want), last
 end
 `
 
@@ -64,8 +66,9 @@ end
 // version the key must have, or "" for an unconditional write. Returns the
 // new version, or -1 when the key's version is not ARGV[5].
 var setScript = redis.NewScript(versionLua + `
-if conflict(ARGV[5]) then return -1 end
-local v = bump(record())
+local ok, last = allowed(ARGV[5])
+if not ok then return -1 end
+local v = bump(last)
 local rec = string.format('%.0f', v) .. ' ' .. ARGV[2]
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
@@ -80,8 +83,9 @@ return v`)
 // ARGV[1] the retention in milliseconds, ARGV[2] the version the key must
 // have, or "". Returns the new version, or -1 on a conflict.
 var deleteScript = redis.NewScript(versionLua + `
-if conflict(ARGV[2]) then return -1 end
-local v = bump(record())
+local ok, last = allowed(ARGV[2])
+if not ok then return -1 end
+local v = bump(last)
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], string.format('%.0f', v) .. ' -', 'PX', ARGV[1])
 return v`)
@@ -91,7 +95,8 @@ return v`)
 // deleted, if it has no TTL, is given the retention.
 var getVersionScript = redis.NewScript(versionLua + `
 local val = redis.call('GET', KEYS[1])
-local cur, last, fp = current(val)
+local last, fp = record()
+local cur = current(val, last, fp)
 if not val and fp ~= nil and fp ~= '-' and redis.call('PTTL', KEYS[2]) == -1 then
 	redis.call('PEXPIRE', KEYS[2], ARGV[1])
 end
