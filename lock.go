@@ -24,8 +24,10 @@ import (
 //     key's version, so it cannot overwrite a later holder's value.
 //   - Another process holding the lock: a background refresh gives up
 //     (counted as skipped); a foreground load waits for that process's value
-//     to appear in the store, up to the lock TTL and its context, and loads
-//     itself if it does not appear or the store fails.
+//     to appear in the store, within its context. After each lock TTL
+//     without a value it tries the lock again: still held means the holder
+//     is alive and extending (wait on), free means the holder died (take it
+//     and load). It loads without the lock at once if the store fails.
 //
 // Every lock call is bounded by StoreTimeout; none makes a caller wait for a
 // value already in hand.
@@ -58,40 +60,51 @@ type lockedLoad[T any] struct {
 // published.
 func (c *Cache[T]) lockLoad(ctx, callCtx context.Context, key string, refresh bool) *lockedLoad[T] {
 	l := &lockedLoad[T]{c: c, key: key}
-	tctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
-	lk, err := c.cfg.locker.TryLock(tctx, key, c.cfg.lockTTL)
-	cancel()
-	switch {
-	case err == nil:
-		e, found, base := c.readForLoad(ctx, key)
-		if !refresh && found && !e.Expired(time.Now()) {
-			if !e.NotFound {
-				flight.Publish(callCtx, e) // the value reaches the callers before the unlock
+	for waited := false; ; waited = true {
+		tctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+		lk, err := c.cfg.locker.TryLock(tctx, key, c.cfg.lockTTL)
+		cancel()
+		switch {
+		case err == nil:
+			e, found, base := c.readForLoad(ctx, key)
+			if !refresh && found && !e.Expired(time.Now()) {
+				if !e.NotFound {
+					flight.Publish(callCtx, e) // the value reaches the callers before the unlock
+				}
+				c.unlock(callCtx, key, lk)
+				l.outcome, l.entry = holderStored, e
+				return l
 			}
-			c.unlock(callCtx, key, lk)
-			l.outcome, l.entry = holderStored, e
+			l.outcome, l.base, l.lock = loadLocked, base, lk
+			l.stop, l.kept = make(chan struct{}), make(chan struct{})
+			go c.keepLease(context.WithoutCancel(callCtx), key, lk, l.stop, l.kept)
+			return l
+		case !errors.Is(err, store.ErrLocked):
+			c.storeError(ctx, "lock", key, err)
+			l.outcome = loadUnlocked
+			return l
+		case refresh:
+			c.event(ctx, &c.stats.refreshesSkipped, EventRefreshSkipped, key)
+			l.outcome = skipRefresh
 			return l
 		}
-		l.outcome, l.base, l.lock = loadLocked, base, lk
-		l.stop, l.kept = make(chan struct{}), make(chan struct{})
-		go c.keepLease(context.WithoutCancel(callCtx), key, lk, l.stop, l.kept)
-		return l
-	case !errors.Is(err, store.ErrLocked):
-		c.storeError(ctx, "lock", key, err)
+		if !waited {
+			c.event(ctx, &c.stats.lockWaits, EventLockWait, key)
+		}
+		e, w := c.waitForHolder(ctx, key)
+		switch w {
+		case holderDelivered:
+			l.outcome, l.entry = holderStored, e
+			return l
+		case holderSilent:
+			// The lease ran for a whole TTL without a value: the holder
+			// either keeps extending it (a slow load: wait on) or died
+			// (its lease has expired: take the lock).
+			continue
+		}
 		l.outcome = loadUnlocked
 		return l
-	case refresh:
-		c.event(ctx, &c.stats.refreshesSkipped, EventRefreshSkipped, key)
-		l.outcome = skipRefresh
-		return l
 	}
-	c.event(ctx, &c.stats.lockWaits, EventLockWait, key)
-	if e, ok := c.waitForHolder(ctx, key); ok {
-		l.outcome, l.entry = holderStored, e
-		return l
-	}
-	l.outcome = loadUnlocked
-	return l
 }
 
 // release stops extending the lease and releases it.
@@ -144,10 +157,19 @@ const (
 	holderPollMax   = 100 * time.Millisecond
 )
 
+// How a wait for another process's value ended.
+type holderWait uint8
+
+const (
+	holderDelivered holderWait = iota // its entry appeared in the store
+	holderSilent                      // nothing for a whole lock TTL
+	holderUnknown                     // the store failed or ctx ended: load without the lock
+)
+
 // waitForHolder polls the store until an unexpired entry for key appears,
 // for at most the lock TTL. It gives up at once when the store fails: the
 // caller then loads itself rather than poll a dead server.
-func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T], bool) {
+func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T], holderWait) {
 	deadline := time.NewTimer(c.cfg.lockTTL)
 	defer deadline.Stop()
 	wait := holderPollFirst
@@ -156,10 +178,10 @@ func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T
 		select {
 		case <-ctx.Done():
 			poll.Stop()
-			return store.Entry[T]{}, false
+			return store.Entry[T]{}, holderUnknown
 		case <-deadline.C:
 			poll.Stop()
-			return store.Entry[T]{}, false
+			return store.Entry[T]{}, holderSilent
 		case <-poll.C:
 		}
 		gctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
@@ -167,10 +189,10 @@ func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T
 		cancel()
 		if err != nil {
 			c.storeError(ctx, "get", key, err)
-			return store.Entry[T]{}, false
+			return store.Entry[T]{}, holderUnknown
 		}
 		if ok && !e.Expired(time.Now()) {
-			return e, true
+			return e, holderDelivered
 		}
 		wait = min(2*wait, holderPollMax)
 	}

@@ -112,7 +112,7 @@ func TestLockHolderThatNeverDelivers(t *testing.T) {
 		lk := &memory.Locker{}
 		c := herd.New[string](lockedStore[string]{mem, lk}, herd.WithLocker(lk, 2*time.Second), herd.WithLogger(discard))
 		defer func() { _ = c.Close(context.Background()); _ = mem.Close(context.Background()) }()
-		if _, err := lk.TryLock(context.Background(), "k", time.Hour); err != nil { // the crashed holder
+		if _, err := lk.TryLock(context.Background(), "k", 2*time.Second); err != nil { // the crashed holder's lease
 			t.Fatal(err)
 		}
 		start := time.Now()

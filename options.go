@@ -121,8 +121,9 @@ func RefreshBackoff(minimum, maximum time.Duration) Option {
 // while the loader runs, so that as long as the backend answers, at most one
 // loader of a key runs across the fleet at a time, however long it takes.
 // On a cold or expired key, the others wait for the holder's value to appear
-// in the store, up to ttl and their own context, and load it themselves only
-// if it does not, or as soon as the store fails; a background refresh that
+// in the store, within their own context; a holder that died is taken over
+// once its lease ends (at most ttl), and a store that fails makes them load
+// at once; a background refresh that
 // finds the lock taken is skipped and counted in [Stats.RefreshesSkipped].
 // Every lock call is bounded by [StoreTimeout]: a locker that fails or hangs
 // costs a load without the lock, never an error or a stuck key. When the
