@@ -1,11 +1,22 @@
 // Package store defines the seams between a herd cache and where its entries
 // live: the [Store] interface every backend implements, the [Entry] it holds,
-// the optional [Locker] and [Notifier] capabilities of shared backends, the
-// [Codec] that turns values into bytes, and the wire envelope that remote
+// the [Codec] that turns values into bytes, and the wire envelope that remote
 // stores write (see [Encode] and [Decode]).
 //
-// Implementations: store/memory (bounded, in-process), store/single (one
-// value), and the Redis and NATS modules. store/storetest holds the
+// A store may also have optional capabilities, which the cache finds by type
+// assertion:
+//
+//   - [Versioned]: conditional writes on a per-key version, so that a load's
+//     write-back never overwrites a newer write from any process;
+//   - [Locker]: short leases on keys, so that one process of a fleet loads;
+//   - [ChangeStream]: the server's own record of what changed, which keeps
+//     a near tier coherent (store/tiered);
+//   - [BulkGetter]: many keys in one round trip;
+//   - [SharedGetter]: entries lent without a copy, for the hit path.
+//
+// Implementations: store/memory (bounded, in-process, every capability),
+// store/single (one value), store/tiered (memory in front of a shared
+// store), and the Redis and NATS modules. store/storetest holds the
 // conformance suite they all pass.
 package store
 
@@ -102,22 +113,4 @@ type Lock interface {
 	// lock, so a backend can refuse writes from an owner whose lease was
 	// taken over.
 	Token() uint64
-}
-
-// A Notifier is a store shared by several processes that can tell them when
-// a key changes, so that each can drop its own copy of the entry.
-type Notifier interface {
-	// Publish announces that key changed.
-	Publish(ctx context.Context, key string) error
-	// Subscribe calls fn with every key published from now on, in order,
-	// from one goroutine, until the subscription is closed. It survives
-	// reconnections of the backend.
-	Subscribe(ctx context.Context, fn func(key string)) (Subscription, error)
-}
-
-// A Subscription is a running [Notifier.Subscribe].
-type Subscription interface {
-	// Close stops the deliveries and waits for the delivering goroutine to
-	// return.
-	Close() error
 }

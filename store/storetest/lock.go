@@ -157,39 +157,3 @@ func (s suite) lockExtend(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// notifyDelivery: a key published on one store instance reaches a
-// subscriber on another.
-func (s suite) notifyDelivery(t *testing.T) {
-	pub, ok1 := s.newStore(t).(store.Notifier)
-	sub, ok2 := s.newStore(t).(store.Notifier)
-	if !ok1 || !ok2 {
-		t.Fatal("store does not implement store.Notifier")
-	}
-	got := make(chan string, 100)
-	subscription, err := sub.Subscribe(context.Background(), func(key string) { got <- key })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := subscription.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
-	keys := OddKeys(64)
-	for _, k := range keys {
-		if err := pub.Publish(context.Background(), k); err != nil {
-			t.Fatalf("Publish(%q): %v", k, err)
-		}
-	}
-	timeout := time.After(10 * time.Second)
-	seen := make(map[string]bool)
-	for len(seen) < len(keys) {
-		select {
-		case k := <-got:
-			seen[k] = true
-		case <-timeout:
-			t.Fatalf("%d of %d invalidations delivered within 10s", len(seen), len(keys))
-		}
-	}
-}

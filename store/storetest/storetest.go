@@ -85,9 +85,6 @@ func RunWith(t *testing.T, opts Options, newStore func(t *testing.T) store.Store
 		t.Run("Lock/ForeignUnlock", s.lockForeignUnlock)
 		t.Run("Lock/Extend", s.lockExtend)
 	}
-	if _, ok := probe.(store.Notifier); ok {
-		t.Run("Notify/Delivery", s.notifyDelivery)
-	}
 	if _, ok := probe.(store.Versioned[Value]); ok {
 		t.Run("Versioned/Accepted", s.versionedAccepted)
 		t.Run("Versioned/Refused", s.versionedRefused)
