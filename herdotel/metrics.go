@@ -57,7 +57,10 @@ var cacheInstruments = []instrument{
 	{"RefreshesDropped", "herd.cache.refreshes.dropped", "{refresh}", "Background refreshes dropped because the queue was full.", false},
 	{"RefreshesFailed", "herd.cache.refreshes.failed", "{refresh}", "Background refreshes whose load failed.", false},
 	{"StaleOnError", "herd.cache.stale_on_error", "{value}", "Stale values returned because a load failed.", false},
-	{"StoreErrors", "herd.cache.store_errors", "{error}", "Store reads and writes that failed.", false},
+	{"StoreErrors", "herd.cache.store_errors", "{error}", "Store reads, writes and lock calls that failed.", false},
+	{"RefreshesSkipped", "herd.cache.refreshes.skipped", "{refresh}", "Background refreshes skipped because another process held the key's lock.", false},
+	{"WriteConflicts", "herd.cache.write_conflicts", "{load}", "Loads not written back because the key was written since they began.", false},
+	{"CallbackPanics", "herd.cache.callback_panics", "{panic}", "Panics of observers and log handlers, recovered.", false},
 }
 
 // A StatsSource is what [Metrics] reads at every collection: a

@@ -152,6 +152,7 @@ func TestMetricsScriptedSequence(t *testing.T) {
 			"herd.cache.loads": 7, "herd.cache.load_errors": 3, "herd.cache.load_time": 0.59375,
 			"herd.cache.refreshes.queued": 2, "herd.cache.refreshes.dropped": 0, "herd.cache.refreshes.failed": 1,
 			"herd.cache.stale_on_error": 1, "herd.cache.store_errors": 0,
+			"herd.cache.refreshes.skipped": 0, "herd.cache.write_conflicts": 0, "herd.cache.callback_panics": 0,
 		}
 		users := attribute.NewSet(herdotel.CacheNameKey.String("users"))
 		for name, w := range want {

@@ -58,7 +58,10 @@ var cacheMetrics = []metric{
 	{"RefreshesDropped", "herd_refreshes_dropped_total", prometheus.CounterValue, "Background refreshes dropped because the queue was full."},
 	{"RefreshesFailed", "herd_refreshes_failed_total", prometheus.CounterValue, "Background refreshes whose load failed."},
 	{"StaleOnError", "herd_stale_on_error_total", prometheus.CounterValue, "Stale values returned because a load failed."},
-	{"StoreErrors", "herd_store_errors_total", prometheus.CounterValue, "Store reads and writes that failed."},
+	{"StoreErrors", "herd_store_errors_total", prometheus.CounterValue, "Store reads, writes and lock calls that failed."},
+	{"RefreshesSkipped", "herd_refreshes_skipped_total", prometheus.CounterValue, "Background refreshes skipped because another process held the key's lock."},
+	{"WriteConflicts", "herd_write_conflicts_total", prometheus.CounterValue, "Loads not written back because the key was written since they began."},
+	{"CallbackPanics", "herd_callback_panics_total", prometheus.CounterValue, "Panics of observers and log handlers, recovered."},
 }
 
 // LoadDurationName is the name of the load-latency histogram of a [Collector].

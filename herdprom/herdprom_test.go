@@ -124,9 +124,18 @@ herd_refreshes_failed_total{cache="users"} 1
 # HELP herd_stale_on_error_total Stale values returned because a load failed.
 # TYPE herd_stale_on_error_total counter
 herd_stale_on_error_total{cache="users"} 1
-# HELP herd_store_errors_total Store reads and writes that failed.
+# HELP herd_store_errors_total Store reads, writes and lock calls that failed.
 # TYPE herd_store_errors_total counter
 herd_store_errors_total{cache="users"} 0
+# HELP herd_refreshes_skipped_total Background refreshes skipped because another process held the key's lock.
+# TYPE herd_refreshes_skipped_total counter
+herd_refreshes_skipped_total{cache="users"} 0
+# HELP herd_write_conflicts_total Loads not written back because the key was written since they began.
+# TYPE herd_write_conflicts_total counter
+herd_write_conflicts_total{cache="users"} 0
+# HELP herd_callback_panics_total Panics of observers and log handlers, recovered.
+# TYPE herd_callback_panics_total counter
+herd_callback_panics_total{cache="users"} 0
 # HELP herd_load_duration_seconds Time spent in loader calls, by result: ok, error or not_found.
 # TYPE herd_load_duration_seconds histogram
 herd_load_duration_seconds_bucket{cache="users",result="error",le="0.05"} 0
