@@ -30,6 +30,11 @@ type Stats struct {
 	RefreshesSkipped uint64 // background refreshes skipped because another process held the key's lock
 	WriteConflicts   uint64 // loads not written back because the key was written since they began
 	CallbackPanics   uint64 // panics of observers and log handlers, recovered
+
+	BatchLoads      uint64        // batch loader calls by GetMany and FetchMany, foreground and background
+	BatchKeys       uint64        // keys those calls asked for
+	BatchLoadErrors uint64        // batch loader calls that failed
+	BatchLoadTime   time.Duration // total time spent in batch loader calls
 }
 
 // An EventKind says what an [Event] counts.
@@ -51,6 +56,7 @@ const (
 	EventStoreError    // Err is the store's error
 	EventRefreshSkipped
 	EventWriteConflict
+	EventBatchLoad // Keys is how many keys it asked for, Duration its time, Err its error if it failed
 )
 
 var eventNames = [...]string{
@@ -59,6 +65,7 @@ var eventNames = [...]string{
 	EventRefreshQueued: "refresh_queued", EventRefreshDropped: "refresh_dropped",
 	EventRefreshFailed: "refresh_failed", EventStaleOnError: "stale_on_error", EventStoreError: "store_error",
 	EventRefreshSkipped: "refresh_skipped", EventWriteConflict: "write_conflict",
+	EventBatchLoad: "batch_load",
 }
 
 // String returns the event's name in snake case, as metrics use it.
@@ -75,6 +82,7 @@ type Event struct {
 	Key      string
 	Duration time.Duration // for EventLoad
 	Err      error         // for failures
+	Keys     int           // for EventBatchLoad
 }
 
 // An Observer receives a cache's events as they happen, on the goroutine that
@@ -103,6 +111,7 @@ type counters struct {
 	refreshesQueued, refreshesDropped, refreshesFailed      atomic.Uint64
 	staleOnError, storeErrors                               atomic.Uint64
 	refreshesSkipped, writeConflicts, callbackPanics        atomic.Uint64
+	batchLoads, batchKeys, batchLoadErrors, batchLoadNanos  atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -113,6 +122,8 @@ func (c *counters) snapshot() Stats {
 		RefreshesQueued: c.refreshesQueued.Load(), RefreshesDropped: c.refreshesDropped.Load(),
 		RefreshesFailed: c.refreshesFailed.Load(), StaleOnError: c.staleOnError.Load(), StoreErrors: c.storeErrors.Load(),
 		RefreshesSkipped: c.refreshesSkipped.Load(), WriteConflicts: c.writeConflicts.Load(), CallbackPanics: c.callbackPanics.Load(),
+		BatchLoads: c.batchLoads.Load(), BatchKeys: c.batchKeys.Load(), BatchLoadErrors: c.batchLoadErrors.Load(),
+		BatchLoadTime: time.Duration(c.batchLoadNanos.Load()),
 	}
 }
 

@@ -61,6 +61,10 @@ var cacheInstruments = []instrument{
 	{"RefreshesSkipped", "herd.cache.refreshes.skipped", "{refresh}", "Background refreshes skipped because another process held the key's lock.", false},
 	{"WriteConflicts", "herd.cache.write_conflicts", "{load}", "Loads not written back because the key was written since they began.", false},
 	{"CallbackPanics", "herd.cache.callback_panics", "{panic}", "Panics of observers and log handlers, recovered.", false},
+	{"BatchLoads", "herd.cache.batch_loads", "{load}", "Batch loader calls by GetMany and FetchMany.", false},
+	{"BatchKeys", "herd.cache.batch_keys", "{key}", "Keys asked of batch loaders.", false},
+	{"BatchLoadErrors", "herd.cache.batch_load_errors", "{load}", "Batch loader calls that failed.", false},
+	{"BatchLoadTime", "herd.cache.batch_load_time", "s", "Total time spent in batch loader calls.", false},
 }
 
 // A StatsSource is what [Metrics] reads at every collection: a

@@ -62,6 +62,10 @@ var cacheMetrics = []metric{
 	{"RefreshesSkipped", "herd_refreshes_skipped_total", prometheus.CounterValue, "Background refreshes skipped because another process held the key's lock."},
 	{"WriteConflicts", "herd_write_conflicts_total", prometheus.CounterValue, "Loads not written back because the key was written since they began."},
 	{"CallbackPanics", "herd_callback_panics_total", prometheus.CounterValue, "Panics of observers and log handlers, recovered."},
+	{"BatchLoads", "herd_batch_loads_total", prometheus.CounterValue, "Batch loader calls by GetMany and FetchMany."},
+	{"BatchKeys", "herd_batch_keys_total", prometheus.CounterValue, "Keys asked of batch loaders."},
+	{"BatchLoadErrors", "herd_batch_load_errors_total", prometheus.CounterValue, "Batch loader calls that failed."},
+	{"BatchLoadTime", "herd_batch_load_time_seconds_total", prometheus.CounterValue, "Total time spent in batch loader calls."},
 }
 
 // LoadDurationName is the name of the load-latency histogram of a [Collector].

@@ -136,6 +136,18 @@ herd_write_conflicts_total{cache="users"} 0
 # HELP herd_callback_panics_total Panics of observers and log handlers, recovered.
 # TYPE herd_callback_panics_total counter
 herd_callback_panics_total{cache="users"} 0
+# HELP herd_batch_loads_total Batch loader calls by GetMany and FetchMany.
+# TYPE herd_batch_loads_total counter
+herd_batch_loads_total{cache="users"} 0
+# HELP herd_batch_keys_total Keys asked of batch loaders.
+# TYPE herd_batch_keys_total counter
+herd_batch_keys_total{cache="users"} 0
+# HELP herd_batch_load_errors_total Batch loader calls that failed.
+# TYPE herd_batch_load_errors_total counter
+herd_batch_load_errors_total{cache="users"} 0
+# HELP herd_batch_load_time_seconds_total Total time spent in batch loader calls.
+# TYPE herd_batch_load_time_seconds_total counter
+herd_batch_load_time_seconds_total{cache="users"} 0
 # HELP herd_load_duration_seconds Time spent in loader calls, by result: ok, error or not_found.
 # TYPE herd_load_duration_seconds histogram
 herd_load_duration_seconds_bucket{cache="users",result="error",le="0.05"} 0
