@@ -19,6 +19,8 @@
 //	go run ./cmd/herd --clients 200 --keys 10000 --outage 8s --html report.html
 //	go run ./cmd/herd --json > run.json
 //	go run ./cmd/herd --instances 3   # three caches sharing a store and a lock
+//	go run ./cmd/herd --store redis://127.0.0.1:6379/0 --instances 3
+//	go run ./cmd/herd --store nats://127.0.0.1:4222 --instances 3
 //
 // Usage:
 //
@@ -27,25 +29,60 @@
 // The flags:
 //
 //	--duration d     how long the clients send requests (default 20s)
-//	--clients n      clients per setup, each sending 100 requests a second (default 64)
+//	--clients n      clients per setup, each sending 100 requests a second
+//	                 (default 64; 16 with a redis:// or nats:// --store)
 //	--keys n         distinct keys, drawn with a Zipf distribution (default 1000)
 //	--latency d      median latency of the source (default 50ms)
 //	--errors f       share of source calls that fail, in [0, 1) (default 0.01)
-//	--outage d       how long the source is down, in the middle of the run; 0 for never (default 5s)
+//	--outage d       how long the source is down, in the middle of the run; 0 for never
+//	                 (default a quarter of --duration: 5s)
 //	--ttl d          how long a cached value is fresh (default 5s)
 //	--timeout d      a client's deadline for one request (default 1s)
 //	--instances n    herd caches per herd setup, sharing one store and one lock (default 1)
-//	--store s        where the herd caches keep their entries: memory (default memory)
+//	--store s        where the herd caches keep their entries: memory, redis://host:port/db
+//	                 or nats://host:port (default memory)
 //	--seed n         seed of the random draws (default 1)
 //	--json           print the results as JSON instead of a table
 //	--html file      also write a self-contained HTML page with charts over time
 //
 // Progress goes to standard error: a bar on a terminal, plain lines
-// elsewhere or when CI=true. A bad flag or store is a one-line error and
-// exit status 2; an interrupted run exits with status 130.
+// elsewhere or when CI=true.
 //
-// --store redis://host:port/db or --store nats://host:port runs the herd
-// setups over that server instead of the in-memory store, each setup under
-// names of its own that the run removes at its end; a server that does not
-// answer within 3 seconds is a one-line error and exit status 2.
+// # Stores
+//
+// --store redis://host:port/db (or rediss://) and --store nats://host:port
+// (or tls://) run the herd setups over that server instead of the in-memory
+// store. Each instance of a herd setup connects on its own, as a process of
+// a fleet would, with the client settings that the redisstore and natsstore
+// packages recommend; the instances of a setup share its keys (Redis) or
+// bucket (NATS JetStream), and the run removes them at its end. Every herd
+// request is then a round trip to the server, so the default load is scaled
+// down to 16 clients per setup, and the output says so; --clients sets it.
+// A server that does not answer within 3 seconds is a one-line error.
+//
+// # Is the run sound?
+//
+// The clients are open-loop: a request is due every 10ms per client,
+// whatever became of the earlier ones. The command measures how late the
+// machine sent each request: one sent more than a tenth of the client
+// timeout after its time is late, one whose deadline passed before it could
+// be sent is not sent at all. Under the table, a line says whether the load
+// was delivered. If more than 1% of a setup's requests were late or not
+// sent, it says LOAD NOT DELIVERED instead: the machine could not run the
+// scenario, and every setup's numbers suffer. If a herd setup failed more
+// than half of the requests sent to it, a FAILED line names it. The line
+// that sums up what herd saved is printed only over a run with neither.
+//
+// # Exit status
+//
+//	0    the run was sound
+//	1    an output could not be written
+//	2    a bad flag, store URL, or a store that does not answer
+//	3    a herd setup failed more than half of its requests
+//	4    the machine could not send the requests on time (and no herd setup failed)
+//	130  interrupted (SIGINT or SIGTERM)
+//
+// The table is printed in cases 0, 3 and 4. go run reports any status but
+// 0 as "exit status N" and itself exits with status 1; build the command
+// (go build ./cmd/herd) to see the status.
 package main

@@ -64,7 +64,13 @@ Flags:
   --html file     also write a self-contained HTML page with charts over time
 
 Progress goes to standard error: a bar on a terminal, plain lines elsewhere
-or when CI=true.
+or when CI=true. Under the table, a line says whether this machine sent the
+requests on time; the summary of what herd saved is printed only over a
+sound run.
+
+Exit status: 0 a sound run; 1 an output could not be written; 2 a bad flag
+or store; 3 a herd setup failed more than half of its requests; 4 the
+machine could not send the requests on time; 130 interrupted.
 `
 
 // parseFlags parses the command's arguments into options and checks them.

@@ -91,20 +91,58 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// The usage and the package documentation list the same flags.
+// The usage and the package documentation (go doc) describe the same
+// flags in the same words, defaults and --store choices included.
 func TestUsageMatchesDoc(t *testing.T) {
-	doc, err := os.ReadFile("doc.go")
+	src, err := os.ReadFile("doc.go")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(usage, "\n") {
-		if f, ok := strings.CutPrefix(line, "  --"); ok {
-			name := strings.Fields(f)[0]
-			if !strings.Contains(string(doc), "//\t--"+name+" ") {
-				t.Errorf("doc.go does not document --%s", name)
-			}
+	var doc []string
+	for _, l := range strings.Split(string(src), "\n") {
+		if rest, ok := strings.CutPrefix(l, "//\t"); ok {
+			doc = append(doc, "  "+rest)
+		} else {
+			doc = append(doc, "")
 		}
 	}
+	fromUsage, fromDoc := flagDocs(strings.Split(usage, "\n")), flagDocs(doc)
+	if len(fromUsage) < 13 {
+		t.Fatalf("the usage documents %d flags: %q", len(fromUsage), fromUsage)
+	}
+	for name, want := range fromUsage {
+		if got := fromDoc[name]; got != want {
+			t.Errorf("--%s: doc.go says\n\t%q\nthe usage says\n\t%q", name, got, want)
+		}
+	}
+	for name := range fromDoc {
+		if _, ok := fromUsage[name]; !ok {
+			t.Errorf("doc.go documents --%s, the usage does not", name)
+		}
+	}
+	if !strings.Contains(fromDoc["store"], "memory, redis://host:port/db or nats://host:port") {
+		t.Errorf("doc.go does not list the stores: %q", fromDoc["store"])
+	}
+}
+
+// flagDocs returns the description of each flag in lines laid out as the
+// usage is: "  --name arg  words", continued on lines indented further.
+func flagDocs(lines []string) map[string]string {
+	docs := map[string]string{}
+	name := ""
+	for _, l := range lines {
+		f := strings.Fields(l)
+		switch {
+		case strings.HasPrefix(l, "  --"):
+			name = strings.TrimPrefix(f[0], "--")
+			docs[name] = strings.Join(f[1:], " ")
+		case name != "" && len(f) > 0 && strings.HasPrefix(l, "          "):
+			docs[name] += " " + strings.Join(f, " ")
+		default:
+			name = ""
+		}
+	}
+	return docs
 }
 
 // runInBubble runs the command in a synctest bubble, where its 20 seconds
