@@ -67,11 +67,10 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 
 	if o.store != "memory" {
-		open, err := openStore(ctx, o.store)
-		if err != nil {
+		if o.cfg.Store, err = openStore(ctx, o.store); err != nil {
 			return fail(exitUsage, "%v", err)
 		}
-		o.cfg.Store, o.cfg.StoreName = open, redact(o.store)
+		o.cfg.StoreName = redact(o.store)
 	}
 
 	progress := report.NewProgress(stderr, isTerminal(stderr) && !underCI(), o.cfg.Duration)
