@@ -9,14 +9,12 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/natsstore"
 	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/storetest"
@@ -252,49 +250,6 @@ func TestOddKeysLockAndWatch(t *testing.T) {
 	for _, k := range keys {
 		if !seen[k] {
 			t.Fatalf("change of %q missing", k)
-		}
-	}
-}
-
-// Three caches, one per connection, on one bucket with the store as their
-// Locker; 300 callers each on one cold key: the loader runs once.
-func TestOneLoadAcrossThreeCaches(t *testing.T) {
-	srv := startServer(t)
-	var caches []*herd.Cache[string]
-	for range 3 {
-		_, js := connect(t, srv.url())
-		s := newStore[string](t, js, "shared")
-		caches = append(caches, herd.New[string](s, herd.TTL(time.Minute), herd.WithLocker(s, 10*time.Second)))
-	}
-	var loads atomic.Int32
-	load := func(context.Context, string) (string, error) {
-		loads.Add(1)
-		<-time.After(200 * time.Millisecond) // a slow source
-		return "v", nil
-	}
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for _, c := range caches {
-		for range 300 {
-			wg.Go(func() {
-				<-start
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				defer cancel()
-				if v, err := c.Get(ctx, "cold", load); err != nil || v != "v" {
-					t.Errorf("Get = %q, %v", v, err)
-				}
-			})
-		}
-	}
-	close(start)
-	wg.Wait()
-	t.Logf("loader ran %d time(s) for 900 callers over 3 caches", loads.Load())
-	if n := loads.Load(); n != 1 {
-		t.Fatalf("loader ran %d times, want 1", n)
-	}
-	for _, c := range caches {
-		if err := c.Close(context.Background()); err != nil {
-			t.Fatal(err)
 		}
 	}
 }
