@@ -1,0 +1,79 @@
+package tiered
+
+import (
+	"fmt"
+	"time"
+)
+
+// DefaultNearMaxEntries is the bound of the near tier of a store built
+// without [NearMaxEntries] or [NearMaxWeight].
+const DefaultNearMaxEntries = 10_000
+
+// DefaultNearTTL is the [NearTTL] of a store built without it.
+const DefaultNearTTL = 30 * time.Second
+
+// DefaultWatchTimeout is the [WatchTimeout] of a store built without it.
+const DefaultWatchTimeout = 10 * time.Second
+
+type config struct {
+	maxEntries   int
+	maxWeight    uint64
+	weigher      any // func(key string, v T) uint32, checked by New
+	nearTTL      time.Duration
+	watchTimeout time.Duration
+}
+
+// An Option configures a [Store].
+type Option func(*config)
+
+// NearMaxEntries bounds the near tier of each instance to about n entries;
+// past it, the entries least likely to be used again are evicted (they are
+// then read from the far tier again). Default: [DefaultNearMaxEntries].
+func NearMaxEntries(n int) Option {
+	return func(c *config) { c.maxEntries, c.maxWeight, c.weigher = n, 0, nil }
+}
+
+// NearMaxWeight bounds the near tier by the sum of weigh(key, value) over
+// its entries instead of by their count, for example by their size in bytes.
+// weigh is called once when an entry enters the near tier. Every entry
+// weighs at least 1, so that the bound also bounds the number of entries; a
+// not-found entry weighs 1. Default: [NearMaxEntries]([DefaultNearMaxEntries]).
+func NearMaxWeight[T any](maxWeight uint64, weigh func(key string, v T) uint32) Option {
+	return func(c *config) { c.maxEntries, c.maxWeight, c.weigher = 0, maxWeight, weigh }
+}
+
+// NearTTL is the longest an instance serves a near copy of an entry without
+// asking the far tier again, counted from the start of the far read (or
+// write) that gave it the copy. It bounds how stale a read can be when the
+// change stream stalls without saying so; with a healthy stream, changes
+// drop near copies long before. It never changes the entry's own times: a
+// near copy also goes at the entry's KeepUntil. Default: [DefaultNearTTL].
+func NearTTL(d time.Duration) Option {
+	return func(c *config) { c.nearTTL = d }
+}
+
+// WatchTimeout is how long [New] waits for the far store's change stream
+// to start before it returns an error. Default: [DefaultWatchTimeout].
+func WatchTimeout(d time.Duration) Option {
+	return func(c *config) { c.watchTimeout = d }
+}
+
+func newConfig(opts []Option) config {
+	cfg := config{maxEntries: DefaultNearMaxEntries, nearTTL: DefaultNearTTL, watchTimeout: DefaultWatchTimeout}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.nearTTL <= 0 {
+		panic(fmt.Sprintf("tiered: NearTTL must be positive, got %v", cfg.nearTTL))
+	}
+	if cfg.watchTimeout <= 0 {
+		panic(fmt.Sprintf("tiered: WatchTimeout must be positive, got %v", cfg.watchTimeout))
+	}
+	if cfg.weigher == nil && cfg.maxEntries <= 0 {
+		panic(fmt.Sprintf("tiered: NearMaxEntries must be positive, got %d", cfg.maxEntries))
+	}
+	if cfg.weigher != nil && cfg.maxWeight == 0 {
+		panic("tiered: NearMaxWeight must be positive, got 0")
+	}
+	return cfg
+}

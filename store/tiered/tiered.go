@@ -1,0 +1,477 @@
+// Package tiered is herd's two-level store: a bounded memory near tier in
+// each process, in front of a far tier that the whole fleet shares (Redis,
+// NATS, or anything that implements [store.ChangeStream]), kept coherent by
+// the far store's own change stream.
+//
+//	far := redisstore.New[User](client, redisstore.Prefix("users"))
+//	users, err := tiered.NewVersioned[User](far, tiered.NearMaxEntries(100_000))
+//	if err != nil { ... } // the change stream could not be started
+//	cache := herd.New[User](users, herd.TTL(time.Minute), herd.WithLocker(far, 10*time.Second))
+//
+// # What it does
+//
+//   - Reads: a near hit costs what a
+//     [github.com/herdcache/herd/store/memory.Store] hit costs (no lock, no
+//     allocation, no network; through herd.Cache, by [store.SharedGetter]).
+//     A near miss reads the far tier and keeps a copy in the near tier.
+//     Entries keep their own times, so stale-while-revalidate and
+//     stale-if-error behave as on one tier; the near copy also goes at
+//     [NearTTL].
+//   - Writes (Set, Delete, and SetIf and DeleteIf of a [VersionedStore]) go
+//     to the far tier first, then to the near tier: the instance that wrote
+//     reads its own write at once, from its near tier or, once a change
+//     has dropped the near copy, from the far tier.
+//   - Invalidation: every change that the far store's stream reports (a
+//     write through any instance, a plain client of the backend, an expiry
+//     or eviction on the server) drops the key's near copy on every
+//     instance; a [store.Change] with All set (the stream cannot vouch for
+//     what it delivered) empties the near tier.
+//   - No fill race: a far read that began before an invalidation of its key
+//     (or a flush, or a write through this instance) arrived does not fill
+//     the near tier. The bookkeeping of reads in flight holds only keys with
+//     reads or writes in flight.
+//   - Locks ([Store.TryLock]) and conditional writes ([VersionedStore]) go
+//     to the far tier.
+//
+// # Guarantees
+//
+// Let a write of a key complete on the far tier at time t (through any
+// instance or any other client of the backend).
+//
+//   - With the stream healthy, every instance serves the written value (or a
+//     later one) for reads that begin after the stream has delivered the
+//     change to it: within the stream's delivery time of t.
+//   - With the stream broken without saying so (a stall), no instance serves
+//     the old value for a read that begins after t + NearTTL: a near copy is
+//     served at most NearTTL after the start of the far read that fetched it.
+//   - When the stream says it cannot vouch (Change with All set), the near
+//     tier is emptied before the next change is handled.
+//   - The instance that wrote reads its own write (or a later one) from the
+//     moment its Set or Delete returns, whatever the stream reports about
+//     that write later.
+//
+// # The far store
+//
+// [New] and [NewVersioned] require the far store to implement
+// [store.ChangeStream] and panic otherwise: without a change stream, near
+// copies could only be bounded by [NearTTL]. Use [NewVersioned] when the far
+// store implements [store.Versioned] (memory, redisstore and natsstore all
+// do): its [VersionedStore] implements [store.Versioned] too, so a
+// herd.Cache over it writes loads back conditionally across the fleet. The
+// store of [New] does not implement [store.Versioned], so a herd.Cache over
+// it writes back unconditionally, whatever the far store can do.
+//
+// Closing a tiered store stops its watch and empties its near tier; it never
+// closes the far store, which its caller built and owns (several tiered
+// stores may share one, as a fleet shares a server): close the far store
+// after the tiered stores over it.
+package tiered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/herdcache/herd/store"
+)
+
+// ErrClosed is returned by every method of a [Store] after [Store.Close].
+var ErrClosed = errors.New("tiered: store closed")
+
+// A Store is a two-level [store.Store]: a bounded memory near tier over a
+// shared far tier. Build it with [New] or [NewVersioned]; its methods are
+// safe for concurrent use. Besides [store.Store], it implements
+// [store.SharedGetter], [store.BulkGetter] and [store.Locker].
+type Store[T any] struct {
+	far     store.Store[T]
+	bulk    store.BulkGetter[T] // far, if it reads in bulk
+	locker  store.Locker        // far, if it locks
+	near    *otter.Cache[string, *nearItem[T]]
+	nearTTL time.Duration
+	flights *inflight
+	watch   store.Watch
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	done      chan struct{} // closed when Close's work is done
+	closeErr  error         // set before done is closed
+
+	farReads, changes, flushes, discarded atomic.Uint64
+}
+
+// A nearItem is the near copy of an entry. Items are never modified once
+// stored, so that GetShared can lend their entries.
+type nearItem[T any] struct {
+	entry store.Entry[T]
+	until int64 // Unix nanoseconds: the near copy is served before then only
+}
+
+var (
+	_ store.Store[int]        = (*Store[int])(nil)
+	_ store.SharedGetter[int] = (*Store[int])(nil)
+	_ store.BulkGetter[int]   = (*Store[int])(nil)
+	_ store.Locker            = (*Store[int])(nil)
+)
+
+// New returns a two-level store over far, with an empty near tier, and
+// starts following far's change stream, waiting at most [WatchTimeout] for
+// it to start. It returns an error only if the stream cannot be started.
+//
+// It panics if far is nil or does not implement [store.ChangeStream], or if
+// an option is invalid, as these are programming errors. When far
+// implements [store.Versioned], use [NewVersioned] instead, so that
+// conditional writes reach it.
+func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
+	if far == nil {
+		panic("tiered: New needs a far store, got nil")
+	}
+	cs, ok := far.(store.ChangeStream)
+	if !ok {
+		panic(fmt.Sprintf("tiered: the far store, a %T, must implement store.ChangeStream", far))
+	}
+	cfg := newConfig(opts)
+	s := &Store[T]{
+		far:     far,
+		nearTTL: cfg.nearTTL,
+		flights: newInflight(),
+		done:    make(chan struct{}),
+	}
+	s.bulk, _ = far.(store.BulkGetter[T])
+	s.locker, _ = far.(store.Locker)
+	s.near = newNear[T](&cfg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.watchTimeout)
+	defer cancel()
+	w, err := cs.Watch(ctx, s.onChange)
+	if err != nil {
+		s.near.StopAllGoroutines()
+		return nil, fmt.Errorf("tiered: watch the far store: %w", err)
+	}
+	s.watch = w
+	return s, nil
+}
+
+func newNear[T any](cfg *config) *otter.Cache[string, *nearItem[T]] {
+	o := &otter.Options[string, *nearItem[T]]{
+		// A "writing" calculator is computed on create and update only;
+		// otter skips the read hook for it, which keeps the hit path short.
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *nearItem[T]]) time.Duration {
+			return time.Duration(e.Value.until - e.SnapshotAtNano)
+		}),
+	}
+	if cfg.weigher != nil {
+		weigh, ok := cfg.weigher.(func(string, T) uint32)
+		if !ok || weigh == nil {
+			panic(fmt.Sprintf("tiered: NearMaxWeight's weigher is a %T, want a non-nil func(string, %T) uint32", cfg.weigher, *new(T)))
+		}
+		o.MaximumWeight = cfg.maxWeight
+		o.Weigher = func(key string, it *nearItem[T]) uint32 {
+			if it.entry.NotFound {
+				return 1
+			}
+			return max(weigh(key, it.entry.Value), 1)
+		}
+	} else {
+		o.MaximumSize = cfg.maxEntries
+	}
+	c, err := otter.New(o)
+	if err != nil {
+		panic("tiered: " + err.Error())
+	}
+	return c
+}
+
+// onChange handles one change of the far stream. It runs on the stream's
+// goroutine and only touches memory.
+func (s *Store[T]) onChange(c store.Change) {
+	if c.All {
+		s.flushes.Add(1)
+		s.flights.invalidateAll()
+		s.near.InvalidateAll()
+		return
+	}
+	s.changes.Add(1)
+	s.flights.invalidate(c.Key, func() { s.near.Invalidate(c.Key) })
+}
+
+// GetShared returns the near copy of key's entry if the near tier has a
+// live one, lent (it must not be modified), with the time at which it was
+// found live; otherwise it reads the far tier and keeps a copy of what it
+// found. A near hit takes no lock, allocates nothing and ignores ctx. Errors:
+// the far store's, wrapped; [ErrClosed] after Close.
+func (s *Store[T]) GetShared(ctx context.Context, key string) (*store.Entry[T], time.Time, bool, error) {
+	mustContext(ctx)
+	if s.closed.Load() {
+		return nil, time.Time{}, false, ErrClosed
+	}
+	if e, ok := s.near.GetEntry(key); ok && e.SnapshotAtNano < e.Value.until {
+		return &e.Value.entry, time.Unix(0, e.SnapshotAtNano), true, nil
+	}
+	e, ok, err := s.getFar(ctx, key)
+	if !ok {
+		return nil, time.Time{}, false, err
+	}
+	return &e, time.Time{}, true, nil
+}
+
+// Get is [Store.GetShared] that returns a copy of the entry.
+func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, error) {
+	e, _, ok, err := s.GetShared(ctx, key)
+	if !ok {
+		return store.Entry[T]{}, false, err
+	}
+	return *e, true, nil
+}
+
+// getFar reads key from the far tier and fills the near tier with it,
+// unless the key was invalidated while the read was in flight.
+func (s *Store[T]) getFar(ctx context.Context, key string) (store.Entry[T], bool, error) {
+	s.farReads.Add(1)
+	start := time.Now()
+	t := s.flights.begin(key)
+	e, ok, err := s.far.Get(ctx, key)
+	if err != nil || !ok {
+		s.flights.finish(key, t, false, nil)
+		if err != nil {
+			return store.Entry[T]{}, false, fmt.Errorf("tiered: get %q: %w", key, err)
+		}
+		return store.Entry[T]{}, false, nil
+	}
+	s.fill(key, t, e, start)
+	return e, true, nil
+}
+
+// fill keeps a near copy of e, read from the far tier by the operation of
+// ticket t that began at start, unless key was invalidated meanwhile.
+func (s *Store[T]) fill(key string, t ticket, e store.Entry[T], start time.Time) {
+	it := s.newItem(e, start)
+	s.flights.finish(key, t, false, func(unchanged bool) {
+		switch {
+		case !unchanged:
+			s.discarded.Add(1)
+		case it != nil && !s.closed.Load():
+			s.near.Set(key, it)
+		}
+	})
+}
+
+// newItem returns the near copy of e for an operation that began at start,
+// or nil if it could not be served anymore.
+func (s *Store[T]) newItem(e store.Entry[T], start time.Time) *nearItem[T] {
+	until := start.Add(s.nearTTL)
+	if !e.KeepUntil.IsZero() && e.KeepUntil.Before(until) {
+		until = e.KeepUntil
+	}
+	if !until.After(time.Now()) {
+		return nil
+	}
+	return &nearItem[T]{entry: e, until: until.UnixNano()}
+}
+
+// Set stores e under key in the far tier, then in the near tier, so that
+// this instance reads it at once. If the far write fails, the near copy of
+// key is dropped and the far store's error returned, wrapped. Errors:
+// also [ErrClosed] after Close.
+func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error {
+	return s.write(ctx, "set", key, &e, func() error { return s.far.Set(ctx, key, e) })
+}
+
+// Delete removes key from the far tier, then drops its near copy. Errors:
+// the far store's, wrapped; [ErrClosed] after Close.
+func (s *Store[T]) Delete(ctx context.Context, key string) error {
+	return s.write(ctx, "delete", key, nil, func() error { return s.far.Delete(ctx, key) })
+}
+
+// write runs farWrite, then makes the near tier agree with it: it keeps e
+// (nil for a delete) if the write succeeded and nothing invalidated key
+// since the write began, and drops the near copy otherwise. The write also
+// invalidates key for the reads and writes of this instance in flight, so
+// that none of them puts an older value in the near tier.
+func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T], farWrite func() error) error {
+	mustContext(ctx)
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	start := time.Now()
+	t := s.flights.begin(key)
+	err := farWrite()
+	var it *nearItem[T]
+	if err == nil && e != nil {
+		it = s.newItem(*e, start)
+	}
+	s.flights.finish(key, t, true, func(unchanged bool) {
+		if unchanged && it != nil && !s.closed.Load() {
+			s.near.Set(key, it)
+		} else {
+			s.near.Invalidate(key)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("tiered: %s %q: %w", op, key, err)
+	}
+	return nil
+}
+
+// GetMany returns the live entries of keys: the near tier's copies, then
+// those of the rest from one far GetMany (one Get per key if the far store
+// is not a [store.BulkGetter]), which fill the near tier. An error of the
+// far store comes, wrapped, with the entries that were read.
+func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
+	mustContext(ctx)
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	found := make(map[string]store.Entry[T], len(keys))
+	var (
+		rest    []string
+		tickets map[string]ticket
+	)
+	for _, k := range keys {
+		if _, ok := found[k]; ok {
+			continue
+		}
+		if _, ok := tickets[k]; ok {
+			continue
+		}
+		if e, ok := s.near.GetEntry(k); ok && e.SnapshotAtNano < e.Value.until {
+			found[k] = e.Value.entry
+			continue
+		}
+		if tickets == nil {
+			tickets = make(map[string]ticket)
+		}
+		tickets[k] = s.flights.begin(k)
+		rest = append(rest, k)
+	}
+	if len(rest) == 0 {
+		return found, nil
+	}
+	s.farReads.Add(uint64(len(rest)))
+	start := time.Now()
+	far, err := s.getManyFar(ctx, rest)
+	for _, k := range rest {
+		if e, ok := far[k]; ok {
+			found[k] = e
+			s.fill(k, tickets[k], e, start)
+		} else {
+			s.flights.finish(k, tickets[k], false, nil)
+		}
+	}
+	if err != nil {
+		return found, fmt.Errorf("tiered: get many: %w", err)
+	}
+	return found, nil
+}
+
+func (s *Store[T]) getManyFar(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
+	if s.bulk != nil {
+		return s.bulk.GetMany(ctx, keys)
+	}
+	found := make(map[string]store.Entry[T], len(keys))
+	var errs []error
+	for _, k := range keys {
+		e, ok, err := s.far.Get(ctx, k)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case ok:
+			found[k] = e
+		}
+	}
+	return found, errors.Join(errs...)
+}
+
+// ErrNoLocker is returned, wrapped, by [Store.TryLock] when the far store
+// does not implement [store.Locker].
+var ErrNoLocker = errors.New("tiered: the far store does not implement store.Locker")
+
+// TryLock acquires the lock of key on the far tier, as the far store's
+// TryLock does (its errors, [store.ErrLocked] among them, come back as they
+// are). It returns an error wrapping [ErrNoLocker] when the far store has no
+// locks, and [ErrClosed] after Close.
+func (s *Store[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
+	mustContext(ctx)
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if s.locker == nil {
+		return nil, fmt.Errorf("tiered: lock %q: %w", key, ErrNoLocker)
+	}
+	return s.locker.TryLock(ctx, key, ttl)
+}
+
+// Stats are the counters of a [Store], for diagnostics and tests. Near hits
+// are not counted, so that a hit costs no shared write.
+type Stats struct {
+	// FarReads is the number of keys read from the far tier because the
+	// near tier had no live copy.
+	FarReads uint64
+	// Changes is the number of key changes the far stream reported.
+	Changes uint64
+	// Flushes is the number of times the far stream could not vouch for
+	// what it delivered (a Change with All set) and the near tier was
+	// emptied.
+	Flushes uint64
+	// DiscardedFills is the number of far reads not kept in the near tier
+	// because their key was invalidated while they were in flight.
+	DiscardedFills uint64
+	// NearEntries is about the number of entries in the near tier.
+	NearEntries int
+	// InFlight is the number of keys with far reads or writes in flight.
+	InFlight int
+}
+
+// Stats returns the store's counters, read one by one. It runs the near
+// tier's pending evictions first, so that NearEntries is within the bound:
+// use it for diagnostics and tests, not on a hot path.
+func (s *Store[T]) Stats() Stats {
+	s.near.CleanUp()
+	return Stats{
+		FarReads:       s.farReads.Load(),
+		Changes:        s.changes.Load(),
+		Flushes:        s.flushes.Load(),
+		DiscardedFills: s.discarded.Load(),
+		NearEntries:    s.near.EstimatedSize(),
+		InFlight:       s.flights.len(),
+	}
+}
+
+// Close stops following the far store's change stream (waiting for a
+// change being handled), stops the near tier's clean-up goroutine and
+// empties it. It does not close the far store: its caller owns it. Calls
+// after Close return [ErrClosed]. Close is idempotent: every call waits for
+// the same shutdown within its ctx, and returns an error wrapping ctx.Err()
+// if ctx ends first, or the watch's Close error, wrapped.
+func (s *Store[T]) Close(ctx context.Context) error {
+	mustContext(ctx)
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		go s.shutdown()
+	})
+	select {
+	case <-s.done:
+		return s.closeErr
+	case <-ctx.Done():
+		return fmt.Errorf("tiered: close: %w", ctx.Err())
+	}
+}
+
+func (s *Store[T]) shutdown() {
+	if err := s.watch.Close(); err != nil {
+		s.closeErr = fmt.Errorf("tiered: close: %w", err)
+	}
+	s.near.StopAllGoroutines()
+	s.near.InvalidateAll()
+	close(s.done)
+}
+
+func mustContext(ctx context.Context) {
+	if ctx == nil {
+		panic("tiered: nil Context")
+	}
+}

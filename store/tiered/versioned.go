@@ -1,0 +1,73 @@
+package tiered
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/herdcache/herd/store"
+)
+
+// A VersionedStore is a [Store] over a far store that implements
+// [store.Versioned], and implements it too: versions and conditional writes
+// are the far tier's. Build it with [NewVersioned].
+type VersionedStore[T any] struct {
+	*Store[T]
+	vfar store.Versioned[T]
+}
+
+var _ store.Versioned[int] = (*VersionedStore[int])(nil)
+
+// NewVersioned is [New] for a far store that implements
+// [store.Versioned]: the store it returns implements [store.Versioned] by
+// passing versions and conditional writes to the far tier.
+func NewVersioned[T any](far store.Versioned[T], opts ...Option) (*VersionedStore[T], error) {
+	if far == nil {
+		panic("tiered: NewVersioned needs a far store, got nil")
+	}
+	s, err := New[T](far, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &VersionedStore[T]{Store: s, vfar: far}, nil
+}
+
+// GetVersion reads key and its version from the far tier (never from the
+// near tier, which has no versions) and, like a near miss, keeps a copy of
+// the entry in the near tier. Errors: the far store's, wrapped; [ErrClosed]
+// after Close.
+func (s *VersionedStore[T]) GetVersion(ctx context.Context, key string) (store.Entry[T], store.Version, bool, error) {
+	mustContext(ctx)
+	if s.closed.Load() {
+		return store.Entry[T]{}, 0, false, ErrClosed
+	}
+	s.farReads.Add(1)
+	start := time.Now()
+	t := s.flights.begin(key)
+	e, v, ok, err := s.vfar.GetVersion(ctx, key)
+	if err != nil || !ok {
+		s.flights.finish(key, t, false, nil)
+		if err != nil {
+			return store.Entry[T]{}, 0, false, fmt.Errorf("tiered: get version %q: %w", key, err)
+		}
+		return store.Entry[T]{}, v, false, nil
+	}
+	s.fill(key, t, e, start)
+	return e, v, true, nil
+}
+
+// SetIf is the far store's SetIf, then, if it succeeded, [Store.Set]'s
+// near-tier step; on any failure the near copy of key is dropped. A refused
+// write returns an error wrapping [store.ErrConflict].
+func (s *VersionedStore[T]) SetIf(ctx context.Context, key string, e store.Entry[T], v store.Version) error {
+	return s.write(ctx, "set if", key, &e, func() error { return s.vfar.SetIf(ctx, key, e, v) })
+}
+
+// DeleteIf is the far store's DeleteIf, then drops the near copy of key. A
+// refused write returns an error wrapping [store.ErrConflict].
+func (s *VersionedStore[T]) DeleteIf(ctx context.Context, key string, v store.Version) error {
+	return s.write(ctx, "delete if", key, nil, func() error { return s.vfar.DeleteIf(ctx, key, v) })
+}
+
+// VersionRetention is the far store's.
+func (s *VersionedStore[T]) VersionRetention() time.Duration { return s.vfar.VersionRetention() }
