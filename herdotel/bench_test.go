@@ -58,3 +58,19 @@ func BenchmarkHit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkObserveHit measures what the Metrics and the Tracer add to a
+// hit: their Observe of the hit event, through herd.Observers.
+func BenchmarkObserveHit(b *testing.B) {
+	metrics, err := herdotel.NewMetrics("users")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer metrics.Close(context.Background())
+	o := herd.Observers(metrics, herdotel.NewTracer("users"))
+	e := herd.Event{Kind: herd.EventHit, Key: "user:1"}
+	b.ReportAllocs()
+	for b.Loop() {
+		o.Observe(e)
+	}
+}
