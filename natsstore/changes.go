@@ -147,8 +147,8 @@ func (w *watch) start(ctx context.Context) error {
 		if w.epoch.Load() != epoch {
 			return
 		}
-		meta, err := m.Metadata()
-		if err != nil || meta.Sequence.Consumer != delivered+1 {
+		meta, merr := m.Metadata()
+		if merr != nil || meta.Sequence.Consumer != delivered+1 {
 			w.signal(epoch)
 			return
 		}

@@ -407,8 +407,8 @@ func await[T any](ctx context.Context, group, key string, e *entry) (v T, err er
 	}
 	switch {
 	case e.err == nil:
-		v, ok := e.val.(T)
-		return v, nil, !ok
+		typed, ok := e.val.(T)
+		return typed, nil, !ok
 	case e.panicked:
 		return v, fmt.Errorf("reqcache: shared load of %s/%s: %w", group, key, e.err), false
 	case e.callerEnded && ctx.Err() == nil:

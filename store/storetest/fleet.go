@@ -290,8 +290,8 @@ func (s suite) bulkGet(t *testing.T) {
 	if len(got) != (len(keys)+1)/2 {
 		t.Fatalf("GetMany returned %d entries, want %d", len(got), (len(keys)+1)/2)
 	}
-	if none, err := b.GetMany(ctx, nil); err != nil || len(none) != 0 {
-		t.Fatalf("GetMany(nil) = %v, %v; want empty", none, err)
+	if none, nerr := b.GetMany(ctx, nil); nerr != nil || len(none) != 0 {
+		t.Fatalf("GetMany(nil) = %v, %v; want empty", none, nerr)
 	}
 	many := make([]string, 1000)
 	for i := range many {
