@@ -8,17 +8,20 @@
 //   - Each caller waits on its own context. A caller whose context ends returns
 //     ctx.Err() at once; the call goes on for the others. This includes the
 //     caller that started the call.
-//   - The function runs on its own goroutine, on a context detached from every
-//     caller's cancellation ([context.WithoutCancel] of the first caller's
-//     context, so values such as trace ids survive) that carries the key
-//     ([KeyFromContext]).
+//   - The function runs on a context detached from every caller's
+//     cancellation (as [context.WithoutCancel] of the first caller's context,
+//     so values such as trace ids survive) that carries the key
+//     ([KeyFromContext]). It runs on a goroutine of its own, unless the first
+//     caller's context can never end (see [Group.OwnGoroutine]).
 //   - A panic or [runtime.Goexit] in the function never crashes the process or
 //     the callers: every waiter gets a [*PanicError] or [ErrGoexit].
 //   - Keys and values are typed.
 //
 // The price of the first two is one goroutine per call (not per caller), about
-// a microsecond on the first caller's path; callers that join a call cost no
-// more than with x/sync.
+// a microsecond on the first caller's path, when that caller's context can
+// end; a call for a caller whose context cannot (context.Background and its
+// values) runs on that caller's goroutine and costs two allocations. Callers
+// that join a call cost no more than with x/sync.
 //
 // A nil context is a programming error: [Group.Do] panics with "flight: nil
 // Context" before it takes any lock, as the standard library does. The map of
@@ -106,6 +109,21 @@ type Group[K comparable, V any] struct {
 	// cancelled one.
 	CancelWhenAbandoned bool
 
+	// OwnGoroutine decides where a call's function runs when the caller that
+	// starts the call has a context that can never end (its Done returns nil,
+	// as context.Background's does).
+	//
+	// false (the default): on that caller's goroutine, which would only wait
+	// for it otherwise; this saves a goroutine and its hand-off. It shows in
+	// two ways: a [runtime.Goexit] in the function ends that caller's
+	// goroutine, as it would without a Group (the other waiters get
+	// [ErrGoexit]), and after [Publish] that caller still waits for the
+	// function to return (the others get the result at once).
+	//
+	// true: on a goroutine of its own, as for every other caller. Set it when
+	// the work that follows a Publish is slow.
+	OwnGoroutine bool
+
 	mu sync.Mutex
 	m  map[K]*call[V]
 	// peak is the largest len(m) since m was last allocated. Go maps never
@@ -153,9 +171,10 @@ type call[V any] struct {
 // without starting or joining a call. A nil ctx panics, before any lock is
 // taken.
 //
-// fn runs on a new goroutine with a context that carries the key (see
-// [KeyFromContext]) and the values of the first caller's ctx but not its
-// cancellation. A panic in fn is returned to every waiter as a [*PanicError]
+// fn runs with a context that carries the key (see [KeyFromContext]) and
+// the values of the first caller's ctx but not its cancellation, on a new
+// goroutine or, when ctx can never end, on the caller's (see
+// [Group.OwnGoroutine]). A panic in fn is returned to every waiter as a [*PanicError]
 // and a [runtime.Goexit] as [ErrGoexit]; in both cases the key is free again
 // for the next caller.
 func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
@@ -170,14 +189,24 @@ func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Conte
 	if ctx == nil {
 		panic("flight: nil Context")
 	}
-	if err := ctx.Err(); err != nil {
+	if ctxErr := ctx.Err(); ctxErr != nil {
 		var zero V
-		return zero, false, err
+		return zero, false, ctxErr
 	}
 	c, callCtx, first := g.join(ctx, key)
-	if first {
-		go g.run(callCtx, key, c, fn)
+	if !first {
+		return g.wait(ctx, key, c)
 	}
+	if ctx.Done() == nil && !g.OwnGoroutine {
+		// The caller cannot leave early, so it may as well run the call:
+		// run recovers a panic into c.err, and a Goexit ends this goroutine
+		// after the other waiters got ErrGoexit.
+		g.run(callCtx, key, c, fn)
+		// run took c out of the map under the lock: nobody joins c any
+		// more, and dups is final.
+		return c.val, c.dups > 0, c.err
+	}
+	go g.run(callCtx, key, c, fn)
 	return g.wait(ctx, key, c)
 }
 
@@ -188,16 +217,16 @@ func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Conte
 func (g *Group[K, V]) join(ctx context.Context, key K) (c *call[V], callCtx context.Context, first bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if c, ok := g.m[key]; ok {
-		c.waiters++
-		c.dups++
-		return c, nil, false
+	if cur, ok := g.m[key]; ok {
+		cur.waiters++
+		cur.dups++
+		return cur, nil, false
 	}
 	if g.m == nil {
 		g.m = make(map[K]*call[V])
 	}
-	c = &call[V]{done: make(chan struct{}), waiters: 1}
-	callCtx = &callContext[K]{Context: context.WithoutCancel(ctx), key: key}
+	own := &ownCall[K, V]{call: call[V]{done: make(chan struct{}), waiters: 1}, key: key, parent: ctx}
+	c, callCtx = &own.call, own
 	if g.CancelWhenAbandoned {
 		callCtx, c.cancel = context.WithCancel(callCtx)
 	}
@@ -285,29 +314,11 @@ func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(contex
 			close(c.done)
 		}
 	}()
-	v, err := fn(&publishContext[V]{callContext: ctx, c: c})
+	v, err := fn(ctx)
 	if !c.published {
 		c.val, c.err = v, err
 	}
 	returned = true
-}
-
-// publishContext is the context fn runs on: the call's context, plus the
-// call itself so that Publish can reach it.
-type publishContext[V any] struct {
-	callContext context.Context
-	c           *call[V]
-}
-
-func (p *publishContext[V]) Deadline() (time.Time, bool) { return p.callContext.Deadline() }
-func (p *publishContext[V]) Done() <-chan struct{}       { return p.callContext.Done() }
-func (p *publishContext[V]) Err() error                  { return p.callContext.Err() }
-
-func (p *publishContext[V]) Value(k any) any {
-	if _, ok := k.(publishKey[V]); ok {
-		return p.c
-	}
-	return p.callContext.Value(k)
 }
 
 type publishKey[V any] struct{}
@@ -337,20 +348,37 @@ func Publish[V any](ctx context.Context, v V) bool {
 // generic so that groups with different key types never see each other's keys.
 type keyContext[K comparable] struct{}
 
-// callContext is the context a call's function runs on: the first caller's
-// context without its cancellation, plus the key. It does what
-// context.WithValue would, without boxing the key into an interface.
-type callContext[K comparable] struct {
-	context.Context
-	key K
+// ownCall is a call of Group.Do and the context its function runs on, in
+// one allocation: the first caller's context without its cancellation, plus
+// the key and the call (for Publish). It does what context.WithoutCancel and
+// context.WithValue would, without their allocations and without boxing the
+// key into an interface.
+type ownCall[K comparable, V any] struct {
+	call[V]
+	key    K
+	parent context.Context
 }
 
-func (c *callContext[K]) Value(k any) any {
-	if _, ok := k.(keyContext[K]); ok {
+func (*ownCall[K, V]) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (*ownCall[K, V]) Done() <-chan struct{}       { return nil }
+func (*ownCall[K, V]) Err() error                  { return nil }
+
+func (c *ownCall[K, V]) Value(k any) any {
+	switch k.(type) {
+	case keyContext[K]:
 		return c.key
+	case publishKey[V]:
+		return &c.call
+	case *int:
+		// The context package finds a context's cancellation under a key
+		// of this type (context.Cause does): only context.WithoutCancel
+		// knows to hide it. Other keys of the type are rare.
+		return context.WithoutCancel(c.parent).Value(k)
 	}
-	return c.Context.Value(k)
+	return c.parent.Value(k)
 }
+
+func (c *ownCall[K, V]) String() string { return "flight.call" }
 
 // KeyFromContext returns the key of the call whose function runs on ctx, and
 // whether ctx carries a key of type K.
