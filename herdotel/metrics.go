@@ -25,6 +25,7 @@ const (
 	CacheNameKey  = attribute.Key("herd.cache.name")  // the name given to NewMetrics, NewTracer
 	LoadResultKey = attribute.Key("herd.load.result") // ok, error or not_found
 	KeyKey        = attribute.Key("herd.key")         // the key of a load, with WithKeyAttribute
+	NotFoundKey   = attribute.Key("herd.not_found")   // true on the span of a load that found no value
 )
 
 // LoadDurationName is the name of the load-latency histogram of [Metrics].

@@ -15,11 +15,13 @@ import (
 
 // Span and event names of this package.
 const (
-	LoadSpanName       = "herd.load"           // a span per loader call, foreground or background
-	StaleOnErrorEvent  = "herd.stale_on_error" // an event on the span of the caller that got a stale value
-	NotFoundKey        = attribute.Key("herd.not_found")
-	maxRememberedSpans = 1024
+	LoadSpanName      = "herd.load"           // a span per loader call, foreground or background
+	StaleOnErrorEvent = "herd.stale_on_error" // an event on the span of the caller that got a stale value
 )
+
+// maxRememberedSpans bounds the spans of callers of failed loads that a
+// Tracer keeps for their stale-on-error events.
+const maxRememberedSpans = 1024
 
 // A TraceOption configures [NewTracer].
 type TraceOption func(*traceConfig)
