@@ -1,6 +1,15 @@
 // Package single is a store that holds one entry: the last key set. A Get of
 // any other key is a miss. It suits a cache of one object (a configuration,
 // a token) that is read very often: a read is one atomic load, with no lock.
+//
+//	config := herd.New[Config](single.New[Config](), herd.RefreshAfter(time.Minute))
+//	cfg, err := config.Get(ctx, "config", loadConfig)
+//
+// A cache over it behaves as over any store: one load at a time,
+// stale-while-revalidate, stale-if-error. Use one key: a Set of another key
+// replaces the entry. It has no capability of a shared store (no versions,
+// locks or change stream); for a value shared by a fleet, use a Redis or
+// NATS store, or a slot.Slot for a single value without a store at all.
 package single
 
 import (

@@ -1,6 +1,17 @@
 // Package storetest is the conformance suite of herd's stores: every
 // [store.Store] implementation passes [Run], so that the cache can rely on the
-// same behaviour from memory, Redis or NATS.
+// same behaviour from memory, Redis, NATS or the two-level store.
+//
+// A store's own test calls [Run] (or [RunWith] to adjust sizes and lease
+// times to the backend) with a function that returns a store for a subtest.
+// The suite checks the round trip of every field, misses, deletes, expiry
+// at KeepUntil, concurrent writers, cancelled contexts, large values and odd
+// keys; and, for each optional capability the store has, its contract:
+// lock exclusion, foreign unlock and lease expiry ([store.Locker]);
+// conditional writes refused after another client's write and exactly one
+// winner among concurrent writers ([store.Versioned]); delivery of every
+// kind of write to a watch on another client ([store.ChangeStream]); and
+// bulk reads ([store.BulkGetter]).
 package storetest
 
 import (

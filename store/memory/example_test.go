@@ -1,0 +1,86 @@
+package memory_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/memory"
+)
+
+// A cache over a bounded memory store.
+func Example() {
+	ctx := context.Background()
+	users := herd.New[string](memory.New[string](memory.MaxEntries(100_000)), herd.TTL(time.Minute))
+	defer users.Close(ctx)
+
+	load := func(_ context.Context, key string) (string, error) { return "Ada (" + key + ")", nil }
+	v, _ := users.Get(ctx, "user:42", load)
+	fmt.Println(v)
+	// Output: Ada (user:42)
+}
+
+// Two caches over one memory store behave as two processes over one shared
+// server: a write through one wins over a load in flight on the other.
+func Example_sharedStore() {
+	ctx := context.Background()
+	shared := memory.New[string]()
+	defer shared.Close(ctx)
+	a := herd.New[string](shared, herd.WithLocker(shared, time.Second))
+	b := herd.New[string](shared, herd.WithLocker(shared, time.Second))
+
+	started, finish := make(chan struct{}), make(chan struct{})
+	done := make(chan string)
+	go func() {
+		v, _ := a.Get(ctx, "k", func(context.Context, string) (string, error) {
+			close(started)
+			<-finish
+			return "loaded before the write", nil
+		})
+		done <- v
+	}()
+	<-started
+	_ = b.Set(ctx, "k", "written by b") // lands during a's load
+	close(finish)
+	fmt.Println("a's caller:", <-done)
+
+	// a's late result was not written over b's write.
+	for a.Stats().WriteConflicts == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	v, _ := a.Get(ctx, "k", nil)
+	fmt.Println("a now:", v)
+	// Output:
+	// a's caller: loaded before the write
+	// a now: written by b
+}
+
+// A watch reports every change of the store's keys, from any writer.
+func ExampleStore_Watch() {
+	ctx := context.Background()
+	s := memory.New[int]()
+	defer s.Close(ctx)
+	changed := make(chan string, 1)
+	w, _ := s.Watch(ctx, func(c store.Change) { changed <- c.Key })
+	defer w.Close()
+	_ = s.Set(ctx, "k", store.Entry[int]{Value: 1})
+	fmt.Println("changed:", <-changed)
+	// Output: changed: k
+}
+
+// A Locker gives one lease per key at a time.
+func ExampleLocker() {
+	ctx := context.Background()
+	var l memory.Locker
+	lease, _ := l.TryLock(ctx, "k", time.Minute)
+	_, err := l.TryLock(ctx, "k", time.Minute)
+	fmt.Println(err)
+	_ = lease.Unlock(ctx)
+	_, err = l.TryLock(ctx, "k", time.Minute)
+	fmt.Println(err)
+	// Output:
+	// store: locked by another owner
+	// <nil>
+}
