@@ -1,0 +1,210 @@
+package natsstore_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herdcache/herd/natsstore"
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/storetest"
+	"github.com/herdcache/herd/store/tiered"
+)
+
+// The conformance suite on the two-level store over NATS: each store of a
+// subtest is a near tier of its own over a new connection to the subtest's
+// bucket.
+func TestTieredConformance(t *testing.T) {
+	srv := startServer(t)
+	var (
+		mu      sync.Mutex
+		buckets = map[string]string{}
+	)
+	storetest.RunWith(t, storetest.Options{LockTTL: time.Second}, func(t *testing.T) store.Store[storetest.Value] {
+		mu.Lock()
+		b, ok := buckets[t.Name()]
+		if !ok {
+			b = fmt.Sprintf("tiered-%d", len(buckets))
+			buckets[t.Name()] = b
+		}
+		mu.Unlock()
+		_, js := connect(t, srv.url())
+		far := newStore[storetest.Value](t, js, b, natsstore.WithCodec[storetest.Value](gobCodec[storetest.Value]{}))
+		return newTiered(t, far)
+	})
+}
+
+func newTiered[T any](t *testing.T, far *natsstore.Store[T]) *tiered.VersionedStore[T] {
+	t.Helper()
+	s, err := tiered.NewVersioned[T](far)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) }) // before the far store's
+	return s
+}
+
+// instance is one process of a two-level fleet: its near tier over its own
+// connection to the shared bucket.
+type instance struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	far  *natsstore.Store[string]
+	near *tiered.VersionedStore[string]
+}
+
+func newTieredFleet(t *testing.T, srv *natsServer, bucket string, n int) []*instance {
+	t.Helper()
+	fleet := make([]*instance, n)
+	for i := range fleet {
+		nc, js := connect(t, srv.url())
+		far := newStore[string](t, js, bucket, natsstore.MarkerTTL(time.Second))
+		fleet[i] = &instance{nc: nc, js: js, far: far, near: newTiered(t, far)}
+	}
+	return fleet
+}
+
+// eventually polls a Get of key on in until it returns want, and returns
+// how long that took.
+func (in *instance) eventually(t *testing.T, key, want string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(20 * time.Second)
+	for {
+		e, ok, err := in.near.Get(context.Background(), key)
+		if err == nil && ok && e.Value == want {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Get(%q) = %q, %v, %v after 20s; want %q", key, e.Value, ok, err, want)
+		}
+	}
+}
+
+// A Set on one instance reaches the near tiers of the others through the
+// bucket's change stream: measured over 1,000 writes (p50, p99); the writer
+// reads its own write at once every time.
+func TestTieredDeliveryAcrossInstances(t *testing.T) {
+	srv := startServer(t)
+	fleet := newTieredFleet(t, srv, "delivery", 3)
+	ctx := context.Background()
+	var times []time.Duration
+	for i := range 1000 {
+		want := strconv.Itoa(i)
+		for _, in := range fleet[1:] { // the readers hold a near copy of the old value
+			if i > 0 {
+				if _, ok, err := in.near.Get(ctx, "k"); err != nil || !ok {
+					t.Fatalf("warm read: %v, %v", ok, err)
+				}
+			}
+		}
+		if err := fleet[0].near.Set(ctx, "k", store.Entry[string]{Value: want}); err != nil {
+			t.Fatal(err)
+		}
+		if e, ok, err := fleet[0].near.Get(ctx, "k"); err != nil || !ok || e.Value != want {
+			t.Fatalf("write %d: the writer read %q, %v, %v; want its own write", i, e.Value, ok, err)
+		}
+		for _, in := range fleet[1:] {
+			times = append(times, in.eventually(t, "k", want))
+		}
+	}
+	slices.Sort(times)
+	t.Logf("a Set reached the other instances' near tiers in p50 %v, p99 %v (%d deliveries)",
+		times[len(times)/2], times[len(times)*99/100], len(times))
+}
+
+// Writes by anything but herd reach every near tier: a plain KV client's
+// Put, its Delete, and the server's own expiry of an entry.
+func TestTieredInvalidatedByEveryWriter(t *testing.T) {
+	srv := startServer(t)
+	fleet := newTieredFleet(t, srv, "writers", 3)
+	ctx := context.Background()
+	if err := fleet[0].near.Set(ctx, "user:42", store.Entry[string]{Value: "herd"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		in.eventually(t, "user:42", "herd") // each holds a near copy
+	}
+	raw, err := fleet[0].js.KeyValue(ctx, "writers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := store.Encode[string](store.JSON[string]{}, store.Entry[string]{Value: "raw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Put(ctx, "d.kuser=3A42", data); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		in.eventually(t, "user:42", "raw")
+	}
+	if err := raw.Delete(ctx, "d.kuser=3A42"); err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range fleet {
+		waitFor(t, 20*time.Second, fmt.Sprintf("instance %d drops the deleted key", i), func() bool {
+			_, ok, err := in.near.Get(ctx, "user:42")
+			return err == nil && !ok
+		})
+	}
+	// The server's expiry is a change too: every instance counts it.
+	before := make([]uint64, len(fleet))
+	for i, in := range fleet {
+		before[i] = in.near.Stats().Changes
+	}
+	if err := fleet[0].near.Set(ctx, "short", store.Entry[string]{Value: "v", KeepUntil: time.Now().Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range fleet {
+		// The write, then the server's expiry marker.
+		waitFor(t, 20*time.Second, fmt.Sprintf("instance %d sees the write and the expiry", i), func() bool {
+			return in.near.Stats().Changes >= before[i]+2
+		})
+	}
+}
+
+// The NATS server restarts: every near tier is flushed, no instance serves
+// a value older than a write made after the restart, and invalidations
+// resume.
+func TestTieredServerRestart(t *testing.T) {
+	srv := startServer(t)
+	fleet := newTieredFleet(t, srv, "restart", 3)
+	ctx := context.Background()
+	if err := fleet[0].near.Set(ctx, "k", store.Entry[string]{Value: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		in.eventually(t, "k", "before")
+	}
+	srv.stop()
+	for i, in := range fleet {
+		waitFor(t, 20*time.Second, fmt.Sprintf("instance %d flushed", i), func() bool { return in.near.Stats().Flushes > 0 })
+	}
+	srv.start()
+	for _, in := range fleet {
+		waitFor(t, 20*time.Second, "reconnected", in.nc.IsConnected)
+	}
+	waitFor(t, 20*time.Second, "write after the restart", func() bool {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return fleet[0].near.Set(wctx, "k", store.Entry[string]{Value: "after"}) == nil
+	})
+	for _, in := range fleet {
+		in.eventually(t, "k", "after")
+	}
+	// Each instance holds "after" near; a write now must reach them all.
+	if err := fleet[1].near.Set(ctx, "k", store.Entry[string]{Value: "resumed"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		in.eventually(t, "k", "resumed")
+	}
+}
