@@ -28,6 +28,7 @@ import (
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
 
@@ -38,7 +39,7 @@ const DefaultMaxEntries = 10_000
 // A Store is a bounded in-memory [store.Store]. Build it with [New]; its
 // methods are safe for concurrent use.
 type Store[T any] struct {
-	c         *otter.Cache[string, *item[T]]
+	c         *otter.Cache[string, *local.Entry[T]]
 	clock     *otter.CoarseClock // nil unless CoarseClock was given
 	retention time.Duration
 	versions  atomic.Uint64 // the last version given to a write
@@ -47,21 +48,10 @@ type Store[T any] struct {
 	watches watchers
 }
 
-// An item is what the store holds for a key: an entry, or the record that
-// the key was deleted (a tombstone). Items are never modified once stored,
-// so that GetShared can lend their entries.
-type item[T any] struct {
-	entry     store.Entry[T]
-	version   store.Version
-	keepUntil int64 // entry.KeepUntil in Unix nanoseconds; 0: never
-	tombstone bool
-}
-
-// live reports whether the item holds an entry that may be returned at now
-// (Unix nanoseconds).
-func (it *item[T]) live(now int64) bool {
-	return !it.tombstone && (it.keepUntil == 0 || now < it.keepUntil)
-}
+// The store holds, for each key, a *local.Entry: an entry with its times as
+// Unix nanoseconds and its version, or the record that the key was deleted
+// (a tombstone), 48 bytes for a value of 8. Entries are never modified once
+// stored, so that Peek can lend them.
 
 var (
 	_ store.Store[int]        = (*Store[int])(nil)
@@ -71,6 +61,7 @@ var (
 	_ store.Locker            = (*Store[int])(nil)
 	_ store.Locker            = (*Locker)(nil)
 	_ store.ChangeStream      = (*Store[int])(nil)
+	_ local.Store[int]        = (*Store[int])(nil)
 )
 
 type config struct {
@@ -139,11 +130,11 @@ func New[T any](opts ...Option) *Store[T] {
 	retention := cfg.retention
 	// A "writing" calculator is computed on create and update only; otter
 	// skips the read hook for it, which keeps the hit path short.
-	o := &otter.Options[string, *item[T]]{
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *item[T]]) time.Duration {
+	o := &otter.Options[string, *local.Entry[T]]{
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *local.Entry[T]]) time.Duration {
 			return untilForgotten(e.Value, e.SnapshotAtNano, retention)
 		}),
-		OnDeletion: func(e otter.DeletionEvent[string, *item[T]]) {
+		OnDeletion: func(e otter.DeletionEvent[string, *local.Entry[T]]) {
 			// Writes report their own changes; this reports what the
 			// store does on its own.
 			if e.WasEvicted() {
@@ -161,11 +152,11 @@ func New[T any](opts ...Option) *Store[T] {
 			panic("memory: MaxWeight must be positive")
 		}
 		o.MaximumWeight = cfg.maxWeight
-		o.Weigher = func(key string, it *item[T]) uint32 {
-			if it.tombstone || it.entry.NotFound {
+		o.Weigher = func(key string, it *local.Entry[T]) uint32 {
+			if it.Tombstone() || it.NotFound() {
 				return 1
 			}
-			return max(weigh(key, it.entry.Value), 1)
+			return max(weigh(key, it.Value), 1)
 		}
 	case cfg.maxEntries <= 0:
 		panic(fmt.Sprintf("memory: MaxEntries must be positive, got %d", cfg.maxEntries))
@@ -188,21 +179,35 @@ func New[T any](opts ...Option) *Store[T] {
 // has passed. It never returns an error.
 func (s *Store[T]) Get(_ context.Context, key string) (store.Entry[T], bool, error) {
 	it, ok := s.c.GetIfPresent(key)
-	if !ok || !it.live(s.nowNano()) {
+	if !ok || !it.Live(s.nowNano()) {
 		return store.Entry[T]{}, false, nil
 	}
-	return it.entry, true, nil
+	return it.Entry(), true, nil
 }
 
-// GetShared is [Store.Get] that lends the store's own entry instead of a
-// copy, with the time at which it was found live, from the same clock read
-// that checked its KeepUntil. The entry must not be modified.
+// GetShared is [Store.Get] for the [store.SharedGetter] interface, with the
+// time at which the entry was found live, from the same clock read that
+// checked its KeepUntil. As the store holds its entries in a compact form,
+// the entry is a copy of its own, which the caller may keep.
 func (s *Store[T]) GetShared(_ context.Context, key string) (*store.Entry[T], time.Time, bool, error) {
-	e, ok := s.c.GetEntry(key)
-	if !ok || !e.Value.live(e.SnapshotAtNano) {
+	it, now, ok := s.Peek(key)
+	if !ok {
 		return nil, time.Time{}, false, nil
 	}
-	return &e.Value.entry, time.Unix(0, e.SnapshotAtNano), true, nil
+	e := it.Entry()
+	return &e, time.Unix(0, now), true, nil
+}
+
+// Peek returns the live entry of key as the store holds it, without a copy,
+// and the time (Unix nanoseconds) at which it was found live, from the
+// clock read that checked it: the hit path of a herd cache. The entry must
+// not be modified.
+func (s *Store[T]) Peek(key string) (*local.Entry[T], int64, bool) {
+	e, ok := s.c.GetEntry(key)
+	if !ok || !e.Value.Live(e.SnapshotAtNano) {
+		return nil, 0, false
+	}
+	return e.Value, e.SnapshotAtNano, true
 }
 
 // GetMany returns the live entries of keys. It never returns an error.
@@ -210,8 +215,8 @@ func (s *Store[T]) GetMany(_ context.Context, keys []string) (map[string]store.E
 	found := make(map[string]store.Entry[T], len(keys))
 	now := s.nowNano()
 	for _, k := range keys {
-		if it, ok := s.c.GetIfPresent(k); ok && it.live(now) {
-			found[k] = it.entry
+		if it, ok := s.c.GetIfPresent(k); ok && it.Live(now) {
+			found[k] = it.Entry()
 		}
 	}
 	return found, nil
@@ -223,16 +228,16 @@ func (s *Store[T]) GetVersion(_ context.Context, key string) (store.Entry[T], st
 	if !ok {
 		return store.Entry[T]{}, 0, false, nil
 	}
-	if !it.live(s.nowNano()) {
-		return store.Entry[T]{}, it.version, false, nil
+	if !it.Live(s.nowNano()) {
+		return store.Entry[T]{}, it.Version(), false, nil
 	}
-	return it.entry, it.version, true, nil
+	return it.Entry(), it.Version(), true, nil
 }
 
 // Set stores e under key until e.KeepUntil. An entry whose KeepUntil has
 // already passed deletes the key instead.
 func (s *Store[T]) Set(_ context.Context, key string, e store.Entry[T]) error {
-	s.write(key, s.newItem(e), 0, false)
+	s.write(key, s.newItem(&e), 0, false)
 	return nil
 }
 
@@ -246,7 +251,7 @@ func (s *Store[T]) Delete(_ context.Context, key string) error {
 // SetIf is [Store.Set] if the key's version is still v; otherwise it returns
 // [store.ErrConflict].
 func (s *Store[T]) SetIf(_ context.Context, key string, e store.Entry[T], v store.Version) error {
-	if !s.write(key, s.newItem(e), v, true) {
+	if !s.write(key, s.newItem(&e), v, true) {
 		return store.ErrConflict
 	}
 	return nil
@@ -264,32 +269,31 @@ func (s *Store[T]) DeleteIf(_ context.Context, key string, v store.Version) erro
 // VersionRetention returns the store's [VersionRetention].
 func (s *Store[T]) VersionRetention() time.Duration { return s.retention }
 
-func (s *Store[T]) newItem(e store.Entry[T]) *item[T] {
+// newItem is the entry to store for e, without its version, or a
+// tombstone when e's KeepUntil has passed.
+func (s *Store[T]) newItem(e *store.Entry[T]) *local.Entry[T] {
 	if !e.Live(s.now()) {
 		return s.tombstone()
 	}
-	it := &item[T]{entry: e}
-	if !e.KeepUntil.IsZero() {
-		it.keepUntil = e.KeepUntil.UnixNano()
-	}
-	return it
+	return local.New(e, 0)
 }
 
-func (s *Store[T]) tombstone() *item[T] { return &item[T]{tombstone: true} }
+func (s *Store[T]) tombstone() *local.Entry[T] { return local.Tombstone[T](0) }
 
 // write stores it under key with a new version, if the key's version is v
-// or the write is unconditional, and reports the change to the watches.
-func (s *Store[T]) write(key string, it *item[T], v store.Version, conditional bool) bool {
+// or the write is unconditional, and reports the change to the watches. it
+// is stored with its version set, before anything can read it.
+func (s *Store[T]) write(key string, it *local.Entry[T], v store.Version, conditional bool) bool {
 	wrote := false
-	s.c.Compute(key, func(old *item[T], found bool) (*item[T], otter.ComputeOp) {
+	s.c.Compute(key, func(old *local.Entry[T], found bool) (*local.Entry[T], otter.ComputeOp) {
 		current := store.Version(0)
 		if found {
-			current = old.version
+			current = old.Version()
 		}
 		if conditional && current != v {
 			return old, otter.CancelOp
 		}
-		it.version = store.Version(s.versions.Add(1))
+		it.SetVersion(store.Version(s.versions.Add(1)))
 		wrote = true
 		return it, otter.WriteOp
 	})
@@ -335,14 +339,14 @@ func (s *Store[T]) nowNano() int64 {
 // untilForgotten is the time from now (otter's clock, in Unix nanoseconds)
 // until the store may forget it: its KeepUntil for an entry, plus the
 // version retention; the retention alone for a tombstone.
-func untilForgotten[T any](it *item[T], now int64, retention time.Duration) time.Duration {
+func untilForgotten[T any](it *local.Entry[T], now int64, retention time.Duration) time.Duration {
 	switch {
-	case it.tombstone:
+	case it.Tombstone():
 		return retention
-	case it.keepUntil == 0:
+	case it.KeepUntil == 0:
 		return math.MaxInt64 // otter's "never"
 	}
-	d := time.Duration(it.keepUntil - now)
+	d := time.Duration(it.KeepUntil - now)
 	if d > math.MaxInt64-retention {
 		return math.MaxInt64
 	}
