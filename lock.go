@@ -66,18 +66,20 @@ func (c *Cache[T]) lockLoad(ctx, callCtx context.Context, key string, refresh bo
 		cancel()
 		switch {
 		case err == nil:
+			// The lease is kept from now on: the read below may be slow.
+			l.lock = lk
+			l.stop, l.kept = make(chan struct{}), make(chan struct{})
+			go c.keepLease(context.WithoutCancel(callCtx), key, lk, l.stop, l.kept)
 			e, found, base := c.readForLoad(ctx, key)
 			if !refresh && found && !e.Expired(time.Now()) {
 				if !e.NotFound {
 					flight.Publish(callCtx, e) // the value reaches the callers before the unlock
 				}
-				c.unlock(callCtx, key, lk)
+				l.release(callCtx)
 				l.outcome, l.entry = holderStored, e
 				return l
 			}
-			l.outcome, l.base, l.lock = loadLocked, base, lk
-			l.stop, l.kept = make(chan struct{}), make(chan struct{})
-			go c.keepLease(context.WithoutCancel(callCtx), key, lk, l.stop, l.kept)
+			l.outcome, l.base = loadLocked, base
 			return l
 		case !errors.Is(err, store.ErrLocked):
 			c.storeError(ctx, "lock", key, err)
@@ -127,7 +129,9 @@ func (c *Cache[T]) keepLease(ctx context.Context, key string, lk store.Lock, sto
 			return
 		case <-t.C:
 		}
-		ectx, cancel := context.WithTimeout(ctx, min(c.cfg.storeTimeout, every))
+		// The call may take until the lease would end: a slow answer that
+		// still extends it is better than giving up on a live lease.
+		ectx, cancel := context.WithTimeout(ctx, min(c.cfg.storeTimeout, c.cfg.lockTTL-every))
 		err := lk.Extend(ectx, c.cfg.lockTTL)
 		cancel()
 		switch {

@@ -3,6 +3,8 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,5 +176,99 @@ func TestFleetServerFailsAsALockIsReleased(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A loader three times slower than the lock's lease, with the key expiring
+// all the time: across three instances, one loader runs at a time, and the
+// value in Redis never goes back to one whose load began earlier.
+func TestFleetSlowLoaderOneAtATime(t *testing.T) {
+	srv := startRedis(t)
+	const lease = 600 * time.Millisecond
+	caches, direct := fleet(t, srv, 3, lease, herd.TTL(100*time.Millisecond), herd.LoadTimeout(10*time.Second),
+		herd.WithObserver(herd.ObserverFunc(func(e herd.Event) {
+			if e.Kind == herd.EventStoreError {
+				t.Logf("store error: %v", e.Err)
+			}
+		})))
+	var running, most, started atomic.Int64
+	load := func(ctx context.Context, _ string) (string, error) {
+		maxInto(&most, running.Add(1))
+		defer running.Add(-1)
+		seq := started.Add(1)
+		select {
+		case <-time.After(3 * lease):
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		return fmt.Sprintf("%06d", seq), nil // sorts as the loads began
+	}
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var backwards atomic.Value
+	wg.Go(func() {
+		last := ""
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e, ok, err := direct.Get(ctx, "k")
+			if err == nil && ok {
+				if e.Value < last {
+					backwards.CompareAndSwap(nil, fmt.Sprintf("%s after %s", e.Value, last))
+				}
+				last = max(last, e.Value)
+			}
+		}
+	})
+	var fails atomic.Int64
+	for _, c := range caches {
+		for range 3 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					if _, err := c.Get(cctx, "k", load); err != nil {
+						fails.Add(1)
+					}
+					cancel()
+				}
+			})
+		}
+	}
+	waitFor(t, "four loads", func() bool { return started.Load() >= 4 })
+	close(stop)
+	wg.Wait()
+	var conflicts uint64
+	for _, c := range caches {
+		conflicts += c.Stats().WriteConflicts
+	}
+	t.Logf("%d loads, at most %d at once, %d refused write-backs, %d failed Gets", started.Load(), most.Load(), conflicts, fails.Load())
+	if m := most.Load(); m != 1 {
+		t.Errorf("%d loaders ran at once across the fleet, want 1", m)
+	}
+	if b := backwards.Load(); b != nil {
+		t.Errorf("the store went back: %v", b)
+	}
+	if n := fails.Load(); n != 0 {
+		t.Errorf("%d Gets failed", n)
+	}
+}
+
+
+// maxInto raises m to n if n is larger.
+func maxInto(m *atomic.Int64, n int64) {
+	for {
+		cur := m.Load()
+		if n <= cur || m.CompareAndSwap(cur, n) {
+			return
+		}
 	}
 }
