@@ -262,7 +262,6 @@ func TestFleetSlowLoaderOneAtATime(t *testing.T) {
 	}
 }
 
-
 // maxInto raises m to n if n is larger.
 func maxInto(m *atomic.Int64, n int64) {
 	for {
