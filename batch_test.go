@@ -163,7 +163,9 @@ func TestBatchLoaderCallerContexts(t *testing.T) {
 		}()
 		synctest.Wait()
 		cancel()
-		<-done
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("load = %v, want context.Canceled", err)
+		}
 		time.Sleep(time.Hour)
 		synctest.Wait()
 		select {

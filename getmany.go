@@ -346,16 +346,16 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 				ctxErr = cerr
 				continue
 			}
-			r, err := c.loadFailed(ctx, m.key, m.old, err)
+			r, ferr := c.loadFailed(ctx, m.key, m.old, err)
 			switch {
-			case err == nil:
+			case ferr == nil:
 				out[m.key] = r
-			case errors.Is(err, ErrNotFound):
+			case errors.Is(ferr, ErrNotFound):
 			default:
 				if errs == nil {
 					errs = make(KeyErrors)
 				}
-				errs[m.key] = err
+				errs[m.key] = ferr
 			}
 			continue
 		}
@@ -478,7 +478,7 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 	// callers as the flight package reports it.
 	returned := false
 	defer func() {
-		var err error = flight.ErrGoexit
+		err := flight.ErrGoexit
 		if !returned {
 			if r := recover(); r != nil {
 				err = flight.NewPanicError(r)
