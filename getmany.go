@@ -159,9 +159,15 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[
 // was fresh, stale or just loaded, and its age.
 func (c *Cache[T]) FetchMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]Result[T], error) {
 	mustContext(ctx)
+	if load == nil {
+		panic("herd: FetchMany needs a batch loader, got nil")
+	}
 	cfg := newBatchConfig(opts)
 	if c.closed.Load() {
 		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	uniq := uniqueKeys(keys)
 	out := make(map[string]Result[T], len(uniq))

@@ -48,6 +48,11 @@
 // example from an HTTP Cache-Control header. [Cache.Fetch] tells a caller
 // whether its value was fresh, stale or just loaded, and how old it is.
 //
+// [Cache.GetMany] and [Cache.FetchMany] read many keys with one bulk read of
+// the store and load the misses with a [BatchLoader], in batches, with the
+// guarantees of Get for each key; [Batch] turns a BatchLoader into a Loader
+// that gathers the keys of concurrent Gets into batch calls.
+//
 // A loader must not call Get for its own key or Close the cache: it would
 // wait for itself until its context ends.
 //
