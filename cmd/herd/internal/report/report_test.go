@@ -61,8 +61,8 @@ func TestTable(t *testing.T) {
 		"herd (SWR+SIE): refresh after 5s, TTL 10s, stale-if-error 1h, load timeout 500ms",
 		"setup           source calls  peak/s    p50    p99    max  errors  in outage  stale  hit ratio\n",
 		"no cache              64,000   6,400  1.0ms  900ms  1.00s   3,003      3,000      0       0.0%\n",
-		"load delivered: 100.0% of requests sent within 100ms of their time (generator lag p99 0, max 0).\n" +
-			"herd (SWR+SIE): 28× fewer source calls than no cache; 0 errors during the outage against 3,000 without a cache.",
+		"load delivered: 100.0% of requests sent within 100ms of their time (generator lag p99 0,\nmax 0).\n" +
+			"herd (SWR+SIE): 28× fewer source calls than no cache; 0 errors during the outage against\n3,000 without a cache.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the table has no line with %q", want)
@@ -95,10 +95,10 @@ func TestTableFailed(t *testing.T) {
 	if err := Table(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	out := b.String()
-	want := "\nload delivered: 100.0% of requests sent within 100ms of their time (generator lag p99 0, max 0).\n" +
+	out := strings.ReplaceAll(b.String(), "\n", " ")
+	want := " load delivered: 100.0% of requests sent within 100ms of their time (generator lag p99 0, max 0). " +
 		"FAILED: herd (TTL) failed 50.0% of its requests (32,001 of 64,000); herd (SWR+SIE) failed 93.8% of its requests " +
-		"(60,000 of 64,000); 59,000 store operations failed or timed out.\n"
+		"(60,000 of 64,000); 59,000 store operations failed or timed out. "
 	if !strings.HasSuffix(out, want) || strings.Contains(out, "fewer source calls") {
 		t.Fatalf("the table ends\n%s\nwant\n%s", out[strings.LastIndex(out, "refresh time"):], want)
 	}
@@ -120,10 +120,10 @@ func TestTableBehind(t *testing.T) {
 	if err := Table(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	out := b.String()
-	want := "\nLOAD NOT DELIVERED: this machine could not send the requests on time: up to 3.1% of a setup's requests were sent " +
+	out := strings.ReplaceAll(b.String(), "\n", " ")
+	want := " LOAD NOT DELIVERED: this machine could not send the requests on time: up to 3.1% of a setup's requests were sent " +
 		"more than 100ms late (4,000) or not at all (4,000), generator lag p99 120ms. Every setup's numbers suffer; " +
-		"run fewer --clients or --instances, or on a quieter machine.\n"
+		"run fewer --clients or --instances, or on a quieter machine. "
 	if !strings.HasSuffix(out, want) || strings.Contains(out, "fewer source calls") {
 		t.Fatalf("the table ends\n%s\nwant\n%s", out[strings.LastIndex(out, "refresh time"):], want)
 	}
@@ -291,6 +291,25 @@ func TestProgressLines(t *testing.T) {
 	}
 	if strings.ContainsAny(b.String(), "\r\x1b") {
 		t.Error("control characters in plain lines")
+	}
+}
+
+func TestWrap(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		width int
+		want  string
+	}{
+		{"", 10, ""},
+		{"one two three", 20, "one two three"},
+		{"one two three", 7, "one two\nthree"},
+		{"one  two\nthree", 8, "one two\nthree"},
+		{"a verylongword b", 5, "a\nverylongword\nb"},
+		{"µs µs µs", 5, "µs µs\nµs"},
+	} {
+		if got := wrap(tc.in, tc.width); got != tc.want {
+			t.Errorf("wrap(%q, %d) = %q, want %q", tc.in, tc.width, got, tc.want)
+		}
 	}
 }
 

@@ -41,7 +41,7 @@ func Table(w io.Writer, r *sim.Report) error {
 	}
 	b.WriteString("\n" + legend + "\n\n")
 	for _, l := range Verdict(r) {
-		b.WriteString(l + "\n")
+		b.WriteString(wrap(l, lineWidth) + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -62,6 +62,31 @@ func row(s *sim.SetupReport) []string {
 		latency(s.P50), latency(s.P99), latency(s.Max),
 		count(s.Errors), count(s.OutageErrors), count(s.Stale), percent(s.HitRatio()),
 	}
+}
+
+// lineWidth is the width the table's prose wraps at, as its legend does.
+const lineWidth = 90
+
+// wrap breaks s into lines of at most width characters, between words; a
+// word longer than width has a line of its own.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(s) {
+		l := len([]rune(w))
+		switch {
+		case i == 0:
+		case n+1+l > width:
+			b.WriteString("\n")
+			n = 0
+		default:
+			b.WriteString(" ")
+			n++
+		}
+		b.WriteString(w)
+		n += l
+	}
+	return b.String()
 }
 
 // Verdict returns the lines that judge run r: whether the machine delivered
