@@ -11,11 +11,9 @@
 // # What it does
 //
 //   - Reads: a near hit takes no lock, allocates nothing and makes no call
-//     to the far tier; a herd.Cache reads it through [store.SharedGetter].
-//     (A cache over [github.com/herdcache/herd/store/memory] itself takes a
-//     shorter in-process path: see BenchmarkTieredHit in the bench module
-//     for the difference.) A near miss reads the far tier and keeps a copy
-//     in the near tier.
+//     to the far tier, through [store.SharedGetter] or [Store.Peek] (the
+//     near copy in the compact form of herd's in-process stores). A near
+//     miss reads the far tier and keeps a copy in the near tier.
 //     Entries keep their own times, so stale-while-revalidate and
 //     stale-if-error behave as on one tier; the near copy also goes at
 //     [NearTTL].
@@ -79,6 +77,7 @@ import (
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
 
@@ -88,7 +87,8 @@ var ErrClosed = errors.New("tiered: store closed")
 // A Store is a two-level [store.Store]: a bounded memory near tier over a
 // shared far tier. Build it with [New] or [NewVersioned]; its methods are
 // safe for concurrent use. Besides [store.Store], it implements
-// [store.SharedGetter], [store.BulkGetter] and [store.Locker].
+// [store.SharedGetter], [store.BulkGetter] and [store.Locker], and lends
+// near hits with [Store.Peek].
 type Store[T any] struct {
 	far     store.Store[T]
 	bulk    store.BulkGetter[T] // far, if it reads in bulk
@@ -106,11 +106,13 @@ type Store[T any] struct {
 	farReads, changes, flushes, discarded atomic.Uint64
 }
 
-// A nearItem is the near copy of an entry. Items are never modified once
-// stored, so that GetShared can lend their entries.
+// A nearItem is the near copy of an entry, as a store.Entry for
+// GetShared and in the compact form of in-process stores for Peek. Items
+// are never modified once stored, so that both can be lent.
 type nearItem[T any] struct {
-	entry store.Entry[T]
-	until int64 // Unix nanoseconds: the near copy is served before then only
+	entry   store.Entry[T]
+	compact local.Entry[T]
+	until   int64 // Unix nanoseconds: the near copy is served before then only
 }
 
 var (
@@ -221,6 +223,23 @@ func (s *Store[T]) GetShared(ctx context.Context, key string) (*store.Entry[T], 
 	return &e, time.Time{}, true, nil
 }
 
+// Peek returns the near tier's live copy of key's entry, in the compact
+// form of herd's in-process stores, which the caller must not modify, and
+// the time (Unix nanoseconds) at which it was found live. It never reads the
+// far tier: a miss (ok false) says only that the near tier has no live
+// copy, not that the store has no entry; a caller then reads the store with
+// [Store.GetShared] or [Store.Get]. It is the hit path for herd.Cache: no
+// lock, no allocation, no clock read beyond the near tier's own.
+func (s *Store[T]) Peek(key string) (e *local.Entry[T], now int64, ok bool) {
+	if s.closed.Load() {
+		return nil, 0, false
+	}
+	if ne, ok := s.near.GetEntry(key); ok && ne.SnapshotAtNano < ne.Value.until {
+		return &ne.Value.compact, ne.SnapshotAtNano, true
+	}
+	return nil, 0, false
+}
+
 // Get is [Store.GetShared] that returns a copy of the entry.
 func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, error) {
 	e, _, ok, err := s.GetShared(ctx, key)
@@ -272,7 +291,7 @@ func (s *Store[T]) newItem(e store.Entry[T], start time.Time) *nearItem[T] {
 	if !until.After(time.Now()) {
 		return nil
 	}
-	return &nearItem[T]{entry: e, until: until.UnixNano()}
+	return &nearItem[T]{entry: e, compact: *local.New(&e, 0), until: until.UnixNano()}
 }
 
 // Set stores e under key in the far tier, then in the near tier, so that

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -162,4 +164,56 @@ func TestFarWithoutCapabilities(t *testing.T) {
 	if err != nil || len(got) != 2 || got["a"].Value != 1 || got["b"].Value != 2 {
 		t.Fatalf("GetMany = %v, %v", got, err)
 	}
+}
+
+// Peek lends the near copy, times and flags included, and misses when the
+// near tier has no live copy, whatever the far tier holds.
+func TestPeekReadsOnlyTheNearTier(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		far := memory.New[int]()
+		defer far.Close(context.Background())
+		s, err := tiered.New[int](far, tiered.NearTTL(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		now := time.Now()
+		want := store.Entry[int]{Value: 7, StoredAt: now, RefreshAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour), KeepUntil: now.Add(2 * time.Hour)}
+		_ = far.Set(ctx, "far-only", want)
+		synctest.Wait()
+		if _, _, ok := s.Peek("far-only"); ok {
+			t.Fatal("Peek read the far tier")
+		}
+		if err := s.Set(ctx, "k", want); err != nil {
+			t.Fatal(err)
+		}
+		e, at, ok := s.Peek("k")
+		got := e.Entry()
+		if !ok || got.Value != 7 || got.NotFound || !got.StoredAt.Equal(want.StoredAt) || !got.RefreshAt.Equal(want.RefreshAt) ||
+			!got.ExpiresAt.Equal(want.ExpiresAt) || !got.KeepUntil.Equal(want.KeepUntil) || at != now.UnixNano() {
+			t.Fatalf("Peek = %+v, %d, %v; want the near copy of %+v found at %d", e, at, ok, want, now.UnixNano())
+		}
+		_ = far.Set(ctx, "k", store.Entry[int]{Value: 8, NotFound: true})
+		synctest.Wait()
+		if _, _, ok := s.Peek("k"); ok {
+			t.Fatal("Peek hit after a change dropped the near copy")
+		}
+		if got, ok, _ := s.Get(ctx, "k"); !ok || !got.NotFound {
+			t.Fatalf("Get = %+v, %v", got, ok)
+		}
+		if e, _, ok := s.Peek("k"); !ok || !e.NotFound() {
+			t.Fatalf("Peek after a fill = %+v, %v; want the not-found entry", e, ok)
+		}
+		time.Sleep(time.Minute)
+		if _, _, ok := s.Peek("k"); ok {
+			t.Fatal("Peek hit past NearTTL")
+		}
+		_ = s.Set(ctx, "k", want)
+		if err := s.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, ok := s.Peek("k"); ok {
+			t.Fatal("Peek hit after Close")
+		}
+	})
 }
