@@ -8,6 +8,15 @@ import (
 	"github.com/herdcache/herd/internal/ratelog"
 )
 
+// hit counts a fresh hit and tells the observer. It is small enough to be
+// inlined on the hit path; the observer call is not.
+func (c *Cache[T]) hit(key string) {
+	c.stats.hits.add()
+	if c.cfg.observer != nil {
+		c.notify(context.Background(), Event{Kind: EventHit, Key: key})
+	}
+}
+
 // count adds a hit to a striped counter and tells the observer.
 func (c *Cache[T]) count(n *stripedCounter, kind EventKind, key string) {
 	n.add()

@@ -32,6 +32,12 @@
 // runtime.Goexit as [flight.ErrGoexit]; neither is hidden behind a stale
 // value. A store that fails costs a load, not an error.
 //
+// Over an in-process store (store/memory), a load whose first caller's
+// context cannot end (context.Background and its values) runs on that
+// caller's goroutine, which would only wait otherwise: a miss then costs no
+// goroutine. A runtime.Goexit in such a load ends that caller's goroutine,
+// as it would without a cache; the other waiters get [flight.ErrGoexit].
+//
 // # Writes win, across a fleet
 //
 // A [Cache.Set] or [Cache.Delete] that lands while a load of the key is in
@@ -91,6 +97,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/internal/ratelog"
 	"github.com/herdcache/herd/store"
 )
@@ -165,6 +172,7 @@ func (r Result[T]) Age() time.Duration {
 // for concurrent use.
 type Cache[T any] struct {
 	store     store.Store[T]
+	local     local.Store[T]        // store, when it is in-process (store/memory)
 	shared    store.SharedGetter[T] // store, when it can lend its entries
 	versioned store.Versioned[T]    // store, when it has conditional writes
 	cfg       config
@@ -200,8 +208,15 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 	}
 	cfg.validate()
 	c := &Cache[T]{store: s, cfg: cfg, done: make(chan struct{})}
+	if l, ok := s.(local.Store[T]); ok && l.Self() == any(s) {
+		c.local = l
+	}
 	c.shared, _ = s.(store.SharedGetter[T])
 	c.versioned, _ = s.(store.Versioned[T])
+	// A load runs on its first caller's goroutine when that caller cannot
+	// leave early, unless its store write-back may be slow: no caller waits
+	// for a write to a remote store.
+	c.flight.OwnGoroutine = c.local == nil
 	c.refresh.init(c)
 	return c
 }
@@ -212,7 +227,18 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 // source says key does not exist; [ErrClosed] after Close; otherwise the
 // loader's error, wrapped with the key.
 func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, error) {
-	r, err := c.Fetch(ctx, key, load)
+	mustContext(ctx)
+	if c.local == nil || c.closed.Load() {
+		r, err := c.Fetch(ctx, key, load)
+		return r.Value, err
+	}
+	// The hit path of an in-process store: one lookup, one clock read.
+	e, now, ok := c.local.Peek(key)
+	if ok && fresh(e, now) {
+		c.hit(key)
+		return e.Value, nil
+	}
+	r, err := c.answerLocal(ctx, key, load, e, now, ok)
 	return r.Value, err
 }
 
@@ -223,12 +249,42 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 	if c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}
+	if c.local != nil {
+		e, now, ok := c.local.Peek(key)
+		if ok && fresh(e, now) {
+			c.hit(key)
+			return Result[T]{Value: e.Value, Status: StatusFresh, StoredAt: local.Time(e.StoredAt), at: time.Unix(0, now)}, nil
+		}
+		return c.answerLocal(ctx, key, load, e, now, ok)
+	}
 	if c.shared != nil {
 		e, now, ok, err := c.shared.GetShared(ctx, key)
 		return c.answer(ctx, key, load, e, now, ok, err)
 	}
 	e, ok, err := c.store.Get(ctx, key)
 	return c.answer(ctx, key, load, &e, time.Time{}, ok, err)
+}
+
+// fresh reports whether e, found live at now, is a value to return as it is.
+func fresh[T any](e *local.Entry[T], now int64) bool {
+	return !e.NotFound() && (e.RefreshAt == 0 || now < e.RefreshAt) && (e.ExpiresAt == 0 || now < e.ExpiresAt)
+}
+
+// answerLocal is answer for an entry of an in-process store that is not
+// fresh, or missing (ok false). A stale value, the most frequent case, is
+// answered without converting the entry.
+func (c *Cache[T]) answerLocal(ctx context.Context, key string, load Loader[T], e *local.Entry[T], now int64, ok bool) (Result[T], error) {
+	if !ok {
+		return c.loadAndWait(ctx, key, load, nil)
+	}
+	at := time.Unix(0, now)
+	if !e.NotFound() && e.RefreshAt != 0 && now >= e.RefreshAt && (e.ExpiresAt == 0 || now < e.ExpiresAt) {
+		c.event(ctx, &c.stats.staleHits, EventStaleHit, key)
+		c.refresh.schedule(ctx, key, load, at)
+		return Result[T]{Value: e.Value, Status: StatusStale, StoredAt: local.Time(e.StoredAt), at: at}, nil
+	}
+	se := e.Entry()
+	return c.answer(ctx, key, load, &se, at, true, nil)
 }
 
 // answer answers a read from what the store returned: the entry if it is

@@ -39,10 +39,7 @@ func (r *refresher[T]) init(c *Cache[T]) { r.c = c }
 // backs off after a failure, or the cache is closed. A full queue drops it.
 // It never blocks on the refresh.
 func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T], now time.Time) {
-	if r.c.backoff.active(key, now) {
-		return
-	}
-	queued, dropped := r.enqueue(refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load})
+	queued, dropped := r.enqueue(ctx, key, load, now)
 	switch {
 	case queued:
 		r.c.event(ctx, &r.c.stats.refreshesQueued, EventRefreshQueued, key)
@@ -51,13 +48,15 @@ func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T],
 	}
 }
 
-// enqueue adds t to the queue and starts a worker if one is missing.
-// Every path out unlocks, so that nothing that panics here can leave the
-// mutex held.
-func (r *refresher[T]) enqueue(t refreshTask[T]) (queued, dropped bool) {
+// enqueue adds a task to the queue and starts a worker if one is missing.
+// The checks come cheapest first: a stale key is read many times while its
+// refresh is queued or running, and such a read costs one lock and one
+// lookup, no allocation. Every path out unlocks, so that nothing that panics
+// here can leave the mutex held.
+func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], now time.Time) (queued, dropped bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, busy := r.keys[t.key]; busy || r.closed {
+	if _, busy := r.keys[key]; busy || r.closed || r.c.backoff.active(key, now) {
 		return false, false
 	}
 	cfg := &r.c.cfg
@@ -70,9 +69,9 @@ func (r *refresher[T]) enqueue(t refreshTask[T]) (queued, dropped bool) {
 	if r.keys == nil {
 		r.keys = make(map[string]struct{})
 	}
-	r.queue[(r.head+r.n)%len(r.queue)] = t
+	r.queue[(r.head+r.n)%len(r.queue)] = refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load}
 	r.n++
-	r.keys[t.key] = struct{}{}
+	r.keys[key] = struct{}{}
 	r.peak = max(r.peak, len(r.keys))
 	if r.running < cfg.workers {
 		r.running++

@@ -37,7 +37,8 @@ func New[T any](e *store.Entry[T], v store.Version) *Entry[T] {
 	return c
 }
 
-// Tombstone returns the record that a key was deleted, with version v.
+// Tombstone returns the record that a key was deleted, with version v. The
+// store may keep the time of the deletion in its KeepUntil.
 func Tombstone[T any](v store.Version) *Entry[T] {
 	return &Entry[T]{meta: uint64(v)<<2 | 1}
 }
@@ -106,4 +107,9 @@ type Store[T any] interface {
 	// Peek returns the live entry of key, which the caller must not modify,
 	// and the time (Unix nanoseconds) at which it was found live.
 	Peek(key string) (e *Entry[T], now int64, ok bool)
+	// Self returns the store itself. A type that embeds the store gets its
+	// methods, Peek and Self included, but not its promise that no call
+	// blocks, nor that Peek reads what its own Get would: the cache takes a
+	// store for in-process only when Self is the store it was given.
+	Self() any
 }

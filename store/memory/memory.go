@@ -4,8 +4,10 @@
 //
 //	users := herd.New(memory.New[User](memory.MaxEntries(100_000)), herd.TTL(time.Minute))
 //
-// A hit takes no lock and allocates nothing. The context arguments are
-// accepted for the [store.Store] interface and ignored: no method blocks.
+// A hit through a herd.Cache takes no lock, allocates nothing and reads the
+// clock once: the cache reads the store's own compact records in place. The
+// context arguments are accepted for the [store.Store] interface and
+// ignored: no method blocks.
 //
 // Besides [store.Store], a Store has every capability of a shared store, so
 // that several caches in one process can share it as a fleet would share
@@ -41,6 +43,7 @@ const DefaultMaxEntries = 10_000
 type Store[T any] struct {
 	c         *otter.Cache[string, *local.Entry[T]]
 	clock     *otter.CoarseClock // nil unless CoarseClock was given
+	lag       *lagClock          // otter's clock when clock is nil
 	retention time.Duration
 	versions  atomic.Uint64 // the last version given to a write
 
@@ -166,6 +169,9 @@ func New[T any](opts ...Option) *Store[T] {
 	if cfg.coarse > 0 {
 		s.clock = otter.NewCoarseClock(cfg.coarse)
 		o.Clock = s.clock
+	} else {
+		s.lag = newLagClock()
+		o.Clock = s.lag
 	}
 	c, err := otter.New(o)
 	if err != nil {
@@ -198,16 +204,23 @@ func (s *Store[T]) GetShared(_ context.Context, key string) (*store.Entry[T], ti
 	return &e, time.Unix(0, now), true, nil
 }
 
+// Self returns s, for herd to tell s from a type that embeds it.
+func (s *Store[T]) Self() any { return s }
+
 // Peek returns the live entry of key as the store holds it, without a copy,
 // and the time (Unix nanoseconds) at which it was found live, from the
 // clock read that checked it: the hit path of a herd cache. The entry must
 // not be modified.
 func (s *Store[T]) Peek(key string) (*local.Entry[T], int64, bool) {
-	e, ok := s.c.GetEntry(key)
-	if !ok || !e.Value.Live(e.SnapshotAtNano) {
+	it, ok := s.c.GetIfPresent(key)
+	if !ok {
 		return nil, 0, false
 	}
-	return e.Value, e.SnapshotAtNano, true
+	now := s.nowNano()
+	if !it.Live(now) {
+		return nil, 0, false
+	}
+	return it, now, true
 }
 
 // GetMany returns the live entries of keys. It never returns an error.
@@ -278,7 +291,13 @@ func (s *Store[T]) newItem(e *store.Entry[T]) *local.Entry[T] {
 	return local.New(e, 0)
 }
 
-func (s *Store[T]) tombstone() *local.Entry[T] { return local.Tombstone[T](0) }
+// tombstone is the record of a deletion now: its KeepUntil is the time of
+// the deletion, from which untilForgotten counts the retention.
+func (s *Store[T]) tombstone() *local.Entry[T] {
+	t := local.Tombstone[T](0)
+	t.KeepUntil = s.nowNano()
+	return t
+}
 
 // write stores it under key with a new version, if the key's version is v
 // or the write is unconditional, and reports the change to the watches. it
@@ -320,6 +339,8 @@ func (s *Store[T]) Close(ctx context.Context) error {
 	s.c.StopAllGoroutines()
 	if s.clock != nil {
 		s.clock.Stop()
+	} else {
+		s.lag.stop()
 	}
 	if err := s.watches.close(ctx); err != nil {
 		return fmt.Errorf("memory: close: %w", err)
@@ -333,16 +354,17 @@ func (s *Store[T]) nowNano() int64 {
 	if s.clock != nil {
 		return s.clock.NowNano()
 	}
-	return time.Now().UnixNano()
+	return s.lag.read()
 }
 
 // untilForgotten is the time from now (otter's clock, in Unix nanoseconds)
 // until the store may forget it: its KeepUntil for an entry, plus the
-// version retention; the retention alone for a tombstone.
+// version retention; the retention from the deletion for a tombstone.
 func untilForgotten[T any](it *local.Entry[T], now int64, retention time.Duration) time.Duration {
 	switch {
 	case it.Tombstone():
-		return retention
+		// Counted from the deletion, on the store's clock: otter's may lag.
+		return time.Duration(it.KeepUntil-now) + retention
 	case it.KeepUntil == 0:
 		return math.MaxInt64 // otter's "never"
 	}

@@ -1,0 +1,153 @@
+package herd_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/store/memory"
+)
+
+// The tests of this file run over a memory store itself, not a type that
+// wraps it: the cache then reads the store's entries in place and runs a
+// load on its first caller's goroutine when that caller cannot leave.
+
+func newLocalCache(t *testing.T, opts ...herd.Option) *herd.Cache[string] {
+	t.Helper()
+	c := herd.New[string](memory.New[string](), append([]herd.Option{herd.WithLogger(discard)}, opts...)...)
+	t.Cleanup(func() {
+		if err := c.Close(context.Background()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+// Every status, age and count, through Get and Fetch, on the in-process path.
+func TestLocalStoreLifeOfAKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var events [16]atomic.Int32
+		obs := herd.ObserverFunc(func(e herd.Event) { events[e.Kind].Add(1) })
+		c := newLocalCache(t, herd.TTL(10*time.Minute), herd.RefreshAfter(time.Minute),
+			herd.StaleIfError(time.Hour), herd.NegativeTTL(time.Minute), herd.WithObserver(obs))
+		src := &source{value: "v"}
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusLoaded || r.Value != "v:k" || r.Age() != 0 {
+			t.Fatalf("first read: %+v aged %v", r, r.Age())
+		}
+		time.Sleep(30 * time.Second)
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusFresh || r.Age() != 30*time.Second {
+			t.Fatalf("fresh read: %+v aged %v", r, r.Age())
+		}
+		if v, err := c.Get(context.Background(), "k", src.load); v != "v:k" || err != nil {
+			t.Fatalf("fresh Get = %q, %v", v, err)
+		}
+		time.Sleep(time.Minute) // 90s: stale
+		src.set("v2", nil)
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusStale || r.Value != "v:k" || r.Age() != 90*time.Second {
+			t.Fatalf("stale read: %+v aged %v", r, r.Age())
+		}
+		synctest.Wait() // the refresh lands
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusFresh || r.Value != "v2:k" {
+			t.Fatalf("after the refresh: %+v", r)
+		}
+		time.Sleep(11 * time.Minute) // expired, kept for stale-if-error
+		src.set("", errors.New("source down"))
+		if r := mustGet(t, c, "k", src.load); r.Status != herd.StatusStaleOnError || r.Value != "v2:k" {
+			t.Fatalf("expired read with the source down: %+v", r)
+		}
+		src.set("", herd.ErrNotFound)
+		if _, err := c.Get(context.Background(), "gone", src.load); !errors.Is(err, herd.ErrNotFound) {
+			t.Fatalf("missing key: %v", err)
+		}
+		if _, err := c.Get(context.Background(), "gone", src.load); !errors.Is(err, herd.ErrNotFound) {
+			t.Fatalf("cached not-found: %v", err)
+		}
+		st := c.Stats()
+		if st.Hits != 3 || st.StaleHits != 1 || st.NegativeHits != 1 || st.StaleOnError != 1 || st.Misses != 3 {
+			t.Fatalf("stats %+v", st)
+		}
+		for kind, n := range map[herd.EventKind]uint64{
+			herd.EventHit: st.Hits, herd.EventStaleHit: st.StaleHits, herd.EventNegativeHit: st.NegativeHits, herd.EventMiss: st.Misses,
+		} {
+			if got := events[kind].Load(); uint64(got) != n {
+				t.Errorf("%d %v events, %d counted", got, kind, n)
+			}
+		}
+	})
+}
+
+// A hit and a stale hit allocate nothing.
+func TestLocalStoreHitsDoNotAllocate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newLocalCache(t, herd.TTL(time.Hour), herd.RefreshAfter(time.Minute))
+		ctx := context.Background()
+		src := &source{value: "v"}
+		load := src.load // a method value allocates where it is made
+		mustGet(t, c, "fresh", load)
+		mustGet(t, c, "stale", load)
+		time.Sleep(30 * time.Second)
+		mustGet(t, c, "fresh", src.load)
+		if n := testing.AllocsPerRun(100, func() { _, _ = c.Get(ctx, "fresh", load) }); n != 0 {
+			t.Errorf("%v allocations per hit", n)
+		}
+		if n := testing.AllocsPerRun(100, func() { _, _ = c.Fetch(ctx, "fresh", load) }); n != 0 {
+			t.Errorf("%v allocations per Fetch of a fresh value", n)
+		}
+		time.Sleep(time.Minute)
+		release := src.block() // the refresh hangs: every read is stale
+		mustGet(t, c, "stale", src.load)
+		if n := testing.AllocsPerRun(100, func() { _, _ = c.Get(ctx, "stale", load) }); n != 0 {
+			t.Errorf("%v allocations per stale hit with its refresh running", n)
+		}
+		release()
+	})
+}
+
+// A loader that panics on its caller's goroutine reaches that caller and
+// every waiter as a *flight.PanicError; a Goexit ends that caller's
+// goroutine, and the waiters get flight.ErrGoexit.
+func TestLocalStoreLoaderPanicAndGoexit(t *testing.T) {
+	for name, bad := range map[string]func(){"panic": func() { panic("boom") }, "goexit": runtime.Goexit} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c := newLocalCache(t, herd.TTL(time.Hour))
+				gate := make(chan struct{})
+				load := func(context.Context, string) (string, error) {
+					<-gate
+					bad()
+					return "unreachable", nil
+				}
+				errs := make(chan error, 10)
+				for range 10 {
+					go func() {
+						_, err := c.Get(context.Background(), "k", load)
+						errs <- err
+					}()
+				}
+				synctest.Wait()
+				close(gate)
+				synctest.Wait()
+				want := 10
+				if name == "goexit" {
+					want = 9 // the goroutine that ran the loader is gone
+				}
+				if len(errs) != want {
+					t.Fatalf("%d callers returned, want %d", len(errs), want)
+				}
+				for range want {
+					if err := <-errs; err == nil {
+						t.Fatal("a caller got no error")
+					}
+				}
+				if v, err := c.Get(context.Background(), "k", func(context.Context, string) (string, error) { return "ok", nil }); v != "ok" || err != nil {
+					t.Fatalf("next Get = %q, %v", v, err)
+				}
+			})
+		})
+	}
+}
