@@ -128,9 +128,15 @@ func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], ref
 	var ttl entryTTL
 	v, err := c.callLoader(context.WithValue(ctx, entryTTLKey{}, &ttl), key, load)
 
-	// The store write gets its own time budget, whatever the loader used.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(callCtx), c.cfg.storeTimeout)
-	defer cancel()
+	// The store write gets its own time budget, whatever the loader used,
+	// unless the store is in-process: its calls never block, and a timer
+	// would cost more than the write.
+	wctx := context.WithoutCancel(callCtx)
+	if c.local == nil {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(wctx, c.cfg.storeTimeout)
+		defer cancel()
+	}
 	now := time.Now()
 	switch {
 	case err == nil:

@@ -76,8 +76,12 @@ type writeBase struct {
 // at the start of a load, bounded by StoreTimeout. A failed read is counted:
 // the load goes on, but its result is not written back.
 func (c *Cache[T]) readForLoad(ctx context.Context, key string) (store.Entry[T], bool, writeBase) {
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
-	defer cancel()
+	rctx := ctx
+	if c.local == nil { // an in-process store never blocks
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, c.cfg.storeTimeout)
+		defer cancel()
+	}
 	base := writeBase{read: true, at: time.Now()}
 	var (
 		e     store.Entry[T]
