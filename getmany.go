@@ -144,39 +144,66 @@ func (e KeyErrors) keys() []string {
 // Close it returns [ErrClosed]. Batch loads do not take the per-key locks of
 // [WithLocker]; their write-backs are conditional all the same.
 func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]T, error) {
-	rs, err := c.FetchMany(ctx, keys, load, opts...)
-	if rs == nil {
+	out := manyOut[T]{values: make(map[string]T, len(keys))}
+	err := c.fetchMany(ctx, keys, load, opts, out)
+	if err != nil && !isKeyErrors(err) {
 		return nil, err
 	}
-	vs := make(map[string]T, len(rs))
-	for k, r := range rs {
-		vs[k] = r.Value
-	}
-	return vs, err
+	return out.values, err
 }
 
 // FetchMany is [Cache.GetMany] that also says, for each value, whether it
 // was fresh, stale or just loaded, and its age.
 func (c *Cache[T]) FetchMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]Result[T], error) {
+	out := manyOut[T]{results: make(map[string]Result[T], len(keys))}
+	err := c.fetchMany(ctx, keys, load, opts, out)
+	if err != nil && !isKeyErrors(err) {
+		return nil, err
+	}
+	return out.results, err
+}
+
+// manyOut is where fetchMany puts the answers: GetMany's values or
+// FetchMany's results.
+type manyOut[T any] struct {
+	values  map[string]T
+	results map[string]Result[T]
+}
+
+func (o manyOut[T]) put(key string, r Result[T]) {
+	if o.results != nil {
+		o.results[key] = r
+	} else {
+		o.values[key] = r.Value
+	}
+}
+
+func isKeyErrors(err error) bool {
+	var ke KeyErrors
+	return errors.As(err, &ke)
+}
+
+// fetchMany is FetchMany, putting its answers in out. It returns a
+// KeyErrors with the answers of the other keys, or another error with none.
+func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, load BatchLoader[T], opts []BatchOption, out manyOut[T]) error {
 	mustContext(ctx)
 	if load == nil {
 		panic("herd: FetchMany needs a batch loader, got nil")
 	}
 	cfg := newBatchConfig(opts)
 	if c.closed.Load() {
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	uniq := uniqueKeys(keys)
-	out := make(map[string]Result[T], len(uniq))
 	if len(uniq) == 0 {
-		return out, nil
+		return nil
 	}
 	found := c.readMany(ctx, uniq)
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	now := time.Now()
 	var (
@@ -191,9 +218,9 @@ func (c *Cache[T]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		}
 		switch r, a := c.judgeOne(ctx, k, &e, now); a {
 		case answerValue:
-			out[k] = r
+			out.put(k, r)
 		case answerStale:
-			out[k] = r
+			out.put(k, r)
 			stale = append(stale, k)
 		case answerNotFound:
 		case answerLoad:
@@ -204,7 +231,7 @@ func (c *Cache[T]) FetchMany(ctx context.Context, keys []string, load BatchLoade
 		c.refreshMany(ctx, stale, load, cfg)
 	}
 	if len(miss) == 0 {
-		return out, nil
+		return nil
 	}
 	return c.loadMany(ctx, miss, load, cfg, out)
 }
@@ -295,7 +322,7 @@ type (
 
 // loadMany loads the missed keys, joining the loads in flight and batching
 // the others, waits for them on ctx and adds their values to out.
-func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load BatchLoader[T], cfg batchConfig, out map[string]Result[T]) (map[string]Result[T], error) {
+func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load BatchLoader[T], cfg batchConfig, out manyOut[T]) error {
 	type wait struct {
 		claim  *entryClaim[T]
 		joined *entryWaiter[T]
@@ -355,7 +382,7 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 			r, ferr := c.loadFailed(ctx, m.key, m.old, err)
 			switch {
 			case ferr == nil:
-				out[m.key] = r
+				out.put(m.key, r)
 			case errors.Is(ferr, ErrNotFound):
 			default:
 				if errs == nil {
@@ -366,16 +393,16 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 			continue
 		}
 		if !e.NotFound {
-			out[m.key] = result(&e, StatusLoaded, e.StoredAt)
+			out.put(m.key, result(&e, StatusLoaded, e.StoredAt))
 		}
 	}
 	if ctxErr != nil {
-		return nil, ctxErr
+		return ctxErr
 	}
 	if errs != nil {
-		return out, errs
+		return errs
 	}
-	return out, nil
+	return nil
 }
 
 // loadOne loads key alone through the flight group, as Get does.
@@ -510,10 +537,40 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 		}
 	}()
 	bases := make([]writeBase, len(keys))
+	stored := make([]store.Entry[T], len(keys))
+	found := make([]bool, len(keys))
 	if c.versioned != nil {
 		for i, k := range keys {
-			_, _, bases[i] = c.readForLoad(ctx, k)
+			stored[i], found[i], bases[i] = c.readForLoad(ctx, k)
 		}
+	} else {
+		m := c.readMany(ctx, keys)
+		for i, k := range keys {
+			stored[i], found[i] = m[k]
+		}
+	}
+	// Another load of a key may have stored its answer between the read
+	// that missed the key and the claim: that answer is used, as a lock
+	// holder does, rather than loading the key again. The chunk's slices
+	// are its own, so they are narrowed in place to the keys left to load.
+	n, now := 0, time.Now()
+	for i, k := range keys {
+		if e := &stored[i]; found[i] && settled(e, now, refresh) {
+			c.writes.end(k, pending[i])
+			if e.NotFound {
+				claims[i].Finish(*e, ErrNotFound)
+			} else {
+				claims[i].Finish(*e, nil)
+			}
+			continue
+		}
+		keys[n], claims[n], pending[n], bases[n] = k, claims[i], pending[i], bases[i]
+		n++
+	}
+	keys, claims, pending, bases = keys[:n], claims[:n], pending[:n], bases[:n]
+	if n == 0 {
+		returned = true
+		return
 	}
 
 	ttl := &batchTTL{}
@@ -522,7 +579,7 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(callCtx), c.cfg.storeTimeout)
 	defer cancel()
-	now := time.Now()
+	now = time.Now()
 	if err != nil {
 		for i, k := range keys {
 			c.backoff.failed(k, now, &c.cfg)
@@ -565,6 +622,16 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 		}
 	}
 	returned = true
+}
+
+// settled reports whether an entry read at the start of a batch load makes
+// the load of its key needless: unexpired for a load, and not stale either
+// for a refresh.
+func settled[T any](e *store.Entry[T], now time.Time, refresh bool) bool {
+	if e.Expired(now) {
+		return false
+	}
+	return !refresh || e.RefreshAt.IsZero() || now.Before(e.RefreshAt)
 }
 
 // refreshFailed counts and logs a failed background refresh of key.

@@ -664,3 +664,49 @@ func TestInvalidBatchOptionsPanic(t *testing.T) {
 		}()
 	}
 }
+
+// hookedStore runs a hook, once, after a bulk read has missed and before
+// GetMany goes on with what it read.
+type hookedStore struct {
+	*memory.Store[string]
+	hook func()
+}
+
+func (s *hookedStore) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[string], error) {
+	m, err := s.Store.GetMany(ctx, keys)
+	if h := s.hook; h != nil {
+		s.hook = nil
+		h()
+	}
+	return m, err
+}
+
+// A key whose load lands between GetMany's bulk read (a miss) and its claim
+// of the key is not loaded again: the batch load reads the key's version
+// before its loader runs, finds the value, and answers with it.
+func TestRegressionGetManyReloadsAKeyStoredMeanwhile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memory.New[string]()
+		s := &hookedStore{Store: mem}
+		c := herd.New[string](s, herd.WithLogger(discard), herd.TTL(time.Hour))
+		defer func() {
+			_ = c.Close(context.Background())
+			_ = mem.Close(context.Background())
+		}()
+		one := &source{value: "get"}
+		s.hook = func() {
+			if _, err := c.Get(context.Background(), "a", one.load); err != nil {
+				t.Error(err)
+			}
+			synctest.Wait() // its write-back has landed and its call is over
+		}
+		src := &batchSource{}
+		got, err := c.GetMany(context.Background(), []string{"a", "b"}, src.load)
+		if err != nil || got["a"] != "get:a" || got["b"] != "v:b" {
+			t.Fatalf("GetMany = %v, %v", got, err)
+		}
+		if calls := src.callKeys(); len(calls) != 1 || !slices.Equal(calls[0], []string{"b"}) {
+			t.Fatalf("batch calls %v, want one with b alone", calls)
+		}
+	})
+}
