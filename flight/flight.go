@@ -20,7 +20,7 @@
 // The price of the first two is one goroutine per call (not per caller), about
 // a microsecond on the first caller's path, when that caller's context can
 // end; a call for a caller whose context cannot (context.Background and its
-// values) runs on that caller's goroutine and costs two allocations. Callers
+// values) runs on that caller's goroutine and costs one allocation. Callers
 // that join a call cost no more than with x/sync.
 //
 // A nil context is a programming error: [Group.Do] panics with "flight: nil
@@ -145,7 +145,11 @@ const (
 )
 
 type call[V any] struct {
-	done chan struct{} // closed when val and err are set
+	// done is closed when val and err are set. A call that its first
+	// caller runs makes it only when a second caller joins, under mu, which
+	// is then the group's mutex (nil otherwise).
+	done chan struct{}
+	mu   *sync.Mutex
 
 	val V
 	err error
@@ -193,11 +197,12 @@ func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Conte
 		var zero V
 		return zero, false, ctxErr
 	}
-	c, callCtx, first := g.join(ctx, key)
+	here := ctx.Done() == nil && !g.OwnGoroutine
+	c, callCtx, first := g.join(ctx, key, here)
 	if !first {
 		return g.wait(ctx, key, c)
 	}
-	if ctx.Done() == nil && !g.OwnGoroutine {
+	if here {
 		// The caller cannot leave early, so it may as well run the call:
 		// run recovers a panic into c.err, and a Goexit ends this goroutine
 		// after the other waiters got ErrGoexit.
@@ -211,21 +216,26 @@ func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Conte
 }
 
 // join joins the call in flight for key, or records a new one, which the
-// caller must start on callCtx (first is then true). The lock is released by
-// defer: a key of an interface type whose dynamic value cannot be hashed
-// panics in the map access, and must not leave the group locked.
-func (g *Group[K, V]) join(ctx context.Context, key K) (c *call[V], callCtx context.Context, first bool) {
+// caller must start on callCtx (first is then true), on its own goroutine if
+// here. The lock is released by defer: a key of an interface type whose
+// dynamic value cannot be hashed panics in the map access, and must not
+// leave the group locked.
+func (g *Group[K, V]) join(ctx context.Context, key K, here bool) (c *call[V], callCtx context.Context, first bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if cur, ok := g.m[key]; ok {
-		cur.waiters++
-		cur.dups++
+		joinLocked(cur)
 		return cur, nil, false
 	}
 	if g.m == nil {
 		g.m = make(map[K]*call[V])
 	}
-	own := &ownCall[K, V]{call: call[V]{done: make(chan struct{}), waiters: 1}, key: key, parent: ctx}
+	own := &ownCall[K, V]{call: call[V]{waiters: 1}, key: key, parent: ctx}
+	if here {
+		own.mu = &g.mu
+	} else {
+		own.done = make(chan struct{})
+	}
 	c, callCtx = &own.call, own
 	if g.CancelWhenAbandoned {
 		callCtx, c.cancel = context.WithCancel(callCtx)
@@ -233,6 +243,19 @@ func (g *Group[K, V]) join(ctx context.Context, key K) (c *call[V], callCtx cont
 	g.m[key] = c
 	g.peak = max(g.peak, len(g.m))
 	return c, callCtx, true
+}
+
+// joinLocked adds a caller to c, under the group's lock, and makes c's done
+// channel if c's first caller runs it and nobody has joined it yet.
+func joinLocked[V any](c *call[V]) {
+	c.waiters++
+	c.dups++
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.published {
+			close(c.done)
+		}
+	}
 }
 
 // Forget tells the group to start a new call for the next caller of key
@@ -306,12 +329,13 @@ func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(contex
 		}
 		g.mu.Lock()
 		g.forgetLocked(key, c)
+		done := c.done // final: nobody joins c any more
 		g.mu.Unlock()
 		if c.cancel != nil {
 			c.cancel()
 		}
-		if !c.published {
-			close(c.done)
+		if !c.published && done != nil {
+			close(done)
 		}
 	}()
 	v, err := fn(ctx)
@@ -339,8 +363,18 @@ func Publish[V any](ctx context.Context, v V) bool {
 		return false
 	}
 	c.val, c.err = v, nil
+	if c.mu == nil {
+		c.published = true
+		close(c.done)
+		return true
+	}
+	c.mu.Lock()
 	c.published = true
-	close(c.done)
+	done := c.done
+	c.mu.Unlock()
+	if done != nil {
+		close(done)
+	}
 	return true
 }
 

@@ -111,8 +111,7 @@ func (g *Group[K, V]) Join(key K) *Waiter[K, V] {
 	if !ok {
 		return nil
 	}
-	c.waiters++
-	c.dups++
+	joinLocked(c)
 	return &Waiter[K, V]{g: g, key: key, c: c}
 }
 
