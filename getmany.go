@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herdcache/herd/flight"
@@ -540,9 +541,9 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 	stored := make([]store.Entry[T], len(keys))
 	found := make([]bool, len(keys))
 	if c.versioned != nil {
-		for i, k := range keys {
-			stored[i], found[i], bases[i] = c.readForLoad(ctx, k)
-		}
+		eachKey(len(keys), func(i int) {
+			stored[i], found[i], bases[i] = c.readForLoad(ctx, keys[i])
+		})
 	} else {
 		m := c.readMany(ctx, keys)
 		for i, k := range keys {
@@ -603,8 +604,8 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 		entries[i], keep[i] = c.newEntry(v, now, ttl.of(k))
 		claims[i].Publish(entries[i])
 	}
-	for i, k := range keys {
-		e := &entries[i]
+	eachKey(len(keys), func(i int) {
+		k, e := keys[i], &entries[i]
 		switch {
 		case e.NotFound && c.cfg.negativeTTL > 0:
 			ne := c.negativeEntry(now)
@@ -620,8 +621,59 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 		} else {
 			claims[i].Finish(*e, nil) // published already
 		}
-	}
+	})
 	returned = true
+}
+
+// keyParallelism bounds the goroutines of eachKey: the per-key version reads
+// and write-backs of a batch go to a remote store at once rather than one
+// round trip after another.
+const keyParallelism = 16
+
+// remoteCall is the time past which a store call is taken for a round trip
+// to a server, worth overlapping with others.
+const remoteCall = 20 * time.Microsecond
+
+// eachKey calls fn(i) for every i in [0, n) and returns when all have
+// returned. It calls fn(0) first and times it: if it took a round trip's
+// time, the rest run on up to keyParallelism goroutines; an in-process
+// store's calls, quicker than starting a goroutine, run one after another.
+// A panic in fn is raised again on the caller's goroutine once the others
+// are done.
+func eachKey(n int, fn func(i int)) {
+	if n == 0 {
+		return
+	}
+	start := time.Now()
+	fn(0)
+	if n < 3 || time.Since(start) < remoteCall {
+		for i := 1; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		panicked atomic.Pointer[any]
+	)
+	next.Store(1)
+	for range min(keyParallelism, n-1) {
+		wg.Go(func() {
+			defer func() {
+				if r := recover(); r != nil {
+					panicked.CompareAndSwap(nil, &r)
+				}
+			}()
+			for i := int(next.Add(1) - 1); i < n && panicked.Load() == nil; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+	if p := panicked.Load(); p != nil {
+		panic(*p)
+	}
 }
 
 // settled reports whether an entry read at the start of a batch load makes
