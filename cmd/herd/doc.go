@@ -44,6 +44,12 @@
 //	--seed n         seed of the random draws (default 1)
 //	--json           print the results as JSON instead of a table
 //	--html file      also write a self-contained HTML page with charts over time
+//	--fleet          run the fleet scenario instead: --instances caches (default 3) read
+//	                 and a writer sets keys through them, in three setups (memory per
+//	                 instance, the --store alone, two-level over it), 5s each by default
+//	--writes n       writes a second in the fleet scenario (default 50)
+//	--allowance d    delivery time granted to a write in the fleet scenario before a read
+//	                 of the older value counts as stale (default 50ms)
 //
 // Progress goes to standard error: a bar on a terminal, plain lines
 // elsewhere or when CI=true.
@@ -59,6 +65,37 @@
 // request is then a round trip to the server, so the default load is scaled
 // down to 16 clients per setup, and the output says so; --clients sets it.
 // A server that does not answer within 3 seconds is a one-line error.
+//
+// # Fleet
+//
+// --fleet runs another scenario: a fleet of herd instances (--instances,
+// default 3) with writes in the mix. Readers (--clients, default 6, spread
+// over the instances) each read up to 1,000 random keys a second through
+// their instance, and a writer sets keys (--writes a second, default 50),
+// each through a random instance, with a loader that reads the latest
+// value written. It runs three setups one after another, for a third of
+// --duration each (default 5s):
+//
+//   - memory per instance: each instance its own memory store;
+//   - far tier only: every instance on the --store server (its own
+//     connection), or with no --store a memory store that the instances
+//     share, standing for a server;
+//   - two-level: store/tiered per instance over that shared store, kept
+//     coherent by its change stream (Redis client tracking, a NATS KV watch).
+//
+// For each setup it prints reads a second, read latency (p50, p99), and
+// the stale reads after a write: reads that began more than --allowance
+// (default 50ms, the change stream's delivery time granted to a write)
+// after a write of their key had completed, and returned an older value.
+// Memory per instance serves such values until the TTL ends; two-level
+// serves none, at the read latency of memory rather than of the server:
+//
+//	go run ./cmd/herd --fleet
+//	go run ./cmd/herd --fleet --store redis://127.0.0.1:6379/0 --html fleet.html
+//	go run ./cmd/herd --fleet --store nats://127.0.0.1:4222 --json
+//
+// --latency, --errors and --outage do not apply to it. Its exit status is
+// 0, or 1, 2 and 130 as below.
 //
 // # Is the run sound?
 //

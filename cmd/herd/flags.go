@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herdcache/herd/cmd/herd/internal/fleet"
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 )
 
@@ -18,6 +19,7 @@ type options struct {
 	json  bool
 	html  string
 	store string
+	fleet *fleet.Config // the fleet scenario, with --fleet
 }
 
 // remoteClients is the default of --clients over a remote store. Each
@@ -62,6 +64,12 @@ Flags:
   --seed n        seed of the random draws (default 1)
   --json          print the results as JSON instead of a table
   --html file     also write a self-contained HTML page with charts over time
+  --fleet         run the fleet scenario instead: --instances caches (default 3) read
+                  and a writer sets keys through them, in three setups (memory per
+                  instance, the --store alone, two-level over it), 5s each by default
+  --writes n      writes a second in the fleet scenario (default 50)
+  --allowance d   delivery time granted to a write in the fleet scenario before a read
+                  of the older value counts as stale (default 50ms)
 
 Progress goes to standard error: a bar on a terminal, plain lines elsewhere
 or when CI=true. Under the table, a line says whether this machine sent the
@@ -94,6 +102,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.store, "store", "memory", "")
 	fs.BoolVar(&o.json, "json", false, "")
 	fs.StringVar(&o.html, "html", "", "")
+	ff := addFleetFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, errHelp
@@ -108,6 +117,10 @@ func parseFlags(args []string) (options, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if fc, err := ff.config(&o, set); err != nil || fc != nil {
+		o.fleet = fc
+		return o, err
+	}
 	if !set["outage"] {
 		c.Outage = defaultOutage(c.Duration)
 	}

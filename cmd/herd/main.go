@@ -46,6 +46,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case err != nil:
 		fmt.Fprintf(stderr, "herd: %v\n", err)
 		return exitUsage
+	case o.fleet != nil:
+		return runFleet(ctx, &o, stdout, stderr)
 	}
 	// The HTML file is created before the run, so that a path that cannot
 	// be written fails now, not after it.

@@ -1,0 +1,230 @@
+package report
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herdcache/herd/cmd/herd/internal/fleet"
+)
+
+// fleetColumns are the header of the fleet table.
+var fleetColumns = []string{"setup", "reads/s", "p50", "p99", "errors", "store errors", "writes", "stale after write", "within allowance", "longest stale"}
+
+// fleetLegend explains the fleet table's columns; %s is the allowance.
+const fleetLegend = `reads/s: reads that returned a value, per second. p50, p99: read latency. errors: reads
+that failed or timed out; store errors: store calls that failed (herd then loads from the
+source). stale after write: reads that began more than %s (the delivery allowance) after a
+write of their key had completed, and returned an older value. within allowance: the same,
+begun less than %s after the write. longest stale: the longest time after a write had
+completed that a read began and still returned the value before it.`
+
+// describeFleet is the scenario of r in lines.
+func describeFleet(r *fleet.Result) []string {
+	c := &r.Config
+	far := "a memory store shared by the instances, standing for a server"
+	if c.StoreName != "" {
+		far = c.StoreName
+	}
+	return []string{
+		fmt.Sprintf("fleet: %d instances, %d readers × up to %s reads/s, %d writes/s each through a random instance, %s keys, %s per setup",
+			c.Instances, c.Readers, count(uint64(c.ReadRate)), c.WriteRate, count(uint64(c.Keys)), span(c.Duration)),
+		fmt.Sprintf("caches: herd with TTL %s; far tier: %s; delivery allowance %s", span(c.TTL), far, span(c.Allowance)),
+	}
+}
+
+func fleetRow(s *fleet.Setup) []string {
+	return []string{
+		s.Name, count(uint64(s.PerSec + 0.5)), latency(s.P50), latency(s.P99), count(s.Errors), count(s.StoreErrors), count(s.Writes),
+		count(s.Stale), count(s.Delivered), latency(s.Longest),
+	}
+}
+
+// FleetVerdict sums up a fleet run in lines: how stale each setup was, and
+// what the two-level store costs against the far tier alone.
+func FleetVerdict(r *fleet.Result) []string {
+	var lines []string
+	if r.Interrupted {
+		lines = append(lines, "INTERRUPTED: the run stopped before its end; these numbers cover only its start.")
+	}
+	mem, errM := r.Setup(fleet.MemoryPerInstance)
+	far, errF := r.Setup(fleet.FarOnly)
+	two, errT := r.Setup(fleet.TwoLevel)
+	if errM != nil || errF != nil || errT != nil {
+		return lines
+	}
+	allowance := span(r.Config.Allowance)
+	lines = append(lines, fmt.Sprintf(
+		"memory per instance: %s stale reads after a write, for up to %s (the TTL bounds them); two-level: %s beyond %s, longest %s after a write.",
+		count(mem.Stale), latency(mem.Longest), count(two.Stale), allowance, latency(two.Longest)))
+	if far.P50 > 0 && two.P50 > 0 {
+		lines = append(lines, fmt.Sprintf(
+			"two-level against the far tier alone: %s the reads per second; p50 %s against %s (%s of the far tier's), p99 %s against %s.",
+			ratio(two.PerSec, far.PerSec), latency(two.P50), latency(far.P50),
+			fraction(float64(two.P50), float64(far.P50)), latency(two.P99), latency(far.P99)))
+	}
+	return lines
+}
+
+// fraction formats a/b as a fraction: 1/110 for a small a, 0.8 otherwise.
+func fraction(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "0"
+	}
+	if q := b / a; q >= 2 {
+		return "1/" + strconv.FormatFloat(q, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(a/b, 'f', 1, 64)
+}
+
+// ratio formats a/b as 1.0×, 12×.
+func ratio(a, b float64) string {
+	if b <= 0 {
+		return "∞"
+	}
+	q := a / b
+	if q < 10 {
+		return strconv.FormatFloat(q, 'f', 1, 64) + "×"
+	}
+	return strconv.FormatFloat(q, 'f', 0, 64) + "×"
+}
+
+// FleetTable writes the fleet scenario, a table of what each setup
+// measured, and the lines that sum it up.
+func FleetTable(w io.Writer, r *fleet.Result) error {
+	var b strings.Builder
+	for _, l := range describeFleet(r) {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("\n")
+	rows := [][]string{fleetColumns}
+	for i := range r.Setups {
+		rows = append(rows, fleetRow(&r.Setups[i]))
+	}
+	widths := make([]int, len(fleetColumns))
+	for _, row := range rows {
+		for i, cell := range row {
+			widths[i] = max(widths[i], len([]rune(cell)))
+		}
+	}
+	for _, row := range rows {
+		for i, cell := range row {
+			pad := strings.Repeat(" ", widths[i]-len([]rune(cell)))
+			if i == 0 {
+				b.WriteString(cell + pad)
+			} else {
+				b.WriteString("  " + pad + cell)
+			}
+		}
+		b.WriteString("\n")
+	}
+	a := span(r.Config.Allowance)
+	b.WriteString("\n" + fmt.Sprintf(fleetLegend, a, a) + "\n\n")
+	for _, l := range FleetVerdict(r) {
+		b.WriteString(wrap(l, lineWidth) + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+type jsonFleet struct {
+	Config      jsonFleetConfig  `json:"config"`
+	Setups      []jsonFleetSetup `json:"setups"`
+	Verdict     []string         `json:"verdict"`
+	ElapsedS    float64          `json:"elapsed_s"`
+	Interrupted bool             `json:"interrupted"`
+}
+
+type jsonFleetConfig struct {
+	Store      string  `json:"store"`
+	Instances  int     `json:"instances"`
+	Readers    int     `json:"readers"`
+	ReadRate   int     `json:"read_rate"`
+	WriteRate  int     `json:"write_rate"`
+	Keys       int     `json:"keys"`
+	DurationS  float64 `json:"duration_per_setup_s"`
+	TTLS       float64 `json:"ttl_s"`
+	TimeoutS   float64 `json:"timeout_s"`
+	AllowanceS float64 `json:"allowance_s"`
+	Seed       uint64  `json:"seed"`
+}
+
+type jsonFleetSetup struct {
+	Name      string  `json:"name"`
+	Reads     uint64  `json:"reads"`
+	Errors    uint64  `json:"errors"`
+	PerSec    float64 `json:"reads_per_s"`
+	P50MS     float64 `json:"p50_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	Writes    uint64  `json:"writes"`
+	Stale     uint64  `json:"stale_after_write"`
+	Delivered uint64  `json:"within_allowance"`
+	LongestMS float64 `json:"longest_stale_ms"`
+}
+
+// FleetJSON writes r as one indented JSON document.
+func FleetJSON(w io.Writer, r *fleet.Result) error {
+	c := &r.Config
+	store := c.StoreName
+	if store == "" {
+		store = "memory"
+	}
+	out := jsonFleet{
+		Config: jsonFleetConfig{
+			Store: store, Instances: c.Instances, Readers: c.Readers, ReadRate: c.ReadRate, WriteRate: c.WriteRate,
+			Keys: c.Keys, DurationS: c.Duration.Seconds(), TTLS: c.TTL.Seconds(), TimeoutS: c.Timeout.Seconds(),
+			AllowanceS: c.Allowance.Seconds(), Seed: c.Seed,
+		},
+		Setups:      make([]jsonFleetSetup, 0, len(r.Setups)),
+		Verdict:     FleetVerdict(r),
+		ElapsedS:    r.Elapsed.Seconds(),
+		Interrupted: r.Interrupted,
+	}
+	for _, s := range r.Setups {
+		out.Setups = append(out.Setups, jsonFleetSetup{
+			Name: s.Name, Reads: s.Reads, Errors: s.Errors, PerSec: s.PerSec, P50MS: ms(s.P50), P99MS: ms(s.P99),
+			Writes: s.Writes, Stale: s.Stale, Delivered: s.Delivered, LongestMS: ms(s.Longest),
+		})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+//go:embed fleet.html.tmpl
+var fleetPageSource string
+
+var fleetPage = template.Must(template.New("fleet").Parse(fleetPageSource))
+
+// FleetHTML writes one self-contained page of a fleet run: the scenario,
+// the table and the lines that sum it up. It loads nothing from anywhere.
+func FleetHTML(w io.Writer, r *fleet.Result) error {
+	a := span(r.Config.Allowance)
+	d := struct {
+		Title       string
+		Scenario    []string
+		Interrupted bool
+		Elapsed     string
+		Header      []string
+		Rows        [][]string
+		Legend      string
+		Verdict     []string
+	}{
+		Title:       fmt.Sprintf("herd: a fleet of %d instances, writes in the mix", r.Config.Instances),
+		Scenario:    describeFleet(r),
+		Interrupted: r.Interrupted,
+		Elapsed:     span(r.Elapsed.Round(100 * time.Millisecond)),
+		Header:      fleetColumns,
+		Legend:      strings.ReplaceAll(fmt.Sprintf(fleetLegend, a, a), "\n", " "),
+		Verdict:     FleetVerdict(r),
+	}
+	for i := range r.Setups {
+		d.Rows = append(d.Rows, fleetRow(&r.Setups[i]))
+	}
+	return fleetPage.Execute(w, d)
+}
