@@ -16,13 +16,14 @@ import (
 // fleetColumns are the header of the fleet table.
 var fleetColumns = []string{"setup", "reads/s", "p50", "p99", "errors", "store errors", "writes", "stale after write", "within allowance", "longest stale"}
 
-// fleetLegend explains the fleet table's columns; %s is the allowance.
-const fleetLegend = `reads/s: reads that returned a value, per second. p50, p99: read latency. errors: reads
-that failed or timed out; store errors: store calls that failed (herd then loads from the
-source). stale after write: reads that began more than %s (the delivery allowance) after a
-write of their key had completed, and returned an older value. within allowance: the same,
-begun less than %s after the write. longest stale: the longest time after a write had
-completed that a read began and still returned the value before it.`
+// fleetLegend explains the fleet table's columns, in one line; %s is the
+// allowance.
+const fleetLegend = "reads/s: reads that returned a value, per second. p50, p99: read latency. errors: reads " +
+	"that failed or timed out; store errors: store calls that failed (herd then loads from the " +
+	"source). stale after write: reads that began more than %s (the delivery allowance) after a " +
+	"write of their key had completed, and returned an older value. within allowance: the same, " +
+	"begun less than %s after the write. longest stale: the longest time after a write had " +
+	"completed that a read began and still returned the value before it."
 
 // describeFleet is the scenario of r in lines.
 func describeFleet(r *fleet.Result) []string {
@@ -124,7 +125,7 @@ func FleetTable(w io.Writer, r *fleet.Result) error {
 		b.WriteString("\n")
 	}
 	a := span(r.Config.Allowance)
-	b.WriteString("\n" + fmt.Sprintf(fleetLegend, a, a) + "\n\n")
+	b.WriteString("\n" + wrap(fmt.Sprintf(fleetLegend, a, a), lineWidth) + "\n\n")
 	for _, l := range FleetVerdict(r) {
 		b.WriteString(wrap(l, lineWidth) + "\n")
 	}
@@ -220,7 +221,7 @@ func FleetHTML(w io.Writer, r *fleet.Result) error {
 		Interrupted: r.Interrupted,
 		Elapsed:     span(r.Elapsed.Round(100 * time.Millisecond)),
 		Header:      fleetColumns,
-		Legend:      strings.ReplaceAll(fmt.Sprintf(fleetLegend, a, a), "\n", " "),
+		Legend:      fmt.Sprintf(fleetLegend, a, a),
 		Verdict:     FleetVerdict(r),
 	}
 	for i := range r.Setups {
