@@ -143,7 +143,8 @@ func (e KeyErrors) keys() []string {
 // GetMany returns nil and ctx.Err() when ctx ends first: the loads go on,
 // detached from ctx and bounded by [LoadTimeout], and fill the cache. After
 // Close it returns [ErrClosed]. Batch loads do not take the per-key locks of
-// [WithLocker]; their write-backs are conditional all the same.
+// [WithLocker]; their write-backs are conditional all the same. GetMany
+// panics if ctx or load is nil, or an option is invalid.
 func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]T, error) {
 	out := manyOut[T]{values: make(map[string]T, len(keys))}
 	err := c.fetchMany(ctx, keys, load, opts, out)
