@@ -432,12 +432,14 @@ func TestRegressionHugeQueueSizeWedgesCache(t *testing.T) {
 		"Workers":   herd.Workers(math.MaxInt),
 	} {
 		t.Run(name, func(t *testing.T) {
+			mem := memory.New[string]()
+			defer mem.Close(context.Background())
 			defer func() {
 				if r, _ := recover().(string); r == "" || !contains(r, name) {
 					t.Fatalf("New panicked with %v, want a message naming %s", r, name)
 				}
 			}()
-			herd.New[string](memory.New[string](), opt)
+			herd.New[string](mem, opt)
 		})
 	}
 }
@@ -465,6 +467,41 @@ func TestRegressionBackoffOverflow(t *testing.T) {
 			if errors.As(err, &pe) || !errors.Is(err, boom) {
 				t.Fatalf("failure %d: %v, want the loader's error", i+1, err)
 			}
+		}
+	})
+}
+
+// hangingReads is a memory store whose reads hang until their context ends,
+// as a server that stopped answering does.
+type hangingReads struct{ store.Store[string] }
+
+func (h hangingReads) Close(ctx context.Context) error {
+	return h.Store.(*memory.Store[string]).Close(ctx)
+}
+
+func (h hangingReads) Get(ctx context.Context, _ string) (store.Entry[string], bool, error) {
+	<-ctx.Done()
+	return store.Entry[string]{}, false, ctx.Err()
+}
+
+// A store whose reads hang costs the caller a load after StoreTimeout, not
+// its whole deadline.
+func TestRegressionHungStoreReadCostsTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := herd.New[string](hangingReads{memory.New[string]()}, herd.StoreTimeout(100*time.Millisecond), herd.WithLogger(discard))
+		defer c.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		v, err := c.Get(ctx, "k", (&source{value: "v"}).load)
+		if err != nil || v != "v:k" {
+			t.Fatalf("Get over a hung store = %q, %v; want the loaded value", v, err)
+		}
+		if took := time.Since(start); took != 100*time.Millisecond {
+			t.Fatalf("Get took %v, want the 100ms StoreTimeout", took)
+		}
+		if c.Stats().StoreErrors == 0 {
+			t.Fatal("the hung read was not counted")
 		}
 	})
 }

@@ -261,7 +261,14 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 		e, now, ok, err := c.shared.GetShared(ctx, key)
 		return c.answer(ctx, key, load, e, now, ok, err)
 	}
-	e, ok, err := c.store.Get(ctx, key)
+	// A remote read is bounded by StoreTimeout: a slow or hung store costs
+	// the caller a load, not its whole deadline.
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	e, ok, err := c.store.Get(rctx, key)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return Result[T]{}, ctx.Err()
+	}
 	return c.answer(ctx, key, load, &e, time.Time{}, ok, err)
 }
 
