@@ -97,6 +97,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/closing"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/internal/ratelog"
 	"github.com/herdcache/herd/store"
@@ -184,11 +185,10 @@ type Cache[T any] struct {
 	// lifeMu orders the start of a load against Close: a load registers in
 	// loads under the read lock, and Close sets closed under the write lock
 	// before it waits for loads.
-	lifeMu sync.RWMutex
-	closed atomic.Bool
-	loads  sync.WaitGroup
-	done   chan struct{} // closed when Close's shutdown is over
-	err    error         // Close's result, set before done is closed
+	lifeMu  sync.RWMutex
+	closed  atomic.Bool
+	loads   sync.WaitGroup
+	closing closing.Once
 
 	refresh refresher[T]
 
@@ -207,7 +207,7 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 		o(&cfg)
 	}
 	cfg.validate()
-	c := &Cache[T]{store: s, cfg: cfg, done: make(chan struct{})}
+	c := &Cache[T]{store: s, cfg: cfg}
 	if l, ok := s.(local.Store[T]); ok && l.Self() == any(s) {
 		c.local = l
 	}
@@ -380,35 +380,26 @@ func (c *Cache[T]) Stats() Stats { return c.stats.snapshot() }
 // that are reading or writing the store at that moment.
 func (c *Cache[T]) Close(ctx context.Context) error {
 	mustContext(ctx)
-	c.lifeMu.Lock()
-	first := !c.closed.Swap(true)
-	c.lifeMu.Unlock()
-	if first {
+	return c.closing.Close(ctx, "herd", func() {
+		c.lifeMu.Lock()
+		c.closed.Store(true)
+		c.lifeMu.Unlock()
 		c.refresh.close()
-		go c.shutdown()
-	}
-	select {
-	case <-c.done:
-		return c.err
-	case <-ctx.Done():
-		return fmt.Errorf("herd: close: %w", ctx.Err())
-	}
+	}, c.shutdown)
 }
 
 // shutdown waits for the background work, then closes the store, on a
 // context bounded by StoreTimeout rather than by any one Close caller's.
-func (c *Cache[T]) shutdown() {
+func (c *Cache[T]) shutdown() error {
 	c.refresh.wait()
 	c.loads.Wait()
-	var err error
 	switch s := c.store.(type) {
 	case interface{ Close(context.Context) error }:
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.storeTimeout)
-		err = s.Close(ctx)
-		cancel()
+		defer cancel()
+		return s.Close(ctx)
 	case interface{ Close() error }:
-		err = s.Close()
+		return s.Close()
 	}
-	c.err = err
-	close(c.done)
+	return nil
 }

@@ -71,12 +71,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/herdcache/herd/internal/closing"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
@@ -98,10 +98,8 @@ type Store[T any] struct {
 	flights *inflight
 	watch   store.Watch
 
-	closed    atomic.Bool
-	closeOnce sync.Once
-	done      chan struct{} // closed when Close's work is done
-	closeErr  error         // set before done is closed
+	closed  atomic.Bool
+	closing closing.Once
 
 	farReads, changes, flushes, discarded atomic.Uint64
 }
@@ -143,7 +141,6 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 		far:     far,
 		nearTTL: cfg.nearTTL,
 		flights: newInflight(),
-		done:    make(chan struct{}),
 	}
 	s.bulk, _ = far.(store.BulkGetter[T])
 	s.locker, _ = far.(store.Locker)
@@ -470,25 +467,17 @@ func (s *Store[T]) Stats() Stats {
 // if ctx ends first, or the watch's Close error, wrapped.
 func (s *Store[T]) Close(ctx context.Context) error {
 	mustContext(ctx)
-	s.closeOnce.Do(func() {
-		s.closed.Store(true)
-		go s.shutdown()
-	})
-	select {
-	case <-s.done:
-		return s.closeErr
-	case <-ctx.Done():
-		return fmt.Errorf("tiered: close: %w", ctx.Err())
-	}
+	return s.closing.Close(ctx, "tiered", func() { s.closed.Store(true) }, s.shutdown)
 }
 
-func (s *Store[T]) shutdown() {
-	if err := s.watch.Close(); err != nil {
-		s.closeErr = fmt.Errorf("tiered: close: %w", err)
+func (s *Store[T]) shutdown() error {
+	var err error
+	if werr := s.watch.Close(); werr != nil {
+		err = fmt.Errorf("tiered: close: %w", werr)
 	}
 	s.near.StopAllGoroutines()
 	s.near.InvalidateAll()
-	close(s.done)
+	return err
 }
 
 func mustContext(ctx context.Context) {
