@@ -16,9 +16,10 @@ import (
 // fleetColumns are the header of the fleet table.
 var fleetColumns = []string{"setup", "reads/s", "p50", "p99", "errors", "store errors", "writes", "stale after write", "within allowance", "longest stale"}
 
-// fleetLegend explains the fleet table's columns, in one line; %s is the
-// allowance.
-const fleetLegend = "reads/s: reads that returned a value, per second. p50, p99: read latency. errors: reads " +
+// fleetLegend explains the fleet table's columns, in one line; its verbs
+// are the reads a second offered, then the allowance twice.
+const fleetLegend = "reads/s: reads that returned a value, per second, of at most %s that the readers send " +
+	"(a setup that falls short could not keep up). p50, p99: read latency. errors: reads " +
 	"that failed or timed out; store errors: store calls that failed (herd then loads from the " +
 	"source). stale after write: reads that began more than %s (the delivery allowance) after a " +
 	"write of their key had completed, and returned an older value. within allowance: the same, " +
@@ -37,6 +38,11 @@ func describeFleet(r *fleet.Result) []string {
 			c.Instances, c.Readers, count(uint64(c.ReadRate)), c.WriteRate, count(uint64(c.Keys)), span(c.Duration)),
 		fmt.Sprintf("caches: herd with TTL %s; far tier: %s; delivery allowance %s", span(c.TTL), far, span(c.Allowance)),
 	}
+}
+
+func legendOf(c *fleet.Config) string {
+	a := span(c.Allowance)
+	return fmt.Sprintf(fleetLegend, count(uint64(c.Readers)*uint64(c.ReadRate)), a, a)
 }
 
 func fleetRow(s *fleet.Setup) []string {
@@ -60,9 +66,13 @@ func FleetVerdict(r *fleet.Result) []string {
 		return lines
 	}
 	allowance := span(r.Config.Allowance)
+	longest := "no older value read once a write had completed"
+	if two.Longest > 0 {
+		longest = "an older value read at most " + latency(two.Longest) + " after a write had completed"
+	}
 	lines = append(lines, fmt.Sprintf(
-		"memory per instance: %s stale reads after a write, for up to %s (the TTL bounds them); two-level: %s beyond %s, longest %s after a write.",
-		count(mem.Stale), latency(mem.Longest), count(two.Stale), allowance, latency(two.Longest)))
+		"memory per instance: %s stale reads after a write, for up to %s (the TTL bounds them); two-level: %s beyond %s, %s.",
+		count(mem.Stale), latency(mem.Longest), count(two.Stale), allowance, longest))
 	if far.P50 > 0 && two.P50 > 0 {
 		lines = append(lines, fmt.Sprintf(
 			"two-level against the far tier alone: %s the reads per second; p50 %s against %s (%s of the far tier's), p99 %s against %s.",
@@ -124,8 +134,7 @@ func FleetTable(w io.Writer, r *fleet.Result) error {
 		}
 		b.WriteString("\n")
 	}
-	a := span(r.Config.Allowance)
-	b.WriteString("\n" + wrap(fmt.Sprintf(fleetLegend, a, a), lineWidth) + "\n\n")
+	b.WriteString("\n" + wrap(legendOf(&r.Config), lineWidth) + "\n\n")
 	for _, l := range FleetVerdict(r) {
 		b.WriteString(wrap(l, lineWidth) + "\n")
 	}
@@ -205,7 +214,6 @@ var fleetPage = template.Must(template.New("fleet").Parse(fleetPageSource))
 // FleetHTML writes one self-contained page of a fleet run: the scenario,
 // the table and the lines that sum it up. It loads nothing from anywhere.
 func FleetHTML(w io.Writer, r *fleet.Result) error {
-	a := span(r.Config.Allowance)
 	d := struct {
 		Title       string
 		Scenario    []string
@@ -221,7 +229,7 @@ func FleetHTML(w io.Writer, r *fleet.Result) error {
 		Interrupted: r.Interrupted,
 		Elapsed:     span(r.Elapsed.Round(100 * time.Millisecond)),
 		Header:      fleetColumns,
-		Legend:      fmt.Sprintf(fleetLegend, a, a),
+		Legend:      legendOf(&r.Config),
 		Verdict:     FleetVerdict(r),
 	}
 	for i := range r.Setups {
