@@ -44,6 +44,8 @@
 //	--seed n         seed of the random draws (default 1)
 //	--json           print the results as JSON instead of a table
 //	--html file      also write a self-contained HTML page with charts over time
+//	--metrics-addr a serve the Prometheus metrics of the herd caches at http://a/metrics
+//	                 while the run lasts, a being host:port such as :9090 (not with --fleet)
 //	--fleet          run the fleet scenario instead: --instances caches (default 3) read
 //	                 and a writer sets keys through them, in three setups (memory per
 //	                 instance, the --store alone, two-level over it), 5s each by default

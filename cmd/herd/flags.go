@@ -20,6 +20,8 @@ type options struct {
 	html  string
 	store string
 	fleet *fleet.Config // the fleet scenario, with --fleet
+
+	metricsAddr string // --metrics-addr: where to serve /metrics, or ""
 }
 
 // remoteClients is the default of --clients over a remote store. Each
@@ -64,6 +66,8 @@ Flags:
   --seed n        seed of the random draws (default 1)
   --json          print the results as JSON instead of a table
   --html file     also write a self-contained HTML page with charts over time
+  --metrics-addr a serve the Prometheus metrics of the herd caches at http://a/metrics
+                  while the run lasts, a being host:port such as :9090 (not with --fleet)
   --fleet         run the fleet scenario instead: --instances caches (default 3) read
                   and a writer sets keys through them, in three setups (memory per
                   instance, the --store alone, two-level over it), 5s each by default
@@ -102,6 +106,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.store, "store", "memory", "")
 	fs.BoolVar(&o.json, "json", false, "")
 	fs.StringVar(&o.html, "html", "", "")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "")
 	ff := addFleetFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,6 +122,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := checkMetricsAddr(o.metricsAddr, set["fleet"]); err != nil {
+		return o, err
+	}
 	if fc, err := ff.config(&o, set); err != nil || fc != nil {
 		o.fleet = fc
 		return o, err

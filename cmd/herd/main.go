@@ -75,6 +75,16 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		o.cfg.StoreName = redact(o.store)
 	}
 
+	if o.metricsAddr != "" {
+		m, merr := serveMetrics(o.metricsAddr)
+		if merr != nil {
+			return fail(exitUsage, "--metrics-addr: %v", merr)
+		}
+		defer m.stop(stderr)
+		o.cfg.NewCache = m.newCache
+		fmt.Fprintf(stderr, "herd: serving metrics on %s\n", m.URL())
+	}
+
 	progress := report.NewProgress(stderr, isTerminal(stderr) && !underCI(), o.cfg.Duration)
 	o.cfg.Progress = progress.Update
 	r, err := sim.Run(ctx, o.cfg)

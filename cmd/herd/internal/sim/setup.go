@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"log/slog"
+	"strconv"
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/store"
@@ -75,7 +76,13 @@ func (s *setup) newHerd(ctx context.Context, e *engine) error {
 		s.closeStores = append(s.closeStores, mem.Close)
 	}
 	name := map[Kind]string{Herd: "ttl", HerdSWR: "swr"}[s.kind]
-	for range c.Instances {
+	newCache := func(_ string, s store.Store[string], opts ...herd.Option) *herd.Cache[string] {
+		return herd.New(s, opts...)
+	}
+	if c.NewCache != nil {
+		newCache = c.NewCache
+	}
+	for i := range c.Instances {
 		shared := mem
 		if c.Store != nil {
 			var err error
@@ -89,7 +96,7 @@ func (s *setup) newHerd(ctx context.Context, e *engine) error {
 		if c.Instances > 1 {
 			o = append(o[:len(o):len(o)], herd.WithLocker(shared.Locker, lockTTL))
 		}
-		s.caches = append(s.caches, herd.New[string](fleetStore{shared.Store}, o...))
+		s.caches = append(s.caches, newCache(name+"/"+strconv.Itoa(i), fleetStore{shared.Store}, o...))
 	}
 	load := herd.Loader[string](s.src.load)
 	s.read = func(ctx context.Context, client int, key string) (answer, error) {

@@ -65,6 +65,9 @@ type Config struct {
 	// StoreName names that store in reports, without credentials; empty
 	// is "memory".
 	StoreName string
+	// NewCache, if set, builds each cache of the herd setups in place of
+	// herd.New; name tells the caches of a run apart: "ttl/0", "swr/1".
+	NewCache func(name string, s store.Store[string], opts ...herd.Option) *herd.Cache[string]
 	// Notes are lines that reports print under the scenario: why a
 	// default was changed for this run, say.
 	Notes []string
