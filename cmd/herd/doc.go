@@ -52,6 +52,11 @@
 //	--writes n       writes a second in the fleet scenario (default 50)
 //	--allowance d    delivery time granted to a write in the fleet scenario before a read
 //	                 of the older value counts as stale (default 50ms)
+//	--batch          run the batch scenario instead: --clients Get new keys through herd
+//	                 without and with herd.Batch, and the table shows the source calls
+//	                 a second of each, 5s each by default
+//	--max-batch n    keys per source call in the batch scenario (default 100)
+//	--max-wait d     how long a batch waits for more keys in the batch scenario (default 2ms)
 //
 // Progress goes to standard error: a bar on a terminal, plain lines
 // elsewhere or when CI=true.

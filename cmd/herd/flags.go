@@ -20,6 +20,7 @@ type options struct {
 	html  string
 	store string
 	fleet *fleet.Config // the fleet scenario, with --fleet
+	batch *batchConfig  // the batch scenario, with --batch
 
 	metricsAddr string // --metrics-addr: where to serve /metrics, or ""
 }
@@ -74,6 +75,11 @@ Flags:
   --writes n      writes a second in the fleet scenario (default 50)
   --allowance d   delivery time granted to a write in the fleet scenario before a read
                   of the older value counts as stale (default 50ms)
+  --batch         run the batch scenario instead: --clients Get new keys through herd
+                  without and with herd.Batch, and the table shows the source calls
+                  a second of each, 5s each by default
+  --max-batch n   keys per source call in the batch scenario (default 100)
+  --max-wait d    how long a batch waits for more keys in the batch scenario (default 2ms)
 
 Progress goes to standard error: a bar on a terminal, plain lines elsewhere
 or when CI=true. Under the table, a line says whether this machine sent the
@@ -108,6 +114,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.html, "html", "", "")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "")
 	ff := addFleetFlags(fs)
+	bf := addBatchFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, errHelp
@@ -123,6 +130,10 @@ func parseFlags(args []string) (options, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if err := checkMetricsAddr(o.metricsAddr, set["fleet"]); err != nil {
+		return o, err
+	}
+	if bc, err := bf.config(&o, set); err != nil || bc != nil {
+		o.batch = bc
 		return o, err
 	}
 	if fc, err := ff.config(&o, set); err != nil || fc != nil {

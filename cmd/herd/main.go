@@ -48,6 +48,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitUsage
 	case o.fleet != nil:
 		return runFleet(ctx, &o, stdout, stderr)
+	case o.batch != nil:
+		return runBatch(ctx, o.batch, o.json, stdout, stderr)
 	}
 	// The HTML file is created before the run, so that a path that cannot
 	// be written fails now, not after it.
