@@ -3,6 +3,7 @@ package herd
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,11 @@ const maxBackoffKeys = 10_000
 type backoffs struct {
 	mu   sync.Mutex
 	keys map[string]backoff
+	// n is len(keys), read without the lock: while no key backs off, which
+	// is most of the time, a load's success and a stale read's question
+	// take no lock. A reader that sees 0 while a failure is being recorded
+	// acts as if it came just before.
+	n atomic.Int64
 }
 
 type backoff struct {
@@ -44,6 +50,7 @@ func (b *backoffs) failed(key string, now time.Time, cfg *config) {
 	k.failures++
 	k.next = now.Add(backoffDelay(k.failures, cfg.backoffMin, cfg.backoffMax))
 	b.keys[key] = k
+	b.n.Store(int64(len(b.keys)))
 }
 
 // backoffDelay is the wait after the given number of consecutive failures:
@@ -64,12 +71,16 @@ func backoffDelay(failures int, minimum, maximum time.Duration) time.Duration {
 
 // succeeded forgets the failures of key.
 func (b *backoffs) succeeded(key string) {
+	if b.n.Load() == 0 {
+		return
+	}
 	b.mu.Lock()
 	if len(b.keys) > 0 {
 		delete(b.keys, key)
 		if len(b.keys) == 0 {
 			b.keys = nil // give back the buckets of a burst of failures
 		}
+		b.n.Store(int64(len(b.keys)))
 	}
 	b.mu.Unlock()
 }
@@ -77,6 +88,9 @@ func (b *backoffs) succeeded(key string) {
 // active reports whether key failed recently and should not be loaded
 // again before its backoff ends.
 func (b *backoffs) active(key string, now time.Time) bool {
+	if b.n.Load() == 0 {
+		return false
+	}
 	b.mu.Lock()
 	k, ok := b.keys[key]
 	b.mu.Unlock()
