@@ -30,6 +30,7 @@ func TestLagClockHandsOnItsReadings(t *testing.T) {
 			t.Fatal("a second Tick got ticks of its own")
 		}
 		time.Sleep(10 * time.Second) // idle: no read
+		synctest.Wait()              // the tick due at this instant has run
 		<-ticks
 		if lag := time.Now().UnixNano() - c.NowNano(); lag != 0 {
 			t.Fatalf("after a tick, otter's reading lags by %v", time.Duration(lag))
