@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/cmd/herd/internal/histogram"
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/memory"
@@ -312,7 +313,7 @@ func (h *history) superseded(k int, seq uint64, began time.Duration) (time.Durat
 type tally struct {
 	reads, errors, stale, delivered uint64
 	longest                         time.Duration
-	lat                             histogram
+	lat                             histogram.Histogram
 }
 
 func runSetup(ctx context.Context, c *Config, name string) (Setup, error) {
@@ -377,7 +378,7 @@ func runSetup(ctx context.Context, c *Config, name string) (Setup, error) {
 	for _, in := range insts {
 		s.StoreErrors += in.cache.Stats().StoreErrors
 	}
-	var lat histogram
+	var lat histogram.Histogram
 	for i := range tallies {
 		t := &tallies[i]
 		s.Reads += t.reads
@@ -385,10 +386,10 @@ func runSetup(ctx context.Context, c *Config, name string) (Setup, error) {
 		s.Stale += t.stale
 		s.Delivered += t.delivered
 		s.Longest = max(s.Longest, t.longest)
-		lat.merge(&t.lat)
+		lat.Merge(&t.lat)
 	}
 	s.PerSec = float64(s.Reads) / elapsed.Seconds()
-	s.P50, s.P99 = lat.quantile(0.50), lat.quantile(0.99)
+	s.P50, s.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
 	return s, nil
 }
 
@@ -409,7 +410,7 @@ func read(ctx context.Context, c *Config, cache *herd.Cache[string], h *history,
 			t.errors++
 		} else {
 			t.reads++
-			t.lat.add(took)
+			t.lat.Add(took)
 			seq, perr := strconv.ParseUint(v, 10, 64)
 			if perr != nil {
 				t.errors++ // not a value the writer or the source gave

@@ -3,6 +3,8 @@ package sim
 import (
 	"sync"
 	"time"
+
+	"github.com/herdcache/herd/cmd/herd/internal/histogram"
 )
 
 // A recorder counts what happens to one setup: its clients' requests and
@@ -15,13 +17,13 @@ type recorder struct {
 	requests, errors, outageErrors uint64
 	stale, hits, calls             uint64
 	late, unsent                   uint64
-	latency, lag                   histogram
+	latency, lag                   histogram.Histogram
 	buckets                        []bucket
 }
 
 type bucket struct {
 	requests, errors, calls uint64
-	latency                 histogram
+	latency                 histogram.Histogram
 }
 
 // answer is how a setup answered a request that did not fail.
@@ -43,9 +45,9 @@ func (r *recorder) request(due time.Time, took, lag time.Duration, a answer, err
 	defer r.mu.Unlock()
 	r.requests++
 	r.buckets[b].requests++
-	r.latency.add(took)
-	r.buckets[b].latency.add(took)
-	r.lag.add(lag)
+	r.latency.Add(took)
+	r.buckets[b].latency.Add(took)
+	r.lag.Add(lag)
 	if lag > r.e.cfg.LateAfter() {
 		r.late++
 	}
@@ -96,15 +98,15 @@ func (r *recorder) report(kind Kind) SetupReport {
 	s := SetupReport{
 		Kind: kind, Requests: r.requests, Errors: r.errors, OutageErrors: r.outageErrors,
 		Stale: r.stale, Hits: r.hits, SourceCalls: r.calls, Late: r.late, NotSent: r.unsent,
-		P50: r.latency.quantile(0.50), P99: r.latency.quantile(0.99), Max: r.latency.max,
-		LagP99: r.lag.quantile(0.99), LagMax: r.lag.max,
+		P50: r.latency.Quantile(0.50), P99: r.latency.Quantile(0.99), Max: r.latency.Max(),
+		LagP99: r.lag.Quantile(0.99), LagMax: r.lag.Max(),
 		Timeline: make([]Point, len(r.buckets)),
 	}
 	for i := range r.buckets {
 		b := &r.buckets[i]
 		s.Timeline[i] = Point{
 			At: time.Duration(i) * r.e.bucket, Requests: b.requests, Errors: b.errors,
-			SourceCalls: b.calls, P99: b.latency.quantile(0.99),
+			SourceCalls: b.calls, P99: b.latency.Quantile(0.99),
 		}
 	}
 	// The peak is the largest sum of calls over k consecutive buckets.

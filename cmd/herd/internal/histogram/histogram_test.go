@@ -1,4 +1,4 @@
-package sim
+package histogram
 
 import (
 	"math/rand/v2"
@@ -24,8 +24,8 @@ func TestHistogramBuckets(t *testing.T) {
 }
 
 func TestHistogramQuantiles(t *testing.T) {
-	var h histogram
-	if h.quantile(0.5) != 0 {
+	var h Histogram
+	if h.Quantile(0.5) != 0 {
 		t.Fatal("quantile of an empty histogram")
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -33,17 +33,17 @@ func TestHistogramQuantiles(t *testing.T) {
 	for range 100_000 {
 		d := time.Duration(rng.ExpFloat64() * float64(20*time.Millisecond))
 		all = append(all, d)
-		h.add(d)
+		h.Add(d)
 	}
 	slices.Sort(all)
 	for _, q := range []float64{0, 0.5, 0.9, 0.99, 0.999, 1} {
 		exact := all[int(q*float64(len(all)-1))]
-		got := h.quantile(q)
+		got := h.Quantile(q)
 		if diff := float64(got-exact) / float64(exact); diff > 0.04 || diff < -0.04 {
 			t.Errorf("quantile(%v) = %v, exact %v", q, got, exact)
 		}
 	}
-	if h.max != all[len(all)-1] || h.quantile(1) != h.max {
-		t.Errorf("max %v, quantile(1) %v, want %v", h.max, h.quantile(1), all[len(all)-1])
+	if h.max != all[len(all)-1] || h.Quantile(1) != h.max {
+		t.Errorf("max %v, quantile(1) %v, want %v", h.max, h.Quantile(1), all[len(all)-1])
 	}
 }

@@ -1,14 +1,15 @@
-package sim
+// Package histogram counts durations for the command's reports.
+package histogram
 
 import (
 	"math/bits"
 	"time"
 )
 
-// A histogram counts durations in log-linear buckets: exact below 32ns, then
+// A Histogram counts durations in log-linear buckets: exact below 32ns, then
 // 32 buckets per power of two, so a quantile is within about 3% of the true
 // one. Its zero value is empty and ready; it is not safe for concurrent use.
-type histogram struct {
+type Histogram struct {
 	counts []uint64
 	n      uint64
 	max    time.Duration
@@ -37,7 +38,8 @@ func histRange(i int) (lo, width time.Duration) {
 	return time.Duration(uint64(i%histSub+histSub) << shift), time.Duration(uint64(1) << shift)
 }
 
-func (h *histogram) add(d time.Duration) {
+// Add counts d.
+func (h *Histogram) Add(d time.Duration) {
 	i := histIndex(d)
 	if i >= len(h.counts) {
 		h.counts = append(h.counts, make([]uint64, i+1-len(h.counts))...)
@@ -47,9 +49,9 @@ func (h *histogram) add(d time.Duration) {
 	h.max = max(h.max, d)
 }
 
-// quantile returns the q-quantile (q in [0, 1]) as the middle of its bucket,
+// Quantile returns the q-quantile (q in [0, 1]) as the middle of its bucket,
 // never more than the largest duration added; 0 for an empty histogram.
-func (h *histogram) quantile(q float64) time.Duration {
+func (h *Histogram) Quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}
@@ -64,3 +66,21 @@ func (h *histogram) quantile(q float64) time.Duration {
 	}
 	return h.max
 }
+
+// Merge adds the counts of o to h.
+func (h *Histogram) Merge(o *Histogram) {
+	if len(o.counts) > len(h.counts) {
+		h.counts = append(h.counts, make([]uint64, len(o.counts)-len(h.counts))...)
+	}
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+	h.max = max(h.max, o.max)
+}
+
+// Max returns the largest duration added.
+func (h *Histogram) Max() time.Duration { return h.max }
+
+// N returns how many durations were added.
+func (h *Histogram) N() uint64 { return h.n }
