@@ -1,5 +1,7 @@
 package herd
 
+import "errors"
+
 // Observers returns an [Observer] that passes each event to every observer
 // in os, in order, so that a cache can feed several at once (Prometheus,
 // OpenTelemetry and one of your own):
@@ -42,4 +44,38 @@ func (l observerList) Observe(e Event) {
 	for _, o := range l {
 		o.Observe(e)
 	}
+}
+
+// A LoadResult says how a load ended, for metrics that split loads by
+// result: see [Event.LoadResult].
+type LoadResult uint8
+
+// The results of a load.
+const (
+	LoadOK       LoadResult = iota // the loader returned a value
+	LoadNotFound                   // the loader returned an error wrapping ErrNotFound
+	LoadFailed                     // the loader failed, panicked or called runtime.Goexit
+)
+
+// String returns the result as a metric label: "ok", "not_found" or "error".
+func (r LoadResult) String() string {
+	switch r {
+	case LoadOK:
+		return "ok"
+	case LoadNotFound:
+		return "not_found"
+	}
+	return "error"
+}
+
+// LoadResult says how the load of an [EventLoad] or [EventBatchLoad] ended,
+// from its Err.
+func (e Event) LoadResult() LoadResult {
+	switch {
+	case e.Err == nil:
+		return LoadOK
+	case errors.Is(e.Err, ErrNotFound):
+		return LoadNotFound
+	}
+	return LoadFailed
 }

@@ -196,3 +196,20 @@ func ExampleObservers() {
 	// Output:
 	// loads: 1 misses: 1
 }
+
+func TestEventLoadResult(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want herd.LoadResult
+		name string
+	}{
+		{nil, herd.LoadOK, "ok"},
+		{fmt.Errorf("db: %w", herd.ErrNotFound), herd.LoadNotFound, "not_found"},
+		{errors.New("db down"), herd.LoadFailed, "error"},
+	} {
+		got := herd.Event{Kind: herd.EventLoad, Err: tc.err}.LoadResult()
+		if got != tc.want || got.String() != tc.name {
+			t.Errorf("LoadResult of %v = %v (%q), want %v (%q)", tc.err, got, got.String(), tc.want, tc.name)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package herdotel
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -123,7 +122,7 @@ type Metrics struct {
 	src                atomic.Pointer[StatsSource]
 	reg                metric.Registration
 	loads              metric.Float64Histogram
-	ok, failed, absent metric.RecordOption
+	byLoad [3]metric.RecordOption // by herd.LoadResult
 	closed             atomic.Bool
 }
 
@@ -151,7 +150,9 @@ func NewMetrics(name string, opts ...MetricsOption) (*Metrics, error) {
 	result := func(r string) metric.RecordOption {
 		return metric.WithAttributeSet(attribute.NewSet(cache, LoadResultKey.String(r)))
 	}
-	m.ok, m.failed, m.absent = result("ok"), result("error"), result("not_found")
+	for r := range m.byLoad {
+		m.byLoad[r] = result(herd.LoadResult(r).String())
+	}
 	m.reg, err = register(meter, cacheInstruments, reflect.TypeFor[herd.Stats](), attribute.NewSet(cache), func() (any, bool) {
 		p := m.src.Load()
 		if p == nil {
@@ -182,15 +183,7 @@ func (m *Metrics) Observe(e herd.Event) {
 	if e.Kind != herd.EventLoad || m.closed.Load() {
 		return
 	}
-	opt := m.ok
-	switch {
-	case e.Err == nil:
-	case errors.Is(e.Err, herd.ErrNotFound):
-		opt = m.absent
-	default:
-		opt = m.failed
-	}
-	m.loads.Record(context.Background(), e.Duration.Seconds(), opt)
+	m.loads.Record(context.Background(), e.Duration.Seconds(), m.byLoad[e.LoadResult()])
 }
 
 // Close unregisters the counters' callback and stops recording loads. It

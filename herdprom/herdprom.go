@@ -102,9 +102,7 @@ type Collector struct {
 	src    atomic.Pointer[StatsSource]
 	stats  *statsCollector
 	loads  *prometheus.HistogramVec
-	ok     prometheus.Observer
-	failed prometheus.Observer
-	absent prometheus.Observer
+	byLoad [3]prometheus.Observer // by herd.LoadResult
 }
 
 // NewCollector returns the collector of the cache called name, the value of
@@ -139,9 +137,9 @@ func NewCollector(name string, opts ...Option) *Collector {
 		}
 		return (*p).Stats(), true
 	})
-	c.ok = c.loads.WithLabelValues("ok")
-	c.failed = c.loads.WithLabelValues("error")
-	c.absent = c.loads.WithLabelValues("not_found")
+	for r := range c.byLoad {
+		c.byLoad[r] = c.loads.WithLabelValues(herd.LoadResult(r).String())
+	}
 	return c
 }
 
@@ -175,15 +173,7 @@ func (c *Collector) Observe(e herd.Event) {
 	if e.Kind != herd.EventLoad {
 		return
 	}
-	h := c.ok
-	switch {
-	case e.Err == nil:
-	case errors.Is(e.Err, herd.ErrNotFound):
-		h = c.absent
-	default:
-		h = c.failed
-	}
-	h.Observe(e.Duration.Seconds())
+	c.byLoad[e.LoadResult()].Observe(e.Duration.Seconds())
 }
 
 // Describe sends the descriptions of every metric of the collector.
