@@ -119,11 +119,11 @@ func newMetricsConfig(opts []MetricsOption) metricsConfig {
 // Every measurement carries the attribute herd.cache.name. Its methods are
 // safe for concurrent use.
 type Metrics struct {
-	src                atomic.Pointer[StatsSource]
-	reg                metric.Registration
-	loads              metric.Float64Histogram
+	src    atomic.Pointer[StatsSource]
+	reg    metric.Registration
+	loads  metric.Float64Histogram
 	byLoad [3]metric.RecordOption // by herd.LoadResult
-	closed             atomic.Bool
+	closed atomic.Bool
 }
 
 // NewMetrics creates the instruments of the cache called name, the value of
