@@ -133,6 +133,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/herdcache/herd/internal/option"
 	"github.com/herdcache/herd/store"
 )
 
@@ -228,9 +229,7 @@ func BulkConcurrency(n int) Option {
 // WithLogger sets the logger of what the store's own goroutines meet: a
 // watch's lost changes and recovered panics. Default: [slog.Default].
 func WithLogger(l *slog.Logger) Option {
-	if l == nil {
-		panic("natsstore: WithLogger must be given a logger, got nil")
-	}
+	l = option.NotNil("natsstore", "WithLogger", "logger", l)
 	return func(o *config) { o.logger = l }
 }
 

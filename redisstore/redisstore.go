@@ -151,6 +151,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/herdcache/herd/internal/option"
 	"github.com/herdcache/herd/store"
 )
 
@@ -238,9 +239,7 @@ func VersionRetention(d time.Duration) Option {
 // watch's lost connection, a panic in a watch's function. Default:
 // [slog.Default] at the time [New] runs.
 func WithLogger(l *slog.Logger) Option {
-	if l == nil {
-		panic("redisstore: WithLogger must be given a logger, got nil")
-	}
+	l = option.NotNil("redisstore", "WithLogger", "logger", l)
 	return func(c *config) { c.log = l }
 }
 

@@ -19,3 +19,10 @@ func Positive[T ~int | ~int64 | ~float64](pkg, name string, v T) T {
 	Check(v > 0, pkg, "%s must be positive, got %v", name, v)
 	return v
 }
+
+// NotNil panics with a message naming the option if v is nil, and returns v:
+// "pkg: name must be given a what, got nil".
+func NotNil[E any](pkg, name, what string, v *E) *E {
+	Check(v != nil, pkg, "%s must be given a %s, got nil", name, what)
+	return v
+}

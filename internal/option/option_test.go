@@ -19,6 +19,7 @@ func TestPositive(t *testing.T) {
 		{func() { option.Positive("pkg", "N", -1) }, "pkg: N must be positive, got -1"},
 		{func() { option.Positive("pkg", "F", -0.5) }, "pkg: F must be positive, got -0.5"},
 		{func() { option.Check(false, "pkg", "X must be %s", "odd") }, "pkg: X must be odd"},
+		{func() { option.NotNil[int]("pkg", "WithP", "pointer", nil) }, "pkg: WithP must be given a pointer, got nil"},
 	} {
 		func() {
 			defer func() {
