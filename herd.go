@@ -174,6 +174,7 @@ func (r Result[T]) Age() time.Duration {
 type Cache[T any] struct {
 	store     store.Store[T]
 	local     local.Store[T]        // store, when it is in-process (store/memory)
+	near      nearPeeker[T]         // store, when it has a near tier (store/tiered)
 	shared    store.SharedGetter[T] // store, when it can lend its entries
 	versioned store.Versioned[T]    // store, when it has conditional writes
 	cfg       config
@@ -210,6 +211,8 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 	c := &Cache[T]{store: s, cfg: cfg}
 	if l, ok := s.(local.Store[T]); ok && l.Self() == any(s) {
 		c.local = l
+	} else {
+		c.near, _ = s.(nearPeeker[T])
 	}
 	c.shared, _ = s.(store.SharedGetter[T])
 	c.versioned, _ = s.(store.Versioned[T])
@@ -229,6 +232,13 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, error) {
 	mustContext(ctx)
 	if c.local == nil || c.closed.Load() {
+		if c.near != nil && !c.closed.Load() {
+			// The hit path of a two-level store: a near hit, in place.
+			if e, now, ok := c.near.PeekNear(key); ok && fresh(e, now) {
+				c.hit(key)
+				return e.Value, nil
+			}
+		}
 		r, err := c.Fetch(ctx, key, load)
 		return r.Value, err
 	}
@@ -273,6 +283,13 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 }
 
 // fresh reports whether e, found live at now, is a value to return as it is.
+// A nearPeeker is a store with a near tier in this process that can lend a
+// near hit in place (store/tiered): a hit is served from it, while a miss
+// says nothing and the cache reads the store as usual.
+type nearPeeker[T any] interface {
+	PeekNear(key string) (e *local.Entry[T], now int64, ok bool)
+}
+
 func fresh[T any](e *local.Entry[T], now int64) bool {
 	return !e.NotFound() && (e.RefreshAt == 0 || now < e.RefreshAt) && (e.ExpiresAt == 0 || now < e.ExpiresAt)
 }

@@ -122,7 +122,20 @@ func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], ref
 		base = l.base
 	}
 	if !base.read && c.versioned != nil {
-		_, _, base = c.readForLoad(ctx, key)
+		var (
+			e     store.Entry[T]
+			found bool
+		)
+		e, found, base = c.readForLoad(ctx, key)
+		// A caller that missed just before another load's write landed,
+		// and reached the flight group just after that load ended, finds
+		// the value here instead of loading it again.
+		if !refresh && found && !e.Expired(time.Now()) {
+			if e.NotFound {
+				return e, ErrNotFound
+			}
+			return e, nil
+		}
 	}
 
 	var ttl entryTTL

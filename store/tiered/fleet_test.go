@@ -555,3 +555,37 @@ func TestInFlightBookkeepingIsBounded(t *testing.T) {
 		t.Fatalf("near tier holds %d entries under NearMaxEntries(100)", st.NearEntries)
 	}
 }
+
+// A hit through herd.Cache on a near copy costs a near lookup: no far read,
+// no allocation.
+func TestCacheNearHitDoesNotAllocate(t *testing.T) {
+	far := memory.New[string]()
+	defer far.Close(context.Background())
+	s, err := tiered.New[string](far)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := herd.New[string](s, herd.TTL(time.Hour))
+	defer c.Close(context.Background())
+	ctx := context.Background()
+	if v, err := c.Get(ctx, "k", func(context.Context, string) (string, error) { return "v", nil }); err != nil || v != "v" {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+	load := func(context.Context, string) (string, error) { panic("a near hit must not load") }
+	for range 10 { // the write-back lands in the near tier
+		if _, err := c.Get(ctx, "k", load); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if v, err := c.Get(ctx, "k", load); err != nil || v != "v" {
+			t.Fatalf("Get = %q, %v", v, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a near hit allocated %v times", allocs)
+	}
+	if st := c.Stats(); st.Hits < 1000 {
+		t.Fatalf("stats %+v, want the near hits counted", st)
+	}
+}

@@ -11,7 +11,7 @@
 // # What it does
 //
 //   - Reads: a near hit takes no lock, allocates nothing and makes no call
-//     to the far tier, through [store.SharedGetter] or [Store.Peek] (the
+//     to the far tier, through [store.SharedGetter] or [Store.PeekNear] (the
 //     near copy in the compact form of herd's in-process stores). A near
 //     miss reads the far tier and keeps a copy in the near tier.
 //     Entries keep their own times, so stale-while-revalidate and
@@ -88,7 +88,7 @@ var ErrClosed = errors.New("tiered: store closed")
 // shared far tier. Build it with [New] or [NewVersioned]; its methods are
 // safe for concurrent use. Besides [store.Store], it implements
 // [store.SharedGetter], [store.BulkGetter] and [store.Locker], and lends
-// near hits with [Store.Peek].
+// near hits with [Store.PeekNear].
 type Store[T any] struct {
 	far     store.Store[T]
 	bulk    store.BulkGetter[T] // far, if it reads in bulk
@@ -220,14 +220,14 @@ func (s *Store[T]) GetShared(ctx context.Context, key string) (*store.Entry[T], 
 	return &e, time.Time{}, true, nil
 }
 
-// Peek returns the near tier's live copy of key's entry, in the compact
+// PeekNear returns the near tier's live copy of key's entry, in the compact
 // form of herd's in-process stores, which the caller must not modify, and
 // the time (Unix nanoseconds) at which it was found live. It never reads the
 // far tier: a miss (ok false) says only that the near tier has no live
 // copy, not that the store has no entry; a caller then reads the store with
 // [Store.GetShared] or [Store.Get]. It is the hit path for herd.Cache: no
 // lock, no allocation, no clock read beyond the near tier's own.
-func (s *Store[T]) Peek(key string) (e *local.Entry[T], now int64, ok bool) {
+func (s *Store[T]) PeekNear(key string) (e *local.Entry[T], now int64, ok bool) {
 	if s.closed.Load() {
 		return nil, 0, false
 	}
