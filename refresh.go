@@ -127,7 +127,7 @@ func (r *refresher[T]) finished(key string) {
 func (r *refresher[T]) run(t refreshTask[T]) {
 	c := r.c
 	defer c.recoverCallback(t.ctx, "refresh")
-	_, err := c.flight.Do(t.ctx, t.key, func(ctx context.Context) (store.Entry[T], error) {
+	_, err := c.flight.Do(context.WithValue(t.ctx, refreshingKey{}, true), t.key, func(ctx context.Context) (store.Entry[T], error) {
 		return c.load(ctx, t.key, t.load, true)
 	})
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, errLockedElsewhere) || errors.Is(err, ErrClosed) {
@@ -150,3 +150,13 @@ func (r *refresher[T]) close() {
 
 // wait waits for the workers to exit.
 func (r *refresher[T]) wait() { r.workers.Wait() }
+
+type refreshingKey struct{}
+
+// Refreshing reports whether ctx is the context of a loader called by a
+// background refresh (rather than for a caller that waits), so that a
+// loader, a tracer or a log can tell the two apart.
+func Refreshing(ctx context.Context) bool {
+	v, _ := ctx.Value(refreshingKey{}).(bool)
+	return v
+}

@@ -15,7 +15,8 @@ import (
 
 // Span and event names of this package.
 const (
-	LoadSpanName      = "herd.load"           // a span per loader call, foreground or background
+	LoadSpanName      = "herd.load"           // a span per loader call for callers that wait
+	RefreshSpanName   = "herd.refresh"        // a span per loader call of a background refresh
 	StaleOnErrorEvent = "herd.stale_on_error" // an event on the span of the caller that got a stale value
 )
 
@@ -82,7 +83,8 @@ func NewTracer(name string, opts ...TraceOption) *Tracer {
 	}
 }
 
-// Trace returns a loader that calls load in a span named herd.load, started
+// Trace returns a loader that calls load in a span named herd.load (or
+// herd.refresh for a background refresh, see [herd.Refreshing]), started
 // from the loader's context. The cache runs a load on the context of the
 // first caller that needed it, detached from its cancellation but not from
 // its values, so the span is a child of that caller's span, in its trace:
@@ -103,7 +105,11 @@ func Trace[T any](t *Tracer, load herd.Loader[T]) herd.Loader[T] {
 		if t.keys {
 			attrs = append(attrs, KeyKey.String(key))
 		}
-		ctx, span := t.tracer.Start(ctx, LoadSpanName, trace.WithAttributes(attrs...), trace.WithSpanKind(trace.SpanKindInternal))
+		name := LoadSpanName
+		if herd.Refreshing(ctx) {
+			name = RefreshSpanName
+		}
+		ctx, span := t.tracer.Start(ctx, name, trace.WithAttributes(attrs...), trace.WithSpanKind(trace.SpanKindInternal))
 		returned := false
 		defer func() {
 			switch {

@@ -202,11 +202,11 @@ func TestTraceRefresh(t *testing.T) {
 		}
 		time.Sleep(time.Second) // the refresh runs
 		synctest.Wait()
-		loads := spansNamed(exp, herdotel.LoadSpanName)
-		if len(loads) != 2 {
-			t.Fatalf("%d %s spans, want 2: the load and the refresh", len(loads), herdotel.LoadSpanName)
+		loads, refreshes := spansNamed(exp, herdotel.LoadSpanName), spansNamed(exp, herdotel.RefreshSpanName)
+		if len(loads) != 1 || len(refreshes) != 1 {
+			t.Fatalf("%d %s and %d %s spans, want one of each", len(loads), herdotel.LoadSpanName, len(refreshes), herdotel.RefreshSpanName)
 		}
-		if p := loads[1].Parent; p.SpanID() != read.SpanContext().SpanID() || loads[1].SpanContext.TraceID() != read.SpanContext().TraceID() {
+		if p := refreshes[0].Parent; p.SpanID() != read.SpanContext().SpanID() || refreshes[0].SpanContext.TraceID() != read.SpanContext().TraceID() {
 			t.Fatalf("refresh span's parent %v, want the read's span %v", p, read.SpanContext())
 		}
 	})
@@ -265,7 +265,7 @@ func TestTraceScriptedSequence(t *testing.T) {
 		tr := herdotel.NewTracer("users", herdotel.WithTracerProvider(tp))
 		c := newCache(t, herd.WithObserver(tr))
 		script(t, c, func(l herd.Loader[string]) herd.Loader[string] { return herdotel.Trace(tr, l) })
-		loads := spansNamed(exp, herdotel.LoadSpanName)
+		loads := append(spansNamed(exp, herdotel.LoadSpanName), spansNamed(exp, herdotel.RefreshSpanName)...)
 		var failed, notFound int
 		for _, s := range loads {
 			if s.Status.Code == codes.Error {
@@ -276,7 +276,7 @@ func TestTraceScriptedSequence(t *testing.T) {
 			}
 		}
 		if s := c.Stats(); len(loads) != int(s.Loads) || len(loads) != 7 || failed != 3 || notFound != 1 {
-			t.Fatalf("%d load spans, %d failed, %d not found; want 7, 3 and 1 (Stats: %+v)", len(loads), failed, notFound, s)
+			t.Fatalf("%d load and refresh spans, %d failed, %d not found; want 7, 3 and 1 (Stats: %+v)", len(loads), failed, notFound, s)
 		}
 	})
 }
