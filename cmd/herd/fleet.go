@@ -108,23 +108,8 @@ func runFleet(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		}
 		return fail(exitUsage, "%v", err)
 	}
-	write := report.FleetTable
-	if o.json {
-		write = report.FleetJSON
-	}
-	if err := write(stdout, r); err != nil {
-		return fail(exitFailed, "writing the results: %v", err)
-	}
-	if html != nil {
-		if err := report.FleetHTML(html, r); err != nil {
-			return fail(exitFailed, "writing %s: %v", o.html, err)
-		}
-		if err := html.Close(); err != nil {
-			return fail(exitFailed, "writing %s: %v", o.html, err)
-		}
-		if !o.json {
-			fmt.Fprintf(stdout, "\nwrote %s\n", o.html)
-		}
+	if status, msg := writeResults(stdout, html, o, r, report.FleetTable, report.FleetJSON, report.FleetHTML); status != 0 {
+		return fail(status, "%s", msg)
 	}
 	if r.Interrupted {
 		fmt.Fprintf(stderr, "herd: interrupted\n")

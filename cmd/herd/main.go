@@ -98,23 +98,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	progress.Done(r.Elapsed)
 
-	write := report.Table
-	if o.json {
-		write = report.JSON
-	}
-	if err := write(stdout, r); err != nil {
-		return fail(exitFailed, "writing the results: %v", err)
-	}
-	if html != nil {
-		if err := report.HTML(html, r); err != nil {
-			return fail(exitFailed, "writing %s: %v", o.html, err)
-		}
-		if err := html.Close(); err != nil {
-			return fail(exitFailed, "writing %s: %v", o.html, err)
-		}
-		if !o.json {
-			fmt.Fprintf(stdout, "\nwrote %s\n", o.html)
-		}
+	if status, msg := writeResults(stdout, html, &o, r, report.Table, report.JSON, report.HTML); status != 0 {
+		return fail(status, "%s", msg)
 	}
 	// The table says what went wrong; stderr says it in one line too, for
 	// whoever reads only the exit status and the log.
@@ -144,4 +129,30 @@ func isTerminal(w io.Writer) bool {
 func underCI() bool {
 	v := os.Getenv("CI")
 	return v != "" && v != "false" && v != "0"
+}
+
+// writeResults writes r to stdout as a table, or as JSON with --json, and to
+// html as a page when --html was given, closing it. It returns the failure
+// to report, if any: the status and the message.
+func writeResults[R any](stdout io.Writer, html *os.File, o *options, r R, table, json, page func(io.Writer, R) error) (int, string) {
+	write := table
+	if o.json {
+		write = json
+	}
+	if err := write(stdout, r); err != nil {
+		return exitFailed, fmt.Sprintf("writing the results: %v", err)
+	}
+	if html == nil {
+		return 0, ""
+	}
+	if err := page(html, r); err != nil {
+		return exitFailed, fmt.Sprintf("writing %s: %v", o.html, err)
+	}
+	if err := html.Close(); err != nil {
+		return exitFailed, fmt.Sprintf("writing %s: %v", o.html, err)
+	}
+	if !o.json {
+		fmt.Fprintf(stdout, "\nwrote %s\n", o.html)
+	}
+	return 0, ""
 }
