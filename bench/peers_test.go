@@ -37,7 +37,7 @@ type impl struct {
 
 var impls = []impl{
 	{"herd", newHerd},
-	{"herd-coarse", newHerdCoarse},
+	{"herd-exact", newHerdExact},
 	{"otter", newOtter},
 	{"sturdyc", newSturdyc},
 	{"ttlcache", newTTLCache},
@@ -58,11 +58,11 @@ func newHerd(load loadFunc) cache {
 	}
 }
 
-// newHerdCoarse is herd over a memory store with a 1ms coarse clock: no
-// clock read on a hit.
-func newHerdCoarse(load loadFunc) cache {
+// newHerdExact is herd over a memory store that reads the system clock on
+// every hit (memory.ExactClock) instead of its default coarse clock.
+func newHerdExact(load loadFunc) cache {
 	return &herdCache{
-		c:    herd.New(memory.New[int](memory.MaxEntries(capacity), memory.CoarseClock(time.Millisecond)), herd.TTL(ttl)),
+		c:    herd.New(memory.New[int](memory.MaxEntries(capacity), memory.ExactClock()), herd.TTL(ttl)),
 		load: herd.Loader[int](load),
 	}
 }

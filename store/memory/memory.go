@@ -4,8 +4,10 @@
 //
 //	users := herd.New(memory.New[User](memory.MaxEntries(100_000)), herd.TTL(time.Minute))
 //
-// A hit through a herd.Cache takes no lock, allocates nothing and reads the
-// clock once: the cache reads the store's own compact records in place. The
+// A hit through a herd.Cache takes no lock, allocates nothing and, while the
+// store is busy, reads no clock: the cache reads the store's own compact
+// records in place, and the store's coarse clock ([CoarseClock]) in one
+// atomic load. The
 // context arguments are accepted for the [store.Store] interface and
 // ignored: no method blocks.
 //
@@ -30,6 +32,7 @@ import (
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/herdcache/herd/internal/clock"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
@@ -42,8 +45,7 @@ const DefaultMaxEntries = 10_000
 // methods are safe for concurrent use.
 type Store[T any] struct {
 	c         *otter.Cache[string, *local.Entry[T]]
-	clock     *otter.CoarseClock // nil unless CoarseClock was given
-	lag       *lagClock          // otter's clock when clock is nil
+	clock     *clock.Clock // also otter's, which reads its lagging NowNano
 	retention time.Duration
 	versions  atomic.Uint64 // the last version given to a write
 
@@ -69,6 +71,7 @@ var (
 
 type config struct {
 	coarse     time.Duration
+	exact      bool
 	maxEntries int
 	maxWeight  uint64
 	weigher    any // func(key string, v T) uint32, checked by New
@@ -93,14 +96,27 @@ func MaxWeight[T any](maxWeight uint64, weigh func(key string, v T) uint32) Opti
 	return func(c *config) { c.maxEntries, c.maxWeight, c.weigher = 0, maxWeight, weigh }
 }
 
-// CoarseClock makes the store, and a herd.Cache over it, read the time from a
-// clock that a goroutine of the store advances every resolution, instead of
-// reading the system clock on every hit. A hit then costs no clock read at
-// all, which matters where reading the clock is slow (many virtual
-// machines); entries then expire and turn stale up to resolution late.
-// [Store.Close] stops the goroutine. Default: the system clock on every read.
+// DefaultResolution is the resolution of a store's clock unless
+// [CoarseClock] or [ExactClock] says otherwise.
+const DefaultResolution = time.Millisecond
+
+// CoarseClock sets the resolution of the store's clock, which a herd.Cache
+// over the store reads on every hit: while the store is read, a goroutine
+// of the store reads the system clock once per resolution, and a hit costs
+// an atomic load instead of a clock read (on many virtual machines, a third
+// of a hit). Entries then turn stale and expire up to resolution late (more
+// only if the process is so starved that the goroutine runs late), never
+// early. The goroutine parks after a few idle ticks; the next read reads the
+// system clock itself and wakes it. Default: [DefaultResolution].
 func CoarseClock(resolution time.Duration) Option {
-	return func(c *config) { c.coarse = resolution }
+	return func(c *config) { c.coarse, c.exact = resolution, false }
+}
+
+// ExactClock makes the store read the system clock on every read, so that
+// entries turn stale and expire exactly on time, at the cost of a clock read
+// per hit.
+func ExactClock() Option {
+	return func(c *config) { c.exact = true }
 }
 
 // VersionRetention is how long the store keeps the version of a key after
@@ -119,17 +135,19 @@ func VersionRetention(d time.Duration) Option {
 // The store runs one goroutine for periodic clean-up of expired entries;
 // [Store.Close] stops it, and herd.Cache.Close calls Close.
 func New[T any](opts ...Option) *Store[T] {
-	cfg := config{maxEntries: DefaultMaxEntries, retention: store.DefaultVersionRetention}
+	cfg := config{maxEntries: DefaultMaxEntries, retention: store.DefaultVersionRetention, coarse: DefaultResolution}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.retention <= 0 {
 		panic(fmt.Sprintf("memory: VersionRetention must be positive, got %v", cfg.retention))
 	}
-	if cfg.coarse < 0 {
+	if cfg.exact {
+		cfg.coarse = 0
+	} else if cfg.coarse <= 0 {
 		panic(fmt.Sprintf("memory: CoarseClock resolution must be positive, got %v", cfg.coarse))
 	}
-	s := &Store[T]{retention: cfg.retention}
+	s := &Store[T]{retention: cfg.retention, clock: clock.New(cfg.coarse)}
 	retention := cfg.retention
 	// A "writing" calculator is computed on create and update only; otter
 	// skips the read hook for it, which keeps the hit path short.
@@ -166,13 +184,7 @@ func New[T any](opts ...Option) *Store[T] {
 	default:
 		o.MaximumSize = cfg.maxEntries
 	}
-	if cfg.coarse > 0 {
-		s.clock = otter.NewCoarseClock(cfg.coarse)
-		o.Clock = s.clock
-	} else {
-		s.lag = newLagClock()
-		o.Clock = s.lag
-	}
+	o.Clock = s.clock
 	c, err := otter.New(o)
 	if err != nil {
 		panic("memory: " + err.Error())
@@ -292,10 +304,11 @@ func (s *Store[T]) newItem(e *store.Entry[T]) *local.Entry[T] {
 }
 
 // tombstone is the record of a deletion now: its KeepUntil is the time of
-// the deletion, from which untilForgotten counts the retention.
+// the deletion, from which untilForgotten counts the retention; read from
+// the system clock, as a coarse reading would end the retention early.
 func (s *Store[T]) tombstone() *local.Entry[T] {
 	t := local.Tombstone[T](0)
-	t.KeepUntil = s.nowNano()
+	t.KeepUntil = s.clock.Exact()
 	return t
 }
 
@@ -330,18 +343,14 @@ func (s *Store[T]) Len() int {
 	return s.c.EstimatedSize()
 }
 
-// Close stops the store's clean-up goroutine, its clock's if it has a
-// [CoarseClock], and its watches, and waits for the watches' goroutines to
-// return, within ctx. The store still works after Close; expired entries
-// are then dropped as they are read or evicted (with a coarse clock, time
-// stops). Close is idempotent.
+// Close stops the store's clean-up goroutine, its clock's, and its
+// watches, and waits for the watches' goroutines to return, within ctx. The
+// store still works after Close, reading the system clock on every read;
+// expired entries are then dropped as they are read or evicted. Close is
+// idempotent.
 func (s *Store[T]) Close(ctx context.Context) error {
 	s.c.StopAllGoroutines()
-	if s.clock != nil {
-		s.clock.Stop()
-	} else {
-		s.lag.stop()
-	}
+	s.clock.Close()
 	if err := s.watches.close(ctx); err != nil {
 		return fmt.Errorf("memory: close: %w", err)
 	}
@@ -350,12 +359,7 @@ func (s *Store[T]) Close(ctx context.Context) error {
 
 func (s *Store[T]) now() time.Time { return time.Unix(0, s.nowNano()) }
 
-func (s *Store[T]) nowNano() int64 {
-	if s.clock != nil {
-		return s.clock.NowNano()
-	}
-	return s.lag.read()
-}
+func (s *Store[T]) nowNano() int64 { return s.clock.Now() }
 
 // untilForgotten is the time from now (otter's clock, in Unix nanoseconds)
 // until the store may forget it: its KeepUntil for an entry, plus the

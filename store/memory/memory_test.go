@@ -51,22 +51,45 @@ func TestConformanceWeighted(t *testing.T) {
 	storetest.Run(t, sharedPerTest(memory.MaxWeight(1<<30, func(_ string, v storetest.Value) uint32 { return uint32(len(v.Blob) + 1) })))
 }
 
+// With ExactClock an entry goes exactly at its KeepUntil; with the default
+// coarse clock, never before it and at most one resolution after it, even
+// while it is read all along.
 func TestEntryDroppedAtKeepUntil(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := newStore(t)
-		ctx := context.Background()
-		now := time.Now()
-		_ = s.Set(ctx, "k", store.Entry[storetest.Value]{Value: storetest.Value{Name: "v"}, StoredAt: now, KeepUntil: now.Add(time.Minute)})
-		time.Sleep(time.Minute - time.Nanosecond)
-		if _, ok, _ := s.Get(ctx, "k"); !ok {
-			t.Fatal("entry gone before its KeepUntil")
-		}
-		time.Sleep(time.Nanosecond)
-		if _, ok, _ := s.Get(ctx, "k"); ok {
-			t.Fatal("entry still returned at its KeepUntil")
-		}
-		_ = s.Close(ctx)
-	})
+	for name, tc := range map[string]struct {
+		o    memory.Option
+		late time.Duration
+	}{
+		"exact":  {memory.ExactClock(), 0},
+		"coarse": {memory.CoarseClock(memory.DefaultResolution), memory.DefaultResolution},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := newStore(t, tc.o)
+				ctx := context.Background()
+				now := time.Now()
+				until := now.Add(time.Minute)
+				_ = s.Set(ctx, "k", store.Entry[storetest.Value]{Value: storetest.Value{Name: "v"}, StoredAt: now, KeepUntil: until})
+				time.Sleep(time.Minute - time.Millisecond)
+				for time.Now().Before(until) {
+					if _, ok, _ := s.Get(ctx, "k"); !ok {
+						t.Fatalf("entry gone %v before its KeepUntil", time.Until(until))
+					}
+					time.Sleep(100 * time.Microsecond)
+				}
+				for {
+					_, ok, _ := s.Get(ctx, "k")
+					if !ok {
+						break
+					}
+					if late := time.Since(until); late >= tc.late {
+						t.Fatalf("entry still returned %v after its KeepUntil", late)
+					}
+					time.Sleep(10 * time.Microsecond)
+				}
+				_ = s.Close(ctx)
+			})
+		})
+	}
 }
 
 func TestMaxEntriesBoundsTheStore(t *testing.T) {
