@@ -529,9 +529,10 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.loadTimeout)
 		defer cancel()
 	}
-	pending := make([]*pendingWrite, len(keys))
+	pending, registrations := make([]*pendingWrite, len(keys)), make([]pendingWrite, len(keys))
 	for i, k := range keys {
-		pending[i] = c.writes.begin(k)
+		pending[i] = &registrations[i]
+		c.writes.begin(k, pending[i])
 	}
 	defer func() {
 		for i, k := range keys {

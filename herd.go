@@ -179,6 +179,7 @@ type Cache[T any] struct {
 	versioned store.Versioned[T]    // store, when it has conditional writes
 	cfg       config
 	flight    flight.Group[string, store.Entry[T]]
+	loadFn    func(context.Context, string, any) (store.Entry[T], error) // loadTask, bound once
 	writes    writeGuard
 	backoff   backoffs
 	stats     counters
@@ -220,6 +221,7 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 	// leave early, unless its store write-back may be slow: no caller waits
 	// for a write to a remote store.
 	c.flight.OwnGoroutine = c.local == nil
+	c.loadFn = c.loadTask
 	c.refresh.init(c)
 	return c
 }

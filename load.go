@@ -15,20 +15,17 @@ import (
 func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], old *store.Entry[T]) (Result[T], error) {
 	c.event(ctx, &c.stats.misses, EventMiss, key)
 	var (
-		leader bool
-		e      store.Entry[T]
-		shared bool
-		err    error
+		e       store.Entry[T]
+		shared  bool
+		started bool
+		err     error
 	)
 	// A background refresh that found the key locked by another process
 	// gives up; a caller that joined it starts a foreground load, which
 	// waits for that process's value instead. One retry is enough, as a
 	// foreground load never gives up that way; the bound is a safeguard.
 	for range 3 {
-		e, shared, err = c.flight.DoShared(ctx, key, func(ctx context.Context) (store.Entry[T], error) {
-			leader = true
-			return c.load(ctx, key, load, false)
-		})
+		e, shared, started, err = c.flight.DoWith(ctx, key, load, c.loadFn)
 		if !errors.Is(err, errLockedElsewhere) {
 			break
 		}
@@ -36,9 +33,7 @@ func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], 
 	if err != nil {
 		return c.loadFailed(ctx, key, old, err)
 	}
-	// leader was written by the load's goroutine before the result was
-	// published, so it is safe to read once DoShared returned the result.
-	if shared && !leader {
+	if shared && !started {
 		c.event(ctx, &c.stats.sharedWaits, EventSharedWait, key)
 	}
 	return result(&e, StatusLoaded, e.StoredAt), nil
@@ -67,6 +62,12 @@ func (c *Cache[T]) loadFailed(ctx context.Context, key string, old *store.Entry[
 		}
 	}
 	return Result[T]{}, fmt.Errorf("herd: load %q: %w", key, err)
+}
+
+// loadTask is the flight group's function for a foreground load, made once
+// per cache (the loader is its argument) so that a load makes no closure.
+func (c *Cache[T]) loadTask(ctx context.Context, key string, load any) (store.Entry[T], error) {
+	return c.load(ctx, key, load.(Loader[T]), false)
 }
 
 // errLockedElsewhere ends a background refresh whose key another process is
@@ -99,7 +100,9 @@ func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], ref
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.loadTimeout)
 		defer cancel()
 	}
-	pending := c.writes.begin(key)
+	run := &loadRun{Context: ctx}
+	pending := &run.pending
+	c.writes.begin(key, pending)
 	defer c.writes.end(key, pending)
 
 	var base writeBase
@@ -129,8 +132,13 @@ func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], ref
 		e, found, base = c.readForLoad(ctx, key)
 		// A caller that missed just before another load's write landed,
 		// and reached the flight group just after that load ended, finds
-		// the value here instead of loading it again.
-		if !refresh && found && !e.Expired(time.Now()) {
+		// the value here instead of loading it again. (The read time is
+		// the version's, unless the read was a remote call.)
+		at := base.at
+		if c.local == nil {
+			at = time.Now()
+		}
+		if !refresh && found && !e.Expired(at) {
 			if e.NotFound {
 				return e, ErrNotFound
 			}
@@ -138,23 +146,25 @@ func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], ref
 		}
 	}
 
-	var ttl entryTTL
-	v, err := c.callLoader(context.WithValue(ctx, entryTTLKey{}, &ttl), key, load)
+	v, now, err := c.callLoader(run, key, load)
+	ttl := &run.ttl
 
 	// The store write gets its own time budget, whatever the loader used,
 	// unless the store is in-process: its calls never block, and a timer
 	// would cost more than the write.
-	wctx := context.WithoutCancel(callCtx)
+	wctx := callCtx
+	if callCtx.Done() != nil {
+		wctx = context.WithoutCancel(callCtx)
+	}
 	if c.local == nil {
 		var cancel context.CancelFunc
 		wctx, cancel = context.WithTimeout(wctx, c.cfg.storeTimeout)
 		defer cancel()
 	}
-	now := time.Now()
 	switch {
 	case err == nil:
 		c.backoff.succeeded(key)
-		e, keep := c.newEntry(v, now, &ttl)
+		e, keep := c.newEntry(v, now, ttl)
 		flight.Publish(callCtx, e)
 		if keep {
 			c.writeBack(wctx, key, pending, base, &e)
@@ -177,17 +187,36 @@ func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], ref
 	}
 }
 
+// A loadRun is what one load keeps while it runs, in one allocation: the
+// loader's context, which carries the slot of [SetTTL], and the load's
+// registration with the write guard.
+type loadRun struct {
+	context.Context
+	ttl     entryTTL
+	pending pendingWrite
+}
+
+// Value is the context's Value, with SetTTL's slot.
+func (r *loadRun) Value(key any) any {
+	if _, ok := key.(entryTTLKey); ok {
+		return &r.ttl
+	}
+	return r.Context.Value(key)
+}
+
 // callLoader calls load and counts the call, also when the loader panics or
 // calls runtime.Goexit: such a load counts as failed and the key backs off.
 // The panic itself goes on to the flight group, which hands it to the callers.
-func (c *Cache[T]) callLoader(ctx context.Context, key string, load Loader[T]) (v T, err error) {
+// end is when the loader returned.
+func (c *Cache[T]) callLoader(ctx context.Context, key string, load Loader[T]) (v T, end time.Time, err error) {
 	start := time.Now()
 	returned := false
 	defer func() {
-		took := time.Since(start)
+		end = time.Now()
+		took := end.Sub(start)
 		if !returned {
 			err = errLoaderPanicked
-			c.backoff.failed(key, time.Now(), &c.cfg)
+			c.backoff.failed(key, end, &c.cfg)
 		}
 		c.stats.loads.Add(1)
 		c.stats.loadNanos.Add(uint64(took))
@@ -198,5 +227,5 @@ func (c *Cache[T]) callLoader(ctx context.Context, key string, load Loader[T]) (
 	}()
 	v, err = load(ctx, key)
 	returned = true
-	return v, err
+	return v, end, err
 }

@@ -105,30 +105,32 @@ func (c *Cache[T]) readForLoad(ctx context.Context, key string) (store.Entry[T],
 // nil), unless a Set or Delete of the key superseded the load in this
 // process, or, over a store.Versioned, anything wrote the key since base.
 func (c *Cache[T]) writeBack(ctx context.Context, key string, pending *pendingWrite, base writeBase, e *store.Entry[T]) {
-	c.writes.commit(key, pending, func() {
-		var err error
-		switch {
-		case c.versioned == nil && e != nil:
-			err = c.store.Set(ctx, key, *e)
-		case c.versioned == nil:
-			err = c.store.Delete(ctx, key)
-		case !base.ok:
-			return // the version read failed and was counted: nothing safe to write
-		case time.Since(base.at) >= c.versioned.VersionRetention():
-			err = store.ErrConflict // the store may have forgotten a write made meanwhile
-		case e != nil:
-			err = c.versioned.SetIf(ctx, key, *e, base.version)
-		default:
-			err = c.versioned.DeleteIf(ctx, key, base.version)
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, store.ErrConflict):
-			c.event(ctx, &c.stats.writeConflicts, EventWriteConflict, key)
-		default:
-			c.storeError(ctx, "write back", key, err)
-		}
-	})
+	if !c.writes.startWrite(key, pending) {
+		return
+	}
+	defer c.writes.finishWrite(key, pending)
+	var err error
+	switch {
+	case c.versioned == nil && e != nil:
+		err = c.store.Set(ctx, key, *e)
+	case c.versioned == nil:
+		err = c.store.Delete(ctx, key)
+	case !base.ok:
+		return // the version read failed and was counted: nothing safe to write
+	case time.Since(base.at) >= c.versioned.VersionRetention():
+		err = store.ErrConflict // the store may have forgotten a write made meanwhile
+	case e != nil:
+		err = c.versioned.SetIf(ctx, key, *e, base.version)
+	default:
+		err = c.versioned.DeleteIf(ctx, key, base.version)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrConflict):
+		c.event(ctx, &c.stats.writeConflicts, EventWriteConflict, key)
+	default:
+		c.storeError(ctx, "write back", key, err)
+	}
 }
 
 // writeGuard makes a Set or Delete win over a load of the same key that was
@@ -155,12 +157,14 @@ type guardStripe struct {
 // kept: Go maps do not give back their buckets.
 const shrinkAbove = 64
 
+// A pendingWrite is a load's registration; the load owns its memory.
 type pendingWrite struct {
 	// Guarded by the stripe's mutex.
 	superseded bool
-	// written is made when the load starts storing its result and closed
-	// when it is done, so that a Set arriving then waits for that write to
-	// land before its own.
+	writing    bool // the load is storing its result
+	// written is made by a Set or Delete that arrives while the load is
+	// storing its result, and closed when that write is done, so that the
+	// Set lands after it.
 	written chan struct{}
 }
 
@@ -169,9 +173,8 @@ func (g *writeGuard) stripe(key string) *guardStripe {
 	return &g.stripes[maphash.String(g.seed, key)%uint64(len(g.stripes))]
 }
 
-// begin registers a load of key.
-func (g *writeGuard) begin(key string) *pendingWrite {
-	p := &pendingWrite{}
+// begin registers a load of key, as p.
+func (g *writeGuard) begin(key string, p *pendingWrite) {
 	s := g.stripe(key)
 	s.mu.Lock()
 	if s.m == nil {
@@ -180,7 +183,6 @@ func (g *writeGuard) begin(key string) *pendingWrite {
 	s.m[key] = p
 	s.peak = max(s.peak, len(s.m))
 	s.mu.Unlock()
-	return p
 }
 
 // end unregisters the load of key that registered p. Removing by identity
@@ -197,19 +199,31 @@ func (g *writeGuard) end(key string, p *pendingWrite) {
 	s.mu.Unlock()
 }
 
-// commit runs write, the store write of a load's result, unless a Set or
-// Delete superseded the load.
-func (g *writeGuard) commit(key string, p *pendingWrite, write func()) {
+// startWrite reports whether the load that registered p may store its
+// result, which it must then follow with finishWrite: no Set or Delete
+// superseded it.
+func (g *writeGuard) startWrite(key string, p *pendingWrite) bool {
 	s := g.stripe(key)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if p.superseded {
-		s.mu.Unlock()
-		return
+		return false
 	}
-	p.written = make(chan struct{})
+	p.writing = true
+	return true
+}
+
+// finishWrite ends the write that startWrite allowed, releasing a Set or
+// Delete that waits for it.
+func (g *writeGuard) finishWrite(key string, p *pendingWrite) {
+	s := g.stripe(key)
+	s.mu.Lock()
+	p.writing = false
+	written := p.written
 	s.mu.Unlock()
-	defer close(p.written)
-	write()
+	if written != nil {
+		close(written)
+	}
 }
 
 // supersede marks the load of key in flight, if any, so that its result is
@@ -221,7 +235,12 @@ func (g *writeGuard) supersede(ctx context.Context, key string, write func() err
 	var written chan struct{}
 	if p := s.m[key]; p != nil {
 		p.superseded = true
-		written = p.written
+		if p.writing {
+			if p.written == nil {
+				p.written = make(chan struct{})
+			}
+			written = p.written
+		}
 	}
 	s.mu.Unlock()
 	if written != nil {

@@ -1,20 +1,24 @@
 package herd
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // After a burst of 100,000 loads in flight drains, the write guard holds no
 // map: memory returns to its idle size (Go maps never give back buckets).
 func TestRegressionWriteGuardKeepsBurstMemory(t *testing.T) {
 	var g writeGuard
-	pending := make([]*pendingWrite, 100_000)
+	pending := make([]pendingWrite, 100_000)
 	for i := range pending {
-		pending[i] = g.begin(strconv.Itoa(i))
+		g.begin(strconv.Itoa(i), &pending[i])
 	}
-	for i, p := range pending {
-		g.end(strconv.Itoa(i), p)
+	for i := range pending {
+		g.end(strconv.Itoa(i), &pending[i])
 	}
 	for i := range g.stripes {
 		if s := &g.stripes[i]; s.m != nil {
@@ -22,9 +26,71 @@ func TestRegressionWriteGuardKeepsBurstMemory(t *testing.T) {
 		}
 	}
 	// A small steady load keeps its map: no allocation per load.
-	p := g.begin("k")
-	g.end("k", p)
+	var p pendingWrite
+	g.begin("k", &p)
+	g.end("k", &p)
 	if s := g.stripe("k"); s.m == nil {
 		t.Fatal("a stripe dropped its map after a single load")
 	}
+}
+
+// A Set or Delete that arrives while a load stores its result waits for
+// that write, then lands after it; one that arrives earlier supersedes the
+// load, whose write then does not start.
+func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g writeGuard
+		var order []string
+		var p pendingWrite
+		g.begin("k", &p)
+		if !g.startWrite("k", &p) {
+			t.Fatal("an unsuperseded load may not write")
+		}
+		done := make(chan error)
+		go func() {
+			done <- g.supersede(context.Background(), "k", func() error {
+				order = append(order, "set")
+				return nil
+			})
+		}()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("the Set landed (%v) while the load was storing its result", err)
+		default:
+		}
+		order = append(order, "load")
+		g.finishWrite("k", &p)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		g.end("k", &p)
+		if len(order) != 2 || order[0] != "load" || order[1] != "set" {
+			t.Fatalf("writes landed as %v, want [load set]", order)
+		}
+
+		// A Set before the write: the load's write does not start, and the
+		// Set does not wait.
+		var q pendingWrite
+		g.begin("k", &q)
+		if err := g.supersede(context.Background(), "k", func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if g.startWrite("k", &q) {
+			t.Fatal("a superseded load may write")
+		}
+		g.end("k", &q)
+
+		// A Set whose context ends while it waits returns its error.
+		var r pendingWrite
+		g.begin("k", &r)
+		g.startWrite("k", &r)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := g.supersede(ctx, "k", func() error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a Set that could not wait returned %v", err)
+		}
+		g.finishWrite("k", &r)
+		g.end("k", &r)
+	})
 }

@@ -73,6 +73,27 @@ func BenchmarkMissCoalescing(b *testing.B) {
 	}
 }
 
+// BenchmarkMiss: one goroutine reads keys that are not cached yet; the
+// loader is instant, so this is the cost of the miss path alone, without
+// coalescing: a lookup, the load and the store write.
+func BenchmarkMiss(b *testing.B) {
+	for _, im := range impls {
+		b.Run("impl="+im.name, func(b *testing.B) {
+			c := im.build(constLoad)
+			b.Cleanup(c.close)
+			ctx := context.Background()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := c.get(ctx, "miss:"+strconv.Itoa(i)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
 // BenchmarkMemoryPerEntry loads 1M entries of an int under 16-byte keys and
 // reports the live heap they take, per entry.
 func BenchmarkMemoryPerEntry(b *testing.B) {

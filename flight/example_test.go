@@ -60,6 +60,21 @@ func ExampleGroup_DoShared() {
 	// Output: 42 false <nil>
 }
 
+// DoWith suits a hot path: the function is made once, and what varies per
+// call (here the table to read) is its argument, so no closure is made per
+// call.
+func ExampleGroup_DoWith() {
+	type table map[string]string
+	var g flight.Group[string, string]
+	lookup := func(_ context.Context, key string, arg any) (string, error) {
+		return arg.(table)[key], nil
+	}
+	users := table{"user:42": "Ada"}
+	v, shared, started, err := g.DoWith(context.Background(), "user:42", users, lookup)
+	fmt.Println(v, shared, started, err)
+	// Output: Ada false true <nil>
+}
+
 func ExampleKeyFromContext() {
 	var g flight.Group[int, string]
 	v, _ := g.Do(context.Background(), 7, func(ctx context.Context) (string, error) {

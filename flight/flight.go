@@ -190,29 +190,60 @@ func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(context.Context) (V
 // more than one caller. shared is false for a caller that returns ctx.Err()
 // on its own context.
 func (g *Group[K, V]) DoShared(ctx context.Context, key K, fn func(context.Context) (V, error)) (v V, shared bool, err error) {
+	v, shared, _, err = g.do(ctx, key, task[K, V]{plain: fn})
+	return v, shared, err
+}
+
+// A task is the function of a call: plain, or with and its argument.
+type task[K comparable, V any] struct {
+	plain func(context.Context) (V, error)
+	with  func(context.Context, K, any) (V, error)
+	arg   any
+}
+
+func (t *task[K, V]) call(ctx context.Context, key K) (V, error) {
+	if t.plain != nil {
+		return t.plain(ctx)
+	}
+	return t.with(ctx, key, t.arg)
+}
+
+// DoWith is [Group.DoShared] for a function that takes the key and an
+// argument, which spares the allocation of a closure per call when fn is
+// made once (a method value kept in a field) and arg is pointer-shaped (a
+// pointer, a func, a map or a channel, which an interface holds without
+// allocating). started reports whether this caller started the call, and
+// so was the one whose call ran fn.
+func (g *Group[K, V]) DoWith(ctx context.Context, key K, arg any, fn func(ctx context.Context, key K, arg any) (V, error)) (v V, shared, started bool, err error) {
+	return g.do(ctx, key, task[K, V]{with: fn, arg: arg})
+}
+
+func (g *Group[K, V]) do(ctx context.Context, key K, t task[K, V]) (v V, shared, started bool, err error) {
 	if ctx == nil {
 		panic("flight: nil Context")
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		var zero V
-		return zero, false, ctxErr
+		return zero, false, false, ctxErr
 	}
 	here := ctx.Done() == nil && !g.OwnGoroutine
 	c, callCtx, first := g.join(ctx, key, here)
 	if !first {
-		return g.wait(ctx, key, c)
+		v, shared, err = g.wait(ctx, key, c)
+		return v, shared, false, err
 	}
 	if here {
 		// The caller cannot leave early, so it may as well run the call:
 		// run recovers a panic into c.err, and a Goexit ends this goroutine
 		// after the other waiters got ErrGoexit.
-		g.run(callCtx, key, c, fn)
+		g.run(callCtx, key, c, t)
 		// run took c out of the map under the lock: nobody joins c any
 		// more, and dups is final.
-		return c.val, c.dups > 0, c.err
+		return c.val, c.dups > 0, true, c.err
 	}
-	go g.run(callCtx, key, c, fn)
-	return g.wait(ctx, key, c)
+	go g.run(callCtx, key, c, t)
+	v, shared, err = g.wait(ctx, key, c)
+	return v, shared, true, err
 }
 
 // join joins the call in flight for key, or records a new one, which the
@@ -315,7 +346,7 @@ func (g *Group[K, V]) result(c *call[V]) (V, bool, error) {
 // deferred function is enough to tell a panic from a runtime.Goexit: recover
 // returns the panic value in the first case and nil in the second, and in
 // neither case does anything need to propagate to a caller's goroutine.
-func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(context.Context) (V, error)) {
+func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], t task[K, V]) {
 	returned := false
 	defer func() {
 		if !returned && !c.published {
@@ -338,7 +369,7 @@ func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(contex
 			close(done)
 		}
 	}()
-	v, err := fn(ctx)
+	v, err := t.call(ctx, key)
 	if !c.published {
 		c.val, c.err = v, err
 	}

@@ -143,3 +143,58 @@ func TestJoiningACallRunOnItsFirstCaller(t *testing.T) {
 		}
 	})
 }
+
+// DoWith passes the key and the argument, tells the caller that started
+// the call from those that joined it, and costs the one allocation of Do
+// with a function made once and a pointer-shaped argument.
+func TestDoWith(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var g flight.Group[string, int]
+		release := make(chan struct{})
+		fn := func(_ context.Context, key string, arg any) (int, error) {
+			<-release
+			return len(key) + *arg.(*int), nil
+		}
+		ten := 10
+		type res struct {
+			v               int
+			shared, started bool
+			err             error
+		}
+		results := make(chan res, 5)
+		ctx, cancel := context.WithCancel(context.Background()) // can end: the call runs on its own goroutine
+		defer cancel()
+		for range 5 {
+			go func() {
+				v, shared, started, err := g.DoWith(ctx, "key", &ten, fn)
+				results <- res{v, shared, started, err}
+			}()
+		}
+		synctest.Wait()
+		close(release)
+		starters := 0
+		for range 5 {
+			r := <-results
+			if r.v != 13 || r.err != nil || !r.shared {
+				t.Fatalf("DoWith = %+v, want 13, shared", r)
+			}
+			if r.started {
+				starters++
+			}
+		}
+		if starters != 1 {
+			t.Fatalf("%d callers started the call, want 1", starters)
+		}
+	})
+	var g flight.Group[string, int]
+	ctx := context.Background()
+	one := 1
+	fn := func(_ context.Context, _ string, arg any) (int, error) { return *arg.(*int), nil }
+	if n := testing.AllocsPerRun(100, func() {
+		if v, _, started, err := g.DoWith(ctx, "k", &one, fn); v != 1 || !started || err != nil {
+			t.Fatalf("DoWith = %d, %v, %v", v, started, err)
+		}
+	}); n > 1 {
+		t.Fatalf("%v allocations per uncontended DoWith, want at most 1", n)
+	}
+}
