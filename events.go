@@ -17,11 +17,11 @@ func (c *Cache[T]) hit(key string) {
 	}
 }
 
-// count adds a hit to a striped counter and tells the observer.
-func (c *Cache[T]) count(n *stripedCounter, kind EventKind, key string) {
+// count adds one to a striped counter and tells the observer.
+func (c *Cache[T]) count(ctx context.Context, n *stripedCounter, kind EventKind, key string) {
 	n.add()
 	if c.cfg.observer != nil {
-		c.notify(context.Background(), Event{Kind: kind, Key: key})
+		c.notify(ctx, Event{Kind: kind, Key: key})
 	}
 }
 

@@ -297,10 +297,10 @@ func (c *Cache[T]) judgeOne(ctx context.Context, key string, e *store.Entry[T], 
 			c.event(ctx, &c.stats.negativeHits, EventNegativeHit, key)
 			return Result[T]{}, answerNotFound
 		case !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt):
-			c.event(ctx, &c.stats.staleHits, EventStaleHit, key)
+			c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
 			return result(e, StatusStale, now), answerStale
 		}
-		c.count(&c.stats.hits, EventHit, key)
+		c.count(ctx, &c.stats.hits, EventHit, key)
 		return result(e, StatusFresh, now), answerValue
 	}
 	if !e.NotFound && e.Live(now) && c.backoff.active(key, now) {
@@ -335,7 +335,7 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 		claims []*entryClaim[T]
 	)
 	for i, m := range miss {
-		c.event(ctx, &c.stats.misses, EventMiss, m.key)
+		c.count(ctx, &c.stats.misses, EventMiss, m.key)
 		w := &waits[i]
 		// A call that ends between Join and Claim makes Claim fail only if
 		// another caller started the next one, which the next Join finds.
@@ -370,7 +370,7 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 				e, err = c.loadOne(ctx, m.key, load)
 			}
 			if err == nil {
-				c.event(ctx, &c.stats.sharedWaits, EventSharedWait, m.key)
+				c.count(ctx, &c.stats.sharedWaits, EventSharedWait, m.key)
 			}
 		}
 		if ctxErr != nil {

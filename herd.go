@@ -305,7 +305,7 @@ func (c *Cache[T]) answerLocal(ctx context.Context, key string, load Loader[T], 
 	}
 	at := time.Unix(0, now)
 	if !e.NotFound() && e.RefreshAt != 0 && now >= e.RefreshAt && (e.ExpiresAt == 0 || now < e.ExpiresAt) {
-		c.event(ctx, &c.stats.staleHits, EventStaleHit, key)
+		c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
 		c.refresh.schedule(ctx, key, load, at)
 		return Result[T]{Value: e.Value, Status: StatusStale, StoredAt: local.Time(e.StoredAt), at: at}, nil
 	}
@@ -337,7 +337,7 @@ func (c *Cache[T]) judge(ctx context.Context, key string, load Loader[T], e *sto
 		now = time.Now()
 	}
 	if e.ExpiresAt.IsZero() && e.RefreshAt.IsZero() && !e.NotFound {
-		c.count(&c.stats.hits, EventHit, key)
+		c.count(ctx, &c.stats.hits, EventHit, key)
 		return result(e, StatusFresh, now), nil, true
 	}
 	if !e.Expired(now) {
@@ -346,11 +346,11 @@ func (c *Cache[T]) judge(ctx context.Context, key string, load Loader[T], e *sto
 			c.event(ctx, &c.stats.negativeHits, EventNegativeHit, key)
 			return Result[T]{}, notFound(key), true
 		case !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt):
-			c.event(ctx, &c.stats.staleHits, EventStaleHit, key)
+			c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
 			c.refresh.schedule(ctx, key, load, now)
 			return result(e, StatusStale, now), nil, true
 		}
-		c.count(&c.stats.hits, EventHit, key)
+		c.count(ctx, &c.stats.hits, EventHit, key)
 		return result(e, StatusFresh, now), nil, true
 	}
 	// Expired. While the key backs off after a failed load, an entry kept

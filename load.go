@@ -13,7 +13,7 @@ import (
 // loadAndWait loads key through the flight group and waits on ctx. old is the
 // expired entry the store still had, if any, for stale-if-error.
 func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], old *store.Entry[T]) (Result[T], error) {
-	c.event(ctx, &c.stats.misses, EventMiss, key)
+	c.count(ctx, &c.stats.misses, EventMiss, key)
 	var (
 		e       store.Entry[T]
 		shared  bool
@@ -34,7 +34,7 @@ func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], 
 		return c.loadFailed(ctx, key, old, err)
 	}
 	if shared && !started {
-		c.event(ctx, &c.stats.sharedWaits, EventSharedWait, key)
+		c.count(ctx, &c.stats.sharedWaits, EventSharedWait, key)
 	}
 	return result(&e, StatusLoaded, e.StoredAt), nil
 }
@@ -218,8 +218,8 @@ func (c *Cache[T]) callLoader(ctx context.Context, key string, load Loader[T]) (
 			err = errLoaderPanicked
 			c.backoff.failed(key, end, &c.cfg)
 		}
-		c.stats.loads.Add(1)
-		c.stats.loadNanos.Add(uint64(took))
+		c.stats.loads.add()
+		c.stats.loadNanos.addN(uint64(took))
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			c.stats.loadErrors.Add(1)
 		}

@@ -101,24 +101,24 @@ type ObserverFunc func(Event)
 // Observe calls f(e).
 func (f ObserverFunc) Observe(e Event) { f(e) }
 
-// counters are the cache's statistics. Hits are counted on every read of a
-// fresh value, from every core at once, so their counter is striped over
-// cache lines; the others are rare enough for one atomic each.
+// counters are the cache's statistics. Hits, stale hits, misses, shared
+// waits and loads are counted on the hot paths, from every core at once, so
+// their counters are striped over cache lines; the others are rare enough
+// for one atomic each.
 type counters struct {
-	hits                                                    stripedCounter
-	staleHits, misses, negativeHits, sharedWaits, lockWaits atomic.Uint64
-	loads, loadErrors, loadNanos                            atomic.Uint64
-	refreshesQueued, refreshesDropped, refreshesFailed      atomic.Uint64
-	staleOnError, storeErrors                               atomic.Uint64
-	refreshesSkipped, writeConflicts, callbackPanics        atomic.Uint64
-	batchLoads, batchKeys, batchLoadErrors, batchLoadNanos  atomic.Uint64
+	hits, staleHits, misses, sharedWaits, loads, loadNanos stripedCounter
+	negativeHits, lockWaits, loadErrors                    atomic.Uint64
+	refreshesQueued, refreshesDropped, refreshesFailed     atomic.Uint64
+	staleOnError, storeErrors                              atomic.Uint64
+	refreshesSkipped, writeConflicts, callbackPanics       atomic.Uint64
+	batchLoads, batchKeys, batchLoadErrors, batchLoadNanos atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
-		Hits: c.hits.load(), StaleHits: c.staleHits.Load(), Misses: c.misses.Load(),
-		NegativeHits: c.negativeHits.Load(), SharedWaits: c.sharedWaits.Load(), LockWaits: c.lockWaits.Load(),
-		Loads: c.loads.Load(), LoadErrors: c.loadErrors.Load(), LoadTime: time.Duration(c.loadNanos.Load()),
+		Hits: c.hits.load(), StaleHits: c.staleHits.load(), Misses: c.misses.load(),
+		NegativeHits: c.negativeHits.Load(), SharedWaits: c.sharedWaits.load(), LockWaits: c.lockWaits.Load(),
+		Loads: c.loads.load(), LoadErrors: c.loadErrors.Load(), LoadTime: time.Duration(c.loadNanos.load()),
 		RefreshesQueued: c.refreshesQueued.Load(), RefreshesDropped: c.refreshesDropped.Load(),
 		RefreshesFailed: c.refreshesFailed.Load(), StaleOnError: c.staleOnError.Load(), StoreErrors: c.storeErrors.Load(),
 		RefreshesSkipped: c.refreshesSkipped.Load(), WriteConflicts: c.writeConflicts.Load(), CallbackPanics: c.callbackPanics.Load(),
@@ -136,13 +136,16 @@ type stripedCounter struct {
 	}
 }
 
-// add picks a stripe by the address of a local variable: goroutines have
-// distinct stacks, so concurrent callers mostly land on distinct stripes, at
-// the cost of a shift instead of a random number.
-func (c *stripedCounter) add() {
+// add adds 1.
+func (c *stripedCounter) add() { c.addN(1) }
+
+// addN adds n on a stripe picked by the address of a local variable:
+// goroutines have distinct stacks, so concurrent callers mostly land on
+// distinct stripes, at the cost of a shift instead of a random number.
+func (c *stripedCounter) addN(n uint64) {
 	var local byte
 	i := uintptr(unsafe.Pointer(&local)) >> 12 // stacks are at least 2 KiB apart; mix in higher bits
-	c.s[(i^i>>4)%stripes].n.Add(1)
+	c.s[(i^i>>4)%stripes].n.Add(n)
 }
 
 func (c *stripedCounter) load() uint64 {
