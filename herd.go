@@ -275,13 +275,23 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 	}
 	// A remote read is bounded by StoreTimeout: a slow or hung store costs
 	// the caller a load, not its whole deadline.
-	rctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+	rctx, cancel := c.storeBound(ctx)
 	e, ok, err := c.store.Get(rctx, key)
 	cancel()
 	if err != nil && ctx.Err() != nil {
 		return Result[T]{}, ctx.Err()
 	}
 	return c.answer(ctx, key, load, &e, time.Time{}, ok, err)
+}
+
+// storeBound returns ctx bounded by StoreTimeout for a store call. A ctx
+// whose deadline comes sooner is bound enough, and is returned as it is:
+// a timer costs allocations that a hit would notice.
+func (c *Cache[T]) storeBound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) <= c.cfg.storeTimeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.cfg.storeTimeout)
 }
 
 // fresh reports whether e, found live at now, is a value to return as it is.

@@ -61,7 +61,7 @@ type lockedLoad[T any] struct {
 func (c *Cache[T]) lockLoad(ctx, callCtx context.Context, key string, refresh bool) *lockedLoad[T] {
 	l := &lockedLoad[T]{c: c, key: key}
 	for waited := false; ; waited = true {
-		tctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+		tctx, cancel := c.storeBound(ctx)
 		lk, err := c.cfg.locker.TryLock(tctx, key, c.cfg.lockTTL)
 		cancel()
 		switch {
@@ -188,7 +188,7 @@ func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T
 			return store.Entry[T]{}, holderSilent
 		case <-poll.C:
 		}
-		gctx, cancel := context.WithTimeout(ctx, c.cfg.storeTimeout)
+		gctx, cancel := c.storeBound(ctx)
 		e, ok, err := c.store.Get(gctx, key)
 		cancel()
 		if err != nil {

@@ -79,7 +79,7 @@ func (c *Cache[T]) readForLoad(ctx context.Context, key string) (store.Entry[T],
 	rctx := ctx
 	if c.local == nil { // an in-process store never blocks
 		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(ctx, c.cfg.storeTimeout)
+		rctx, cancel = c.storeBound(ctx)
 		defer cancel()
 	}
 	base := writeBase{read: true, at: time.Now()}

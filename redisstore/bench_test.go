@@ -33,7 +33,10 @@ func BenchmarkGet(b *testing.B) {
 	if err := s.Set(ctx, "k", e); err != nil {
 		b.Fatal(err)
 	}
+	// Each sub-benchmark builds its cache over a store of its own, as it
+	// runs once per -count and the cache's Close closes its store.
 	b.Run("herd", func(b *testing.B) {
+		s := redisstore.New[storetest.Value](client, redisstore.Prefix("bench"))
 		cache := herd.New[storetest.Value](s, herd.TTL(time.Hour), herd.WithLogger(discard()))
 		defer func() { _ = cache.Close(ctx) }()
 		load := func(context.Context, string) (storetest.Value, error) {
@@ -48,7 +51,10 @@ func BenchmarkGet(b *testing.B) {
 	})
 	// The same through the Bytes codec: what the store and the cache cost
 	// without a JSON decode.
-	raw := redisstore.New[[]byte](client, redisstore.Prefix("bench-bytes"), redisstore.WithCodec[[]byte](store.Bytes{}))
+	bytesStore := func() *redisstore.Store[[]byte] {
+		return redisstore.New[[]byte](client, redisstore.Prefix("bench-bytes"), redisstore.WithCodec[[]byte](store.Bytes{}))
+	}
+	raw := bytesStore()
 	payload, err := store.JSON[storetest.Value]{}.Marshal(e.Value)
 	if err != nil {
 		b.Fatal(err)
@@ -57,7 +63,7 @@ func BenchmarkGet(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("herd-bytes", func(b *testing.B) {
-		cache := herd.New[[]byte](raw, herd.TTL(time.Hour), herd.WithLogger(discard()))
+		cache := herd.New[[]byte](bytesStore(), herd.TTL(time.Hour), herd.WithLogger(discard()))
 		defer func() { _ = cache.Close(ctx) }()
 		load := func(context.Context, string) ([]byte, error) {
 			return nil, fmt.Errorf("miss in a benchmark of hits")
@@ -78,6 +84,92 @@ func BenchmarkGet(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkGetRatio is BenchmarkGet with the two reads interleaved: each
+// iteration times a hit through a herd.Cache and a plain go-redis GET of the
+// same bytes back to back, so that the drift of a shared machine's load
+// falls on both alike. It reports the time of each per operation and their
+// ratio (herd/raw), for the default JSON codec and for the Bytes codec,
+// from a caller without a deadline and from one with a request deadline
+// (which spares the cache its StoreTimeout timer). Without a deadline, it
+// also times a GET bounded as the cache bounds its reads, with a
+// context.WithTimeout per call, and reports herd/bounded.
+func BenchmarkGetRatio(b *testing.B) {
+	srv := startRedis(b)
+	client := srv.client(b)
+	now := time.Now()
+	times := store.Entry[storetest.Value]{
+		StoredAt: now, RefreshAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour), KeepUntil: now.Add(3 * time.Hour),
+	}
+	value := storetest.Value{Name: "user 42", N: 42}
+	payload, err := store.JSON[storetest.Value]{}.Marshal(value)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, deadline := range []bool{false, true} {
+		b.Run(fmt.Sprintf("codec=json/deadline=%v", deadline), func(b *testing.B) {
+			s := redisstore.New[storetest.Value](client, redisstore.Prefix("ratio-json"))
+			e := times
+			e.Value = value
+			interleave(b, client, s, e, deadline)
+		})
+		b.Run(fmt.Sprintf("codec=bytes/deadline=%v", deadline), func(b *testing.B) {
+			s := redisstore.New[[]byte](client, redisstore.Prefix("ratio-bytes"), redisstore.WithCodec[[]byte](store.Bytes{}))
+			e := store.Entry[[]byte]{Value: payload, StoredAt: times.StoredAt, RefreshAt: times.RefreshAt, ExpiresAt: times.ExpiresAt, KeepUntil: times.KeepUntil}
+			interleave(b, client, s, e, deadline)
+		})
+	}
+}
+
+func interleave[T any](b *testing.B, client *redis.Client, s *redisstore.Store[T], e store.Entry[T], deadline bool) {
+	b.Helper()
+	ctx := context.Background()
+	if deadline {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+	}
+	if err := s.Set(ctx, "k", e); err != nil {
+		b.Fatal(err)
+	}
+	const storeTimeout = 2 * time.Hour // later than the caller's deadline, when it has one
+	cache := herd.New[T](s, herd.TTL(time.Hour), herd.StoreTimeout(storeTimeout), herd.WithLogger(discard()))
+	defer func() { _ = cache.Close(context.Background()) }()
+	load := func(context.Context, string) (T, error) {
+		var zero T
+		return zero, fmt.Errorf("miss in a benchmark of hits")
+	}
+	key := s.Key("k")
+	var inHerd, inRaw, inBounded time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := cache.Get(ctx, "k", load); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := client.Get(ctx, key).Bytes(); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		inHerd += t1.Sub(t0)
+		inRaw += t2.Sub(t1)
+		if !deadline {
+			bctx, cancel := context.WithTimeout(ctx, storeTimeout)
+			_, err := client.Get(bctx, key).Bytes()
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			inBounded += time.Since(t2)
+		}
+	}
+	b.ReportMetric(float64(inHerd.Nanoseconds())/float64(b.N), "herd-ns/op")
+	b.ReportMetric(float64(inRaw.Nanoseconds())/float64(b.N), "raw-ns/op")
+	b.ReportMetric(float64(inHerd)/float64(inRaw), "herd/raw")
+	if !deadline {
+		b.ReportMetric(float64(inHerd)/float64(inBounded), "herd/bounded")
+	}
 }
 
 // BenchmarkGetMany100 reads 100 keys in one round trip, against a plain
