@@ -244,10 +244,16 @@ func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, erro
 		r, err := c.Fetch(ctx, key, load)
 		return r.Value, err
 	}
-	// The hit path of an in-process store: one lookup, one clock read.
+	// The hit path of an in-process store: one lookup, one clock read (an
+	// atomic load with the store's coarse clock), and for a stale value
+	// the refresh, not yet converted to a Result.
 	e, now, ok := c.local.Peek(key)
 	if ok && fresh(e, now) {
 		c.hit(key)
+		return e.Value, nil
+	}
+	if ok && stale(e, now) {
+		c.staleLocal(ctx, key, load, e, now)
 		return e.Value, nil
 	}
 	r, err := c.answerLocal(ctx, key, load, e, now, ok)
@@ -314,13 +320,28 @@ func (c *Cache[T]) answerLocal(ctx context.Context, key string, load Loader[T], 
 		return c.loadAndWait(ctx, key, load, nil)
 	}
 	at := time.Unix(0, now)
-	if !e.NotFound() && e.RefreshAt != 0 && now >= e.RefreshAt && (e.ExpiresAt == 0 || now < e.ExpiresAt) {
-		c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
-		c.refresh.schedule(ctx, key, load, at)
+	if stale(e, now) {
+		c.staleLocal(ctx, key, load, e, now)
 		return Result[T]{Value: e.Value, Status: StatusStale, StoredAt: local.Time(e.StoredAt), at: at}, nil
 	}
 	se := e.Entry()
 	return c.answer(ctx, key, load, &se, at, true, nil)
+}
+
+// stale reports whether e, found live at now, is a value to return at once
+// while a refresh runs.
+func stale[T any](e *local.Entry[T], now int64) bool {
+	return !e.NotFound() && e.RefreshAt != 0 && now >= e.RefreshAt && (e.ExpiresAt == 0 || now < e.ExpiresAt)
+}
+
+// staleLocal counts a stale read of the in-process entry e and sees to its
+// refresh. A read while the entry's refresh is queued or running, the usual
+// case, takes no lock.
+func (c *Cache[T]) staleLocal(ctx context.Context, key string, load Loader[T], e *local.Entry[T], now int64) {
+	c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
+	if !c.refresh.inFlight(e) {
+		c.refresh.schedule(ctx, key, load, time.Unix(0, now), e)
+	}
 }
 
 // answer answers a read from what the store returned: the entry if it is
@@ -357,7 +378,7 @@ func (c *Cache[T]) judge(ctx context.Context, key string, load Loader[T], e *sto
 			return Result[T]{}, notFound(key), true
 		case !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt):
 			c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
-			c.refresh.schedule(ctx, key, load, now)
+			c.refresh.schedule(ctx, key, load, now, nil)
 			return result(e, StatusStale, now), nil, true
 		}
 		c.count(ctx, &c.stats.hits, EventHit, key)

@@ -151,3 +151,51 @@ func TestLocalStoreLoaderPanicAndGoexit(t *testing.T) {
 		})
 	}
 }
+
+// Stale reads while refreshes run, queue or are dropped: each read of a key
+// whose refresh is queued or running does nothing more, each read of
+// another key while the queue is full counts a dropped refresh, and once a
+// refresh fails the key is refreshed again after its backoff.
+func TestLocalStoreStaleReadsWhileRefreshing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newLocalCache(t, herd.TTL(24*time.Hour), herd.RefreshAfter(time.Minute),
+			herd.Workers(1), herd.QueueSize(2), herd.RefreshBackoff(time.Second, time.Second))
+		src := &source{value: "v1"}
+		keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+		for _, k := range keys {
+			mustGet(t, c, k, src.load)
+		}
+		time.Sleep(2 * time.Minute)
+		src.set("", errors.New("down"))
+		release := src.block()
+		mustGet(t, c, "a", src.load)
+		synctest.Wait() // a's refresh runs, and blocks
+		for _, k := range keys[1:] {
+			mustGet(t, c, k, src.load) // b and c are queued, the rest dropped
+		}
+		for range 100 {
+			for _, k := range keys {
+				if r := mustGet(t, c, k, src.load); r.Status != herd.StatusStale || r.Value != "v1:"+k {
+					t.Fatalf("read of %s: %+v, want stale v1", k, r)
+				}
+			}
+		}
+		if st := c.Stats(); st.StaleHits != 808 || st.RefreshesQueued != 3 || st.RefreshesDropped != 505 {
+			t.Fatalf("stats %+v, want 808 stale hits, 3 refreshes queued, 505 dropped", st)
+		}
+		release()
+		synctest.Wait() // a, b and c fail
+		if st := c.Stats(); st.RefreshesFailed != 3 {
+			t.Fatalf("%d refreshes failed, want 3", st.RefreshesFailed)
+		}
+		time.Sleep(2 * time.Second) // past the backoff
+		src.set("v2", nil)
+		for _, k := range []string{"a", "b", "c"} {
+			mustGet(t, c, k, src.load)
+			synctest.Wait()
+			if r := mustGet(t, c, k, src.load); r.Status != herd.StatusFresh || r.Value != "v2:"+k {
+				t.Fatalf("%s after its failed refresh and backoff: %+v, want refreshed", k, r)
+			}
+		}
+	})
+}

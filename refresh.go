@@ -5,8 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
+	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
 
@@ -25,21 +28,79 @@ type refresher[T any] struct {
 	running int
 	closed  bool
 	workers sync.WaitGroup
+
+	// inflight tells, for the entries of an in-process store, which have
+	// a refresh queued or running, so that a stale read of such an entry
+	// (the usual case: a hot key is read many times while its refresh
+	// runs) is answered without the lock. It is a table by the entry's
+	// address, made with the queue and twice its size: an entry goes in
+	// one of two slots when its refresh is queued, and leaves when the
+	// refresh ends. An entry that finds both taken is not listed, and its
+	// reads take the locked way, which is always right.
+	inflight atomic.Pointer[inflightTable[T]]
+}
+
+type inflightTable[T any] struct {
+	slots []atomic.Pointer[local.Entry[T]]
+	shift uint // 64 - log2(len(slots))
+}
+
+func newInflightTable[T any](capacity int) *inflightTable[T] {
+	n, shift := 2, uint(63)
+	for n < 2*capacity {
+		n, shift = n*2, shift-1
+	}
+	return &inflightTable[T]{slots: make([]atomic.Pointer[local.Entry[T]], n), shift: shift}
+}
+
+// slot is the first of e's two slots: the entry's address, hashed.
+func (t *inflightTable[T]) slot(e *local.Entry[T]) uintptr {
+	return uintptr(uint64(uintptr(unsafe.Pointer(e))>>4) * 0x9E3779B97F4A7C15 >> t.shift)
+}
+
+func (t *inflightTable[T]) has(e *local.Entry[T]) bool {
+	i := t.slot(e)
+	return t.slots[i].Load() == e || t.slots[(i+1)&uintptr(len(t.slots)-1)].Load() == e
+}
+
+// add lists e, if one of its slots is free. Under the refresher's lock.
+func (t *inflightTable[T]) add(e *local.Entry[T]) {
+	i := t.slot(e)
+	if !t.slots[i].CompareAndSwap(nil, e) {
+		t.slots[(i+1)&uintptr(len(t.slots)-1)].CompareAndSwap(nil, e)
+	}
+}
+
+// remove unlists e. Under the refresher's lock.
+func (t *inflightTable[T]) remove(e *local.Entry[T]) {
+	i := t.slot(e)
+	if !t.slots[i].CompareAndSwap(e, nil) {
+		t.slots[(i+1)&uintptr(len(t.slots)-1)].CompareAndSwap(e, nil)
+	}
 }
 
 type refreshTask[T any] struct {
-	ctx  context.Context // the reader's values, without its cancellation
-	key  string
-	load Loader[T]
+	ctx   context.Context // the reader's values, without its cancellation
+	key   string
+	load  Loader[T]
+	entry *local.Entry[T] // the stale entry of an in-process store, or nil
 }
 
 func (r *refresher[T]) init(c *Cache[T]) { r.c = c }
 
+// inFlight reports whether a refresh of the in-process entry e is queued
+// or running; false may also mean that the table does not know.
+func (r *refresher[T]) inFlight(e *local.Entry[T]) bool {
+	t := r.inflight.Load()
+	return t != nil && t.has(e)
+}
+
 // schedule queues a refresh of key unless one is queued or running, the key
 // backs off after a failure, or the cache is closed. A full queue drops it.
-// It never blocks on the refresh.
-func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T], now time.Time) {
-	queued, dropped := r.enqueue(ctx, key, load, now)
+// It never blocks on the refresh. e is the stale entry, if it is an
+// in-process store's.
+func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T], now time.Time, e *local.Entry[T]) {
+	queued, dropped := r.enqueue(ctx, key, load, now, e)
 	switch {
 	case queued:
 		r.c.event(ctx, &r.c.stats.refreshesQueued, EventRefreshQueued, key)
@@ -53,7 +114,7 @@ func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T],
 // refresh is queued or running, and such a read costs one lock and one
 // lookup, no allocation. Every path out unlocks, so that nothing that panics
 // here can leave the mutex held.
-func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], now time.Time) (queued, dropped bool) {
+func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], now time.Time, e *local.Entry[T]) (queued, dropped bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, busy := r.keys[key]; busy || r.closed || r.c.backoff.active(key, now) {
@@ -65,13 +126,17 @@ func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], 
 	}
 	if r.queue == nil {
 		r.queue, r.head = make([]refreshTask[T], cfg.queueSize), 0
+		r.inflight.Store(newInflightTable[T](cfg.queueSize + cfg.workers))
 	}
 	if r.keys == nil {
 		r.keys = make(map[string]struct{})
 	}
-	r.queue[(r.head+r.n)%len(r.queue)] = refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load}
+	r.queue[(r.head+r.n)%len(r.queue)] = refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load, entry: e}
 	r.n++
 	r.keys[key] = struct{}{}
+	if e != nil {
+		r.inflight.Load().add(e)
+	}
 	r.peak = max(r.peak, len(r.keys))
 	if r.running < cfg.workers {
 		r.running++
@@ -90,7 +155,7 @@ func (r *refresher[T]) work() {
 			return
 		}
 		r.run(t)
-		r.finished(t.key)
+		r.finished(&t)
 	}
 }
 
@@ -111,12 +176,16 @@ func (r *refresher[T]) next() (refreshTask[T], bool) {
 
 // finished lets key be queued again. The queue and key map are dropped when
 // the pool goes idle after a burst, so that memory returns to its idle size.
-func (r *refresher[T]) finished(key string) {
+func (r *refresher[T]) finished(t *refreshTask[T]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.keys, key)
+	delete(r.keys, t.key)
+	if t.entry != nil {
+		r.inflight.Load().remove(t.entry)
+	}
 	if len(r.keys) == 0 && r.n == 0 && r.peak > shrinkAbove {
 		r.keys, r.queue, r.peak = nil, nil, 0
+		r.inflight.Store(nil) // empty: every listed entry's refresh has ended
 	}
 }
 
