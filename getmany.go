@@ -611,11 +611,11 @@ func (c *Cache[T]) loadChunk(callCtx context.Context, keys []string, claims []*e
 		switch {
 		case e.NotFound && c.cfg.negativeTTL > 0:
 			ne := c.negativeEntry(now)
-			c.writeBack(wctx, k, pending[i], bases[i], &ne)
+			c.writeBack(wctx, k, pending[i], bases[i], &ne, now)
 		case e.NotFound, !keep[i]:
-			c.writeBack(wctx, k, pending[i], bases[i], nil)
+			c.writeBack(wctx, k, pending[i], bases[i], nil, now)
 		default:
-			c.writeBack(wctx, k, pending[i], bases[i], e)
+			c.writeBack(wctx, k, pending[i], bases[i], e, now)
 		}
 		c.writes.end(k, pending[i])
 		if e.NotFound {

@@ -167,18 +167,18 @@ func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], ref
 		e, keep := c.newEntry(v, now, ttl)
 		flight.Publish(callCtx, e)
 		if keep {
-			c.writeBack(wctx, key, pending, base, &e)
+			c.writeBack(wctx, key, pending, base, &e, now)
 		} else {
-			c.writeBack(wctx, key, pending, base, nil) // no longer cacheable: drop the old entry
+			c.writeBack(wctx, key, pending, base, nil, now) // no longer cacheable: drop the old entry
 		}
 		return e, nil
 	case errors.Is(err, ErrNotFound):
 		c.backoff.succeeded(key) // the source answered
 		if c.cfg.negativeTTL > 0 {
 			ne := c.negativeEntry(now)
-			c.writeBack(wctx, key, pending, base, &ne)
+			c.writeBack(wctx, key, pending, base, &ne, now)
 		} else {
-			c.writeBack(wctx, key, pending, base, nil)
+			c.writeBack(wctx, key, pending, base, nil, now)
 		}
 		return store.Entry[T]{NotFound: true}, err
 	default:

@@ -104,11 +104,17 @@ func (c *Cache[T]) readForLoad(ctx context.Context, key string) (store.Entry[T],
 // writeBack stores the entry a load produced (or removes the key when e is
 // nil), unless a Set or Delete of the key superseded the load in this
 // process, or, over a store.Versioned, anything wrote the key since base.
-func (c *Cache[T]) writeBack(ctx context.Context, key string, pending *pendingWrite, base writeBase, e *store.Entry[T]) {
-	if !c.writes.startWrite(key, pending) {
+//
+// now is the time the load's value arrived; a remote store's write time is
+// read again, as the writes of a batch may follow it by round trips.
+func (c *Cache[T]) writeBack(ctx context.Context, key string, pending *pendingWrite, base writeBase, e *store.Entry[T], now time.Time) {
+	if !c.writes.startWrite(pending) {
 		return
 	}
-	defer c.writes.finishWrite(key, pending)
+	defer c.writes.finishWrite(pending)
+	if c.local == nil {
+		now = time.Now()
+	}
 	var err error
 	switch {
 	case c.versioned == nil && e != nil:
@@ -117,7 +123,7 @@ func (c *Cache[T]) writeBack(ctx context.Context, key string, pending *pendingWr
 		err = c.store.Delete(ctx, key)
 	case !base.ok:
 		return // the version read failed and was counted: nothing safe to write
-	case time.Since(base.at) >= c.versioned.VersionRetention():
+	case now.Sub(base.at) >= c.versioned.VersionRetention():
 		err = store.ErrConflict // the store may have forgotten a write made meanwhile
 	case e != nil:
 		err = c.versioned.SetIf(ctx, key, *e, base.version)
@@ -159,6 +165,7 @@ const shrinkAbove = 64
 
 // A pendingWrite is a load's registration; the load owns its memory.
 type pendingWrite struct {
+	stripe *guardStripe // the key's, set by begin
 	// Guarded by the stripe's mutex.
 	superseded bool
 	writing    bool // the load is storing its result
@@ -176,6 +183,7 @@ func (g *writeGuard) stripe(key string) *guardStripe {
 // begin registers a load of key, as p.
 func (g *writeGuard) begin(key string, p *pendingWrite) {
 	s := g.stripe(key)
+	p.stripe = s
 	s.mu.Lock()
 	if s.m == nil {
 		s.m = make(map[string]*pendingWrite)
@@ -188,7 +196,7 @@ func (g *writeGuard) begin(key string, p *pendingWrite) {
 // end unregisters the load of key that registered p. Removing by identity
 // keeps a late load from removing a later one's registration.
 func (g *writeGuard) end(key string, p *pendingWrite) {
-	s := g.stripe(key)
+	s := p.stripe
 	s.mu.Lock()
 	if s.m[key] == p {
 		delete(s.m, key)
@@ -202,8 +210,8 @@ func (g *writeGuard) end(key string, p *pendingWrite) {
 // startWrite reports whether the load that registered p may store its
 // result, which it must then follow with finishWrite: no Set or Delete
 // superseded it.
-func (g *writeGuard) startWrite(key string, p *pendingWrite) bool {
-	s := g.stripe(key)
+func (g *writeGuard) startWrite(p *pendingWrite) bool {
+	s := p.stripe
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.superseded {
@@ -215,8 +223,8 @@ func (g *writeGuard) startWrite(key string, p *pendingWrite) bool {
 
 // finishWrite ends the write that startWrite allowed, releasing a Set or
 // Delete that waits for it.
-func (g *writeGuard) finishWrite(key string, p *pendingWrite) {
-	s := g.stripe(key)
+func (g *writeGuard) finishWrite(p *pendingWrite) {
+	s := p.stripe
 	s.mu.Lock()
 	p.writing = false
 	written := p.written

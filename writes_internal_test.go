@@ -43,7 +43,7 @@ func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
 		var order []string
 		var p pendingWrite
 		g.begin("k", &p)
-		if !g.startWrite("k", &p) {
+		if !g.startWrite(&p) {
 			t.Fatal("an unsuperseded load may not write")
 		}
 		done := make(chan error)
@@ -60,7 +60,7 @@ func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
 		default:
 		}
 		order = append(order, "load")
-		g.finishWrite("k", &p)
+		g.finishWrite(&p)
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
@@ -76,7 +76,7 @@ func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
 		if err := g.supersede(context.Background(), "k", func() error { return nil }); err != nil {
 			t.Fatal(err)
 		}
-		if g.startWrite("k", &q) {
+		if g.startWrite(&q) {
 			t.Fatal("a superseded load may write")
 		}
 		g.end("k", &q)
@@ -84,13 +84,13 @@ func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
 		// A Set whose context ends while it waits returns its error.
 		var r pendingWrite
 		g.begin("k", &r)
-		g.startWrite("k", &r)
+		g.startWrite(&r)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := g.supersede(ctx, "k", func() error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("a Set that could not wait returned %v", err)
 		}
-		g.finishWrite("k", &r)
+		g.finishWrite(&r)
 		g.end("k", &r)
 	})
 }
