@@ -387,31 +387,43 @@ func TestReadYourWrites(t *testing.T) {
 }
 
 // With the stream stalled without saying so, a near copy is served at most
-// NearTTL after the far read that fetched it began.
+// NearTTL after the far read that fetched it began: exactly then with
+// NearExactClock, and at most one tick of the near tier's coarse clock
+// later by default.
 func TestNearTTLBoundsStalenessOfAStalledStream(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFar()
-		const nearTTL = 5 * time.Second
-		s := fleet(t, f, 1, tiered.NearTTL(nearTTL))[0]
-		ctx := context.Background()
-		_ = f.Set(ctx, "k", store.Entry[int]{Value: 1})
-		synctest.Wait()
-		f.swallow.Store(true)
-		mustValue(t, s, "k", 1) // fetched now, from the far tier
-		time.Sleep(time.Second)
-		_ = f.Set(ctx, "k", store.Entry[int]{Value: 2}) // the stream loses it
-		time.Sleep(nearTTL - time.Second - time.Nanosecond)
-		mustValue(t, s, "k", 1) // stale, within the bound
-		time.Sleep(time.Nanosecond)
-		mustValue(t, s, "k", 2) // NearTTL after the read began
-		// A write through the instance starts a new NearTTL.
-		_ = s.Set(ctx, "k", store.Entry[int]{Value: 3})
-		_ = f.Set(ctx, "k", store.Entry[int]{Value: 4})
-		time.Sleep(nearTTL - time.Nanosecond)
-		mustValue(t, s, "k", 3)
-		time.Sleep(time.Nanosecond)
-		mustValue(t, s, "k", 4)
-	})
+	for name, tc := range map[string]struct {
+		o    tiered.Option
+		late time.Duration // the most a near copy may outlive NearTTL
+	}{
+		"exact":  {tiered.NearExactClock(), time.Nanosecond},
+		"coarse": {tiered.NearCoarseClock(tiered.DefaultNearResolution), tiered.DefaultNearResolution + time.Nanosecond},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFar()
+				const nearTTL = 5 * time.Second
+				s := fleet(t, f, 1, tiered.NearTTL(nearTTL), tc.o)[0]
+				ctx := context.Background()
+				_ = f.Set(ctx, "k", store.Entry[int]{Value: 1})
+				synctest.Wait()
+				f.swallow.Store(true)
+				mustValue(t, s, "k", 1) // fetched now, from the far tier
+				time.Sleep(time.Second)
+				_ = f.Set(ctx, "k", store.Entry[int]{Value: 2}) // the stream loses it
+				time.Sleep(nearTTL - time.Second - time.Nanosecond)
+				mustValue(t, s, "k", 1) // stale, within the bound
+				time.Sleep(tc.late)
+				mustValue(t, s, "k", 2) // NearTTL after the read began
+				// A write through the instance starts a new NearTTL.
+				_ = s.Set(ctx, "k", store.Entry[int]{Value: 3})
+				_ = f.Set(ctx, "k", store.Entry[int]{Value: 4})
+				time.Sleep(nearTTL - time.Nanosecond)
+				mustValue(t, s, "k", 3)
+				time.Sleep(tc.late)
+				mustValue(t, s, "k", 4)
+			})
+		})
+	}
 }
 
 // GetMany answers from the near tier first and asks the far tier once for
@@ -572,10 +584,19 @@ func TestCacheNearHitDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Get = %q, %v", v, err)
 	}
 	load := func(context.Context, string) (string, error) { panic("a near hit must not load") }
-	for range 10 { // the write-back lands in the near tier
+	// The write-back and the change it causes land on their own
+	// goroutines: read until the near tier holds the copy.
+	for i := 0; ; i++ {
+		if _, _, ok := s.PeekNear("k"); ok {
+			break
+		}
+		if i == 10_000 {
+			t.Fatal("the near tier never held the key")
+		}
 		if _, err := c.Get(ctx, "k", load); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(100 * time.Microsecond)
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
 		if v, err := c.Get(ctx, "k", load); err != nil || v != "v" {

@@ -15,12 +15,18 @@ const DefaultNearTTL = 30 * time.Second
 // DefaultWatchTimeout is the [WatchTimeout] of a store built without it.
 const DefaultWatchTimeout = 10 * time.Second
 
+// DefaultNearResolution is the resolution of the near tier's clock unless
+// [NearCoarseClock] or [NearExactClock] says otherwise.
+const DefaultNearResolution = time.Millisecond
+
 type config struct {
 	maxEntries   int
 	maxWeight    uint64
 	weigher      any // func(key string, v T) uint32, checked by New
 	nearTTL      time.Duration
 	watchTimeout time.Duration
+	resolution   time.Duration
+	exact        bool
 }
 
 // An Option configures a [Store].
@@ -52,6 +58,23 @@ func NearTTL(d time.Duration) Option {
 	return func(c *config) { c.nearTTL = d }
 }
 
+// NearCoarseClock sets the resolution of the clock that a near hit reads:
+// while the near tier is read, a goroutine of the store reads the system
+// clock once per resolution, and a near hit costs an atomic load instead of
+// a clock read. Near copies and the entries' own times then pass up to
+// resolution late, never early. The goroutine parks after a few idle ticks.
+// Default: [DefaultNearResolution].
+func NearCoarseClock(resolution time.Duration) Option {
+	return func(c *config) { c.resolution, c.exact = resolution, false }
+}
+
+// NearExactClock makes a near hit read the system clock, so that near
+// copies and entries pass exactly on time, at the cost of a clock read per
+// hit.
+func NearExactClock() Option {
+	return func(c *config) { c.exact = true }
+}
+
 // WatchTimeout is how long [New] waits for the far store's change stream
 // to start before it returns an error. Default: [DefaultWatchTimeout].
 func WatchTimeout(d time.Duration) Option {
@@ -59,12 +82,20 @@ func WatchTimeout(d time.Duration) Option {
 }
 
 func newConfig(opts []Option) config {
-	cfg := config{maxEntries: DefaultNearMaxEntries, nearTTL: DefaultNearTTL, watchTimeout: DefaultWatchTimeout}
+	cfg := config{
+		maxEntries: DefaultNearMaxEntries, nearTTL: DefaultNearTTL, watchTimeout: DefaultWatchTimeout,
+		resolution: DefaultNearResolution,
+	}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.nearTTL <= 0 {
 		panic(fmt.Sprintf("tiered: NearTTL must be positive, got %v", cfg.nearTTL))
+	}
+	if cfg.exact {
+		cfg.resolution = 0
+	} else if cfg.resolution <= 0 {
+		panic(fmt.Sprintf("tiered: NearCoarseClock resolution must be positive, got %v", cfg.resolution))
 	}
 	if cfg.watchTimeout <= 0 {
 		panic(fmt.Sprintf("tiered: WatchTimeout must be positive, got %v", cfg.watchTimeout))

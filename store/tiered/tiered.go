@@ -76,6 +76,7 @@ import (
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/herdcache/herd/internal/clock"
 	"github.com/herdcache/herd/internal/closing"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
@@ -94,6 +95,7 @@ type Store[T any] struct {
 	bulk    store.BulkGetter[T] // far, if it reads in bulk
 	locker  store.Locker        // far, if it locks
 	near    *otter.Cache[string, *nearItem[T]]
+	clock   *clock.Clock // the near tier's: a near hit's reading
 	nearTTL time.Duration
 	flights *inflight
 	watch   store.Watch
@@ -144,21 +146,25 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 	}
 	s.bulk, _ = far.(store.BulkGetter[T])
 	s.locker, _ = far.(store.Locker)
-	s.near = newNear[T](&cfg)
+	s.clock = clock.New(cfg.resolution)
+	s.near = newNear[T](&cfg, s.clock)
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.watchTimeout)
 	defer cancel()
 	w, err := cs.Watch(ctx, s.onChange)
 	if err != nil {
 		s.near.StopAllGoroutines()
+		s.clock.Close()
 		return nil, fmt.Errorf("tiered: watch the far store: %w", err)
 	}
 	s.watch = w
 	return s, nil
 }
 
-func newNear[T any](cfg *config) *otter.Cache[string, *nearItem[T]] {
+func newNear[T any](cfg *config, clk *clock.Clock) *otter.Cache[string, *nearItem[T]] {
 	o := &otter.Options[string, *nearItem[T]]{
+		// The snapshot time of a near hit is its reading of the clock.
+		Clock: clk.Eager(),
 		// A "writing" calculator is computed on create and update only;
 		// otter skips the read hook for it, which keeps the hit path short.
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *nearItem[T]]) time.Duration {
@@ -477,6 +483,7 @@ func (s *Store[T]) shutdown() error {
 	}
 	s.near.StopAllGoroutines()
 	s.near.InvalidateAll()
+	s.clock.Close()
 	return err
 }
 
