@@ -50,7 +50,8 @@ func NearMaxWeight[T any](maxWeight uint64, weigh func(key string, v T) uint32) 
 
 // NearTTL is the longest an instance serves a near copy of an entry without
 // asking the far tier again, counted from the start of the far read (or
-// write) that gave it the copy. It bounds how stale a read can be when the
+// write) that gave it the copy (plus up to one tick of the near tier's
+// clock, [NearCoarseClock]). It bounds how stale a read can be when the
 // change stream stalls without saying so; with a healthy stream, changes
 // drop near copies long before. It never changes the entry's own times: a
 // near copy also goes at the entry's KeepUntil. Default: [DefaultNearTTL].

@@ -42,8 +42,10 @@
 //     later one) for reads that begin after the stream has delivered the
 //     change to it: within the stream's delivery time of t.
 //   - With the stream broken without saying so (a stall), no instance serves
-//     the old value for a read that begins after t + NearTTL: a near copy is
-//     served at most NearTTL after the start of the far read that fetched it.
+//     the old value for a read that begins after t + NearTTL (plus one tick
+//     of the near tier's clock, 1ms by default; see [NearCoarseClock]): a
+//     near copy is served at most that long after the start of the far read
+//     that fetched it.
 //   - When the stream says it cannot vouch (Change with All set), the near
 //     tier is emptied before the next change is handled.
 //   - The instance that wrote reads its own write (or a later one) from the
