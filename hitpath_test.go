@@ -199,3 +199,43 @@ func TestLocalStoreStaleReadsWhileRefreshing(t *testing.T) {
 		}
 	})
 }
+
+// A loader that calls runtime.Goexit in a background refresh fails that
+// refresh only: the key and the other keys are refreshed again.
+func TestLocalStoreGoexitInARefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newLocalCache(t, herd.TTL(24*time.Hour), herd.RefreshAfter(time.Minute),
+			herd.Workers(1), herd.RefreshBackoff(time.Second, time.Second))
+		var goexit atomic.Bool
+		var calls atomic.Int32
+		load := func(context.Context, string) (string, error) {
+			calls.Add(1)
+			if goexit.Load() {
+				runtime.Goexit()
+			}
+			return "v", nil
+		}
+		mustGet(t, c, "k", load)
+		time.Sleep(2 * time.Minute)
+		goexit.Store(true)
+		mustGet(t, c, "k", load) // stale: queues the refresh, which calls Goexit
+		synctest.Wait()
+		if st := c.Stats(); calls.Load() != 2 || st.RefreshesFailed != 1 {
+			t.Fatalf("%d loader calls, stats %+v; want 2 calls, 1 refresh failed", calls.Load(), st)
+		}
+		goexit.Store(false)
+		time.Sleep(5 * time.Second) // past the backoff
+		mustGet(t, c, "k", load)
+		synctest.Wait()
+		if r := mustGet(t, c, "k", load); r.Status != herd.StatusFresh {
+			t.Fatalf("after the backoff: %+v, stats %+v; want refreshed", r, c.Stats())
+		}
+		mustGet(t, c, "other", load)
+		time.Sleep(2 * time.Minute)
+		mustGet(t, c, "other", load)
+		synctest.Wait()
+		if r := mustGet(t, c, "other", load); r.Status != herd.StatusFresh {
+			t.Fatalf("another key: %+v, stats %+v; want refreshed", r, c.Stats())
+		}
+	})
+}

@@ -196,7 +196,12 @@ func (r *refresher[T]) finished(t *refreshTask[T]) {
 func (r *refresher[T]) run(t refreshTask[T]) {
 	c := r.c
 	defer c.recoverCallback(t.ctx, "refresh")
-	_, err := c.flight.Do(context.WithValue(t.ctx, refreshingKey{}, true), t.key, func(ctx context.Context) (store.Entry[T], error) {
+	// A context that can end makes the flight group run the load on a
+	// goroutine of its own, never on this worker's: a loader that calls
+	// runtime.Goexit then ends that goroutine, not the worker.
+	ctx, cancel := context.WithCancel(context.WithValue(t.ctx, refreshingKey{}, true))
+	defer cancel()
+	_, err := c.flight.Do(ctx, t.key, func(ctx context.Context) (store.Entry[T], error) {
 		return c.load(ctx, t.key, t.load, true)
 	})
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, errLockedElsewhere) || errors.Is(err, ErrClosed) {

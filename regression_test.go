@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -480,6 +481,109 @@ func TestRegressionLockWinnerRereadsTheStore(t *testing.T) {
 		close(gate)
 		if v := <-got; v != "theirs" || calls.Load() != 0 {
 			t.Fatalf("got %q after %d loads; want the other process's value and no load", v, calls.Load())
+		}
+	})
+}
+
+// mapStore is a plain store.Store: no versions, not in-process. Its Set
+// refuses the loads' values ("L…") while fail is set, and waits for gate,
+// when there is one, before storing a Set's ("S…").
+type mapStore struct {
+	mu   sync.Mutex
+	m    map[string]store.Entry[string]
+	fail atomic.Bool
+	gate chan struct{}
+}
+
+func (s *mapStore) Get(_ context.Context, k string) (store.Entry[string], bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[k]
+	return e, ok, nil
+}
+
+func (s *mapStore) Set(_ context.Context, k string, e store.Entry[string]) error {
+	if s.fail.Load() && !strings.HasPrefix(e.Value, "S") {
+		return errors.New("write-back refused")
+	}
+	if strings.HasPrefix(e.Value, "S") && s.gate != nil {
+		<-s.gate
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]store.Entry[string]{}
+	}
+	s.m[k] = e
+	return nil
+}
+
+func (s *mapStore) Delete(_ context.Context, k string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, k)
+	return nil
+}
+
+// An observer that Sets the key of a failed write-back returns at once: the
+// write-back's events come after its write is finished, which a Set waits
+// for.
+func TestRegressionObserverSetDuringWriteBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &mapStore{}
+		s.fail.Store(true)
+		var c *herd.Cache[string]
+		setErr := make(chan error, 1)
+		var once atomic.Bool
+		obs := herd.ObserverFunc(func(e herd.Event) {
+			if e.Kind == herd.EventStoreError && e.Key == "k" && once.CompareAndSwap(false, true) {
+				setErr <- c.Set(context.Background(), "k", "S-from-observer")
+			}
+		})
+		c = herd.New[string](s, herd.TTL(time.Minute), herd.WithLogger(discard), herd.WithObserver(obs))
+		defer func() { _ = c.Close(context.Background()) }()
+		if _, err := c.Get(context.Background(), "k", func(context.Context, string) (string, error) { return "L", nil }); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		select {
+		case err := <-setErr:
+			if err != nil {
+				t.Fatalf("the observer's Set: %v", err)
+			}
+		default:
+			t.Fatal("the observer's Set waits for the write-back that called the observer")
+		}
+	})
+}
+
+// Over a store without versions, a load that begins while a Set is writing
+// to the store does not write over the Set when it ends later.
+func TestRegressionLoadBegunDuringASetsWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &mapStore{gate: make(chan struct{})}
+		c := herd.New[string](s, herd.TTL(time.Hour), herd.WithLogger(discard))
+		defer func() { _ = c.Close(context.Background()) }()
+		ctx := context.Background()
+		setDone := make(chan error)
+		go func() { setDone <- c.Set(ctx, "k", "S-new") }()
+		synctest.Wait() // the Set is writing
+		release := make(chan struct{})
+		go func() {
+			_, _ = c.Get(ctx, "k", func(context.Context, string) (string, error) {
+				<-release
+				return "L-old", nil
+			})
+		}()
+		synctest.Wait() // the load is in flight
+		close(s.gate)   // the Set lands
+		if err := <-setDone; err != nil {
+			t.Fatal(err)
+		}
+		close(release)
+		synctest.Wait()
+		if e, _, _ := s.Get(ctx, "k"); e.Value != "S-new" {
+			t.Fatalf("the store holds %q after Set(S-new) returned while a load was in flight", e.Value)
 		}
 	})
 }

@@ -111,31 +111,38 @@ func (c *Cache[T]) writeBack(ctx context.Context, key string, pending *pendingWr
 	if !c.writes.startWrite(pending) {
 		return
 	}
-	defer c.writes.finishWrite(pending)
-	if c.local == nil {
-		now = time.Now()
-	}
-	var err error
-	switch {
-	case c.versioned == nil && e != nil:
-		err = c.store.Set(ctx, key, *e)
-	case c.versioned == nil:
-		err = c.store.Delete(ctx, key)
-	case !base.ok:
-		return // the version read failed and was counted: nothing safe to write
-	case now.Sub(base.at) >= c.versioned.VersionRetention():
-		err = store.ErrConflict // the store may have forgotten a write made meanwhile
-	case e != nil:
-		err = c.versioned.SetIf(ctx, key, *e, base.version)
-	default:
-		err = c.versioned.DeleteIf(ctx, key, base.version)
-	}
+	err := c.storeWriteBack(ctx, key, pending, base, e, now)
+	// The events come after the write is finished, as an observer may Set
+	// the key, which waits for that.
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrConflict):
 		c.event(ctx, &c.stats.writeConflicts, EventWriteConflict, key)
 	default:
 		c.storeError(ctx, "write back", key, err)
+	}
+}
+
+// storeWriteBack is writeBack's store write, which startWrite allowed; it
+// finishes it, whatever happens.
+func (c *Cache[T]) storeWriteBack(ctx context.Context, key string, pending *pendingWrite, base writeBase, e *store.Entry[T], now time.Time) error {
+	defer c.writes.finishWrite(pending)
+	if c.local == nil {
+		now = time.Now()
+	}
+	switch {
+	case c.versioned == nil && e != nil:
+		return c.store.Set(ctx, key, *e)
+	case c.versioned == nil:
+		return c.store.Delete(ctx, key)
+	case !base.ok:
+		return nil // the version read failed and was counted: nothing safe to write
+	case now.Sub(base.at) >= c.versioned.VersionRetention():
+		return store.ErrConflict // the store may have forgotten a write made meanwhile
+	case e != nil:
+		return c.versioned.SetIf(ctx, key, *e, base.version)
+	default:
+		return c.versioned.DeleteIf(ctx, key, base.version)
 	}
 }
 
@@ -157,6 +164,11 @@ type guardStripe struct {
 	mu   sync.Mutex
 	m    map[string]*pendingWrite
 	peak int // the largest len(m) since m was made
+	// setting counts the Sets and Deletes of each key that are writing to
+	// the store: a load that begins meanwhile is superseded at once, as
+	// the write may land after the load read the source.
+	setting     map[string]int
+	settingPeak int
 }
 
 // shrinkAbove is the size past which an emptied map is dropped rather than
@@ -190,6 +202,7 @@ func (g *writeGuard) begin(key string, p *pendingWrite) {
 	}
 	s.m[key] = p
 	s.peak = max(s.peak, len(s.m))
+	p.superseded = s.setting[key] > 0
 	s.mu.Unlock()
 }
 
@@ -236,7 +249,8 @@ func (g *writeGuard) finishWrite(p *pendingWrite) {
 
 // supersede marks the load of key in flight, if any, so that its result is
 // not stored, waits within ctx for a result being stored at this moment,
-// then runs write.
+// then runs write; a load of key that begins before write returns is
+// marked too.
 func (g *writeGuard) supersede(ctx context.Context, key string, write func() error) error {
 	s := g.stripe(key)
 	s.mu.Lock()
@@ -250,7 +264,22 @@ func (g *writeGuard) supersede(ctx context.Context, key string, write func() err
 			written = p.written
 		}
 	}
+	if s.setting == nil {
+		s.setting = make(map[string]int)
+	}
+	s.setting[key]++
+	s.settingPeak = max(s.settingPeak, len(s.setting))
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.setting[key]--; s.setting[key] == 0 {
+			delete(s.setting, key)
+			if len(s.setting) == 0 && s.settingPeak > shrinkAbove {
+				s.setting, s.settingPeak = nil, 0
+			}
+		}
+		s.mu.Unlock()
+	}()
 	if written != nil {
 		select {
 		case <-written:

@@ -12,9 +12,10 @@
 // sleep is not cut into a tick per resolution.
 //
 // A coarse reading is never ahead of the system clock, and lags it by at
-// most the resolution while the goroutine runs on time (a starved process
-// may let it lag more, as it delays everything else). Deadlines judged on
-// it pass up to that much late, never early.
+// most the resolution (and 3ns: the word's two low bits carry flags) while
+// the goroutine runs on time; a starved process may let it lag more, as it
+// delays everything else. Deadlines judged on it pass up to that much
+// late, never early.
 package clock
 
 import (
@@ -172,6 +173,10 @@ func (c *Clock) run() {
 	}
 }
 
+// Ticking reports whether the goroutine is ticking (not parked, not
+// closed), for tests and diagnostics.
+func (c *Clock) Ticking() bool { return c.word.Load()&ticking != 0 }
+
 // NowNano is a reading that never reads the system clock, for otter's
 // bookkeeping: the last one handed on, which lags by at most the
 // resolution (or [LagStep]) while the clock is read, and is brought up to
@@ -221,16 +226,25 @@ func (c *Clock) Close() {
 	c.word.And(^int64(ticking))
 }
 
-// Eager is c as the otter.Clock of a cache whose entries' snapshot times are
-// the hit path's reading (store/tiered's near tier): its NowNano is
-// [Clock.Now].
-func (c *Clock) Eager() Eager { return Eager{c} }
+// Passive is c as the otter.Clock of a cache whose entries' snapshot times
+// are the hit path's reading (store/tiered's near tier). Its NowNano is the
+// coarse reading while the clock ticks and the system clock's otherwise,
+// and it neither wakes the clock nor keeps it awake: otter also reads it for
+// its clean-up, once a second, which must not keep an idle clock ticking.
+// The hit path calls [Clock.Now] for that.
+func (c *Clock) Passive() Passive { return Passive{c} }
 
-// Eager is a [Clock] whose NowNano is [Clock.Now].
-type Eager struct{ c *Clock }
+// Passive is a [Clock] read without waking it; see [Clock.Passive].
+type Passive struct{ c *Clock }
 
-// NowNano is [Clock.Now].
-func (e Eager) NowNano() int64 { return e.c.Now() }
+// NowNano is the coarse reading while the clock ticks, the system clock's
+// otherwise.
+func (p Passive) NowNano() int64 {
+	if w := p.c.word.Load(); w&ticking != 0 {
+		return w &^ flags
+	}
+	return p.c.system()
+}
 
 // Tick is [Clock.Tick].
-func (e Eager) Tick(d time.Duration) <-chan time.Time { return e.c.Tick(d) }
+func (p Passive) Tick(d time.Duration) <-chan time.Time { return p.c.Tick(d) }

@@ -181,3 +181,29 @@ func TestConcurrentReadsAcrossParkAndWake(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// The passive reading is exact while the clock is parked and coarse while
+// it ticks, and it neither starts, wakes nor keeps awake the goroutine.
+func TestPassiveReadingNeverWakesTheClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := New(res)
+		defer c.Close()
+		p := c.Passive()
+		time.Sleep(time.Second + 7)
+		if got, want := p.NowNano(), time.Now().UnixNano(); got != want || c.running {
+			t.Fatalf("on an unread clock, read %d (want %d), goroutine started %v", got, want, c.running)
+		}
+		c.Now()
+		time.Sleep(res / 2)
+		if lag := time.Now().UnixNano() - p.NowNano(); lag < int64(res/2) || lag > int64(res/2)+flags {
+			t.Fatalf("while ticking, the passive reading lags by %v, want the tick's", time.Duration(lag))
+		}
+		for range 100 * idleTicks {
+			p.NowNano()
+			time.Sleep(res / 3)
+		}
+		if c.Ticking() {
+			t.Fatal("passive reads kept the clock ticking")
+		}
+	})
+}

@@ -165,8 +165,9 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 
 func newNear[T any](cfg *config, clk *clock.Clock) *otter.Cache[string, *nearItem[T]] {
 	o := &otter.Options[string, *nearItem[T]]{
-		// The snapshot time of a near hit is its reading of the clock.
-		Clock: clk.Eager(),
+		// The snapshot time of a near hit is its reading of the clock, which
+		// the hit path keeps awake (see PeekNear).
+		Clock: clk.Passive(),
 		// A "writing" calculator is computed on create and update only;
 		// otter skips the read hook for it, which keeps the hit path short.
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *nearItem[T]]) time.Duration {
@@ -218,6 +219,7 @@ func (s *Store[T]) GetShared(ctx context.Context, key string) (*store.Entry[T], 
 	if s.closed.Load() {
 		return nil, time.Time{}, false, ErrClosed
 	}
+	s.clock.Now() // keeps the near tier's clock ticking while it is read
 	if e, ok := s.near.GetEntry(key); ok && e.SnapshotAtNano < e.Value.until {
 		return &e.Value.entry, time.Unix(0, e.SnapshotAtNano), true, nil
 	}
@@ -239,6 +241,7 @@ func (s *Store[T]) PeekNear(key string) (e *local.Entry[T], now int64, ok bool) 
 	if s.closed.Load() {
 		return nil, 0, false
 	}
+	s.clock.Now() // keeps the near tier's clock ticking while it is read
 	if ne, ok := s.near.GetEntry(key); ok && ne.SnapshotAtNano < ne.Value.until {
 		return &ne.Value.compact, ne.SnapshotAtNano, true
 	}
