@@ -111,9 +111,10 @@ func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T],
 
 // enqueue adds a task to the queue and starts a worker if one is missing.
 // The checks come cheapest first: a stale key is read many times while its
-// refresh is queued or running, and such a read costs one lock and one
-// lookup, no allocation. Every path out unlocks, so that nothing that panics
-// here can leave the mutex held.
+// refresh is queued or running, and such a read (of an entry the in-flight
+// table does not list: a remote store's, or one whose slots were taken)
+// costs one lock and one lookup, no allocation. Every path out unlocks, so
+// that nothing that panics here can leave the mutex held.
 func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], now time.Time, e *local.Entry[T]) (queued, dropped bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
