@@ -132,8 +132,9 @@ func VersionRetention(d time.Duration) Option {
 // is not positive, or a [MaxWeight] weigher of another value type), as these
 // are programming errors.
 //
-// The store runs one goroutine for periodic clean-up of expired entries;
-// [Store.Close] stops it, and herd.Cache.Close calls Close.
+// The store runs one goroutine for periodic clean-up of expired entries,
+// and, from its first read on, one for its coarse clock, parked while the
+// store is idle; [Store.Close] stops both, and herd.Cache.Close calls Close.
 func New[T any](opts ...Option) *Store[T] {
 	cfg := config{maxEntries: DefaultMaxEntries, retention: store.DefaultVersionRetention, coarse: DefaultResolution}
 	for _, o := range opts {
