@@ -3,6 +3,7 @@ package herd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -236,6 +237,42 @@ func TestLocalStoreGoexitInARefresh(t *testing.T) {
 		synctest.Wait()
 		if r := mustGet(t, c, "other", load); r.Status != herd.StatusFresh {
 			t.Fatalf("another key: %+v, stats %+v; want refreshed", r, c.Stats())
+		}
+	})
+}
+
+// A refresh keeps its key until its value is in the store: a stale read
+// while the refresh writes its value does not queue a second refresh.
+func TestLocalStoreRefreshHoldsItsKeyUntilStored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		var blocking atomic.Bool
+		weigh := func(_ string, v string) uint32 {
+			if v == "v2" && blocking.CompareAndSwap(true, false) {
+				<-gate // the store write of the refresh's value hangs
+			}
+			return 1
+		}
+		c := herd.New[string](memory.New[string](memory.MaxWeight(1000, weigh)),
+			herd.WithLogger(discard), herd.TTL(time.Hour), herd.RefreshAfter(time.Minute), herd.Workers(1))
+		defer func() { _ = c.Close(context.Background()) }()
+		var calls atomic.Int32
+		load := func(context.Context, string) (string, error) { return fmt.Sprintf("v%d", calls.Add(1)), nil }
+		mustGet(t, c, "k", load)
+		time.Sleep(2 * time.Minute)
+		blocking.Store(true)
+		mustGet(t, c, "k", load) // stale: queues the refresh
+		synctest.Wait()          // the refresh loaded v2 and is writing it
+		mustGet(t, c, "k", load)
+		synctest.Wait()
+		st := c.Stats()
+		close(gate)
+		synctest.Wait()
+		if st.RefreshesQueued != 1 || calls.Load() != 2 {
+			t.Fatalf("%d refreshes queued, %d loads while the refresh wrote its value; want 1 and 2", st.RefreshesQueued, calls.Load())
+		}
+		if r := mustGet(t, c, "k", load); r.Status != herd.StatusFresh || r.Value != "v2" {
+			t.Fatalf("after the refresh: %+v", r)
 		}
 	})
 }

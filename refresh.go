@@ -199,12 +199,20 @@ func (r *refresher[T]) run(t refreshTask[T]) {
 	defer c.recoverCallback(t.ctx, "refresh")
 	// A context that can end makes the flight group run the load on a
 	// goroutine of its own, never on this worker's: a loader that calls
-	// runtime.Goexit then ends that goroutine, not the worker.
+	// runtime.Goexit then ends that goroutine, not the worker. The flight
+	// group answers once the value is published, before it is in the store:
+	// the worker waits for the load to end, so that the key is not queued
+	// again meanwhile.
 	ctx, cancel := context.WithCancel(context.WithValue(t.ctx, refreshingKey{}, true))
 	defer cancel()
-	_, err := c.flight.Do(ctx, t.key, func(ctx context.Context) (store.Entry[T], error) {
-		return c.load(ctx, t.key, t.load, true)
+	ended := make(chan struct{})
+	_, _, started, err := c.flight.DoWith(ctx, t.key, t.load, func(ctx context.Context, key string, load any) (store.Entry[T], error) {
+		defer close(ended)
+		return c.load(ctx, key, load.(Loader[T]), true)
 	})
+	if started {
+		<-ended
+	}
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, errLockedElsewhere) || errors.Is(err, ErrClosed) {
 		return
 	}

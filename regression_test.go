@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -584,6 +585,52 @@ func TestRegressionLoadBegunDuringASetsWrite(t *testing.T) {
 		synctest.Wait()
 		if e, _, _ := s.Get(ctx, "k"); e.Value != "S-new" {
 			t.Fatalf("the store holds %q after Set(S-new) returned while a load was in flight", e.Value)
+		}
+	})
+}
+
+// gatedWrites is a mapStore whose writes of the loads' values ("L…") wait
+// for gate, when there is one.
+type gatedWrites struct {
+	mapStore
+	gate atomic.Pointer[chan struct{}]
+}
+
+func (s *gatedWrites) Set(ctx context.Context, k string, e store.Entry[string]) error {
+	if g := s.gate.Load(); g != nil && strings.HasPrefix(e.Value, "L") {
+		select {
+		case <-*g:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.mapStore.Set(ctx, k, e)
+}
+
+// Over a remote store too, a refresh keeps its key until its value is in
+// the store: a stale read meanwhile does not queue a second refresh.
+func TestRegressionRemoteRefreshHoldsItsKeyUntilStored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &gatedWrites{}
+		c := herd.New[string](s, herd.WithLogger(discard), herd.TTL(time.Hour), herd.RefreshAfter(time.Minute),
+			herd.Workers(1), herd.StoreTimeout(time.Hour))
+		defer func() { _ = c.Close(context.Background()) }()
+		var calls atomic.Int32
+		load := func(context.Context, string) (string, error) { return "L" + strconv.Itoa(int(calls.Add(1))), nil }
+		mustGet(t, c, "k", load)
+		synctest.Wait()
+		time.Sleep(2 * time.Minute)
+		gate := make(chan struct{})
+		s.gate.Store(&gate)
+		mustGet(t, c, "k", load) // stale: queues the refresh, whose write hangs
+		synctest.Wait()
+		mustGet(t, c, "k", load)
+		synctest.Wait()
+		st := c.Stats()
+		close(gate)
+		synctest.Wait()
+		if st.RefreshesQueued != 1 || calls.Load() != 2 {
+			t.Fatalf("%d refreshes queued, %d loads while the refresh wrote its value; want 1 and 2", st.RefreshesQueued, calls.Load())
 		}
 	})
 }
