@@ -78,7 +78,11 @@
 //     closes a client it was given.
 //   - Callbacks (observers, loggers, user functions run on the package's own
 //     goroutines) never run under a lock, so they may call back into the
-//     package; they must be quick. A panic in one is recovered, counted and
+//     package; they must be quick. One exception: an observer must not Get
+//     the key of an event that a load of that key sends before its result
+//     (EventLoad, and a store error or lock event before the loader
+//     returns): the Get would wait for the load that waits for the
+//     observer. A panic in one is recovered, counted and
 //     logged, never fatal to the process. A panic of a loader or fetch
 //     function reaches its callers as a [*flight.PanicError].
 //   - Every method takes a context first and never blocks past it; a nil
