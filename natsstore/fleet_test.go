@@ -177,6 +177,15 @@ func TestFleetWriteDuringLoadWins(t *testing.T) {
 			}
 			// A's write-back runs after its callers got the value.
 			waitFor(t, 10*time.Second, "A's write-back refused", func() bool { return a.cache.Stats().WriteConflicts == 1 })
+			if write == "Set" {
+				// A's load unlocks the key after its refused write-back; a
+				// Get on A until then joins that load and gets its published
+				// value, as any caller arriving during a load does.
+				waitFor(t, 10*time.Second, "A's load to end", func() bool {
+					v, err := a.cache.Get(ctx, "k", neverLoad(t))
+					return err == nil && v == "from B"
+				})
+			}
 			for i, m := range fleet {
 				switch write {
 				case "Set":

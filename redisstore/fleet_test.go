@@ -80,6 +80,13 @@ func TestFleetWritesDuringALoadWin(t *testing.T) {
 			if op == "Delete" {
 				want = "loaded after the delete"
 			}
+			// A's load unlocks the key after its refused write-back; a Get
+			// on A until then joins that load and gets its published value,
+			// as any caller arriving during a load does.
+			waitFor(t, "A's load to end", func() bool {
+				v, err := a.Get(ctx, "k", func(context.Context, string) (string, error) { return "loaded after the delete", nil })
+				return err == nil && v == want
+			})
 			for i, c := range caches {
 				v, err := c.Get(ctx, "k", func(context.Context, string) (string, error) { return "loaded after the delete", nil })
 				if err != nil || v != want {
