@@ -16,7 +16,7 @@ func TestIdleNearClockParks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		far := memory.New[int]()
 		defer func() { _ = far.Close(context.Background()) }()
-		s, err := New[int](far)
+		s, err := New[int](far, NearTTL(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -25,6 +25,12 @@ func TestIdleNearClockParks(t *testing.T) {
 		if err := s.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
 			t.Fatal(err)
 		}
+		synctest.Wait() // the change stream has dropped the near copy of the write
+		if _, ok, err := s.Get(ctx, "k"); !ok || err != nil {
+			t.Fatalf("Get = %v, %v", ok, err)
+		}
+		time.Sleep(time.Minute) // idle: the clock parks
+		synctest.Wait()
 		if _, _, ok := s.PeekNear("k"); !ok || !s.clock.Ticking() {
 			t.Fatalf("near hit %v, clock ticking %v; want a hit that wakes the clock", ok, s.clock.Ticking())
 		}
