@@ -53,29 +53,29 @@ func newInflightTable[T any](capacity int) *inflightTable[T] {
 	return &inflightTable[T]{slots: make([]atomic.Pointer[local.Entry[T]], n), shift: shift}
 }
 
-// slot is the first of e's two slots: the entry's address, hashed.
-func (t *inflightTable[T]) slot(e *local.Entry[T]) uintptr {
-	return uintptr(uint64(uintptr(unsafe.Pointer(e))>>4) * 0x9E3779B97F4A7C15 >> t.shift)
+// pair returns e's two slots: the first by the entry's address, hashed,
+// and the next.
+func (t *inflightTable[T]) pair(e *local.Entry[T]) (first, second *atomic.Pointer[local.Entry[T]]) {
+	i := uintptr(uint64(uintptr(unsafe.Pointer(e))>>4) * 0x9E3779B97F4A7C15 >> t.shift)
+	return &t.slots[i], &t.slots[(i+1)&uintptr(len(t.slots)-1)]
 }
 
 func (t *inflightTable[T]) has(e *local.Entry[T]) bool {
-	i := t.slot(e)
-	return t.slots[i].Load() == e || t.slots[(i+1)&uintptr(len(t.slots)-1)].Load() == e
+	a, b := t.pair(e)
+	return a.Load() == e || b.Load() == e
 }
 
 // add lists e, if one of its slots is free. Under the refresher's lock.
 func (t *inflightTable[T]) add(e *local.Entry[T]) {
-	i := t.slot(e)
-	if !t.slots[i].CompareAndSwap(nil, e) {
-		t.slots[(i+1)&uintptr(len(t.slots)-1)].CompareAndSwap(nil, e)
+	if a, b := t.pair(e); !a.CompareAndSwap(nil, e) {
+		b.CompareAndSwap(nil, e)
 	}
 }
 
 // remove unlists e. Under the refresher's lock.
 func (t *inflightTable[T]) remove(e *local.Entry[T]) {
-	i := t.slot(e)
-	if !t.slots[i].CompareAndSwap(e, nil) {
-		t.slots[(i+1)&uintptr(len(t.slots)-1)].CompareAndSwap(e, nil)
+	if a, b := t.pair(e); !a.CompareAndSwap(e, nil) {
+		b.CompareAndSwap(e, nil)
 	}
 }
 
