@@ -7,7 +7,6 @@ import (
 	"html/template"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/herdcache/herd/cmd/herd/internal/fleet"
@@ -108,38 +107,11 @@ func ratio(a, b float64) string {
 // FleetTable writes the fleet scenario, a table of what each setup
 // measured, and the lines that sum it up.
 func FleetTable(w io.Writer, r *fleet.Result) error {
-	var b strings.Builder
-	for _, l := range describeFleet(r) {
-		b.WriteString(l + "\n")
-	}
-	b.WriteString("\n")
 	rows := [][]string{fleetColumns}
 	for i := range r.Setups {
 		rows = append(rows, fleetRow(&r.Setups[i]))
 	}
-	widths := make([]int, len(fleetColumns))
-	for _, row := range rows {
-		for i, cell := range row {
-			widths[i] = max(widths[i], len([]rune(cell)))
-		}
-	}
-	for _, row := range rows {
-		for i, cell := range row {
-			pad := strings.Repeat(" ", widths[i]-len([]rune(cell)))
-			if i == 0 {
-				b.WriteString(cell + pad)
-			} else {
-				b.WriteString("  " + pad + cell)
-			}
-		}
-		b.WriteString("\n")
-	}
-	b.WriteString("\n" + wrap(legendOf(&r.Config), lineWidth) + "\n\n")
-	for _, l := range FleetVerdict(r) {
-		b.WriteString(wrap(l, lineWidth) + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return writeTable(w, describeFleet(r), rows, wrap(legendOf(&r.Config), lineWidth), FleetVerdict(r))
 }
 
 type jsonFleet struct {

@@ -13,16 +13,23 @@ import (
 // Table writes the scenario and a table of what each setup measured, then a
 // line that sums up the difference herd made.
 func Table(w io.Writer, r *sim.Report) error {
-	var b strings.Builder
-	for _, l := range describe(r) {
-		b.WriteString(l + "\n")
-	}
-	b.WriteString("\n")
 	rows := [][]string{columns}
 	for i := range r.Setups {
 		rows = append(rows, row(&r.Setups[i]))
 	}
-	widths := make([]int, len(columns))
+	return writeTable(w, describe(r), rows, legend, Verdict(r))
+}
+
+// writeTable writes the lines that describe a scenario, the table of rows
+// (the first is the header; names align left, numbers right), the legend
+// and the verdict, wrapped.
+func writeTable(w io.Writer, description []string, rows [][]string, legend string, verdict []string) error {
+	var b strings.Builder
+	for _, l := range description {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("\n")
+	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
 		for i, cell := range row {
 			widths[i] = max(widths[i], len([]rune(cell)))
@@ -32,7 +39,7 @@ func Table(w io.Writer, r *sim.Report) error {
 		for i, cell := range row {
 			pad := strings.Repeat(" ", widths[i]-len([]rune(cell)))
 			if i == 0 {
-				b.WriteString(cell + pad) // names align left, numbers right
+				b.WriteString(cell + pad)
 			} else {
 				b.WriteString("  " + pad + cell)
 			}
@@ -40,7 +47,7 @@ func Table(w io.Writer, r *sim.Report) error {
 		b.WriteString("\n")
 	}
 	b.WriteString("\n" + legend + "\n\n")
-	for _, l := range Verdict(r) {
+	for _, l := range verdict {
 		b.WriteString(wrap(l, lineWidth) + "\n")
 	}
 	_, err := io.WriteString(w, b.String())
