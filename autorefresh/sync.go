@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/catch"
 )
 
 // A batch is the unit of work of one sync call. Between its cut and the end
@@ -190,24 +191,18 @@ func (c *Cache[K, V]) regroup(ctx context.Context, items []Item[K, V], groups []
 // it is recovered, counted in Stats.CallbackPanics and logged, so that the
 // goroutine goes on; a runtime.Goexit is let through.
 func (c *Cache[K, V]) guard(ctx context.Context, what string, f func()) (returned bool) {
-	defer func() {
-		if returned {
-			return
-		}
-		r := recover()
-		if r == nil {
-			return // runtime.Goexit: the goroutine ends, and the worker's defer replaces it
-		}
-		pe := flight.NewPanicError(r)
-		c.mu.Lock()
-		c.stats.CallbackPanics++
-		c.mu.Unlock()
-		defer func() { _ = recover() }() // the logger may be what panicked
-		c.panicLog.Log(ctx, c.cfg.logger, slog.LevelError, "autorefresh: "+what+" panicked; the cache goes on",
-			slog.Any("err", pe), slog.String("stack", string(pe.Stack)))
-	}()
-	f()
-	return true
+	p := catch.Call(f, nil) // a runtime.Goexit ends the goroutine, and the worker's defer replaces it
+	if p == nil {
+		return true
+	}
+	pe := &flight.PanicError{Value: p.Value, Stack: p.Stack}
+	c.mu.Lock()
+	c.stats.CallbackPanics++
+	c.mu.Unlock()
+	defer func() { _ = recover() }() // the logger may be what panicked
+	c.panicLog.Log(ctx, c.cfg.logger, slog.LevelError, "autorefresh: "+what+" panicked; the cache goes on",
+		slog.Any("err", pe), slog.String("stack", string(pe.Stack)))
+	return false
 }
 
 // dispatch marks the batches' items as held and hands the batches to the
@@ -313,26 +308,29 @@ func (c *Cache[K, V]) run(b *batch[K, V]) {
 	}
 
 	ctx, cancel := context.WithDeadline(c.runCtx, b.deadline)
-	var (
-		res      outcome[K, V]
-		returned bool
-	)
-	// One deferred function tells a panic from a runtime.Goexit: recover
-	// returns nil for the second. Either way the call's marks must be freed,
-	// which is why finish runs here and not after the call.
-	defer func() {
-		if !returned {
-			res.panicked = true
-			if r := recover(); r != nil {
-				res.err = flight.NewPanicError(r)
-			} else {
-				res.err = fmt.Errorf("autorefresh: sync: %w", flight.ErrGoexit)
-			}
-		}
+	var res outcome[K, V]
+	// Whatever the call does, its marks must be freed: finish also runs
+	// while a runtime.Goexit unwinds the worker.
+	end := func() {
 		cancel()
 		res.latency = time.Since(start)
 		c.finish(b, &res)
-	}()
+	}
+	p := catch.Call(func() { c.call(ctx, b, &res) }, func() {
+		res.panicked = true
+		res.err = fmt.Errorf("autorefresh: sync: %w", flight.ErrGoexit)
+		end()
+	})
+	if p != nil {
+		res.panicked = true
+		res.err = &flight.PanicError{Value: p.Value, Stack: p.Stack}
+	}
+	end()
+}
+
+// call calls the sync function with b's items and prepares its results in
+// res for finish.
+func (c *Cache[K, V]) call(ctx context.Context, b *batch[K, V], res *outcome[K, V]) {
 	res.results, res.err = c.sync(ctx, b.items)
 	if res.err == nil {
 		// The results' ids and values are the sync function's: hashing the
@@ -355,7 +353,6 @@ func (c *Cache[K, V]) run(b *batch[K, V]) {
 			}
 		}
 	}
-	returned = true
 }
 
 // outcome is what a sync call returned, prepared for finish.

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/catch"
 	"github.com/herdcache/herd/store"
 )
 
@@ -314,13 +315,10 @@ func (w *watch) call(c store.Change) {
 }
 
 func (w *watch) safeCall(c store.Change) (ok bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			ok = false
-			w.logger.ErrorContext(w.logCtx, "natsstore: watch function panicked", "err", flight.NewPanicError(r))
-		}
-	}()
-	w.fn(c)
+	if p := catch.Call(func() { w.fn(c) }, nil); p != nil {
+		w.logger.ErrorContext(w.logCtx, "natsstore: watch function panicked", "err", &flight.PanicError{Value: p.Value, Stack: p.Stack})
+		return false
+	}
 	return true
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/catch"
 	"github.com/herdcache/herd/store"
 )
 
@@ -334,14 +335,11 @@ func (w *watch) deliver() {
 
 // call calls fn with c, and recovers and logs a panic in it.
 func (w *watch) call(c store.Change) (ok bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			w.log.LogAttrs(w.ctx, slog.LevelError, "redisstore: watch function panicked",
-				slog.Any("err", flight.NewPanicError(r)))
-			ok = false
-		}
-	}()
-	w.fn(c)
+	if p := catch.Call(func() { w.fn(c) }, nil); p != nil {
+		w.log.LogAttrs(w.ctx, slog.LevelError, "redisstore: watch function panicked",
+			slog.Any("err", &flight.PanicError{Value: p.Value, Stack: p.Stack}))
+		return false
+	}
 	return true
 }
 

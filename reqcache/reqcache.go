@@ -41,8 +41,7 @@
 //
 // A panic in a function passed to Get propagates to the caller that ran it,
 // as it would without a cache; the callers sharing the call get a
-// [*flight.PanicError] (built by [flight.NewPanicError]; or
-// [flight.ErrGoexit] after a [runtime.Goexit]) and nothing is cached.
+// [*flight.PanicError] (or [flight.ErrGoexit] after a [runtime.Goexit]) and nothing is cached.
 //
 // The cache is safe for concurrent use by the goroutines of a request. It
 // holds no lock while a function or the logger runs, so both may call the
@@ -82,6 +81,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/catch"
 	"github.com/herdcache/herd/internal/option"
 	"github.com/herdcache/herd/internal/wait"
 )
@@ -420,28 +420,20 @@ func await[T any](ctx context.Context, group, key string, e *entry) (v T, err er
 
 // load calls fn on the caller's goroutine and records its result in e.
 //
-// If fn panics or calls runtime.Goexit, the deferred function releases the
-// callers waiting on e with an error and lets the panic or the Goexit go on:
-// a cache must not change what happens to the goroutine that ran fn. recover
-// returns the panic value in the first case and nil in the second; a panic
-// recovered here is raised again with the same value.
+// If fn panics or calls runtime.Goexit, the callers waiting on e are
+// released with an error, and the panic or the Goexit goes on: a cache must
+// not change what happens to the goroutine that ran fn. A panic is raised
+// again with the same value.
 func load[T any](ctx context.Context, c *cache, k entryKey, e *entry, fn func(context.Context) (T, error)) (v T, err error) {
-	returned := false
-	defer func() {
-		if returned {
-			return
-		}
+	p := catch.Call(func() { v, err = fn(ctx) }, func() {
 		e.panicked = true
-		r := recover()
-		if r == nil {
-			c.finish(k, e, nil, flight.ErrGoexit)
-			return
-		}
-		c.finish(k, e, nil, flight.NewPanicError(r))
-		panic(r)
-	}()
-	v, err = fn(ctx)
-	returned = true
+		c.finish(k, e, nil, flight.ErrGoexit)
+	})
+	if p != nil {
+		e.panicked = true
+		c.finish(k, e, nil, &flight.PanicError{Value: p.Value, Stack: p.Stack})
+		panic(p.Value)
+	}
 	if err != nil {
 		// Read before done is closed, so that the waiters see it.
 		e.callerEnded = ctx.Err() != nil

@@ -50,7 +50,7 @@
 //   - Callbacks: the fetch function and the logger are never called with the
 //     slot's lock held, so they may call the slot. On the slot's own fetch
 //     goroutine, a panic in the fetch function reaches the callers waiting on
-//     it as a [*flight.PanicError] (built by [flight.NewPanicError]), and a
+//     it as a [*flight.PanicError], and a
 //     panic in the logger's handler is recovered and reported to
 //     [slog.Default]; in both cases the callers waiting are released and the
 //     slot stays usable.
@@ -70,6 +70,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/catch"
 	"github.com/herdcache/herd/internal/option"
 	"github.com/herdcache/herd/internal/wait"
 )
@@ -330,31 +331,29 @@ func (s *Slot[T]) startLocked(ctx context.Context, fetch FetchFunc[T]) *call[T] 
 	return c
 }
 
-// run calls fetch on the call's own goroutine. Because nothing needs to
-// propagate to a caller's goroutine, one deferred function tells a panic
-// (recover returns its value) from a runtime.Goexit (recover returns nil) and
-// turns both into an error.
+// run calls fetch on the call's own goroutine, where nothing needs to
+// propagate to a caller's: a panic and a runtime.Goexit both become the
+// call's error.
 func (s *Slot[T]) run(ctx context.Context, c *call[T], fetch FetchFunc[T]) {
 	var (
-		v        T
-		ttl      time.Duration
-		err      error
-		returned bool
+		v   T
+		ttl time.Duration
+		err error
 	)
-	defer func() {
-		if !returned {
-			if r := recover(); r != nil {
-				err = flight.NewPanicError(r)
-			} else {
-				err = flight.ErrGoexit
-			}
-			c.panicked = true
-		}
+	end := func() {
 		c.cancel()
 		s.finish(ctx, c, v, ttl, err)
-	}()
-	v, ttl, err = fetch(ctx, c.prev)
-	returned = true
+	}
+	p := catch.Call(func() { v, ttl, err = fetch(ctx, c.prev) }, func() {
+		c.panicked = true
+		err = flight.ErrGoexit
+		end()
+	})
+	if p != nil {
+		c.panicked = true
+		err = &flight.PanicError{Value: p.Value, Stack: p.Stack}
+	}
+	end()
 }
 
 // finish records the result of c in the slot and releases its waiters.
@@ -410,7 +409,8 @@ func (s *Slot[T]) logFailure(ctx context.Context, failures int, delay time.Durat
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			reportLoggerPanic(ctx, flight.NewPanicError(r))
+			p := catch.New(r)
+			reportLoggerPanic(ctx, &flight.PanicError{Value: p.Value, Stack: p.Stack})
 		}
 	}()
 	level := slog.LevelWarn
