@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/catch"
 	"github.com/herdcache/herd/internal/wait"
 )
 
@@ -200,15 +201,8 @@ func (b *batcher[T]) run(w *window[T]) {
 // callBatch calls load, turning a panic into a *flight.PanicError. A
 // runtime.Goexit cannot be stopped: it goes on up the goroutine.
 func callBatch[T any](ctx context.Context, keys []string, load BatchLoader[T]) (vals map[string]T, err error) {
-	returned := false
-	defer func() {
-		if !returned {
-			if r := recover(); r != nil {
-				vals, err = nil, flight.NewPanicError(r)
-			}
-		}
-	}()
-	vals, err = load(ctx, keys)
-	returned = true
+	if p := catch.Call(func() { vals, err = load(ctx, keys) }, nil); p != nil {
+		return nil, panicErrors{}.Panic(p)
+	}
 	return vals, err
 }

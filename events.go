@@ -67,8 +67,24 @@ func (c *Cache[T]) log(ctx context.Context, lim *ratelog.Limiter, level slog.Lev
 	lim.Log(ctx, c.cfg.logger, level, msg, attrs...)
 }
 
+// storeError counts and logs a store call that failed.
 func (c *Cache[T]) storeError(ctx context.Context, op, key string, err error) {
 	c.observe(ctx, &c.stats.storeErrors, Event{Kind: EventStoreError, Key: key, Err: err})
-	c.log(ctx, &c.storeErrLog, slog.LevelWarn, "herd: store failed; loading from the source instead",
+	c.logStoreError(ctx, op, key, err)
+}
+
+// logStoreError logs a failed store call, at most once per ratelog.Every,
+// saying what the cache does about it.
+func (c *Cache[T]) logStoreError(ctx context.Context, op, key string, err error) {
+	msg := "herd: store call failed"
+	switch op {
+	case "get", "get many":
+		msg = "herd: store read failed; loading from the source instead"
+	case "lock":
+		msg = "herd: lock failed; loading without it"
+	case "write back":
+		msg = "herd: store write failed; the loaded value was returned but not stored"
+	}
+	c.log(ctx, &c.storeErrLog, slog.LevelWarn, msg,
 		slog.String("op", op), slog.String("key", key), slog.Any("err", err))
 }

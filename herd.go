@@ -78,13 +78,12 @@
 //     closes a client it was given.
 //   - Callbacks (observers, loggers, user functions run on the package's own
 //     goroutines) never run under a lock, so they may call back into the
-//     package; they must be quick. One exception: an observer must not Get
-//     the key of an event that a load of that key sends before its result
-//     (EventLoad, and a store error or lock event before the loader
-//     returns): the Get would wait for the load that waits for the
-//     observer. A panic in one is recovered, counted and
-//     logged, never fatal to the process. A panic of a loader or fetch
-//     function reaches its callers as a [*flight.PanicError].
+//     package; they must be quick. The events of a load reach observers and
+//     the log only once the load's result has reached its callers, so an
+//     observer may Get the key it is told about. A panic in a callback is
+//     recovered, counted and logged, never fatal to the process. A panic of
+//     a loader or fetch function reaches its callers as a
+//     [*flight.PanicError].
 //   - Every method takes a context first and never blocks past it; a nil
 //     context panics.
 //   - Logging goes through log/slog with the key "err" for errors, on the
@@ -100,7 +99,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/callgroup"
 	"github.com/herdcache/herd/internal/closing"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/internal/ratelog"
@@ -182,7 +181,7 @@ type Cache[T any] struct {
 	shared    store.SharedGetter[T] // store, when it can lend its entries
 	versioned store.Versioned[T]    // store, when it has conditional writes
 	cfg       config
-	flight    flight.Group[string, store.Entry[T]]
+	flight    callgroup.Group[string, store.Entry[T], panicErrors]
 	loadFn    func(context.Context, string, any) (store.Entry[T], error) // loadTask, bound once
 	writes    writeGuard
 	backoff   backoffs

@@ -10,7 +10,7 @@ import (
 	"github.com/herdcache/herd/store"
 )
 
-// loadAndWait loads key through the flight group and waits on ctx. old is the
+// loadAndWait loads key through the call group and waits on ctx. old is the
 // expired entry the store still had, if any, for stale-if-error.
 func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], old *store.Entry[T]) (Result[T], error) {
 	c.count(ctx, &c.stats.misses, EventMiss, key)
@@ -64,10 +64,10 @@ func (c *Cache[T]) loadFailed(ctx context.Context, key string, old *store.Entry[
 	return Result[T]{}, fmt.Errorf("herd: load %q: %w", key, err)
 }
 
-// loadTask is the flight group's function for a foreground load, made once
+// loadTask is the call group's function for a foreground load, made once
 // per cache (the loader is its argument) so that a load makes no closure.
 func (c *Cache[T]) loadTask(ctx context.Context, key string, load any) (store.Entry[T], error) {
-	return c.load(ctx, key, load.(Loader[T]), false)
+	return c.loadKey(ctx, key, load.(Loader[T]), false)
 }
 
 // errLockedElsewhere ends a background refresh whose key another process is
@@ -78,154 +78,37 @@ var errLockedElsewhere = errors.New("herd: key locked by another process")
 // or called runtime.Goexit; its callers get the flight package's error.
 var errLoaderPanicked = errors.New("herd: loader panicked or called runtime.Goexit")
 
-// load runs the loader for key and stores its answer; it runs once per key at
-// a time, on the flight group's goroutine, whose context callCtx is. A value
-// is published to the callers as soon as the loader returns it; the store
-// write and the unlock that follow keep the key's call in flight, so that no
-// second load overlaps them, but make no caller wait. With a locker, the
-// load runs under the key's lease (see lock.go).
-func (c *Cache[T]) load(callCtx context.Context, key string, load Loader[T], refresh bool) (store.Entry[T], error) {
+// startLoad registers a load that Close waits for, and reports false after
+// Close, when no load may start.
+func (c *Cache[T]) startLoad() bool {
 	c.lifeMu.RLock()
+	defer c.lifeMu.RUnlock()
 	if c.closed.Load() {
-		c.lifeMu.RUnlock()
-		return store.Entry[T]{}, ErrClosed
+		return false
 	}
 	c.loads.Add(1)
-	c.lifeMu.RUnlock()
-	defer c.loads.Done()
+	return true
+}
 
-	ctx := callCtx
+// loadKey runs the load of one key through the pipeline (pipeline.go) on
+// the call of the key in the cache's call group, whose context callCtx is:
+// once per key at a time. The result is published to the callers as soon
+// as the loader returns it; the store write and the unlock that follow keep
+// the key's call in flight, so that no second load overlaps them, but make
+// no caller wait.
+func (c *Cache[T]) loadKey(callCtx context.Context, key string, load Loader[T], refresh bool) (store.Entry[T], error) {
+	if !c.startLoad() {
+		return store.Entry[T]{}, ErrClosed
+	}
+	defer c.loads.Done()
+	r := loadRun[T]{callCtx: callCtx, ctx: callCtx, one: load}
 	if c.cfg.loadTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.loadTimeout)
+		r.ctx, cancel = context.WithTimeout(callCtx, c.cfg.loadTimeout)
 		defer cancel()
 	}
-	run := &loadRun{Context: ctx}
-	pending := &run.pending
-	c.writes.begin(key, pending)
-	defer c.writes.end(key, pending)
-
-	var base writeBase
-	if c.cfg.locker != nil {
-		l := c.lockLoad(ctx, callCtx, key, refresh)
-		switch l.outcome {
-		case skipRefresh:
-			return store.Entry[T]{}, errLockedElsewhere
-		case holderStored:
-			if l.entry.NotFound {
-				return l.entry, ErrNotFound
-			}
-			return l.entry, nil
-		case loadLocked:
-			// Deferred before the write below, so it runs after it: the
-			// lease is kept and held until the value is in the store.
-			defer l.release(callCtx)
-		case loadUnlocked:
-		}
-		base = l.base
-	}
-	if !base.read && c.versioned != nil {
-		var (
-			e     store.Entry[T]
-			found bool
-		)
-		e, found, base = c.readForLoad(ctx, key)
-		// A caller that missed just before another load's write landed,
-		// and reached the flight group just after that load ended, finds
-		// the value here instead of loading it again. (The read time is
-		// the version's, unless the read was a remote call.)
-		at := base.at
-		if c.local == nil {
-			at = time.Now()
-		}
-		if !refresh && found && !e.Expired(at) {
-			if e.NotFound {
-				return e, ErrNotFound
-			}
-			return e, nil
-		}
-	}
-
-	v, now, err := c.callLoader(run, key, load)
-	ttl := &run.ttl
-
-	// The store write gets its own time budget, whatever the loader used,
-	// unless the store is in-process: its calls never block, and a timer
-	// would cost more than the write.
-	wctx := callCtx
-	if callCtx.Done() != nil {
-		wctx = context.WithoutCancel(callCtx)
-	}
-	if c.local == nil {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(wctx, c.cfg.storeTimeout)
-		defer cancel()
-	}
-	switch {
-	case err == nil:
-		c.backoff.succeeded(key)
-		e, keep := c.newEntry(v, now, ttl)
-		flight.Publish(callCtx, e)
-		if keep {
-			c.writeBack(wctx, key, pending, base, &e, now)
-		} else {
-			c.writeBack(wctx, key, pending, base, nil, now) // no longer cacheable: drop the old entry
-		}
-		return e, nil
-	case errors.Is(err, ErrNotFound):
-		c.backoff.succeeded(key) // the source answered
-		if c.cfg.negativeTTL > 0 {
-			ne := c.negativeEntry(now)
-			c.writeBack(wctx, key, pending, base, &ne, now)
-		} else {
-			c.writeBack(wctx, key, pending, base, nil, now)
-		}
-		return store.Entry[T]{NotFound: true}, err
-	default:
-		c.backoff.failed(key, now, &c.cfg)
-		return store.Entry[T]{}, err
-	}
-}
-
-// A loadRun is what one load keeps while it runs, in one allocation: the
-// loader's context, which carries the slot of [SetTTL], and the load's
-// registration with the write guard.
-type loadRun struct {
-	context.Context
-	ttl     entryTTL
-	pending pendingWrite
-}
-
-// Value is the context's Value, with SetTTL's slot.
-func (r *loadRun) Value(key any) any {
-	if _, ok := key.(entryTTLKey); ok {
-		return &r.ttl
-	}
-	return r.Context.Value(key)
-}
-
-// callLoader calls load and counts the call, also when the loader panics or
-// calls runtime.Goexit: such a load counts as failed and the key backs off.
-// The panic itself goes on to the flight group, which hands it to the callers.
-// end is when the loader returned.
-func (c *Cache[T]) callLoader(ctx context.Context, key string, load Loader[T]) (v T, end time.Time, err error) {
-	start := time.Now()
-	returned := false
-	defer func() {
-		end = time.Now()
-		took := end.Sub(start)
-		if !returned {
-			err = errLoaderPanicked
-			c.backoff.failed(key, end, &c.cfg)
-		}
-		c.stats.loads.add()
-		c.stats.loadNanos.addN(uint64(took))
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			c.stats.loadErrors.Add(1)
-		}
-		c.notify(ctx, Event{Kind: EventLoad, Key: key, Duration: took, Err: err})
-	}()
-	v, err = load(ctx, key)
-	returned = true
-	return v, end, err
+	j := &job[T]{Context: r.ctx, key: key, refresh: refresh, callCtx: callCtx}
+	jobs := [1]*job[T]{j}
+	c.run(&r, jobs[:])
+	return j.entry, j.err
 }

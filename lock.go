@@ -5,153 +5,173 @@ import (
 	"errors"
 	"time"
 
-	"github.com/herdcache/herd/flight"
 	"github.com/herdcache/herd/store"
 )
 
 // The lock protocol of a load with [WithLocker]: what a process does about
-// other processes that may be loading the same key.
+// other processes that may be loading the same key. It is the second step
+// of the load pipeline (pipeline.go), run for all the keys of a batch at
+// once.
 //
-//   - It tries the key's lock, bounded by StoreTimeout. A locker that fails
-//     or hangs costs a load without the lock, counted as a store error.
-//   - Holding it, it reads the store again: the previous holder may have
-//     stored the value after this process missed it. If so, that value is
-//     the answer, and the lock is released.
-//   - Otherwise it loads under the lock, extending the lease every third of
-//     its TTL while the loader runs, and releases it once the value is in the
-//     store. A lease lost all the same (the backend did not answer Extend in
-//     time) does not stop the load: its write-back is conditional on the
-//     key's version, so it cannot overwrite a later holder's value.
+//   - A job tries its key's lock, bounded by StoreTimeout; the jobs of a
+//     batch try theirs in one bulk call when the locker is a
+//     store.BulkLocker. A locker that fails or hangs costs a load without
+//     the lock, counted as a store error.
+//   - Holding it, it reads the store again (the pipeline's version read):
+//     the previous holder may have stored the value after this process
+//     missed it. If so, that value is the answer.
+//   - Otherwise it loads under the lock, while one lease keeper per run
+//     extends the leases of all its locks every third of their TTL, and
+//     releases it once the value is in the store. A lease lost all the same
+//     (the backend did not answer Extend in time) does not stop the load:
+//     its write-back is conditional on the key's version, so it cannot
+//     overwrite a later holder's value.
 //   - Another process holding the lock: a background refresh gives up
-//     (counted as skipped); a foreground load waits for that process's value
-//     to appear in the store, within its context. After each lock TTL
-//     without a value it tries the lock again: still held means the holder
-//     is alive and extending (wait on), free means the holder died (take it
-//     and load). It loads without the lock at once if the store fails.
+//     (counted as skipped); a foreground load waits for that process's
+//     value to appear in the store, within its context, while the rest of
+//     its batch goes on. After each lock TTL without a value it tries the
+//     lock again: still held means the holder is alive and extending (wait
+//     on), free means the holder died (take it and load). It loads without
+//     the lock at once if the store fails.
 //
 // Every lock call is bounded by StoreTimeout; none makes a caller wait for a
 // value already in hand.
 
-// What a load does about another process that may be loading the same key.
-type lockOutcome uint8
-
-const (
-	loadUnlocked lockOutcome = iota // the locker failed or the holder never stored a value: load anyway
-	loadLocked                      // this process holds the lock: load, then release
-	skipRefresh                     // a refresh found the key locked: another process refreshes it
-	holderStored                    // the holder stored an entry: use it
-)
-
-// lockedLoad is the state of a load under the lock protocol.
-type lockedLoad[T any] struct {
-	c       *Cache[T]
-	key     string
-	outcome lockOutcome
-	entry   store.Entry[T] // for holderStored
-	base    writeBase      // the version read under the lock, for loadLocked
-
-	lock store.Lock
-	stop chan struct{} // closed to stop the lease keeper
-	kept chan struct{} // closed when the lease keeper has returned
+// lockJobs runs the lock protocol for jobs, and returns the keeper of the
+// leases taken, or nil. A job whose key another process holds is waited
+// for: in place when it is the only job of its run; otherwise on a
+// goroutine of its own, which takes the job over (its place in jobs is set
+// to nil) while the rest of the run goes on.
+func (c *Cache[T]) lockJobs(r *loadRun[T], jobs []*job[T]) *lease {
+	results := c.tryLocks(r.ctx, jobs)
+	var held []heldLock
+	for i, j := range jobs {
+		res := results[i]
+		switch {
+		case res.Err == nil:
+			j.lock = res.Lock
+			held = append(held, heldLock{j.key, res.Lock})
+		case !errors.Is(res.Err, store.ErrLocked):
+			c.hold(j, note{kind: EventStoreError, op: "lock", err: res.Err})
+			j.unlock = true
+		case j.refresh:
+			c.hold(j, note{kind: EventRefreshSkipped})
+			c.settle(j, store.Entry[T]{}, errLockedElsewhere)
+			j.done = true
+		case len(jobs) == 1:
+			c.hold(j, note{kind: EventLockWait})
+			c.awaitHolder(r, j)
+			if j.lock != nil {
+				held = append(held, heldLock{j.key, j.lock})
+			}
+		default:
+			c.hold(j, note{kind: EventLockWait})
+			jobs[i] = nil
+			c.detach(r, j)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	return c.keepLeases(r.callCtx, held)
 }
 
-// lockLoad runs the lock protocol for a load of key. ctx is the load's
-// context; callCtx the flight call's, on which a value found in the store is
-// published.
-func (c *Cache[T]) lockLoad(ctx, callCtx context.Context, key string, refresh bool) *lockedLoad[T] {
-	l := &lockedLoad[T]{c: c, key: key}
-	for waited := false; ; waited = true {
+// tryLocks tries the locks of jobs' keys, in one bulk call if the locker
+// has it, each bounded by StoreTimeout.
+func (c *Cache[T]) tryLocks(ctx context.Context, jobs []*job[T]) []store.LockResult {
+	out := make([]store.LockResult, len(jobs))
+	if b, ok := c.cfg.locker.(store.BulkLocker); ok && len(jobs) > 1 {
+		keys := make([]string, len(jobs))
+		for i, j := range jobs {
+			keys[i] = j.key
+		}
 		tctx, cancel := c.storeBound(ctx)
-		lk, err := c.cfg.locker.TryLock(tctx, key, c.cfg.lockTTL)
-		cancel()
-		switch {
-		case err == nil:
-			// The lease is kept from now on: the read below may be slow.
-			l.lock = lk
-			l.stop, l.kept = make(chan struct{}), make(chan struct{})
-			go c.keepLease(context.WithoutCancel(callCtx), key, lk, l.stop, l.kept)
-			e, found, base := c.readForLoad(ctx, key)
-			if !refresh && found && !e.Expired(time.Now()) {
-				if !e.NotFound {
-					flight.Publish(callCtx, e) // the value reaches the callers before the unlock
-				}
-				l.release(callCtx)
-				l.outcome, l.entry = holderStored, e
-				return l
+		defer cancel()
+		res := b.TryLockMany(tctx, keys, c.cfg.lockTTL)
+		for i := range out {
+			if i < len(res) {
+				out[i] = res[i]
+			} else {
+				out[i].Err = errShortReply
 			}
-			l.outcome, l.base = loadLocked, base
-			return l
-		case !errors.Is(err, store.ErrLocked):
-			c.storeError(ctx, "lock", key, err)
-			l.outcome = loadUnlocked
-			return l
-		case refresh:
-			c.event(ctx, &c.stats.refreshesSkipped, EventRefreshSkipped, key)
-			l.outcome = skipRefresh
-			return l
 		}
-		if !waited {
-			c.event(ctx, &c.stats.lockWaits, EventLockWait, key)
+		return out
+	}
+	eachKey(len(jobs), func(i int) {
+		tctx, cancel := c.storeBound(ctx)
+		defer cancel()
+		out[i].Lock, out[i].Err = c.cfg.locker.TryLock(tctx, jobs[i].key, c.cfg.lockTTL)
+	})
+	return out
+}
+
+// detach hands j, whose key another process holds, to a goroutine of its
+// own that waits for that process's value, or loads the key alone if it
+// must, then finishes j. Close waits for it.
+func (c *Cache[T]) detach(r *loadRun[T], j *job[T]) {
+	// The run's context ends with the run: j gets one of its own, with the
+	// same deadline.
+	ctx, cancel := r.callCtx, context.CancelFunc(func() {})
+	if d, ok := r.ctx.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(r.callCtx, d)
+	}
+	one := &loadRun[T]{callCtx: r.callCtx, ctx: ctx, many: r.many}
+	j.Context = ctx
+	c.loads.Add(1) // the run counts as a load, which Close has not passed
+	go func() {
+		defer c.loads.Done()
+		defer cancel()
+		defer c.finish(j)
+		jobs := []*job[T]{j}
+		var kept *lease
+		defer func() {
+			c.release(one, kept, jobs)
+			c.writes.end(j.key, &j.reg)
+		}()
+		c.awaitHolder(one, j)
+		if j.lock != nil {
+			kept = c.keepLeases(one.callCtx, []heldLock{{j.key, j.lock}})
 		}
-		e, w := c.waitForHolder(ctx, key)
+		c.readVersions(one, jobs)
+		c.callLoaders(one, jobs)
+		c.writeBack(one, jobs)
+	}()
+}
+
+// awaitHolder waits for the process holding j's key to store its value,
+// which settles j; after each lock TTL without it, it tries the lock again.
+// It returns with j settled (done), holding the lock, or told to load
+// without it (the store failed, or j's context ended).
+func (c *Cache[T]) awaitHolder(r *loadRun[T], j *job[T]) {
+	for {
+		e, w, err := c.waitForHolder(r.ctx, j.key)
+		if err != nil {
+			c.hold(j, note{kind: EventStoreError, op: "get", err: err})
+		}
 		switch w {
 		case holderDelivered:
-			l.outcome, l.entry = holderStored, e
-			return l
-		case holderSilent:
-			// The lease ran for a whole TTL without a value: the holder
-			// either keeps extending it (a slow load: wait on) or died
-			// (its lease has expired: take the lock).
-			continue
-		}
-		l.outcome = loadUnlocked
-		return l
-	}
-}
-
-// release stops extending the lease and releases it.
-func (l *lockedLoad[T]) release(callCtx context.Context) {
-	close(l.stop)
-	<-l.kept
-	l.c.unlock(callCtx, l.key, l.lock)
-}
-
-// keepLease extends the lease of lk every third of the lock TTL until stop
-// is closed or the lease is lost.
-func (c *Cache[T]) keepLease(ctx context.Context, key string, lk store.Lock, stop <-chan struct{}, kept chan<- struct{}) {
-	defer close(kept)
-	every := max(c.cfg.lockTTL/3, time.Millisecond)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
+			c.settle(j, e, nil)
+			j.done = true
 			return
-		case <-t.C:
+		case holderUnknown:
+			j.unlock = true
+			return
 		}
-		// The call may take until the lease would end: a slow answer that
-		// still extends it is better than giving up on a live lease.
-		ectx, cancel := context.WithTimeout(ctx, min(c.cfg.storeTimeout, c.cfg.lockTTL-every))
-		err := lk.Extend(ectx, c.cfg.lockTTL)
+		// The lease ran for a whole TTL without a value: the holder either
+		// keeps extending it (a slow load: wait on) or died (its lease has
+		// expired: take the lock).
+		tctx, cancel := c.storeBound(r.ctx)
+		lk, err := c.cfg.locker.TryLock(tctx, j.key, c.cfg.lockTTL)
 		cancel()
 		switch {
 		case err == nil:
-		case errors.Is(err, store.ErrNotHeld):
-			c.storeError(ctx, "extend", key, err)
+			j.lock = lk
 			return
-		default:
-			c.storeError(ctx, "extend", key, err)
+		case !errors.Is(err, store.ErrLocked):
+			c.hold(j, note{kind: EventStoreError, op: "lock", err: err})
+			j.unlock = true
+			return
 		}
-	}
-}
-
-// unlock releases lk, bounded by StoreTimeout. A lease that already expired
-// is not an error.
-func (c *Cache[T]) unlock(callCtx context.Context, key string, lk store.Lock) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(callCtx), c.cfg.storeTimeout)
-	defer cancel()
-	if err := lk.Unlock(ctx); err != nil && !errors.Is(err, store.ErrNotHeld) {
-		c.storeError(ctx, "unlock", key, err)
 	}
 }
 
@@ -171,9 +191,10 @@ const (
 )
 
 // waitForHolder polls the store until an unexpired entry for key appears,
-// for at most the lock TTL. It gives up at once when the store fails: the
-// caller then loads itself rather than poll a dead server.
-func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T], holderWait) {
+// for at most the lock TTL. It gives up at once when the store fails (and
+// returns its error): the caller then loads itself rather than poll a dead
+// server.
+func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T], holderWait, error) {
 	deadline := time.NewTimer(c.cfg.lockTTL)
 	defer deadline.Stop()
 	wait := holderPollFirst
@@ -182,22 +203,149 @@ func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T
 		select {
 		case <-ctx.Done():
 			poll.Stop()
-			return store.Entry[T]{}, holderUnknown
+			return store.Entry[T]{}, holderUnknown, nil
 		case <-deadline.C:
 			poll.Stop()
-			return store.Entry[T]{}, holderSilent
+			return store.Entry[T]{}, holderSilent, nil
 		case <-poll.C:
 		}
 		gctx, cancel := c.storeBound(ctx)
 		e, ok, err := c.store.Get(gctx, key)
 		cancel()
 		if err != nil {
-			c.storeError(ctx, "get", key, err)
-			return store.Entry[T]{}, holderUnknown
+			return store.Entry[T]{}, holderUnknown, err
 		}
 		if ok && !e.Expired(time.Now()) {
-			return e, holderDelivered
+			return e, holderDelivered, nil
 		}
 		wait = min(2*wait, holderPollMax)
+	}
+}
+
+// A lease keeps the locks of a run: it extends them every third of the
+// lock TTL, all in one bulk call when the locker has it, until the run
+// releases them. Its failures are counted at once and handed on to the
+// observer and the log by the run, once its results are published.
+type lease struct {
+	held   []heldLock // the locks still held, the keeper's own: a lost lease leaves
+	failed []keyError // the keeper's own until kept is closed
+	stop   chan struct{}
+	kept   chan struct{} // closed when the keeper has returned
+}
+
+type keyError struct {
+	key string
+	err error
+}
+
+// A heldLock is a lock and its key.
+type heldLock struct {
+	key  string
+	lock store.Lock
+}
+
+// keepLeases starts extending the leases of locks.
+func (c *Cache[T]) keepLeases(ctx context.Context, locks []heldLock) *lease {
+	l := &lease{held: locks, stop: make(chan struct{}), kept: make(chan struct{})}
+	go c.keep(context.WithoutCancel(ctx), l)
+	return l
+}
+
+func (c *Cache[T]) keep(ctx context.Context, l *lease) {
+	defer close(l.kept)
+	every := max(c.cfg.lockTTL/3, time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		// The call may take until the lease would end: a slow answer that
+		// still extends it is better than giving up on a live lease.
+		ectx, cancel := context.WithTimeout(ctx, min(c.cfg.storeTimeout, c.cfg.lockTTL-every))
+		errs := c.extend(ectx, l.held)
+		cancel()
+		n := 0
+		for i, err := range errs {
+			if err != nil {
+				c.stats.storeErrors.Add(1)
+				l.failed = append(l.failed, keyError{l.held[i].key, err})
+			}
+			if !errors.Is(err, store.ErrNotHeld) {
+				l.held[n] = l.held[i]
+				n++
+			}
+		}
+		l.held = l.held[:n]
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// extend extends locks, in one bulk call if the locker has it.
+func (c *Cache[T]) extend(ctx context.Context, held []heldLock) []error {
+	if b, ok := c.cfg.locker.(store.BulkLocker); ok && len(held) > 1 {
+		locks := make([]store.Lock, len(held))
+		for i, h := range held {
+			locks[i] = h.lock
+		}
+		return fill(b.ExtendMany(ctx, locks, c.cfg.lockTTL), len(held))
+	}
+	errs := make([]error, len(held))
+	eachKey(len(held), func(i int) { errs[i] = held[i].lock.Extend(ctx, c.cfg.lockTTL) })
+	return errs
+}
+
+// fill returns errs with n entries, those a short reply left out set to
+// errShortReply.
+func fill(errs []error, n int) []error {
+	for len(errs) < n {
+		errs = append(errs, errShortReply)
+	}
+	return errs[:n]
+}
+
+// release stops the lease keeper, if any, and releases the locks of jobs,
+// bounded by StoreTimeout, in one bulk call if the locker has it. A lease
+// that already expired is not an error.
+func (c *Cache[T]) release(r *loadRun[T], l *lease, jobs []*job[T]) {
+	if l != nil {
+		close(l.stop)
+		<-l.kept
+		for _, f := range l.failed {
+			c.notify(r.callCtx, Event{Kind: EventStoreError, Key: f.key, Err: f.err})
+			c.logStoreError(r.callCtx, "extend", f.key, f.err)
+		}
+	}
+	var (
+		locks []store.Lock
+		owner []*job[T]
+	)
+	for _, j := range jobs {
+		if j != nil && j.lock != nil {
+			locks = append(locks, j.lock)
+			owner = append(owner, j)
+			j.lock = nil
+		}
+	}
+	if len(locks) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.callCtx), c.cfg.storeTimeout)
+	defer cancel()
+	var errs []error
+	if b, ok := c.cfg.locker.(store.BulkLocker); ok && len(locks) > 1 {
+		errs = fill(b.UnlockMany(ctx, locks), len(locks))
+	} else {
+		errs = make([]error, len(locks))
+		eachKey(len(locks), func(i int) { errs[i] = locks[i].Unlock(ctx) })
+	}
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, store.ErrNotHeld) {
+			c.hold(owner[i], note{kind: EventStoreError, op: "unlock", err: err})
+		}
 	}
 }

@@ -71,6 +71,7 @@ func TestObserversOnACache(t *testing.T) {
 		if _, err := c.Get(ctx, "bad", fail); !errors.Is(err, boom) {
 			t.Fatalf("Get of a failing key = %v, want %v", err, boom)
 		}
+		synctest.Wait() // the load's events follow its result
 		s := c.Stats()
 		if s.Misses != 2 || s.Hits != 2 || s.Loads != 2 || s.LoadErrors != 1 {
 			t.Fatalf("Stats = %+v, want 2 misses, 2 hits, 2 loads, 1 load error", s)

@@ -2,8 +2,6 @@ package herd
 
 import (
 	"context"
-	"errors"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -208,17 +206,12 @@ func (r *refresher[T]) run(t refreshTask[T]) {
 	ended := make(chan struct{})
 	_, _, started, err := c.flight.DoWith(ctx, t.key, t.load, func(ctx context.Context, key string, load any) (store.Entry[T], error) {
 		defer close(ended)
-		return c.load(ctx, key, load.(Loader[T]), true)
+		return c.loadKey(ctx, key, load.(Loader[T]), true)
 	})
 	if started {
 		<-ended
 	}
-	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, errLockedElsewhere) || errors.Is(err, ErrClosed) {
-		return
-	}
-	c.observe(t.ctx, &c.stats.refreshesFailed, Event{Kind: EventRefreshFailed, Key: t.key, Err: err})
-	c.log(t.ctx, &c.refreshErrLog, slog.LevelWarn, "herd: background refresh failed; serving the old value",
-		slog.String("key", t.key), slog.Any("err", err))
+	c.refreshEnded(t.ctx, t.key, err)
 }
 
 // close drops the queued refreshes and makes the workers exit after the

@@ -14,9 +14,9 @@ import (
 // Writes win (invariant 4 of the design): a Set or Delete that lands while a
 // load of the key is in flight is not overwritten by the load's result.
 //
-// In the process, the writeGuard sees to it: a load registers a pendingWrite
-// when it starts; Set and Delete mark the key's pendingWrite as superseded;
-// the load stores its result only if it was not.
+// In the process, the writeGuard sees to it: a load registers when it
+// starts; Set and Delete mark the key's registration as superseded; the load
+// stores its result only if it was not.
 //
 // Across processes, the store does, when it is a store.Versioned: a load
 // reads the key's version before its loader runs (writeBase), and writes its
@@ -72,78 +72,151 @@ type writeBase struct {
 	at      time.Time     // when it was read
 }
 
-// readForLoad reads the entry and, from a store.Versioned, the version of key
-// at the start of a load, bounded by StoreTimeout. A failed read is counted:
-// the load goes on, but its result is not written back.
-func (c *Cache[T]) readForLoad(ctx context.Context, key string) (store.Entry[T], bool, writeBase) {
-	rctx := ctx
-	if c.local == nil { // an in-process store never blocks
+// writeBack stores what jobs loaded (or removes their keys), each unless a
+// Set or Delete of its key superseded it in this process, or, over a
+// store.Versioned, anything wrote the key since its version was read: in
+// one bulk call when the store has it, bounded by StoreTimeout. The events
+// come after every write is finished, as an observer may Set a key, which
+// waits for that.
+func (c *Cache[T]) writeBack(r *loadRun[T], jobs []*job[T]) {
+	ctx := r.callCtx
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	if c.local == nil { // an in-process store never blocks; a timer would cost more than the write
 		var cancel context.CancelFunc
-		rctx, cancel = c.storeBound(ctx)
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.storeTimeout)
 		defer cancel()
 	}
-	base := writeBase{read: true, at: time.Now()}
-	var (
-		e     store.Entry[T]
-		found bool
-		err   error
-	)
-	if c.versioned != nil {
-		e, base.version, found, err = c.versioned.GetVersion(rctx, key)
-	} else {
-		e, found, err = c.store.Get(rctx, key)
-	}
-	if err != nil {
-		c.storeError(ctx, "get", key, err)
-		return store.Entry[T]{}, false, base
-	}
-	base.ok = true
-	return e, found, base
-}
-
-// writeBack stores the entry a load produced (or removes the key when e is
-// nil), unless a Set or Delete of the key superseded the load in this
-// process, or, over a store.Versioned, anything wrote the key since base.
-//
-// now is the time the load's value arrived; a remote store's write time is
-// read again, as the writes of a batch may follow it by round trips.
-func (c *Cache[T]) writeBack(ctx context.Context, key string, pending *pendingWrite, base writeBase, e *store.Entry[T], now time.Time) {
-	if !c.writes.startWrite(pending) {
+	if len(jobs) == 1 { // a load of one key, the usual case: no bookkeeping
+		j := jobs[0]
+		if j.done || !j.store || !c.writes.startWrite(&j.reg) {
+			return
+		}
+		err := c.writeOne(ctx, j)
+		c.writes.finishWrite(&j.reg)
+		c.wrote(j, err)
 		return
 	}
-	err := c.storeWriteBack(ctx, key, pending, base, e, now)
-	// The events come after the write is finished, as an observer may Set
-	// the key, which waits for that.
+	var idx []int
+	for i, j := range jobs {
+		if j != nil && !j.done && j.store && c.writes.startWrite(&j.reg) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	errs := c.writeMany(ctx, jobs, idx)
+	for _, i := range idx {
+		c.writes.finishWrite(&jobs[i].reg)
+	}
+	for k, i := range idx {
+		c.wrote(jobs[i], errs[k])
+	}
+}
+
+// wrote counts the outcome of j's write-back.
+func (c *Cache[T]) wrote(j *job[T], err error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrConflict):
-		c.event(ctx, &c.stats.writeConflicts, EventWriteConflict, key)
+		c.event(j, &c.stats.writeConflicts, EventWriteConflict, j.key)
 	default:
-		c.storeError(ctx, "write back", key, err)
+		c.storeError(j, "write back", j.key, err)
 	}
 }
 
-// storeWriteBack is writeBack's store write, which startWrite allowed; it
-// finishes it, whatever happens.
-func (c *Cache[T]) storeWriteBack(ctx context.Context, key string, pending *pendingWrite, base writeBase, e *store.Entry[T], now time.Time) error {
-	defer c.writes.finishWrite(pending)
-	if c.local == nil {
-		now = time.Now()
+// writeOne is the store write of j's write-back, which startWrite allowed.
+func (c *Cache[T]) writeOne(ctx context.Context, j *job[T]) error {
+	if j.done || !j.store {
+		return nil
 	}
+	if err := c.writable(j); err != nil || c.versioned == nil {
+		switch {
+		case err != nil:
+			return errSkip(err)
+		case j.write != nil:
+			return c.store.Set(ctx, j.key, *j.write)
+		default:
+			return c.store.Delete(ctx, j.key)
+		}
+	}
+	if j.write != nil {
+		return c.versioned.SetIf(ctx, j.key, *j.write, j.base.version)
+	}
+	return c.versioned.DeleteIf(ctx, j.key, j.base.version)
+}
+
+// errNoBase is what writable says of a job whose version read failed: its
+// write-back is skipped, as nothing safe can be written.
+var errNoBase = errors.New("herd: the version read before the load failed")
+
+// errSkip turns writable's answer into writeOne's: nothing to count for a
+// job whose version read failed (it was counted then).
+func errSkip(err error) error {
+	if errors.Is(err, errNoBase) {
+		return nil
+	}
+	return err
+}
+
+// writable reports whether j's result may be written back conditionally,
+// over a store.Versioned: its version was read, and not so long ago that
+// the store may have forgotten a write made meanwhile (a conflict, then).
+func (c *Cache[T]) writable(j *job[T]) error {
 	switch {
-	case c.versioned == nil && e != nil:
-		return c.store.Set(ctx, key, *e)
 	case c.versioned == nil:
-		return c.store.Delete(ctx, key)
-	case !base.ok:
-		return nil // the version read failed and was counted: nothing safe to write
-	case now.Sub(base.at) >= c.versioned.VersionRetention():
-		return store.ErrConflict // the store may have forgotten a write made meanwhile
-	case e != nil:
-		return c.versioned.SetIf(ctx, key, *e, base.version)
-	default:
-		return c.versioned.DeleteIf(ctx, key, base.version)
+		return nil
+	case !j.base.ok:
+		return errNoBase
+	case c.since(j.base.at, j.at) >= c.versioned.VersionRetention():
+		return store.ErrConflict
 	}
+	return nil
+}
+
+// since is how long ago t was: measured from now on a remote store, whose
+// writes may follow the load's end by round trips; from the load's end,
+// loaded, on an in-process store.
+func (c *Cache[T]) since(t, loaded time.Time) time.Duration {
+	if c.local != nil {
+		return loaded.Sub(t)
+	}
+	return time.Since(t)
+}
+
+// writeMany is the store writes of the write-backs of jobs[i] for each i in
+// idx, in the order of idx, in one bulk call if the store has it.
+func (c *Cache[T]) writeMany(ctx context.Context, jobs []*job[T], idx []int) []error {
+	errs := make([]error, len(idx))
+	b, bulk := c.store.(store.BulkVersioned[T])
+	if !bulk || c.local != nil {
+		eachKey(len(idx), func(k int) { errs[k] = c.writeOne(ctx, jobs[idx[k]]) })
+		return errs
+	}
+	writes := make([]store.ConditionalWrite[T], 0, len(idx))
+	at := make([]int, 0, len(idx)) // the index in idx of each write
+	for k, i := range idx {
+		j := jobs[i]
+		if err := c.writable(j); err != nil {
+			errs[k] = errSkip(err)
+			continue
+		}
+		w := store.ConditionalWrite[T]{Key: j.key, Version: j.base.version, Delete: j.write == nil}
+		if j.write != nil {
+			w.Entry = *j.write
+		}
+		writes = append(writes, w)
+		at = append(at, k)
+	}
+	if len(writes) == 0 {
+		return errs
+	}
+	for n, err := range fill(b.WriteIf(ctx, writes), len(writes)) {
+		errs[at[n]] = err
+	}
+	return errs
 }
 
 // writeGuard makes a Set or Delete win over a load of the same key that was
@@ -162,7 +235,7 @@ type writeGuard struct {
 
 type guardStripe struct {
 	mu   sync.Mutex
-	m    map[string]*pendingWrite
+	m    map[string]*registration
 	peak int // the largest len(m) since m was made
 	// setting counts the Sets and Deletes of each key that are writing to
 	// the store: a load that begins meanwhile is superseded at once, as
@@ -175,8 +248,9 @@ type guardStripe struct {
 // kept: Go maps do not give back their buckets.
 const shrinkAbove = 64
 
-// A pendingWrite is a load's registration; the load owns its memory.
-type pendingWrite struct {
+// A registration is a load's entry in the write guard; the load owns its
+// memory.
+type registration struct {
 	stripe *guardStripe // the key's, set by begin
 	// Guarded by the stripe's mutex.
 	superseded bool
@@ -193,12 +267,12 @@ func (g *writeGuard) stripe(key string) *guardStripe {
 }
 
 // begin registers a load of key, as p.
-func (g *writeGuard) begin(key string, p *pendingWrite) {
+func (g *writeGuard) begin(key string, p *registration) {
 	s := g.stripe(key)
 	p.stripe = s
 	s.mu.Lock()
 	if s.m == nil {
-		s.m = make(map[string]*pendingWrite)
+		s.m = make(map[string]*registration)
 	}
 	s.m[key] = p
 	s.peak = max(s.peak, len(s.m))
@@ -208,7 +282,7 @@ func (g *writeGuard) begin(key string, p *pendingWrite) {
 
 // end unregisters the load of key that registered p. Removing by identity
 // keeps a late load from removing a later one's registration.
-func (g *writeGuard) end(key string, p *pendingWrite) {
+func (g *writeGuard) end(key string, p *registration) {
 	s := p.stripe
 	s.mu.Lock()
 	if s.m[key] == p {
@@ -223,7 +297,7 @@ func (g *writeGuard) end(key string, p *pendingWrite) {
 // startWrite reports whether the load that registered p may store its
 // result, which it must then follow with finishWrite: no Set or Delete
 // superseded it.
-func (g *writeGuard) startWrite(p *pendingWrite) bool {
+func (g *writeGuard) startWrite(p *registration) bool {
 	s := p.stripe
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -236,7 +310,7 @@ func (g *writeGuard) startWrite(p *pendingWrite) bool {
 
 // finishWrite ends the write that startWrite allowed, releasing a Set or
 // Delete that waits for it.
-func (g *writeGuard) finishWrite(p *pendingWrite) {
+func (g *writeGuard) finishWrite(p *registration) {
 	s := p.stripe
 	s.mu.Lock()
 	p.writing = false

@@ -13,7 +13,7 @@ import (
 // map: memory returns to its idle size (Go maps never give back buckets).
 func TestRegressionWriteGuardKeepsBurstMemory(t *testing.T) {
 	var g writeGuard
-	pending := make([]pendingWrite, 100_000)
+	pending := make([]registration, 100_000)
 	for i := range pending {
 		g.begin(strconv.Itoa(i), &pending[i])
 	}
@@ -26,7 +26,7 @@ func TestRegressionWriteGuardKeepsBurstMemory(t *testing.T) {
 		}
 	}
 	// A small steady load keeps its map: no allocation per load.
-	var p pendingWrite
+	var p registration
 	g.begin("k", &p)
 	g.end("k", &p)
 	if s := g.stripe("k"); s.m == nil {
@@ -41,7 +41,7 @@ func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var g writeGuard
 		var order []string
-		var p pendingWrite
+		var p registration
 		g.begin("k", &p)
 		if !g.startWrite(&p) {
 			t.Fatal("an unsuperseded load may not write")
@@ -71,7 +71,7 @@ func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
 
 		// A Set before the write: the load's write does not start, and the
 		// Set does not wait.
-		var q pendingWrite
+		var q registration
 		g.begin("k", &q)
 		if err := g.supersede(context.Background(), "k", func() error { return nil }); err != nil {
 			t.Fatal(err)
@@ -82,7 +82,7 @@ func TestWriteGuardOrdersASetAfterTheLoadsWrite(t *testing.T) {
 		g.end("k", &q)
 
 		// A Set whose context ends while it waits returns its error.
-		var r pendingWrite
+		var r registration
 		g.begin("k", &r)
 		g.startWrite(&r)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

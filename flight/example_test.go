@@ -60,21 +60,6 @@ func ExampleGroup_DoShared() {
 	// Output: 42 false <nil>
 }
 
-// DoWith suits a hot path: the function is made once, and what varies per
-// call (here the table to read) is its argument, so no closure is made per
-// call.
-func ExampleGroup_DoWith() {
-	type table map[string]string
-	var g flight.Group[string, string]
-	lookup := func(_ context.Context, key string, arg any) (string, error) {
-		return arg.(table)[key], nil
-	}
-	users := table{"user:42": "Ada"}
-	v, shared, started, err := g.DoWith(context.Background(), "user:42", users, lookup)
-	fmt.Println(v, shared, started, err)
-	// Output: Ada false true <nil>
-}
-
 func ExampleKeyFromContext() {
 	var g flight.Group[int, string]
 	v, _ := g.Do(context.Background(), 7, func(ctx context.Context) (string, error) {
@@ -83,22 +68,4 @@ func ExampleKeyFromContext() {
 	})
 	fmt.Println(v)
 	// Output: loaded key 7
-}
-
-// NewPanicError turns a recovered panic into an error that keeps its value
-// and stack, for code that runs user functions on goroutines of its own.
-func ExampleNewPanicError() {
-	run := func(fn func()) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = flight.NewPanicError(r)
-			}
-		}()
-		fn()
-		return nil
-	}
-	err := run(func() { panic("boom") })
-	var pe *flight.PanicError
-	fmt.Println(err, errors.As(err, &pe), pe.Value, len(pe.Stack) > 0)
-	// Output: flight: function panicked: boom true boom true
 }

@@ -1,19 +1,17 @@
-package flight_test
+package callgroup_test
 
 import (
 	"context"
 	"errors"
 	"testing"
 	"testing/synctest"
-
-	"github.com/herdcache/herd/flight"
 )
 
 // A claimed call is joined by Do and Join, and its claimant's Publish and
 // Finish decide what every caller gets.
 func TestClaimIsJoinedByDo(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var g flight.Group[string, int]
+		var g group
 		cl := g.Claim("k")
 		if cl == nil {
 			t.Fatal("Claim of a free key = nil")
@@ -25,7 +23,7 @@ func TestClaimIsJoinedByDo(t *testing.T) {
 		called := false
 		got := make(chan result, 2)
 		go func() {
-			v, shared, err := g.DoShared(ctx, "k", func(context.Context) (int, error) { called = true; return 0, nil })
+			v, shared, err := doShared(&g, ctx, "k", func(context.Context) (int, error) { called = true; return 0, nil })
 			got <- result{v, shared, err}
 		}()
 		w := g.Join("k")
@@ -37,14 +35,14 @@ func TestClaimIsJoinedByDo(t *testing.T) {
 			got <- result{v, shared, err}
 		}()
 		synctest.Wait()
-		cl.Publish(7)
+		cl.Publish(7, nil)
 		for range 2 {
 			if r := <-got; r.v != 7 || r.err != nil || !r.shared {
 				t.Fatalf("joined caller got %+v, want 7, shared", r)
 			}
 		}
 		// Published but not finished: a new caller gets the value, no call.
-		if v, err := g.Do(ctx, "k", func(context.Context) (int, error) { called = true; return 0, nil }); v != 7 || err != nil {
+		if v, err := do(&g, ctx, "k", func(context.Context) (int, error) { called = true; return 0, nil }); v != 7 || err != nil {
 			t.Fatalf("Do after Publish = %d, %v", v, err)
 		}
 		cl.Finish(0, errors.New("ignored after Publish"))
@@ -55,7 +53,7 @@ func TestClaimIsJoinedByDo(t *testing.T) {
 		if called {
 			t.Fatal("the function of a caller that joined a claimed call ran")
 		}
-		if v, err := g.Do(ctx, "k", func(context.Context) (int, error) { return 8, nil }); v != 8 || err != nil {
+		if v, err := do(&g, ctx, "k", func(context.Context) (int, error) { return 8, nil }); v != 8 || err != nil {
 			t.Fatalf("Do after Finish = %d, %v; want a new call", v, err)
 		}
 	})
@@ -63,7 +61,7 @@ func TestClaimIsJoinedByDo(t *testing.T) {
 
 // Finish without Publish gives every waiter its error, and frees the key.
 func TestClaimFinishWithError(t *testing.T) {
-	var g flight.Group[string, int]
+	var g group
 	cl := g.Claim("k")
 	w := g.Join("k")
 	boom := errors.New("boom")
@@ -82,23 +80,24 @@ func TestClaimFinishWithError(t *testing.T) {
 	}
 }
 
-// A waiter of a claimed call leaves on its own context; the call goes on.
+// A waiter of a claimed call leaves on its own context; the call goes on,
+// also under CancelWhenAbandoned: its claimant runs it to the end.
 func TestClaimWaiterLeaves(t *testing.T) {
 	for _, cancelWhenAbandoned := range []bool{false, true} {
-		g := flight.Group[string, int]{CancelWhenAbandoned: cancelWhenAbandoned}
+		g := group{CancelWhenAbandoned: cancelWhenAbandoned}
 		cl := g.Claim("k")
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		if _, _, err := cl.Wait(ctx); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Wait on a cancelled context = %v", err)
 		}
-		if w := g.Join("k"); cancelWhenAbandoned != (w == nil) {
-			t.Fatalf("CancelWhenAbandoned=%v: Join after every waiter left = %v", cancelWhenAbandoned, w)
-		} else if w != nil {
-			cl.Publish(1)
-			if v, _, err := w.Wait(context.Background()); v != 1 || err != nil {
-				t.Fatalf("Wait = %d, %v", v, err)
-			}
+		w := g.Join("k")
+		if w == nil {
+			t.Fatalf("CancelWhenAbandoned=%v: Join after every waiter left found no call", cancelWhenAbandoned)
+		}
+		cl.Publish(1, nil)
+		if v, _, err := w.Wait(context.Background()); v != 1 || err != nil {
+			t.Fatalf("Wait = %d, %v", v, err)
 		}
 		cl.Finish(0, nil)
 	}
@@ -106,7 +105,7 @@ func TestClaimWaiterLeaves(t *testing.T) {
 
 // Join never starts a call.
 func TestJoinWithoutCall(t *testing.T) {
-	var g flight.Group[string, int]
+	var g group
 	if w := g.Join("k"); w != nil {
 		t.Fatal("Join of a key not in flight joined something")
 	}

@@ -1,21 +1,21 @@
-package flight
+package callgroup
 
 import "context"
 
 // Calls that the caller runs itself, and joining a call without starting one.
 //
 // A batch (one function call for many keys) does not fit [Group.Do], which
-// runs one function per key on a goroutine of its own. Claim records a call
-// of a key that the caller runs and finishes by hand, so that callers of
-// [Group.Do] for that key join it as they would join any call; Join waits on
-// the call of a key in flight without ever starting one.
+// runs one function per key. Claim records a call of a key that the caller
+// runs and finishes by hand, so that callers of [Group.Do] for that key join
+// it as they would join any call; Join waits on the call of a key in flight
+// without ever starting one.
 
 // A Claim is a call of one key that its claimant runs itself: callers of
 // [Group.Do] and [Group.Join] for the key join it until [Claim.Finish].
 // The claimant must call Finish exactly once, also when its work panics
 // (defer it): until then the key stays in flight.
-type Claim[K comparable, V any] struct {
-	g        *Group[K, V]
+type Claim[K comparable, V any, E Errors] struct {
+	g        *Group[K, V, E]
 	key      K
 	c        *call[V]
 	finished bool // guarded by g.mu
@@ -24,31 +24,27 @@ type Claim[K comparable, V any] struct {
 // Claim records a call of key that the caller runs itself, and returns it;
 // it returns nil, and records nothing, when a call of key is in flight (see
 // [Group.Join]). The claim has no waiter of its own: the claimant waits with
-// [Claim.Wait] if it wants the result. Under [Group.CancelWhenAbandoned], a
-// claimed call whose waiters all leave frees its key as any call does; the
-// claimant is not interrupted, and its Finish then frees nothing.
-func (g *Group[K, V]) Claim(key K) *Claim[K, V] {
+// [Claim.Wait] if it wants the result. A claimed call is never cancelled
+// when its waiters leave, whatever [Group.CancelWhenAbandoned] says: its
+// claimant runs it to the end.
+func (g *Group[K, V, E]) Claim(key K) *Claim[K, V, E] {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.m[key]; ok {
 		return nil
 	}
-	if g.m == nil {
-		g.m = make(map[K]*call[V])
-	}
 	c := &call[V]{done: make(chan struct{})}
-	if g.CancelWhenAbandoned {
-		c.cancel = func() {}
-	}
-	g.m[key] = c
-	g.peak = max(g.peak, len(g.m))
-	return &Claim[K, V]{g: g, key: key, c: c}
+	g.addLocked(key, c)
+	return &Claim[K, V, E]{g: g, key: key, c: c}
 }
+
+// Key returns the key of the claimed call.
+func (cl *Claim[K, V, E]) Key() K { return cl.key }
 
 // Wait waits for the claimed call's result as one of its callers, on ctx: it
 // returns ctx.Err() if ctx ends first (the call goes on). shared reports
 // whether another caller joined the call.
-func (cl *Claim[K, V]) Wait(ctx context.Context) (v V, shared bool, err error) {
+func (cl *Claim[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error) {
 	if ctx == nil {
 		panic("flight: nil Context")
 	}
@@ -58,25 +54,39 @@ func (cl *Claim[K, V]) Wait(ctx context.Context) (v V, shared bool, err error) {
 	return cl.g.wait(ctx, cl.key, cl.c)
 }
 
-// Publish gives v as the call's result at once, as [Publish] does for a
-// call of [Group.Do]: waiting callers get it, and callers that join until
-// Finish get it without starting a new call. It must be called from the
-// goroutine that calls Finish, at most once, and before Finish; later calls
-// do nothing.
-func (cl *Claim[K, V]) Publish(v V) {
+// Publish gives v and err as the call's result at once, as [Publish] does
+// for a call of [Group.Do]: waiting callers get it, and callers that join
+// until Finish get it without starting a new call. It must be called from
+// the goroutine that calls Finish, at most once, and before Finish; later
+// calls do nothing.
+func (cl *Claim[K, V, E]) Publish(v V, err error) {
 	c := cl.c
 	if c.published { // also after Finish, which publishes
 		return
 	}
-	c.val, c.err = v, nil
+	c.val, c.err = v, err
 	c.published = true
 	close(c.done)
+}
+
+// Release is [Claim.Publish] of a result that callers arriving afterwards
+// must not share, such as a failure: the key is free at once for a new call
+// (a new Claim or Do of it), and Finish then frees nothing.
+func (cl *Claim[K, V, E]) Release(v V, err error) {
+	c := cl.c
+	if c.published {
+		return
+	}
+	cl.g.mu.Lock()
+	cl.g.forgetLocked(cl.key, c)
+	cl.g.mu.Unlock()
+	cl.Publish(v, err)
 }
 
 // Finish ends the call: the key is free for a new call, and, unless Publish
 // gave the result already, every waiter gets v and err. Calls after the
 // first do nothing.
-func (cl *Claim[K, V]) Finish(v V, err error) {
+func (cl *Claim[K, V, E]) Finish(v V, err error) {
 	g, c := cl.g, cl.c
 	g.mu.Lock()
 	if cl.finished {
@@ -95,8 +105,8 @@ func (cl *Claim[K, V]) Finish(v V, err error) {
 
 // A Waiter is a caller's place in a call of a [Group] that it joined with
 // [Group.Join].
-type Waiter[K comparable, V any] struct {
-	g   *Group[K, V]
+type Waiter[K comparable, V any, E Errors] struct {
+	g   *Group[K, V, E]
 	key K
 	c   *call[V]
 }
@@ -104,7 +114,7 @@ type Waiter[K comparable, V any] struct {
 // Join joins the call of key in flight, if any, without starting one: it
 // returns nil when no call of key is in flight. The caller must then call
 // [Waiter.Wait] once, as a caller of [Group.Do] waits.
-func (g *Group[K, V]) Join(key K) *Waiter[K, V] {
+func (g *Group[K, V, E]) Join(key K) *Waiter[K, V, E] {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	c, ok := g.m[key]
@@ -112,13 +122,12 @@ func (g *Group[K, V]) Join(key K) *Waiter[K, V] {
 		return nil
 	}
 	joinLocked(c)
-	return &Waiter[K, V]{g: g, key: key, c: c}
+	return &Waiter[K, V, E]{g: g, key: key, c: c}
 }
 
-// Wait waits for the result of the joined call, as [Group.DoShared] does:
-// it returns ctx.Err() if ctx ends first, and the call goes on for the
-// others.
-func (w *Waiter[K, V]) Wait(ctx context.Context) (v V, shared bool, err error) {
+// Wait waits for the result of the joined call, as [Group.Do] does: it
+// returns ctx.Err() if ctx ends first, and the call goes on for the others.
+func (w *Waiter[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error) {
 	if ctx == nil {
 		panic("flight: nil Context")
 	}

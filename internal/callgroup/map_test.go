@@ -1,17 +1,21 @@
-package flight
+package callgroup
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
+
+	"github.com/herdcache/herd/internal/catch"
 )
 
 // inFlight returns the number of keys in the in-flight map, and whether the
 // map is allocated at all.
-func (g *Group[K, V]) inFlight() (int, bool) {
+func (g *Group[K, V, E]) inFlight() (int, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.m), g.m != nil
@@ -19,13 +23,13 @@ func (g *Group[K, V]) inFlight() (int, bool) {
 
 func TestInFlightMapHoldsOnlyKeysInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var g Group[int, int]
+		var g Group[int, int, errsForMap]
 		const keys = 10_000
 		release := make(chan struct{})
 		done := make(chan struct{}, keys)
 		for k := range keys {
 			go func() {
-				_, _ = g.Do(context.Background(), k, func(context.Context) (int, error) {
+				_, _ = g.do(context.Background(), k, func(context.Context) (int, error) {
 					<-release
 					return k, nil
 				})
@@ -52,11 +56,11 @@ func TestInFlightMapHoldsOnlyKeysInFlight(t *testing.T) {
 
 func TestAbandonedCallLeavesTheMap(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := Group[int, int]{CancelWhenAbandoned: true}
+		g := Group[int, int, errsForMap]{CancelWhenAbandoned: true}
 		for k := range 100 {
 			ctx, cancel := context.WithCancel(context.Background())
 			go func() {
-				_, _ = g.Do(ctx, k, func(ctx context.Context) (int, error) {
+				_, _ = g.do(ctx, k, func(ctx context.Context) (int, error) {
 					<-ctx.Done()
 					return 0, ctx.Err()
 				})
@@ -83,7 +87,7 @@ func heapAfterGC() uint64 {
 // mapExcess returns how many bytes of live heap the in-flight map holds
 // beyond what a map of the same keys, made anew, would: the part of its size
 // that is left from its peak.
-func (g *Group[K, V]) mapExcess() int64 {
+func (g *Group[K, V, E]) mapExcess() int64 {
 	before := heapAfterGC()
 	g.mu.Lock()
 	if g.m != nil {
@@ -101,12 +105,12 @@ func (g *Group[K, V]) mapExcess() int64 {
 // in flight kept megabytes until that call ended.
 func TestRegressionFlightMapShrinksAfterBurst(t *testing.T) {
 	const burst = 100_000
-	var g Group[int, int]
+	var g Group[int, int, errsForMap]
 	slow := make(chan struct{})
 	slowDone := make(chan struct{})
 	go func() {
 		defer close(slowDone)
-		_, _ = g.Do(context.Background(), -1, func(context.Context) (int, error) {
+		_, _ = g.do(context.Background(), -1, func(context.Context) (int, error) {
 			<-slow
 			return 0, nil
 		})
@@ -124,7 +128,7 @@ func TestRegressionFlightMapShrinksAfterBurst(t *testing.T) {
 		started.Go(func() {
 			for k := c; k < burst; k += callers {
 				ctx, cancel := context.WithCancel(context.Background())
-				_, _ = g.Do(ctx, k, func(context.Context) (int, error) {
+				_, _ = g.do(ctx, k, func(context.Context) (int, error) {
 					defer calls.Done()
 					cancel()
 					<-release
@@ -153,11 +157,23 @@ func TestRegressionFlightMapShrinksAfterBurst(t *testing.T) {
 }
 
 // waitInFlight waits until n keys are in g's in-flight map.
-func waitInFlight(g *Group[int, int], n int) {
+func waitInFlight(g *Group[int, int, errsForMap], n int) {
 	for {
 		if got, _ := g.inFlight(); got == n {
 			return
 		}
 		runtime.Gosched()
 	}
+}
+
+// errsForMap makes the errors of the groups of the map tests, which never
+// see a panic or a Goexit.
+type errsForMap struct{}
+
+func (errsForMap) Panic(p *catch.Panic) error { return fmt.Errorf("panic: %v", p.Value) }
+func (errsForMap) Goexit() error              { return errors.New("goexit") }
+
+func (g *Group[K, V, E]) do(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
+	v, _, _, err := g.Do(ctx, key, Task[K, V]{Plain: fn})
+	return v, err
 }

@@ -1,0 +1,762 @@
+package herd
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herdcache/herd/flight"
+	"github.com/herdcache/herd/internal/callgroup"
+	"github.com/herdcache/herd/internal/catch"
+	"github.com/herdcache/herd/store"
+)
+
+// The load pipeline: how a key is loaded, whoever asks for it.
+//
+// A key's load is a job. A job
+//
+//  1. registers with the write guard, so that a Set or Delete of the key in
+//     this process wins over it (writes.go);
+//  2. with [WithLocker], takes the key's lock, or waits for the process
+//     that holds it and uses the value it stores (lock.go);
+//  3. reads the key's version (and entry) from a store.Versioned, or the
+//     entry under the lock: a value stored meanwhile by another load is
+//     used rather than loaded again;
+//  4. calls the loader;
+//  5. publishes its result to the key's callers, who need not wait for what
+//     follows;
+//  6. writes the result back, conditional on the version it read;
+//  7. releases the lock, and frees the key for the next load.
+//
+// Get and a background refresh run one job on a call of the cache's call
+// group; GetMany and its background refreshes run N jobs on N claimed
+// calls, whose loader calls are one call of the batch loader and whose
+// store steps are one bulk call each when the store has them
+// (store.BulkLocker, store.BulkVersioned), so that whatever a load of one
+// key guarantees, a batch guarantees for each of its keys.
+//
+// Observers and log handlers of a job run only once its result is
+// published: a callback may then Get the key it is told about, and gets the
+// published result rather than waiting for the load that waits for it.
+
+// A job is one key's load.
+type job[T any] struct {
+	// Context is the loader's context for a job loaded alone: the run's,
+	// with SetTTL's slot (see Value).
+	context.Context
+
+	key     string
+	refresh bool
+	claim   *entryClaim[T]  // the call a batch claimed; nil for a call of the call group
+	callCtx context.Context // the call's context, for a call of the call group (Publish)
+	reg     registration    // with the write guard
+	base    writeBase       // what the write-back is conditional on
+	lock    store.Lock      // the key's lock, while held
+	unlock  bool            // the lock protocol is over: load without the lock
+	ttl     entryTTL        // SetTTL's choice for this key
+
+	// done is set when the job is settled without a load.
+	done bool
+
+	// The outcome. entry and err are what the callers get; write is what the
+	// store gets (nil: remove the key), when store is set.
+	entry     store.Entry[T]
+	err       error
+	store     bool
+	write     *store.Entry[T]
+	at        time.Time // when the loader returned
+	published bool
+	notes     []note // callbacks held until the result is published
+}
+
+// Value is the context's Value, with SetTTL's slot.
+func (j *job[T]) Value(key any) any {
+	if _, ok := key.(entryTTLKey); ok {
+		return &j.ttl
+	}
+	return j.Context.Value(key)
+}
+
+// A loadRun is one pass of jobs through the pipeline: what they share.
+type loadRun[T any] struct {
+	callCtx context.Context // detached from the callers, with the values of the first
+	ctx     context.Context // callCtx bounded by LoadTimeout
+	one     Loader[T]       // the loader of a run of one job, or
+	many    BatchLoader[T]  // the batch loader of the jobs
+}
+
+// A note is a callback that a job holds until its result is published.
+type note struct {
+	kind EventKind // EventStoreError, EventLockWait, EventRefreshSkipped or EventLoad
+	op   string    // for EventStoreError
+	took time.Duration
+	err  error
+}
+
+// hold counts an event of j at once, and keeps its callbacks (observer,
+// log) for when j's result is published, or runs them now if it is.
+func (c *Cache[T]) hold(j *job[T], n note) {
+	switch n.kind {
+	case EventStoreError:
+		c.stats.storeErrors.Add(1)
+	case EventLockWait:
+		c.stats.lockWaits.Add(1)
+	case EventRefreshSkipped:
+		c.stats.refreshesSkipped.Add(1)
+	}
+	if j.published {
+		c.handOn(j, n)
+		return
+	}
+	j.notes = append(j.notes, n)
+}
+
+// handOn runs the callbacks of an event that hold counted.
+func (c *Cache[T]) handOn(j *job[T], n note) {
+	ev := Event{Kind: n.kind, Key: j.key, Err: n.err, Duration: n.took}
+	c.notify(j, ev)
+	if n.kind == EventStoreError {
+		c.logStoreError(j, n.op, j.key, n.err)
+	}
+}
+
+// publish gives j's result to its callers, then hands on the callbacks it
+// held.
+func (c *Cache[T]) publish(j *job[T]) {
+	if j.published {
+		return
+	}
+	// A failure is not shared with callers that arrive after it: they load
+	// again. A value or a "not found" is, until it is in the store.
+	failed := j.err != nil && !errors.Is(j.err, ErrNotFound)
+	switch {
+	case j.claim != nil && failed:
+		j.claim.Release(j.entry, j.err)
+	case j.claim != nil:
+		j.claim.Publish(j.entry, j.err)
+	case failed:
+		callgroup.Release(j.callCtx, j.entry, j.err)
+	default:
+		callgroup.Publish(j.callCtx, j.entry, j.err)
+	}
+	j.published = true
+	for _, n := range j.notes {
+		c.handOn(j, n)
+	}
+	j.notes = nil
+}
+
+// settle ends j before its loader runs, with the entry e another load
+// stored (err ErrNotFound for a cached "not found") or with err.
+func (c *Cache[T]) settle(j *job[T], e store.Entry[T], err error) {
+	j.entry, j.err = e, err
+	if err == nil && e.NotFound {
+		j.err = ErrNotFound
+	}
+	c.publish(j)
+}
+
+// run runs jobs through the pipeline, on the run's goroutine. When it
+// returns, every job it kept is published and its lock released; the
+// caller frees the keys. A panic or runtime.Goexit of the loader reaches the
+// jobs' callers as an error; what else escapes (a store that panics) goes
+// on up the goroutine, and the caller publishes the jobs left.
+func (c *Cache[T]) run(r *loadRun[T], jobs []*job[T]) {
+	for _, j := range jobs {
+		c.writes.begin(j.key, &j.reg)
+	}
+	var kept *lease
+	defer func() {
+		c.release(r, kept, jobs)
+		for _, j := range jobs {
+			if j != nil {
+				c.writes.end(j.key, &j.reg)
+			}
+		}
+	}()
+	if c.cfg.locker != nil {
+		kept = c.lockJobs(r, jobs)
+	}
+	c.readVersions(r, jobs)
+	c.callLoaders(r, jobs)
+	c.writeBack(r, jobs)
+	for _, j := range jobs {
+		if j != nil {
+			c.publish(j) // a "not found", once the store agrees
+		}
+	}
+}
+
+// readVersions reads, for the jobs that need it, the key's version and
+// entry before their loader runs: from a store.Versioned, or the entry
+// alone under the key's lock. A job whose key has, by then, an entry
+// another load stored (fresh, for a refresh; unexpired, for a load) is
+// settled with it.
+func (c *Cache[T]) readVersions(r *loadRun[T], jobs []*job[T]) {
+	need := func(j *job[T]) bool { return j != nil && !j.done && (c.versioned != nil || j.lock != nil) }
+	if len(jobs) == 1 { // a load of one key, the usual case: no bookkeeping
+		if j := jobs[0]; need(j) {
+			c.applyRead(j, c.readOne(r.ctx, j.key))
+		}
+		return
+	}
+	var idx []int
+	for i, j := range jobs {
+		if need(j) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	reads := c.readVersionsOf(r.ctx, jobs, idx)
+	for k, i := range idx {
+		c.applyRead(jobs[i], reads[k])
+	}
+}
+
+// applyRead takes what a job's version read found.
+func (c *Cache[T]) applyRead(j *job[T], rd versionRead[T]) {
+	if rd.Err != nil {
+		c.hold(j, note{kind: EventStoreError, op: "get", err: rd.Err})
+		j.base = writeBase{read: true, at: rd.at}
+		return
+	}
+	j.base = writeBase{read: true, ok: true, version: rd.Version, at: rd.at}
+	if rd.Found && settled(&rd.Entry, rd.checked, j.refresh) {
+		c.settle(j, rd.Entry, nil)
+		j.done = true
+	}
+}
+
+// A versionRead is a store.VersionedRead with the time of the read (that of
+// the version, for the retention) and the time its entry was judged at.
+type versionRead[T any] struct {
+	store.VersionedRead[T]
+	at, checked time.Time
+}
+
+// readVersionsOf reads the version and entry of the keys of jobs[i] for
+// each i in idx, bounded by StoreTimeout, in one bulk call if the store has
+// it, and returns them in the order of idx.
+func (c *Cache[T]) readVersionsOf(ctx context.Context, jobs []*job[T], idx []int) []versionRead[T] {
+	out := make([]versionRead[T], len(idx))
+	if c.local != nil { // in-process: no call blocks
+		for k, i := range idx {
+			out[k] = c.readOne(ctx, jobs[i].key)
+		}
+		return out
+	}
+	if b, ok := c.store.(store.BulkVersioned[T]); ok {
+		sctx, cancel := c.storeBound(ctx)
+		defer cancel()
+		keys := make([]string, len(idx))
+		for k, i := range idx {
+			keys[k] = jobs[i].key
+		}
+		at := time.Now()
+		reads := b.GetVersions(sctx, keys)
+		now := time.Now()
+		for k := range idx {
+			out[k] = versionRead[T]{at: at, checked: now}
+			if k < len(reads) {
+				out[k].VersionedRead = reads[k]
+			} else {
+				out[k].Err = errShortReply
+			}
+		}
+		return out
+	}
+	eachKey(len(idx), func(k int) { out[k] = c.readOne(ctx, jobs[idx[k]].key) })
+	return out
+}
+
+// errShortReply is the error of the keys a bulk call of a store left
+// without a result.
+var errShortReply = errors.New("herd: the store's bulk reply has fewer results than keys")
+
+// readOne reads the version and entry of key, or the entry alone from a
+// store that has no versions, bounded by StoreTimeout unless the store is
+// in-process.
+func (c *Cache[T]) readOne(ctx context.Context, key string) (rd versionRead[T]) {
+	if c.local == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = c.storeBound(ctx)
+		defer cancel()
+	}
+	rd.at = time.Now()
+	if c.versioned != nil {
+		rd.Entry, rd.Version, rd.Found, rd.Err = c.versioned.GetVersion(ctx, key)
+	} else {
+		rd.Entry, rd.Found, rd.Err = c.store.Get(ctx, key)
+	}
+	// A remote read is judged when it arrives; an in-process one at its
+	// version's time, which is the same moment.
+	rd.checked = rd.at
+	if c.local == nil {
+		rd.checked = time.Now()
+	}
+	if rd.Err != nil {
+		rd.Entry, rd.Found = store.Entry[T]{}, false
+	}
+	return rd
+}
+
+// settled reports whether an entry read at the start of a load makes the
+// load needless: unexpired for a load, and not stale either for a refresh.
+func settled[T any](e *store.Entry[T], now time.Time, refresh bool) bool {
+	if e.Expired(now) {
+		return false
+	}
+	return !refresh || e.RefreshAt.IsZero() || now.Before(e.RefreshAt)
+}
+
+// callLoaders calls the run's loader for jobs, once, and sets each job's
+// outcome: the entry its callers get and what to store. The key of a
+// loader that fails, panics or calls runtime.Goexit backs off. A
+// runtime.Goexit publishes the jobs' error before it goes on up the
+// goroutine.
+func (c *Cache[T]) callLoaders(r *loadRun[T], jobs []*job[T]) {
+	if r.one != nil {
+		if j := jobs[0]; !j.done {
+			c.callLoader(r, j)
+		}
+		return
+	}
+	var todo []*job[T]
+	for _, j := range jobs {
+		if j != nil && !j.done {
+			todo = append(todo, j)
+		}
+	}
+	if len(todo) > 0 {
+		c.callBatchLoader(r, todo)
+	}
+}
+
+// outcome sets j's outcome from its loader's answer.
+func (c *Cache[T]) outcome(j *job[T], v T, err error, at time.Time, ttl *entryTTL) {
+	j.at = at
+	switch {
+	case err == nil:
+		c.backoff.succeeded(j.key)
+		e, keep := c.newEntry(v, at, ttl)
+		j.entry, j.store = e, true
+		if keep {
+			j.write = &j.entry
+		}
+	case errors.Is(err, ErrNotFound):
+		c.backoff.succeeded(j.key) // the source answered
+		j.entry, j.err, j.store = store.Entry[T]{NotFound: true}, err, true
+		if c.cfg.negativeTTL > 0 {
+			ne := c.negativeEntry(at)
+			j.write = &ne
+		}
+	default:
+		c.backoff.failed(j.key, at, &c.cfg)
+		j.entry, j.err = store.Entry[T]{}, err
+	}
+}
+
+// callLoader calls the loader of a run of one job, on the job's context.
+func (c *Cache[T]) callLoader(r *loadRun[T], j *job[T]) {
+	start := time.Now()
+	var (
+		v   T
+		err error
+	)
+	p := catch.Call(func() { v, err = r.one(j, j.key) }, func() {
+		c.loaderEnded(j, time.Since(start), panicErrors{}.Goexit())
+	})
+	if p != nil {
+		err = panicErrors{}.Panic(p)
+		c.loaderEnded(j, time.Since(start), err)
+		return
+	}
+	end := time.Now()
+	c.outcome(j, v, err, end, &j.ttl)
+	c.stats.loads.add()
+	c.stats.loadNanos.addN(uint64(end.Sub(start)))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		c.stats.loadErrors.Add(1)
+	}
+	c.loaded(j)
+	c.hold(j, note{kind: EventLoad, took: end.Sub(start), err: err})
+}
+
+// loaded publishes what j's loader found, unless it is a "not found",
+// which is published once its write-back is done: a Get that starts after
+// the first caller got it then loads again, as a "not found" is cached only
+// under NegativeTTL.
+func (c *Cache[T]) loaded(j *job[T]) {
+	if !errors.Is(j.err, ErrNotFound) {
+		c.publish(j)
+	}
+}
+
+// loaderEnded records a loader of one job that panicked or called
+// runtime.Goexit: err reaches the callers, and the key backs off.
+func (c *Cache[T]) loaderEnded(j *job[T], took time.Duration, err error) {
+	end := time.Now()
+	c.backoff.failed(j.key, end, &c.cfg)
+	j.entry, j.err, j.at = store.Entry[T]{}, err, end
+	c.stats.loads.add()
+	c.stats.loadNanos.addN(uint64(took))
+	c.stats.loadErrors.Add(1)
+	c.publish(j)
+	c.hold(j, note{kind: EventLoad, took: took, err: errLoaderPanicked})
+}
+
+// callBatchLoader calls the batch loader of the run once for jobs.
+func (c *Cache[T]) callBatchLoader(r *loadRun[T], jobs []*job[T]) {
+	keys := make([]string, len(jobs))
+	for i, j := range jobs {
+		keys[i] = j.key
+	}
+	ttl := &batchTTL{}
+	lctx := context.WithValue(context.WithValue(r.ctx, entryTTLKey{}, &ttl.all), batchTTLKey{}, ttl)
+	start := time.Now()
+	var (
+		vals map[string]T
+		err  error
+	)
+	failAll := func(err error) {
+		end := time.Now()
+		for _, j := range jobs {
+			c.backoff.failed(j.key, end, &c.cfg)
+			j.entry, j.err, j.at = store.Entry[T]{}, err, end
+			c.publish(j)
+		}
+		c.batchLoaded(r, len(keys), end.Sub(start), err)
+	}
+	p := catch.Call(func() { vals, err = r.many(lctx, keys) }, func() { failAll(panicErrors{}.Goexit()) })
+	if p != nil {
+		failAll(panicErrors{}.Panic(p))
+		return
+	}
+	end := time.Now()
+	for _, j := range jobs {
+		if err != nil {
+			c.outcome(j, *new(T), err, end, nil)
+			continue
+		}
+		v, ok := vals[j.key]
+		if !ok {
+			c.outcome(j, v, ErrNotFound, end, nil)
+			continue
+		}
+		c.outcome(j, v, nil, end, ttl.of(j.key))
+	}
+	for _, j := range jobs {
+		c.loaded(j)
+	}
+	c.batchLoaded(r, len(keys), end.Sub(start), err)
+}
+
+// batchLoaded counts a batch loader call and tells the observer.
+func (c *Cache[T]) batchLoaded(r *loadRun[T], n int, took time.Duration, err error) {
+	c.stats.batchLoads.Add(1)
+	c.stats.batchKeys.Add(uint64(n))
+	c.stats.batchLoadNanos.Add(uint64(took))
+	if err != nil {
+		c.stats.batchLoadErrors.Add(1)
+	}
+	c.notify(r.callCtx, Event{Kind: EventBatchLoad, Duration: took, Err: err, Keys: n})
+}
+
+// panicErrors makes the errors of a load whose loader panicked or called
+// runtime.Goexit: herd reports them as the flight package does.
+type panicErrors struct{}
+
+func (panicErrors) Panic(p *catch.Panic) error {
+	return &flight.PanicError{Value: p.Value, Stack: p.Stack}
+}
+func (panicErrors) Goexit() error { return flight.ErrGoexit }
+
+// keyParallelism bounds the goroutines of eachKey: the per-key calls of a
+// batch to a remote store that has no bulk call go at once rather than one
+// round trip after another.
+const keyParallelism = 16
+
+// remoteCall is the time past which a store call is taken for a round trip
+// to a server, worth overlapping with others.
+const remoteCall = 20 * time.Microsecond
+
+// eachKey calls fn(i) for every i in [0, n) and returns when all have
+// returned. It calls fn(0) first and times it: if it took a round trip's
+// time, the rest run on up to keyParallelism goroutines; an in-process
+// store's calls, quicker than starting a goroutine, run one after another.
+// A panic in fn is raised again on the caller's goroutine once the others
+// are done.
+func eachKey(n int, fn func(i int)) {
+	if n == 0 {
+		return
+	}
+	start := time.Now()
+	fn(0)
+	if n < 3 || time.Since(start) < remoteCall {
+		for i := 1; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		panicked atomic.Pointer[catch.Panic]
+	)
+	next.Store(1)
+	for range min(keyParallelism, n-1) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n && panicked.Load() == nil; i = int(next.Add(1) - 1) {
+				if p := catch.Call(func() { fn(i) }, nil); p != nil {
+					panicked.CompareAndSwap(nil, p)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if p := panicked.Load(); p != nil {
+		panic(p.Value)
+	}
+}
+
+// A missedKey is a key of a bulk read that must be loaded, with its expired
+// entry for stale-if-error, if the store had one.
+type missedKey[T any] struct {
+	key string
+	old *store.Entry[T]
+}
+
+// loadMany loads the missed keys, joining the loads in flight and claiming
+// the others for batch loads (pipeline.go), waits for them on ctx and adds
+// their values to out.
+func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load BatchLoader[T], cfg batchConfig, out manyOut[T]) error {
+	type wait struct {
+		claim  *entryClaim[T]
+		joined *entryWaiter[T]
+	}
+	waits := make([]wait, len(miss))
+	var claims []*entryClaim[T]
+	for i, m := range miss {
+		c.count(ctx, &c.stats.misses, EventMiss, m.key)
+		w := &waits[i]
+		// A call that ends between Join and Claim makes Claim fail only if
+		// another caller started the next one, which the next Join finds.
+		for w.claim == nil && w.joined == nil {
+			if w.joined = c.flight.Join(m.key); w.joined == nil {
+				w.claim = c.flight.Claim(m.key)
+			}
+		}
+		if w.claim != nil {
+			claims = append(claims, w.claim)
+		}
+	}
+	if len(claims) > 0 {
+		c.startBatches(ctx, claims, load, cfg, false)
+	}
+
+	var errs KeyErrors
+	var ctxErr error
+	for i, m := range miss {
+		var (
+			e   store.Entry[T]
+			err error
+		)
+		if w := waits[i]; w.claim != nil {
+			e, _, err = w.claim.Wait(ctx)
+		} else {
+			e, _, err = w.joined.Wait(ctx)
+			if errors.Is(err, errLockedElsewhere) {
+				// A background refresh that gave up to another process:
+				// load the key as Get does, which waits for that process.
+				e, err = c.loadOne(ctx, m.key, load)
+			}
+			if err == nil {
+				c.count(ctx, &c.stats.sharedWaits, EventSharedWait, m.key)
+			}
+		}
+		if ctxErr != nil {
+			continue // the caller leaves every call it joined
+		}
+		if err != nil {
+			if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+				ctxErr = cerr
+				continue
+			}
+			r, ferr := c.loadFailed(ctx, m.key, m.old, err)
+			switch {
+			case ferr == nil:
+				out.put(m.key, r)
+			case errors.Is(ferr, ErrNotFound):
+			default:
+				if errs == nil {
+					errs = make(KeyErrors)
+				}
+				errs[m.key] = ferr
+			}
+			continue
+		}
+		if !e.NotFound {
+			out.put(m.key, result(&e, StatusLoaded, e.StoredAt))
+		}
+	}
+	if ctxErr != nil {
+		return ctxErr
+	}
+	if errs != nil {
+		return errs
+	}
+	return nil
+}
+
+// loadOne loads key alone through the call group, as Get does, with load
+// asked for that key only.
+func (c *Cache[T]) loadOne(ctx context.Context, key string, load BatchLoader[T]) (store.Entry[T], error) {
+	one := Loader[T](func(ctx context.Context, key string) (T, error) {
+		vs, err := load(ctx, []string{key})
+		v, ok := vs[key]
+		switch {
+		case err != nil:
+			return v, err
+		case !ok:
+			return v, ErrNotFound
+		}
+		return v, nil
+	})
+	var (
+		e   store.Entry[T]
+		err error
+	)
+	for range 3 {
+		e, _, _, err = c.flight.DoWith(ctx, key, one, c.loadFn)
+		if !errors.Is(err, errLockedElsewhere) {
+			break
+		}
+	}
+	return e, err
+}
+
+// refreshMany refreshes stale keys in the background, in batches: those
+// that neither back off after a failure nor have a load in flight.
+func (c *Cache[T]) refreshMany(ctx context.Context, stale []string, load BatchLoader[T], cfg batchConfig) {
+	now := time.Now()
+	var claims []*entryClaim[T]
+	for _, k := range stale {
+		if c.backoff.active(k, now) {
+			continue
+		}
+		cl := c.flight.Claim(k)
+		if cl == nil {
+			continue // a load or refresh of the key is in flight
+		}
+		claims = append(claims, cl)
+		c.event(ctx, &c.stats.refreshesQueued, EventRefreshQueued, k)
+	}
+	if len(claims) > 0 {
+		c.startBatches(ctx, claims, load, cfg, true)
+	}
+}
+
+// refreshEnded counts and logs a failed background refresh of key.
+func (c *Cache[T]) refreshEnded(ctx context.Context, key string, err error) {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, errLockedElsewhere) || errors.Is(err, ErrClosed) {
+		return
+	}
+	c.observe(ctx, &c.stats.refreshesFailed, Event{Kind: EventRefreshFailed, Key: key, Err: err})
+	c.log(ctx, &c.refreshErrLog, slog.LevelWarn, "herd: background refresh failed; serving the old value",
+		slog.String("key", key), slog.Any("err", err))
+}
+
+// Calls of many keys: a batch claims the calls of its keys in the cache's
+// call group, so that a Get of one of them meanwhile joins the batch's load.
+type (
+	entryClaim[T any]  = callgroup.Claim[string, store.Entry[T], panicErrors]
+	entryWaiter[T any] = callgroup.Waiter[string, store.Entry[T], panicErrors]
+)
+
+// startBatches loads the claimed keys on a goroutine detached from ctx,
+// which Close waits for, in runs of at most cfg.maxBatch keys, at most
+// cfg.concurrency at once. After Close, the claims fail with ErrClosed.
+func (c *Cache[T]) startBatches(ctx context.Context, claims []*entryClaim[T], load BatchLoader[T], cfg batchConfig, refresh bool) {
+	if !c.startLoad() {
+		for _, cl := range claims {
+			cl.Finish(store.Entry[T]{}, ErrClosed)
+		}
+		return
+	}
+	callCtx := context.WithoutCancel(ctx)
+	if refresh {
+		callCtx = context.WithValue(callCtx, refreshingKey{}, true)
+	}
+	go func() {
+		defer c.loads.Done()
+		if len(claims) <= cfg.maxBatch {
+			c.runClaims(callCtx, claims, load, refresh)
+			return
+		}
+		sem := make(chan struct{}, cfg.concurrency)
+		var wg sync.WaitGroup
+		for lo := 0; lo < len(claims); lo += cfg.maxBatch {
+			hi := min(lo+cfg.maxBatch, len(claims))
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				c.runClaims(callCtx, claims[lo:hi], load, refresh)
+			})
+		}
+		wg.Wait()
+	}()
+}
+
+// runClaims runs the jobs of claims through the pipeline with one batch
+// loader call, and finishes every claim, whatever happens: until then its
+// key would stay in flight. What escapes the pipeline (a runtime.Goexit of
+// the batch loader, which publishes first; a store that panics) ends this
+// goroutine only; the claims are finished on the way.
+func (c *Cache[T]) runClaims(callCtx context.Context, claims []*entryClaim[T], load BatchLoader[T], refresh bool) {
+	r := &loadRun[T]{callCtx: callCtx, ctx: callCtx, many: load}
+	if c.cfg.loadTimeout > 0 {
+		var cancel context.CancelFunc
+		r.ctx, cancel = context.WithTimeout(callCtx, c.cfg.loadTimeout)
+		defer cancel()
+	}
+	jobs := make([]*job[T], len(claims))
+	all := make([]job[T], len(claims))
+	for i, cl := range claims {
+		all[i] = job[T]{Context: r.ctx, key: cl.Key(), refresh: refresh, claim: cl}
+		jobs[i] = &all[i]
+	}
+	defer func() {
+		for _, j := range jobs {
+			if j != nil {
+				c.finish(j)
+			}
+		}
+	}()
+	if p := catch.Call(func() { c.run(r, jobs) }, nil); p != nil {
+		err := panicErrors{}.Panic(p)
+		for _, j := range jobs {
+			if j != nil && !j.published {
+				j.entry, j.err = store.Entry[T]{}, err
+				c.publish(j)
+			}
+		}
+	}
+}
+
+// finish ends the call of a claimed job: its key is free for the next load.
+// A background refresh that failed is counted and logged.
+func (c *Cache[T]) finish(j *job[T]) {
+	if !j.published {
+		j.entry, j.err = store.Entry[T]{}, flight.ErrGoexit
+		c.publish(j)
+	}
+	j.claim.Finish(j.entry, j.err)
+	if j.refresh {
+		c.refreshEnded(j, j.key, j.err)
+	}
+}
