@@ -97,8 +97,10 @@ func (s *perKeyStore) Get(ctx context.Context, key string) (store.Entry[string],
 	return s.Store.Get(ctx, key)
 }
 
-// The rules of each key of a GetMany, over a store with bulk reads and one
-// without.
+// The rules of each key, through GetMany (FetchMany) and through Get
+// (Fetch, one key at a time): both entry points run the same load pipeline
+// and must agree. Over a store with bulk reads and conditional writes, and
+// one without.
 func TestGetManyPerKeyRules(t *testing.T) {
 	type want struct {
 		value  string // "" when the key must be absent from the map
@@ -177,8 +179,12 @@ func TestGetManyPerKeyRules(t *testing.T) {
 			loaded: []string{"fail-old", "fail-new"},
 		},
 	} {
-		for _, bulk := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/bulk=%v", tc.name, bulk), func(t *testing.T) {
+		for _, tr := range []struct {
+			bulk bool
+			via  string
+		}{{true, "FetchMany"}, {false, "FetchMany"}, {true, "Fetch"}, {false, "Fetch"}} {
+			bulk := tr.bulk
+			t.Run(fmt.Sprintf("%s/bulk=%v/%s", tc.name, bulk, tr.via), func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
 					opts := []herd.Option{
 						herd.TTL(100 * time.Second), herd.RefreshAfter(time.Minute),
@@ -193,10 +199,18 @@ func TestGetManyPerKeyRules(t *testing.T) {
 					time.Sleep(2*time.Minute - time.Since(start))
 					before := len(src.callKeys())
 
-					got, err := c.FetchMany(context.Background(), tc.keys, src.load)
-					var kerrs herd.KeyErrors
-					if err != nil && !errors.As(err, &kerrs) {
-						t.Fatalf("FetchMany error %v is not a KeyErrors", err)
+					var (
+						got   map[string]herd.Result[string]
+						kerrs herd.KeyErrors
+					)
+					if tr.via == "FetchMany" {
+						var err error
+						got, err = c.FetchMany(context.Background(), tc.keys, src.load)
+						if err != nil && !errors.As(err, &kerrs) {
+							t.Fatalf("FetchMany error %v is not a KeyErrors", err)
+						}
+					} else {
+						got, kerrs = fetchEach(c, tc.keys, src)
 					}
 					for k, w := range tc.want {
 						r, ok := got[k]
@@ -220,14 +234,49 @@ func TestGetManyPerKeyRules(t *testing.T) {
 					calls := src.callKeys()[before:]
 					switch {
 					case tc.loaded == nil && len(calls) != 0:
-						t.Errorf("batch loader called with %v, want no call", calls)
-					case tc.loaded != nil && (len(calls) != 1 || !sameKeys(calls[0], tc.loaded)):
+						t.Errorf("loader called with %v, want no call", calls)
+					case tc.loaded != nil && tr.via == "FetchMany" && (len(calls) != 1 || !sameKeys(calls[0], tc.loaded)):
 						t.Errorf("batch loader called with %v, want one call with %v", calls, tc.loaded)
+					case tc.loaded != nil && tr.via == "Fetch" && (len(calls) != len(tc.loaded) || !sameKeys(slices.Concat(calls...), tc.loaded)):
+						t.Errorf("loader called with %v, want one call for each of %v", calls, tc.loaded)
 					}
 				})
 			})
 		}
 	}
+}
+
+// fetchEach is FetchMany done with one Fetch per key, with src's batch
+// loader asked for one key at a time: a key not found is left out, a
+// failed key is in the KeyErrors.
+func fetchEach(c *herd.Cache[string], keys []string, src *batchSource) (map[string]herd.Result[string], herd.KeyErrors) {
+	load := func(ctx context.Context, key string) (string, error) {
+		vals, err := src.load(ctx, []string{key})
+		if err != nil {
+			return "", err
+		}
+		v, ok := vals[key]
+		if !ok {
+			return "", herd.ErrNotFound
+		}
+		return v, nil
+	}
+	got := make(map[string]herd.Result[string])
+	var kerrs herd.KeyErrors
+	for _, k := range keys {
+		r, err := c.Fetch(context.Background(), k, load)
+		switch {
+		case err == nil:
+			got[k] = r
+		case errors.Is(err, herd.ErrNotFound):
+		default:
+			if kerrs == nil {
+				kerrs = make(herd.KeyErrors)
+			}
+			kerrs[k] = err
+		}
+	}
+	return got, kerrs
 }
 
 // cacheOver returns a cache over a memory store, which has bulk reads and
