@@ -107,8 +107,9 @@ func (c *Cache[T]) loadKey(callCtx context.Context, key string, load Loader[T], 
 		r.ctx, cancel = context.WithTimeout(callCtx, c.cfg.loadTimeout)
 		defer cancel()
 	}
-	j := &job[T]{Context: r.ctx, key: key, refresh: refresh, callCtx: callCtx}
-	jobs := [1]*job[T]{j}
-	c.run(&r, jobs[:])
-	return j.entry, j.err
+	j := &job[T]{Context: r.ctx, key: key, refresh: refresh}
+	j.alone[0] = j
+	c.run(&r, j.alone[:])
+	// The outcome is published: the call group gives that to the callers.
+	return store.Entry[T]{}, j.err
 }

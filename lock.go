@@ -49,7 +49,7 @@ func (c *Cache[T]) lockJobs(r *loadRun[T], jobs []*job[T]) *lease {
 		res := results[i]
 		switch {
 		case res.Err == nil:
-			j.lock = res.Lock
+			j.extra().lock = res.Lock
 			held = append(held, heldLock{j.key, res.Lock})
 		case !errors.Is(res.Err, store.ErrLocked):
 			c.hold(j, note{kind: EventStoreError, op: "lock", err: res.Err})
@@ -61,8 +61,8 @@ func (c *Cache[T]) lockJobs(r *loadRun[T], jobs []*job[T]) *lease {
 		case len(jobs) == 1:
 			c.hold(j, note{kind: EventLockWait})
 			c.awaitHolder(r, j)
-			if j.lock != nil {
-				held = append(held, heldLock{j.key, j.lock})
+			if lk := j.lock(); lk != nil {
+				held = append(held, heldLock{j.key, lk})
 			}
 		default:
 			c.hold(j, note{kind: EventLockWait})
@@ -129,8 +129,8 @@ func (c *Cache[T]) detach(r *loadRun[T], j *job[T]) {
 			c.writes.end(j.key, &j.reg)
 		}()
 		c.awaitHolder(one, j)
-		if j.lock != nil {
-			kept = c.keepLeases(one.callCtx, []heldLock{{j.key, j.lock}})
+		if lk := j.lock(); lk != nil {
+			kept = c.keepLeases(one.callCtx, []heldLock{{j.key, lk}})
 		}
 		c.readVersions(one, jobs)
 		c.callLoaders(one, jobs)
@@ -165,7 +165,7 @@ func (c *Cache[T]) awaitHolder(r *loadRun[T], j *job[T]) {
 		cancel()
 		switch {
 		case err == nil:
-			j.lock = lk
+			j.extra().lock = lk
 			return
 		case !errors.Is(err, store.ErrLocked):
 			c.hold(j, note{kind: EventStoreError, op: "lock", err: err})
@@ -325,10 +325,13 @@ func (c *Cache[T]) release(r *loadRun[T], l *lease, jobs []*job[T]) {
 		owner []*job[T]
 	)
 	for _, j := range jobs {
-		if j != nil && j.lock != nil {
-			locks = append(locks, j.lock)
+		if j == nil {
+			continue
+		}
+		if lk := j.lock(); lk != nil {
+			locks = append(locks, lk)
 			owner = append(owner, j)
-			j.lock = nil
+			j.x.lock = nil
 		}
 	}
 	if len(locks) == 0 {

@@ -48,28 +48,58 @@ type job[T any] struct {
 	// with SetTTL's slot (see Value).
 	context.Context
 
-	key     string
-	refresh bool
-	claim   *entryClaim[T]  // the call a batch claimed; nil for a call of the call group
-	callCtx context.Context // the call's context, for a call of the call group (Publish)
-	reg     registration    // with the write guard
-	base    writeBase       // what the write-back is conditional on
-	lock    store.Lock      // the key's lock, while held
-	unlock  bool            // the lock protocol is over: load without the lock
-	ttl     entryTTL        // SetTTL's choice for this key
+	key  string
+	reg  registration // with the write guard
+	base writeBase    // what the write-back is conditional on
+	ttl  entryTTL     // SetTTL's choice for this key
 
-	// done is set when the job is settled without a load.
-	done bool
+	// The outcome: err is the callers' error (nil with a value), write what
+	// the store gets when stored is set (nil: remove the key), at when the
+	// loader returned (Unix nanoseconds).
+	err   error
+	write *store.Entry[T]
+	at    int64
 
-	// The outcome. entry and err are what the callers get; write is what the
-	// store gets (nil: remove the key), when store is set.
-	entry     store.Entry[T]
-	err       error
-	store     bool
-	write     *store.Entry[T]
-	at        time.Time // when the loader returned
-	published bool
-	notes     []note // callbacks held until the result is published
+	x *jobExtra[T] // what only batches, locks and held callbacks need
+
+	refresh   bool // a background refresh
+	unlock    bool // the lock protocol is over: load without the lock
+	done      bool // settled without a load
+	stored    bool // the outcome goes to the store
+	published bool // the outcome reached the callers
+
+	// alone is the run of a job loaded alone: the slice of jobs the
+	// pipeline takes, held in the job so that it costs no allocation.
+	alone [1]*job[T]
+}
+
+// jobExtra is the part of a job that a load of one key without a locker,
+// the usual miss, does without: a job stays small, as every miss makes one.
+type jobExtra[T any] struct {
+	claim *entryClaim[T] // the call a batch claimed; nil for a call of the call group
+	lock  store.Lock     // the key's lock, while held
+	notes []note         // callbacks held until the outcome is published
+}
+
+func (j *job[T]) extra() *jobExtra[T] {
+	if j.x == nil {
+		j.x = new(jobExtra[T])
+	}
+	return j.x
+}
+
+func (j *job[T]) lock() store.Lock {
+	if j.x == nil {
+		return nil
+	}
+	return j.x.lock
+}
+
+func (j *job[T]) claim() *entryClaim[T] {
+	if j.x == nil {
+		return nil
+	}
+	return j.x.claim
 }
 
 // Value is the context's Value, with SetTTL's slot.
@@ -111,7 +141,8 @@ func (c *Cache[T]) hold(j *job[T], n note) {
 		c.handOn(j, n)
 		return
 	}
-	j.notes = append(j.notes, n)
+	x := j.extra()
+	x.notes = append(x.notes, n)
 }
 
 // handOn runs the callbacks of an event that hold counted.
@@ -123,40 +154,52 @@ func (c *Cache[T]) handOn(j *job[T], n note) {
 	}
 }
 
-// publish gives j's result to its callers, then hands on the callbacks it
-// held.
-func (c *Cache[T]) publish(j *job[T]) {
+// publish gives e and err to j's callers, then hands on the callbacks j
+// held. It returns the callers' copy of e, which is not modified from then
+// on, or nil for a failure.
+func (c *Cache[T]) publish(j *job[T], e store.Entry[T], err error) *store.Entry[T] {
 	if j.published {
-		return
+		return nil
 	}
+	j.err, j.published = err, true
 	// A failure is not shared with callers that arrive after it: they load
 	// again. A value or a "not found" is, until it is in the store.
-	failed := j.err != nil && !errors.Is(j.err, ErrNotFound)
-	switch {
-	case j.claim != nil && failed:
-		j.claim.Release(j.entry, j.err)
-	case j.claim != nil:
-		j.claim.Publish(j.entry, j.err)
+	failed := err != nil && !errors.Is(err, ErrNotFound)
+	var p *store.Entry[T]
+	switch cl := j.claim(); {
+	case cl != nil && failed:
+		cl.Release(e, err)
+	case cl != nil:
+		p = cl.Publish(e, err)
 	case failed:
-		callgroup.Release(j.callCtx, j.entry, j.err)
+		callgroup.Release(j, e, err)
 	default:
-		callgroup.Publish(j.callCtx, j.entry, j.err)
+		p = callgroup.Publish(j, e, err)
 	}
-	j.published = true
-	for _, n := range j.notes {
-		c.handOn(j, n)
+	if j.x != nil {
+		for _, n := range j.x.notes {
+			c.handOn(j, n)
+		}
+		j.x.notes = nil
 	}
-	j.notes = nil
+	return p
+}
+
+// publishRest publishes the outcome of j if its loader's answer has not
+// been: a "not found", which waits for its write-back.
+func (c *Cache[T]) publishRest(j *job[T]) {
+	if !j.published {
+		c.publish(j, store.Entry[T]{NotFound: errors.Is(j.err, ErrNotFound)}, j.err)
+	}
 }
 
 // settle ends j before its loader runs, with the entry e another load
-// stored (err ErrNotFound for a cached "not found") or with err.
+// stored, or with err.
 func (c *Cache[T]) settle(j *job[T], e store.Entry[T], err error) {
-	j.entry, j.err = e, err
 	if err == nil && e.NotFound {
-		j.err = ErrNotFound
+		err = ErrNotFound
 	}
-	c.publish(j)
+	c.publish(j, e, err)
 }
 
 // run runs jobs through the pipeline, on the run's goroutine. When it
@@ -185,7 +228,7 @@ func (c *Cache[T]) run(r *loadRun[T], jobs []*job[T]) {
 	c.writeBack(r, jobs)
 	for _, j := range jobs {
 		if j != nil {
-			c.publish(j) // a "not found", once the store agrees
+			c.publishRest(j) // a "not found", once the store agrees
 		}
 	}
 }
@@ -196,7 +239,7 @@ func (c *Cache[T]) run(r *loadRun[T], jobs []*job[T]) {
 // another load stored (fresh, for a refresh; unexpired, for a load) is
 // settled with it.
 func (c *Cache[T]) readVersions(r *loadRun[T], jobs []*job[T]) {
-	need := func(j *job[T]) bool { return j != nil && !j.done && (c.versioned != nil || j.lock != nil) }
+	need := func(j *job[T]) bool { return j != nil && !j.done && (c.versioned != nil || j.lock() != nil) }
 	if len(jobs) == 1 { // a load of one key, the usual case: no bookkeeping
 		if j := jobs[0]; need(j) {
 			c.applyRead(j, c.readOne(r.ctx, j.key))
@@ -222,10 +265,9 @@ func (c *Cache[T]) readVersions(r *loadRun[T], jobs []*job[T]) {
 func (c *Cache[T]) applyRead(j *job[T], rd versionRead[T]) {
 	if rd.Err != nil {
 		c.hold(j, note{kind: EventStoreError, op: "get", err: rd.Err})
-		j.base = writeBase{read: true, at: rd.at}
 		return
 	}
-	j.base = writeBase{read: true, ok: true, version: rd.Version, at: rd.at}
+	j.base = writeBase{ok: true, version: rd.Version, at: rd.at.UnixNano()}
 	if rd.Found && settled(&rd.Entry, rd.checked, j.refresh) {
 		c.settle(j, rd.Entry, nil)
 		j.done = true
@@ -337,27 +379,30 @@ func (c *Cache[T]) callLoaders(r *loadRun[T], jobs []*job[T]) {
 	}
 }
 
-// outcome sets j's outcome from its loader's answer.
+// outcome takes j's loader's answer: a value is published at once, and
+// stored; a "not found" is stored, then published (see publishRest); a
+// failure is published, and the key backs off.
 func (c *Cache[T]) outcome(j *job[T], v T, err error, at time.Time, ttl *entryTTL) {
-	j.at = at
+	j.at = at.UnixNano()
 	switch {
 	case err == nil:
 		c.backoff.succeeded(j.key)
 		e, keep := c.newEntry(v, at, ttl)
-		j.entry, j.store = e, true
+		p := c.publish(j, e, nil)
+		j.stored = true
 		if keep {
-			j.write = &j.entry
+			j.write = p
 		}
 	case errors.Is(err, ErrNotFound):
 		c.backoff.succeeded(j.key) // the source answered
-		j.entry, j.err, j.store = store.Entry[T]{NotFound: true}, err, true
+		j.err, j.stored = err, true
 		if c.cfg.negativeTTL > 0 {
 			ne := c.negativeEntry(at)
 			j.write = &ne
 		}
 	default:
 		c.backoff.failed(j.key, at, &c.cfg)
-		j.entry, j.err = store.Entry[T]{}, err
+		c.publish(j, store.Entry[T]{}, err)
 	}
 }
 
@@ -383,17 +428,8 @@ func (c *Cache[T]) callLoader(r *loadRun[T], j *job[T]) {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		c.stats.loadErrors.Add(1)
 	}
-	c.loaded(j)
-	c.hold(j, note{kind: EventLoad, took: end.Sub(start), err: err})
-}
-
-// loaded publishes what j's loader found, unless it is a "not found",
-// which is published once its write-back is done: a Get that starts after
-// the first caller got it then loads again, as a "not found" is cached only
-// under NegativeTTL.
-func (c *Cache[T]) loaded(j *job[T]) {
-	if !errors.Is(j.err, ErrNotFound) {
-		c.publish(j)
+	if c.cfg.observer != nil {
+		c.hold(j, note{kind: EventLoad, took: end.Sub(start), err: err})
 	}
 }
 
@@ -402,11 +438,11 @@ func (c *Cache[T]) loaded(j *job[T]) {
 func (c *Cache[T]) loaderEnded(j *job[T], took time.Duration, err error) {
 	end := time.Now()
 	c.backoff.failed(j.key, end, &c.cfg)
-	j.entry, j.err, j.at = store.Entry[T]{}, err, end
+	j.at = end.UnixNano()
 	c.stats.loads.add()
 	c.stats.loadNanos.addN(uint64(took))
 	c.stats.loadErrors.Add(1)
-	c.publish(j)
+	c.publish(j, store.Entry[T]{}, err)
 	c.hold(j, note{kind: EventLoad, took: took, err: errLoaderPanicked})
 }
 
@@ -427,8 +463,8 @@ func (c *Cache[T]) callBatchLoader(r *loadRun[T], jobs []*job[T]) {
 		end := time.Now()
 		for _, j := range jobs {
 			c.backoff.failed(j.key, end, &c.cfg)
-			j.entry, j.err, j.at = store.Entry[T]{}, err, end
-			c.publish(j)
+			j.at = end.UnixNano()
+			c.publish(j, store.Entry[T]{}, err)
 		}
 		c.batchLoaded(r, len(keys), end.Sub(start), err)
 	}
@@ -449,9 +485,6 @@ func (c *Cache[T]) callBatchLoader(r *loadRun[T], jobs []*job[T]) {
 			continue
 		}
 		c.outcome(j, v, nil, end, ttl.of(j.key))
-	}
-	for _, j := range jobs {
-		c.loaded(j)
 	}
 	c.batchLoaded(r, len(keys), end.Sub(start), err)
 }
@@ -724,11 +757,16 @@ func (c *Cache[T]) runClaims(callCtx context.Context, claims []*entryClaim[T], l
 		r.ctx, cancel = context.WithTimeout(callCtx, c.cfg.loadTimeout)
 		defer cancel()
 	}
+	type claimed struct {
+		job[T]
+		x jobExtra[T]
+	}
 	jobs := make([]*job[T], len(claims))
-	all := make([]job[T], len(claims))
+	all := make([]claimed, len(claims))
 	for i, cl := range claims {
-		all[i] = job[T]{Context: r.ctx, key: cl.Key(), refresh: refresh, claim: cl}
-		jobs[i] = &all[i]
+		all[i].x.claim = cl
+		all[i].job = job[T]{Context: r.ctx, key: cl.Key(), refresh: refresh, x: &all[i].x}
+		jobs[i] = &all[i].job
 	}
 	defer func() {
 		for _, j := range jobs {
@@ -740,9 +778,8 @@ func (c *Cache[T]) runClaims(callCtx context.Context, claims []*entryClaim[T], l
 	if p := catch.Call(func() { c.run(r, jobs) }, nil); p != nil {
 		err := panicErrors{}.Panic(p)
 		for _, j := range jobs {
-			if j != nil && !j.published {
-				j.entry, j.err = store.Entry[T]{}, err
-				c.publish(j)
+			if j != nil {
+				c.publish(j, store.Entry[T]{}, err)
 			}
 		}
 	}
@@ -751,11 +788,8 @@ func (c *Cache[T]) runClaims(callCtx context.Context, claims []*entryClaim[T], l
 // finish ends the call of a claimed job: its key is free for the next load.
 // A background refresh that failed is counted and logged.
 func (c *Cache[T]) finish(j *job[T]) {
-	if !j.published {
-		j.entry, j.err = store.Entry[T]{}, flight.ErrGoexit
-		c.publish(j)
-	}
-	j.claim.Finish(j.entry, j.err)
+	c.publish(j, store.Entry[T]{}, flight.ErrGoexit) // if something ended the run before
+	j.claim().Finish(store.Entry[T]{}, j.err)
 	if j.refresh {
 		c.refreshEnded(j, j.key, j.err)
 	}

@@ -66,10 +66,9 @@ func (c *Cache[T]) Delete(ctx context.Context, key string) error {
 // writeBase is what a load's write-back is conditional on: the key's
 // version in a store.Versioned, read before the loader ran.
 type writeBase struct {
-	read    bool          // the version was read (successfully or not)
 	ok      bool          // the version is known
 	version store.Version // the key's version when the load began
-	at      time.Time     // when it was read
+	at      int64         // when it was read, Unix nanoseconds
 }
 
 // writeBack stores what jobs loaded (or removes their keys), each unless a
@@ -90,7 +89,7 @@ func (c *Cache[T]) writeBack(r *loadRun[T], jobs []*job[T]) {
 	}
 	if len(jobs) == 1 { // a load of one key, the usual case: no bookkeeping
 		j := jobs[0]
-		if j.done || !j.store || !c.writes.startWrite(&j.reg) {
+		if j.done || !j.stored || !c.writes.startWrite(&j.reg) {
 			return
 		}
 		err := c.writeOne(ctx, j)
@@ -100,7 +99,7 @@ func (c *Cache[T]) writeBack(r *loadRun[T], jobs []*job[T]) {
 	}
 	var idx []int
 	for i, j := range jobs {
-		if j != nil && !j.done && j.store && c.writes.startWrite(&j.reg) {
+		if j != nil && !j.done && j.stored && c.writes.startWrite(&j.reg) {
 			idx = append(idx, i)
 		}
 	}
@@ -129,7 +128,7 @@ func (c *Cache[T]) wrote(j *job[T], err error) {
 
 // writeOne is the store write of j's write-back, which startWrite allowed.
 func (c *Cache[T]) writeOne(ctx context.Context, j *job[T]) error {
-	if j.done || !j.store {
+	if j.done || !j.stored {
 		return nil
 	}
 	if err := c.writable(j); err != nil || c.versioned == nil {
@@ -176,14 +175,14 @@ func (c *Cache[T]) writable(j *job[T]) error {
 	return nil
 }
 
-// since is how long ago t was: measured from now on a remote store, whose
-// writes may follow the load's end by round trips; from the load's end,
-// loaded, on an in-process store.
-func (c *Cache[T]) since(t, loaded time.Time) time.Duration {
+// since is how long ago t (Unix nanoseconds) was: measured from now on a
+// remote store, whose writes may follow the load's end by round trips; from
+// the load's end, loaded, on an in-process store.
+func (c *Cache[T]) since(t, loaded int64) time.Duration {
 	if c.local != nil {
-		return loaded.Sub(t)
+		return time.Duration(loaded - t)
 	}
-	return time.Since(t)
+	return time.Since(time.Unix(0, t))
 }
 
 // writeMany is the store writes of the write-backs of jobs[i] for each i in

@@ -308,7 +308,7 @@ type publishKey[V any] struct{}
 
 // A publisher is the call whose function runs on a context: an ownCall.
 type publisher[V any] interface {
-	publish(v V, err error, release bool) bool
+	publish(v V, err error, release bool) *V
 }
 
 // Publish gives v and err as the result of the call whose function runs on
@@ -319,11 +319,14 @@ type publisher[V any] interface {
 // the callers need not wait for but which a new call should not overlap.
 //
 // Publish must be called from the function's own goroutine, at most once
-// (with Release). It reports whether ctx was the context of a call of a
-// Group[K, V, E] (K and E any); elsewhere it does nothing.
-func Publish[V any](ctx context.Context, v V, err error) bool {
-	p, ok := ctx.Value(publishKey[V]{}).(publisher[V])
-	return ok && p.publish(v, err, false)
+// (with Release). It returns the callers' copy of v, which nothing modifies
+// from then on, or nil when ctx was not the context of a call of a
+// Group[K, V, E] (K and E any), where it does nothing.
+func Publish[V any](ctx context.Context, v V, err error) *V {
+	if p, ok := ctx.Value(publishKey[V]{}).(publisher[V]); ok {
+		return p.publish(v, err, false)
+	}
+	return nil
 }
 
 // Release is [Publish] of a result that callers arriving afterwards must not
@@ -331,18 +334,18 @@ func Publish[V any](ctx context.Context, v V, err error) bool {
 // at once for a new call, while the function finishes what follows.
 func Release[V any](ctx context.Context, v V, err error) bool {
 	p, ok := ctx.Value(publishKey[V]{}).(publisher[V])
-	return ok && p.publish(v, err, true)
+	return ok && p.publish(v, err, true) != nil
 }
 
-func (c *ownCall[K, V, E]) publish(v V, err error, release bool) bool {
+func (c *ownCall[K, V, E]) publish(v V, err error, release bool) *V {
 	if c.published {
-		return false
+		return nil
 	}
 	c.val, c.err = v, err
 	if c.mu == nil && !release {
 		c.published = true
 		close(c.done)
-		return true
+		return &c.val
 	}
 	c.g.mu.Lock()
 	if release {
@@ -354,7 +357,7 @@ func (c *ownCall[K, V, E]) publish(v V, err error, release bool) bool {
 	if done != nil {
 		close(done)
 	}
-	return true
+	return &c.val
 }
 
 // keyContext is the context key under which a call's key is stored. It is

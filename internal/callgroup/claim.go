@@ -56,17 +56,19 @@ func (cl *Claim[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error
 
 // Publish gives v and err as the call's result at once, as [Publish] does
 // for a call of [Group.Do]: waiting callers get it, and callers that join
-// until Finish get it without starting a new call. It must be called from
+// until Finish get it without starting a new call. It returns the callers'
+// copy of v, which nothing modifies from then on. It must be called from
 // the goroutine that calls Finish, at most once, and before Finish; later
-// calls do nothing.
-func (cl *Claim[K, V, E]) Publish(v V, err error) {
+// calls do nothing and return nil.
+func (cl *Claim[K, V, E]) Publish(v V, err error) *V {
 	c := cl.c
 	if c.published { // also after Finish, which publishes
-		return
+		return nil
 	}
 	c.val, c.err = v, err
 	c.published = true
 	close(c.done)
+	return &c.val
 }
 
 // Release is [Claim.Publish] of a result that callers arriving afterwards

@@ -18,10 +18,10 @@ func TestPublishGivesTheResultEarly(t *testing.T) {
 		finish := make(chan struct{})
 		fn := func(ctx context.Context) (int, error) {
 			calls.Add(1)
-			if !callgroup.Publish(ctx, 42, nil) {
+			if p := callgroup.Publish(ctx, 42, nil); p == nil || *p != 42 {
 				t.Error("Publish did not find the call")
 			}
-			if callgroup.Publish(ctx, 43, nil) {
+			if callgroup.Publish(ctx, 43, nil) != nil {
 				t.Error("a second Publish succeeded")
 			}
 			<-finish // slow work after the result, e.g. a store write
@@ -48,7 +48,7 @@ func TestPublishGivesTheResultEarly(t *testing.T) {
 		if v != 7 || err != nil {
 			t.Fatalf("Do after the published call ended = %d, %v", v, err)
 		}
-		if callgroup.Publish(t.Context(), 1, nil) {
+		if callgroup.Publish(t.Context(), 1, nil) != nil {
 			t.Fatal("Publish outside a call succeeded")
 		}
 	})
