@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
 
@@ -138,7 +139,11 @@ func (e KeyErrors) keys() []string {
 // keys give an empty map.
 //
 // GetMany returns nil and ctx.Err() when ctx ends first: the loads go on,
-// detached from ctx and bounded by [LoadTimeout], and fill the cache. After
+// detached from ctx and bounded by [LoadTimeout], and fill the cache. Over
+// an in-process store, a batch whose caller's context cannot end runs on
+// the caller's goroutine, as a load of Get does (see the package
+// documentation): a runtime.Goexit in its batch loader then ends that
+// goroutine. After
 // Close it returns [ErrClosed]. GetMany panics if ctx or load is nil, or an
 // option is invalid.
 //
@@ -176,6 +181,15 @@ type manyOut[T any] struct {
 	results map[string]Result[T]
 }
 
+func (o manyOut[T]) has(key string) bool {
+	if o.results != nil {
+		_, ok := o.results[key]
+		return ok
+	}
+	_, ok := o.values[key]
+	return ok
+}
+
 func (o manyOut[T]) put(key string, r Result[T]) {
 	if o.results != nil {
 		o.results[key] = r
@@ -203,43 +217,85 @@ func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	uniq := uniqueKeys(keys)
-	if len(uniq) == 0 {
-		return nil
-	}
-	found := c.readMany(ctx, uniq)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	now := time.Now()
-	var (
-		stale []string
-		miss  []missedKey[T]
-	)
-	for _, k := range uniq {
-		e, ok := found[k]
-		if !ok {
-			miss = append(miss, missedKey[T]{key: k})
-			continue
+	var a manyAnswers[T]
+	if c.local != nil {
+		c.answerLocalMany(ctx, keys, out, &a)
+	} else {
+		uniq := uniqueKeys(keys)
+		if len(uniq) == 0 {
+			return nil
 		}
-		switch r, a := c.judgeOne(ctx, k, &e, now); a {
-		case answerValue:
-			out.put(k, r)
-		case answerStale:
-			out.put(k, r)
-			stale = append(stale, k)
-		case answerNotFound:
-		case answerLoad:
-			miss = append(miss, missedKey[T]{key: k, old: &e})
+		found := c.readMany(ctx, uniq)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		now := time.Now()
+		for _, k := range uniq {
+			e, ok := found[k]
+			if !ok {
+				a.miss = append(a.miss, missedKey[T]{key: k})
+				continue
+			}
+			c.answerOne(ctx, k, &e, now, out, &a)
 		}
 	}
-	if len(stale) > 0 {
-		c.refreshMany(ctx, stale, load, cfg)
+	if len(a.stale) > 0 {
+		c.refreshMany(ctx, a.stale, load, cfg)
 	}
-	if len(miss) == 0 {
+	if len(a.miss) == 0 {
 		return nil
 	}
-	return c.loadMany(ctx, miss, load, cfg, out)
+	return c.loadMany(ctx, a.miss, load, cfg, out)
+}
+
+// manyAnswers are the keys of a bulk read that are not answered yet: the
+// stale ones, to refresh, and the missing or expired ones, to load.
+type manyAnswers[T any] struct {
+	stale []string
+	miss  []missedKey[T]
+}
+
+// answerLocalMany answers keys from an in-process store, in place: a fresh
+// or stale value costs a lookup and no copy, as a Get's does.
+func (c *Cache[T]) answerLocalMany(ctx context.Context, keys []string, out manyOut[T], a *manyAnswers[T]) {
+	for _, k := range keys {
+		if out.has(k) {
+			continue // a duplicate of a key answered with a value
+		}
+		// A duplicate of a key not answered with a value is answered again;
+		// its second load joins the first's call.
+		e, now, ok := c.local.Peek(k)
+		switch {
+		case !ok:
+			a.miss = append(a.miss, missedKey[T]{key: k})
+		case fresh(e, now):
+			c.hit(k)
+			out.put(k, Result[T]{Value: e.Value, Status: StatusFresh, StoredAt: local.Time(e.StoredAt), at: time.Unix(0, now)})
+		case stale(e, now):
+			c.count(ctx, &c.stats.staleHits, EventStaleHit, k)
+			out.put(k, Result[T]{Value: e.Value, Status: StatusStale, StoredAt: local.Time(e.StoredAt), at: time.Unix(0, now)})
+			a.stale = append(a.stale, k)
+		default:
+			se := e.Entry()
+			c.answerOne(ctx, k, &se, time.Unix(0, now), out, a)
+		}
+	}
+}
+
+// answerOne answers key from the entry e the store had, found live at now,
+// or adds it to the keys to refresh or load.
+func (c *Cache[T]) answerOne(ctx context.Context, key string, e *store.Entry[T], now time.Time, out manyOut[T], a *manyAnswers[T]) {
+	switch r, kind := c.judgeOne(ctx, key, e, now); kind {
+	case answerValue:
+		out.put(key, r)
+	case answerStale:
+		out.put(key, r)
+		a.stale = append(a.stale, key)
+	case answerNotFound:
+	case answerLoad:
+		old := *e
+		a.miss = append(a.miss, missedKey[T]{key: key, old: &old})
+	}
 }
 
 // uniqueKeys returns keys without duplicates, in the order of their first
@@ -334,13 +390,13 @@ type batchTTL struct {
 
 type batchTTLKey struct{}
 
-func (b *batchTTL) of(key string) *entryTTL {
+func (b *batchTTL) of(key string) entryTTL {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if t, ok := b.keys[key]; ok {
-		return &t
+		return t
 	}
-	return &b.all
+	return b.all
 }
 
 // SetKeyTTL sets the TTL of the entry of key among those a [BatchLoader] is

@@ -135,6 +135,9 @@ func (c *Cache[T]) detach(r *loadRun[T], j *job[T]) {
 		c.readVersions(one, jobs)
 		c.callLoaders(one, jobs)
 		c.writeBack(one, jobs)
+		c.release(one, kept, jobs)
+		kept = nil
+		c.publishRest(j)
 	}()
 }
 

@@ -162,9 +162,11 @@ func (c *Cache[T]) publish(j *job[T], e store.Entry[T], err error) *store.Entry[
 		return nil
 	}
 	j.err, j.published = err, true
-	// A failure is not shared with callers that arrive after it: they load
-	// again. A value or a "not found" is, until it is in the store.
-	failed := err != nil && !errors.Is(err, ErrNotFound)
+	// A value is shared with the callers that arrive until it is in the
+	// store. A failure or a "not found" is not: the key is free at once,
+	// and they load again (a "not found" is published once its write-back
+	// is done and the lock released, and cached only under NegativeTTL).
+	failed := err != nil
 	var p *store.Entry[T]
 	switch cl := j.claim(); {
 	case cl != nil && failed:
@@ -186,7 +188,8 @@ func (c *Cache[T]) publish(j *job[T], e store.Entry[T], err error) *store.Entry[
 }
 
 // publishRest publishes the outcome of j if its loader's answer has not
-// been: a "not found", which waits for its write-back.
+// been: a "not found", which waits for its write-back and the release of
+// its lock.
 func (c *Cache[T]) publishRest(j *job[T]) {
 	if !j.published {
 		c.publish(j, store.Entry[T]{NotFound: errors.Is(j.err, ErrNotFound)}, j.err)
@@ -213,7 +216,7 @@ func (c *Cache[T]) run(r *loadRun[T], jobs []*job[T]) {
 	}
 	var kept *lease
 	defer func() {
-		c.release(r, kept, jobs)
+		c.release(r, kept, jobs) // when something escaped: nothing is left to release otherwise
 		for _, j := range jobs {
 			if j != nil {
 				c.writes.end(j.key, &j.reg)
@@ -226,9 +229,11 @@ func (c *Cache[T]) run(r *loadRun[T], jobs []*job[T]) {
 	c.readVersions(r, jobs)
 	c.callLoaders(r, jobs)
 	c.writeBack(r, jobs)
+	c.release(r, kept, jobs)
+	kept = nil
 	for _, j := range jobs {
 		if j != nil {
-			c.publishRest(j) // a "not found", once the store agrees
+			c.publishRest(j) // a "not found", once the store and the lock are done with
 		}
 	}
 }
@@ -243,6 +248,14 @@ func (c *Cache[T]) readVersions(r *loadRun[T], jobs []*job[T]) {
 	if len(jobs) == 1 { // a load of one key, the usual case: no bookkeeping
 		if j := jobs[0]; need(j) {
 			c.applyRead(j, c.readOne(r.ctx, j.key))
+		}
+		return
+	}
+	if c.local != nil { // in-process: one key after another, no bookkeeping
+		for _, j := range jobs {
+			if need(j) {
+				c.applyRead(j, c.readOne(r.ctx, j.key))
+			}
 		}
 		return
 	}
@@ -286,12 +299,6 @@ type versionRead[T any] struct {
 // it, and returns them in the order of idx.
 func (c *Cache[T]) readVersionsOf(ctx context.Context, jobs []*job[T], idx []int) []versionRead[T] {
 	out := make([]versionRead[T], len(idx))
-	if c.local != nil { // in-process: no call blocks
-		for k, i := range idx {
-			out[k] = c.readOne(ctx, jobs[i].key)
-		}
-		return out
-	}
 	if b, ok := c.store.(store.BulkVersioned[T]); ok {
 		sctx, cancel := c.storeBound(ctx)
 		defer cancel()
@@ -422,12 +429,12 @@ func (c *Cache[T]) callLoader(r *loadRun[T], j *job[T]) {
 		return
 	}
 	end := time.Now()
-	c.outcome(j, v, err, end, &j.ttl)
-	c.stats.loads.add()
+	c.stats.loads.add() // counted before the callers get the outcome
 	c.stats.loadNanos.addN(uint64(end.Sub(start)))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		c.stats.loadErrors.Add(1)
 	}
+	c.outcome(j, v, err, end, &j.ttl)
 	if c.cfg.observer != nil {
 		c.hold(j, note{kind: EventLoad, took: end.Sub(start), err: err})
 	}
@@ -439,7 +446,7 @@ func (c *Cache[T]) loaderEnded(j *job[T], took time.Duration, err error) {
 	end := time.Now()
 	c.backoff.failed(j.key, end, &c.cfg)
 	j.at = end.UnixNano()
-	c.stats.loads.add()
+	c.stats.loads.add() // counted before the callers get the outcome
 	c.stats.loadNanos.addN(uint64(took))
 	c.stats.loadErrors.Add(1)
 	c.publish(j, store.Entry[T]{}, err)
@@ -461,12 +468,13 @@ func (c *Cache[T]) callBatchLoader(r *loadRun[T], jobs []*job[T]) {
 	)
 	failAll := func(err error) {
 		end := time.Now()
+		c.countBatchLoad(len(keys), end.Sub(start), err)
 		for _, j := range jobs {
 			c.backoff.failed(j.key, end, &c.cfg)
 			j.at = end.UnixNano()
 			c.publish(j, store.Entry[T]{}, err)
 		}
-		c.batchLoaded(r, len(keys), end.Sub(start), err)
+		c.notify(r.callCtx, Event{Kind: EventBatchLoad, Duration: end.Sub(start), Err: err, Keys: len(keys)})
 	}
 	p := catch.Call(func() { vals, err = r.many(lctx, keys) }, func() { failAll(panicErrors{}.Goexit()) })
 	if p != nil {
@@ -474,6 +482,7 @@ func (c *Cache[T]) callBatchLoader(r *loadRun[T], jobs []*job[T]) {
 		return
 	}
 	end := time.Now()
+	c.countBatchLoad(len(keys), end.Sub(start), err) // before the callers get the outcome
 	for _, j := range jobs {
 		if err != nil {
 			c.outcome(j, *new(T), err, end, nil)
@@ -484,20 +493,20 @@ func (c *Cache[T]) callBatchLoader(r *loadRun[T], jobs []*job[T]) {
 			c.outcome(j, v, ErrNotFound, end, nil)
 			continue
 		}
-		c.outcome(j, v, nil, end, ttl.of(j.key))
+		t := ttl.of(j.key)
+		c.outcome(j, v, nil, end, &t)
 	}
-	c.batchLoaded(r, len(keys), end.Sub(start), err)
+	c.notify(r.callCtx, Event{Kind: EventBatchLoad, Duration: end.Sub(start), Err: err, Keys: len(keys)})
 }
 
-// batchLoaded counts a batch loader call and tells the observer.
-func (c *Cache[T]) batchLoaded(r *loadRun[T], n int, took time.Duration, err error) {
+// countBatchLoad counts a batch loader call.
+func (c *Cache[T]) countBatchLoad(n int, took time.Duration, err error) {
 	c.stats.batchLoads.Add(1)
 	c.stats.batchKeys.Add(uint64(n))
 	c.stats.batchLoadNanos.Add(uint64(took))
 	if err != nil {
 		c.stats.batchLoadErrors.Add(1)
 	}
-	c.notify(r.callCtx, Event{Kind: EventBatchLoad, Duration: took, Err: err, Keys: n})
 }
 
 // panicErrors makes the errors of a load whose loader panicked or called
@@ -573,18 +582,13 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 		joined *entryWaiter[T]
 	}
 	waits := make([]wait, len(miss))
+	own := make([]entryClaim[T], len(miss)) // the claims' memory, in one allocation
 	var claims []*entryClaim[T]
 	for i, m := range miss {
 		c.count(ctx, &c.stats.misses, EventMiss, m.key)
 		w := &waits[i]
-		// A call that ends between Join and Claim makes Claim fail only if
-		// another caller started the next one, which the next Join finds.
-		for w.claim == nil && w.joined == nil {
-			if w.joined = c.flight.Join(m.key); w.joined == nil {
-				w.claim = c.flight.Claim(m.key)
-			}
-		}
-		if w.claim != nil {
+		if w.joined = c.flight.JoinOrClaim(m.key, &own[i]); w.joined == nil {
+			w.claim = &own[i]
 			claims = append(claims, w.claim)
 		}
 	}
@@ -677,13 +681,14 @@ func (c *Cache[T]) loadOne(ctx context.Context, key string, load BatchLoader[T])
 // that neither back off after a failure nor have a load in flight.
 func (c *Cache[T]) refreshMany(ctx context.Context, stale []string, load BatchLoader[T], cfg batchConfig) {
 	now := time.Now()
+	own := make([]entryClaim[T], len(stale)) // the claims' memory, in one allocation
 	var claims []*entryClaim[T]
-	for _, k := range stale {
+	for i, k := range stale {
 		if c.backoff.active(k, now) {
 			continue
 		}
-		cl := c.flight.Claim(k)
-		if cl == nil {
+		cl := &own[i]
+		if !c.flight.ClaimInto(k, cl) {
 			continue // a load or refresh of the key is in flight
 		}
 		claims = append(claims, cl)
@@ -724,6 +729,14 @@ func (c *Cache[T]) startBatches(ctx context.Context, claims []*entryClaim[T], lo
 	callCtx := context.WithoutCancel(ctx)
 	if refresh {
 		callCtx = context.WithValue(callCtx, refreshingKey{}, true)
+	}
+	if !refresh && c.local != nil && ctx.Done() == nil && len(claims) <= cfg.maxBatch {
+		// As for Get: a caller that cannot leave early runs the batch
+		// itself rather than wait for it, over a store whose calls never
+		// block.
+		defer c.loads.Done()
+		c.runClaims(callCtx, claims, load, refresh)
+		return
 	}
 	go func() {
 		defer c.loads.Done()

@@ -84,6 +84,7 @@ func TestRegressionPanicNotCountedAsLoad(t *testing.T) {
 		if err == nil {
 			t.Fatal("no error from a panicking loader")
 		}
+		synctest.Wait() // the load's events follow its outcome
 		st := c.Stats()
 		if st.Loads != 1 || st.LoadErrors != 1 || loadEvents.Load() != 1 {
 			t.Fatalf("after one panicking load: Loads %d, LoadErrors %d, EventLoad %d; want 1, 1, 1",

@@ -189,8 +189,14 @@ func (c *Cache[T]) since(t, loaded int64) time.Duration {
 // idx, in the order of idx, in one bulk call if the store has it.
 func (c *Cache[T]) writeMany(ctx context.Context, jobs []*job[T], idx []int) []error {
 	errs := make([]error, len(idx))
+	if c.local != nil { // in-process: no call blocks
+		for k, i := range idx {
+			errs[k] = c.writeOne(ctx, jobs[i])
+		}
+		return errs
+	}
 	b, bulk := c.store.(store.BulkVersioned[T])
-	if !bulk || c.local != nil {
+	if !bulk {
 		eachKey(len(idx), func(k int) { errs[k] = c.writeOne(ctx, jobs[idx[k]]) })
 		return errs
 	}

@@ -144,3 +144,72 @@ func BenchmarkBatchWindow(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGetMany100Ratio is BenchmarkGetMany100 for herd and sturdyc in
+// alternating blocks of 64 bulk reads, each block timed on its own, so that
+// the drift of a shared machine's load falls on both alike. It reports the
+// time of each per bulk read and their ratio (herd/sturdyc): the target is
+// at most 1.
+func BenchmarkGetMany100Ratio(b *testing.B) {
+	const block = 64
+	for _, mode := range []string{"hit", "miss"} {
+		b.Run("mode="+mode, func(b *testing.B) {
+			load := func(_ context.Context, ids []string) (map[string]int, error) {
+				out := make(map[string]int, len(ids))
+				for _, id := range ids {
+					out[id] = len(id)
+				}
+				return out, nil
+			}
+			h := herd.New[int](memory.New[int](memory.MaxEntries(capacity)), herd.TTL(ttl))
+			b.Cleanup(func() { _ = h.Close(context.Background()) })
+			s := sturdyc.New[int](capacity, 64, ttl, 10, sturdyc.WithNoContinuousEvictions())
+			keyFn := s.BatchKeyFn("k")
+			ctx := context.Background()
+			ids := func(round int) [][]string {
+				all := make([][]string, block)
+				for r := range all {
+					all[r] = make([]string, batchKeys)
+					for i := range all[r] {
+						n := i
+						if mode == "miss" {
+							n += (round*block + r) * batchKeys
+						}
+						all[r][i] = "user:" + strconv.Itoa(n)
+					}
+				}
+				return all
+			}
+			timed := func(get func([]string) (map[string]int, error), reads [][]string) time.Duration {
+				start := time.Now()
+				for _, ks := range reads {
+					if got, err := get(ks); err != nil || len(got) != batchKeys {
+						b.Fatalf("got %d values, %v", len(got), err)
+					}
+				}
+				return time.Since(start)
+			}
+			getHerd := func(ks []string) (map[string]int, error) { return h.GetMany(ctx, ks, load) }
+			getSturdyc := func(ks []string) (map[string]int, error) { return s.GetOrFetchBatch(ctx, ks, keyFn, load) }
+			if mode == "hit" {
+				warm := ids(0)
+				timed(getHerd, warm)
+				timed(getSturdyc, warm)
+			}
+			var inHerd, inSturdyc time.Duration
+			reads, round := 0, 0
+			for b.Loop() {
+				b.StopTimer()
+				reads1 := ids(round)
+				round++
+				b.StartTimer()
+				inHerd += timed(getHerd, reads1)
+				inSturdyc += timed(getSturdyc, reads1)
+				reads += block
+			}
+			b.ReportMetric(float64(inHerd.Nanoseconds())/float64(reads), "herd-ns/read")
+			b.ReportMetric(float64(inSturdyc.Nanoseconds())/float64(reads), "sturdyc-ns/read")
+			b.ReportMetric(float64(inHerd)/float64(inSturdyc), "herd/sturdyc")
+		})
+	}
+}

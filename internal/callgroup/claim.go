@@ -18,7 +18,8 @@ type Claim[K comparable, V any, E Errors] struct {
 	g        *Group[K, V, E]
 	key      K
 	c        *call[V]
-	finished bool // guarded by g.mu
+	own      call[V] // c, for a claim that was made free
+	finished bool    // guarded by g.mu
 }
 
 // Claim records a call of key that the caller runs itself, and returns it;
@@ -28,14 +29,26 @@ type Claim[K comparable, V any, E Errors] struct {
 // when its waiters leave, whatever [Group.CancelWhenAbandoned] says: its
 // claimant runs it to the end.
 func (g *Group[K, V, E]) Claim(key K) *Claim[K, V, E] {
+	cl := new(Claim[K, V, E])
+	if !g.ClaimInto(key, cl) {
+		return nil
+	}
+	return cl
+}
+
+// ClaimInto is [Group.Claim] into cl, a zero Claim that the caller
+// provides (for example one of a slice, so that a batch's claims cost one
+// allocation): it reports whether it recorded the call.
+func (g *Group[K, V, E]) ClaimInto(key K, cl *Claim[K, V, E]) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.m[key]; ok {
-		return nil
+		return false
 	}
-	c := &call[V]{done: make(chan struct{})}
-	g.addLocked(key, c)
-	return &Claim[K, V, E]{g: g, key: key, c: c}
+	cl.g, cl.key, cl.c = g, key, &cl.own
+	cl.own.mu = &g.mu // done is made when a caller waits (see joinLocked)
+	g.addLocked(key, cl.c)
+	return true
 }
 
 // Key returns the key of the claimed call.
@@ -43,15 +56,25 @@ func (cl *Claim[K, V, E]) Key() K { return cl.key }
 
 // Wait waits for the claimed call's result as one of its callers, on ctx: it
 // returns ctx.Err() if ctx ends first (the call goes on). shared reports
-// whether another caller joined the call.
+// whether another caller joined the call. A claimant that waits after its
+// Publish gets the result without waiting.
 func (cl *Claim[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error) {
 	if ctx == nil {
 		panic("flight: nil Context")
 	}
-	cl.g.mu.Lock()
-	cl.c.waiters++
-	cl.g.mu.Unlock()
-	return cl.g.wait(ctx, cl.key, cl.c)
+	g, c := cl.g, cl.c
+	g.mu.Lock()
+	if c.published {
+		shared = c.dups > 0
+		g.mu.Unlock()
+		return c.val, shared, c.err
+	}
+	c.waiters++
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	g.mu.Unlock()
+	return g.wait(ctx, cl.key, c)
 }
 
 // Publish gives v and err as the call's result at once, as [Publish] does
@@ -61,28 +84,34 @@ func (cl *Claim[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error
 // the goroutine that calls Finish, at most once, and before Finish; later
 // calls do nothing and return nil.
 func (cl *Claim[K, V, E]) Publish(v V, err error) *V {
-	c := cl.c
-	if c.published { // also after Finish, which publishes
-		return nil
-	}
-	c.val, c.err = v, err
-	c.published = true
-	close(c.done)
-	return &c.val
+	return cl.publish(v, err, false)
 }
 
 // Release is [Claim.Publish] of a result that callers arriving afterwards
 // must not share, such as a failure: the key is free at once for a new call
 // (a new Claim or Do of it), and Finish then frees nothing.
 func (cl *Claim[K, V, E]) Release(v V, err error) {
-	c := cl.c
-	if c.published {
-		return
+	cl.publish(v, err, true)
+}
+
+func (cl *Claim[K, V, E]) publish(v V, err error, release bool) *V {
+	g, c := cl.g, cl.c
+	g.mu.Lock()
+	if c.published { // also after Finish, which publishes
+		g.mu.Unlock()
+		return nil
 	}
-	cl.g.mu.Lock()
-	cl.g.forgetLocked(cl.key, c)
-	cl.g.mu.Unlock()
-	cl.Publish(v, err)
+	if release {
+		g.forgetLocked(cl.key, c)
+	}
+	c.val, c.err = v, err
+	c.published = true
+	done := c.done
+	g.mu.Unlock()
+	if done != nil {
+		close(done)
+	}
+	return &c.val
 }
 
 // Finish ends the call: the key is free for a new call, and, unless Publish
@@ -97,11 +126,15 @@ func (cl *Claim[K, V, E]) Finish(v V, err error) {
 	}
 	cl.finished = true
 	g.forgetLocked(cl.key, c)
-	g.mu.Unlock()
+	var done chan struct{}
 	if !c.published {
 		c.val, c.err = v, err
 		c.published = true
-		close(c.done)
+		done = c.done
+	}
+	g.mu.Unlock()
+	if done != nil {
+		close(done)
 	}
 }
 
@@ -111,6 +144,22 @@ type Waiter[K comparable, V any, E Errors] struct {
 	g   *Group[K, V, E]
 	key K
 	c   *call[V]
+}
+
+// JoinOrClaim joins the call of key in flight, as [Group.Join] does, or
+// records a call of key into cl, as [Group.ClaimInto] does, under one lock:
+// it returns the Waiter of the call it joined, or nil when it claimed cl.
+func (g *Group[K, V, E]) JoinOrClaim(key K, cl *Claim[K, V, E]) *Waiter[K, V, E] {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c, ok := g.m[key]; ok {
+		joinLocked(c)
+		return &Waiter[K, V, E]{g: g, key: key, c: c}
+	}
+	cl.g, cl.key, cl.c = g, key, &cl.own
+	cl.own.mu = &g.mu // done is made when a caller waits (see joinLocked)
+	g.addLocked(key, cl.c)
+	return nil
 }
 
 // Join joins the call of key in flight, if any, without starting one: it
