@@ -155,6 +155,10 @@ func (e KeyErrors) keys() []string {
 // versions are read and the results written back conditionally in one
 // round trip each when the store is a [store.BulkVersioned].
 func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]T, error) {
+	mustContext(ctx)
+	if load == nil {
+		panic("herd: GetMany needs a batch loader, got nil")
+	}
 	out := manyOut[T]{values: make(map[string]T, len(keys))}
 	err := c.fetchMany(ctx, keys, load, opts, out)
 	if err != nil && !isKeyErrors(err) {
@@ -166,6 +170,10 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[
 // FetchMany is [Cache.GetMany] that also says, for each value, whether it
 // was fresh, stale or just loaded, and its age.
 func (c *Cache[T]) FetchMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]Result[T], error) {
+	mustContext(ctx)
+	if load == nil {
+		panic("herd: FetchMany needs a batch loader, got nil")
+	}
 	out := manyOut[T]{results: make(map[string]Result[T], len(keys))}
 	err := c.fetchMany(ctx, keys, load, opts, out)
 	if err != nil && !isKeyErrors(err) {
@@ -206,10 +214,6 @@ func isKeyErrors(err error) bool {
 // fetchMany is FetchMany, putting its answers in out. It returns a
 // KeyErrors with the answers of the other keys, or another error with none.
 func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, load BatchLoader[T], opts []BatchOption, out manyOut[T]) error {
-	mustContext(ctx)
-	if load == nil {
-		panic("herd: FetchMany needs a batch loader, got nil")
-	}
 	cfg := newBatchConfig(opts)
 	if c.closed.Load() {
 		return ErrClosed

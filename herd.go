@@ -233,9 +233,13 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 // usable entry (see the package documentation for each case). Errors:
 // ctx.Err() when ctx ends first; an error wrapping [ErrNotFound] when the
 // source says key does not exist; [ErrClosed] after Close; otherwise the
-// loader's error, wrapped with the key.
+// loader's error, wrapped with the key. A nil ctx or load panics, on a
+// cached key too: both are programming errors.
 func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, error) {
 	mustContext(ctx)
+	if load == nil {
+		panic("herd: Get needs a loader, got nil")
+	}
 	if c.local == nil || c.closed.Load() {
 		if c.near != nil && !c.closed.Load() {
 			// The hit path of a two-level store: a near hit, in place.
@@ -267,6 +271,9 @@ func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, erro
 // just loaded, and its age.
 func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Result[T], error) {
 	mustContext(ctx)
+	if load == nil {
+		panic("herd: Fetch needs a loader, got nil")
+	}
 	if c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}

@@ -89,14 +89,19 @@ func LoadTimeout(d time.Duration) Option { return func(c *config) { c.loadTimeou
 
 // StoreTimeout bounds every store call the cache makes on a caller's
 // behalf or its own, other than Set and Delete (which run on the caller's
-// context): the read of a Get on a remote store, so that a slow or hung
-// store costs the caller a load rather than its whole deadline; the version
-// read before a load; each lock call; and each store write the cache makes
-// on its own (storing a loaded value, a not-found answer, or the removal of
-// an entry the source no longer has). Callers never wait for these writes
-// (they get a loaded value as soon as the loader returns it), but the key's
-// load stays in flight until its write is done, so a hung store must not
-// hold it forever. Default: [DefaultStoreTimeout].
+// context): the read of a Get on a remote store and the bulk read of a
+// GetMany, so that a slow or hung store costs the caller a load rather than
+// its whole deadline; the version read before a load; each lock call (try,
+// extend, unlock) and each poll of the store while another process holds a
+// key; and each store write the cache makes on its own (storing a loaded
+// value, a not-found answer, or the removal of an entry the source no
+// longer has). A batch's step (its version reads, its locks, its
+// write-backs) is one bulk call when the store has one, bounded as a
+// whole. Callers never wait for these writes (they get a loaded value as
+// soon as the loader returns it), but the key's load stays in flight until
+// its write is done, so a hung store must not hold it forever. A caller
+// whose own deadline comes sooner bounds its reads by that instead.
+// Default: [DefaultStoreTimeout].
 func StoreTimeout(d time.Duration) Option { return func(c *config) { c.storeTimeout = d } }
 
 // Workers is the number of background refreshes that run at once. Workers

@@ -230,8 +230,10 @@ func (r *refresher[T]) wait() { r.workers.Wait() }
 type refreshingKey struct{}
 
 // Refreshing reports whether ctx is the context of a loader called by a
-// background refresh (rather than for a caller that waits), so that a
-// loader, a tracer or a log can tell the two apart.
+// background refresh (rather than for a caller that waits): a [Loader]
+// called by the refresh of a stale key that Get found, or a [BatchLoader]
+// called by the refresh of the stale keys that GetMany found. A loader, a
+// tracer or a log can then tell the two apart.
 func Refreshing(ctx context.Context) bool {
 	v, _ := ctx.Value(refreshingKey{}).(bool)
 	return v

@@ -635,3 +635,34 @@ func TestRegressionRemoteRefreshHoldsItsKeyUntilStored(t *testing.T) {
 		}
 	})
 }
+
+// A nil loader is a programming error: it panics at the call, with a message
+// naming it, on a cached key as on a cold one, rather than surface as a
+// PanicError of the first miss only.
+func TestRegressionNilLoaderPanicsAtTheCall(t *testing.T) {
+	c, _ := newCache(t)
+	ctx := context.Background()
+	if _, err := c.Get(ctx, "warm", constLoader("v")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		call       func()
+	}{
+		{"Get cold", "herd: Get needs a loader, got nil", func() { _, _ = c.Get(ctx, "cold", nil) }},
+		{"Get warm", "herd: Get needs a loader, got nil", func() { _, _ = c.Get(ctx, "warm", nil) }},
+		{"Fetch warm", "herd: Fetch needs a loader, got nil", func() { _, _ = c.Fetch(ctx, "warm", nil) }},
+		{"GetMany warm", "herd: GetMany needs a batch loader, got nil", func() { _, _ = c.GetMany(ctx, []string{"warm"}, nil) }},
+		{"FetchMany", "herd: FetchMany needs a batch loader, got nil", func() { _, _ = c.FetchMany(ctx, nil, nil) }},
+		{"Batch", "herd: Batch needs a batch loader, got nil", func() { herd.Batch[string](nil) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != tc.want {
+					t.Fatalf("panic %v, want %q", r, tc.want)
+				}
+			}()
+			tc.call()
+		})
+	}
+}

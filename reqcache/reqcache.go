@@ -316,9 +316,13 @@ func from(ctx context.Context) *cache {
 // [flight.ErrGoexit]; the panic itself propagates to the caller that ran fn.
 //
 // fn must not Get the same group and key on the context it was given: it
-// would wait for itself until that context ends.
+// would wait for itself until that context ends. A nil ctx or fn panics,
+// with a value cached too.
 func Get[T any](ctx context.Context, group, key string, fn func(context.Context) (T, error)) (T, error) {
 	c := from(ctx)
+	if fn == nil {
+		panic("reqcache: Get needs a function, got nil")
+	}
 	if c == nil {
 		return fn(ctx)
 	}

@@ -816,3 +816,17 @@ func TestRegressionReqcacheNilContextPanics(t *testing.T) {
 }
 
 func counterFn(context.Context) (string, error) { return "v", nil }
+
+// A nil function panics at the call, with a value cached too.
+func TestRegressionReqcacheNilFunctionPanicsAtTheCall(t *testing.T) {
+	ctx := reqcache.With(context.Background())
+	if _, err := reqcache.Get(ctx, "g", "k", func(context.Context) (int, error) { return 1, nil }); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if r := recover(); r != "reqcache: Get needs a function, got nil" {
+			t.Fatalf("panic %v", r)
+		}
+	}()
+	_, _ = reqcache.Get[int](ctx, "g", "k", nil)
+}

@@ -223,11 +223,15 @@ const errTooStaleFmt = "slot: value is older than MaxStale and the refresh faile
 //     [MaxStale] and the refresh failed or is backed off.
 //   - [ErrClosed] after [Slot.Close].
 //
-// A nil ctx panics before any lock is taken. A panic in fetch on the caller's
+// A nil ctx or fetch panics before any lock is taken, with a value cached
+// too. A panic in fetch on the caller's
 // goroutine cannot happen: fetch always runs on a goroutine of the slot.
 func (s *Slot[T]) Get(ctx context.Context, fetch FetchFunc[T]) (T, error) {
 	if ctx == nil {
 		panic("slot: nil Context")
+	}
+	if fetch == nil {
+		panic("slot: Get needs a fetch function, got nil")
 	}
 	// Read before the lock: nothing that may run the caller's code (a
 	// context of its own making) runs under it.

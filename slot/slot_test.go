@@ -924,3 +924,19 @@ func TestRegressionSlotCloseContract(t *testing.T) {
 		}
 	})
 }
+
+// A nil fetch function panics at the call, with a value cached too, rather
+// than being hidden until the value expires.
+func TestRegressionSlotNilFetchPanicsAtTheCall(t *testing.T) {
+	s := slot.New[int]()
+	defer s.Close(context.Background())
+	if _, err := s.Get(context.Background(), func(context.Context, int) (int, time.Duration, error) { return 1, 0, nil }); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if r := recover(); r != "slot: Get needs a fetch function, got nil" {
+			t.Fatalf("panic %v", r)
+		}
+	}()
+	_, _ = s.Get(context.Background(), nil)
+}
