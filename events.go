@@ -2,6 +2,7 @@ package herd
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 
@@ -67,8 +68,13 @@ func (c *Cache[T]) log(ctx context.Context, lim *ratelog.Limiter, level slog.Lev
 	lim.Log(ctx, c.cfg.logger, level, msg, attrs...)
 }
 
-// storeError counts and logs a store call that failed.
+// storeError counts and logs a store call that failed, or counts one that
+// was skipped as the store was down.
 func (c *Cache[T]) storeError(ctx context.Context, op, key string, err error) {
+	if errors.Is(err, errStoreDown) {
+		c.event(ctx, &c.stats.storeSkipped, EventStoreSkipped, key)
+		return
+	}
 	c.observe(ctx, &c.stats.storeErrors, Event{Kind: EventStoreError, Key: key, Err: err})
 	c.logStoreError(ctx, op, key, err)
 }

@@ -328,9 +328,13 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 	if b, ok := c.store.(store.BulkGetter[T]); ok {
 		rctx, cancel := bound(ctx)
 		defer cancel()
-		m, err := b.GetMany(rctx, keys)
+		var m map[string]store.Entry[T]
+		err := guard(c, ctx, func() (err error) {
+			m, err = b.GetMany(rctx, keys)
+			return err
+		})
 		if err != nil {
-			c.storeError(ctx, "get many", keys[0], err)
+			c.storeError(ctx, "get many", "", err)
 		}
 		return m
 	}
@@ -339,7 +343,14 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 	eachKey(len(keys), func(i int) {
 		rctx, cancel := bound(ctx)
 		defer cancel()
-		e, ok, err := c.store.Get(rctx, keys[i])
+		var (
+			e  store.Entry[T]
+			ok bool
+		)
+		err := guard(c, ctx, func() (err error) {
+			e, ok, err = c.store.Get(rctx, keys[i])
+			return err
+		})
 		switch {
 		case err != nil:
 			c.storeError(ctx, "get", keys[i], err)

@@ -101,6 +101,7 @@ import (
 
 	"github.com/herdcache/herd/internal/callgroup"
 	"github.com/herdcache/herd/internal/closing"
+	"github.com/herdcache/herd/internal/health"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/internal/ratelog"
 	"github.com/herdcache/herd/store"
@@ -180,6 +181,7 @@ type Cache[T any] struct {
 	near      nearPeeker[T]         // store, when it has a near tier (store/tiered)
 	shared    store.SharedGetter[T] // store, when it can lend its entries
 	versioned store.Versioned[T]    // store, when it has conditional writes
+	health    *health.State         // the store's, when it is remote: nil for an in-process one
 	cfg       config
 	flight    callgroup.Group[string, store.Entry[T], panicErrors]
 	loadFn    func(context.Context, string, any) (store.Entry[T], error) // loadTask, bound once
@@ -220,6 +222,9 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 	}
 	c.shared, _ = s.(store.SharedGetter[T])
 	c.versioned, _ = s.(store.Versioned[T])
+	if c.local == nil {
+		c.health = health.New(cfg.downMin, cfg.downMax)
+	}
 	// A load runs on its first caller's goroutine when that caller cannot
 	// leave early, unless its store write-back may be slow: no caller waits
 	// for a write to a remote store.
@@ -285,19 +290,34 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 		}
 		return c.answerLocal(ctx, key, load, e, now, ok)
 	}
-	if c.shared != nil {
-		e, now, ok, err := c.shared.GetShared(ctx, key)
-		return c.answer(ctx, key, load, e, now, ok, err)
-	}
 	// A remote read is bounded by StoreTimeout: a slow or hung store costs
-	// the caller a load, not its whole deadline.
+	// the caller a load, not its whole deadline; a store found down costs
+	// nothing (see StoreBackoff).
+	p := c.health.Enter()
+	if p == health.Skip {
+		c.event(ctx, &c.stats.storeSkipped, EventStoreSkipped, key)
+		return c.loadAndWait(ctx, key, load, nil)
+	}
 	rctx, cancel := c.storeBound(ctx)
-	e, ok, err := c.store.Get(rctx, key)
+	var (
+		e   store.Entry[T]
+		se  *store.Entry[T]
+		now time.Time
+		ok  bool
+		err error
+	)
+	if c.shared != nil {
+		se, now, ok, err = c.shared.GetShared(rctx, key)
+	} else {
+		e, ok, err = c.store.Get(rctx, key)
+		se = &e
+	}
 	cancel()
+	c.exit(ctx, p, err)
 	if err != nil && ctx.Err() != nil {
 		return Result[T]{}, ctx.Err()
 	}
-	return c.answer(ctx, key, load, &e, time.Time{}, ok, err)
+	return c.answer(ctx, key, load, se, now, ok, err)
 }
 
 // storeBound returns ctx bounded by StoreTimeout for a store call. A ctx

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/herdcache/herd/internal/health"
 	"github.com/herdcache/herd/store"
 )
 
@@ -87,22 +88,42 @@ func (c *Cache[T]) tryLocks(ctx context.Context, jobs []*job[T]) []store.LockRes
 		}
 		tctx, cancel := c.storeBound(ctx)
 		defer cancel()
-		res := b.TryLockMany(tctx, keys, c.cfg.lockTTL)
+		var res []store.LockResult
+		err := guard(c, ctx, func() error {
+			res = b.TryLockMany(tctx, keys, c.cfg.lockTTL)
+			for _, r := range res {
+				if r.Err != nil && !errors.Is(r.Err, store.ErrLocked) {
+					return r.Err
+				}
+			}
+			return nil
+		})
 		for i := range out {
-			if i < len(res) {
+			switch {
+			case errors.Is(err, errStoreDown):
+				out[i].Err = err
+			case i < len(res):
 				out[i] = res[i]
-			} else {
+			default:
 				out[i].Err = errShortReply
 			}
 		}
 		return out
 	}
-	eachKey(len(jobs), func(i int) {
-		tctx, cancel := c.storeBound(ctx)
-		defer cancel()
-		out[i].Lock, out[i].Err = c.cfg.locker.TryLock(tctx, jobs[i].key, c.cfg.lockTTL)
-	})
+	eachKey(len(jobs), func(i int) { out[i].Lock, out[i].Err = c.tryLock(ctx, jobs[i].key) })
 	return out
+}
+
+// tryLock tries the lock of key, bounded by StoreTimeout, through the
+// store's health.
+func (c *Cache[T]) tryLock(ctx context.Context, key string) (lk store.Lock, err error) {
+	tctx, cancel := c.storeBound(ctx)
+	defer cancel()
+	err = guard(c, ctx, func() (err error) {
+		lk, err = c.cfg.locker.TryLock(tctx, key, c.cfg.lockTTL)
+		return err
+	})
+	return lk, err
 }
 
 // detach hands j, whose key another process holds, to a goroutine of its
@@ -163,9 +184,7 @@ func (c *Cache[T]) awaitHolder(r *loadRun[T], j *job[T]) {
 		// The lease ran for a whole TTL without a value: the holder either
 		// keeps extending it (a slow load: wait on) or died (its lease has
 		// expired: take the lock).
-		tctx, cancel := c.storeBound(r.ctx)
-		lk, err := c.cfg.locker.TryLock(tctx, j.key, c.cfg.lockTTL)
-		cancel()
+		lk, err := c.tryLock(r.ctx, j.key)
 		switch {
 		case err == nil:
 			j.extra().lock = lk
@@ -213,7 +232,14 @@ func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T
 		case <-poll.C:
 		}
 		gctx, cancel := c.storeBound(ctx)
-		e, ok, err := c.store.Get(gctx, key)
+		var (
+			e  store.Entry[T]
+			ok bool
+		)
+		err := guard(c, ctx, func() (err error) {
+			e, ok, err = c.store.Get(gctx, key)
+			return err
+		})
 		cancel()
 		if err != nil {
 			return store.Entry[T]{}, holderUnknown, err
@@ -268,7 +294,7 @@ func (c *Cache[T]) keep(ctx context.Context, l *lease) {
 		// The call may take until the lease would end: a slow answer that
 		// still extends it is better than giving up on a live lease.
 		ectx, cancel := context.WithTimeout(ctx, min(c.cfg.storeTimeout, c.cfg.lockTTL-every))
-		errs := c.extend(ectx, l.held)
+		errs := c.extend(ctx, ectx, l.held)
 		cancel()
 		n := 0
 		for i, err := range errs {
@@ -288,25 +314,50 @@ func (c *Cache[T]) keep(ctx context.Context, l *lease) {
 	}
 }
 
-// extend extends locks, in one bulk call if the locker has it.
-func (c *Cache[T]) extend(ctx context.Context, held []heldLock) []error {
+// extend extends locks on ectx, bounded within ctx, in one bulk call if the
+// locker has it.
+func (c *Cache[T]) extend(ctx, ectx context.Context, held []heldLock) []error {
 	if b, ok := c.cfg.locker.(store.BulkLocker); ok && len(held) > 1 {
 		locks := make([]store.Lock, len(held))
 		for i, h := range held {
 			locks[i] = h.lock
 		}
-		return fill(b.ExtendMany(ctx, locks, c.cfg.lockTTL), len(held))
+		var errs []error
+		if err := guard(c, ctx, func() error {
+			errs = fill(b.ExtendMany(ectx, locks, c.cfg.lockTTL), len(held))
+			return firstUnavailable(ctx, errs)
+		}); errors.Is(err, errStoreDown) {
+			return fill(nil, len(held), err)
+		}
+		return errs
 	}
 	errs := make([]error, len(held))
-	eachKey(len(held), func(i int) { errs[i] = held[i].lock.Extend(ctx, c.cfg.lockTTL) })
+	eachKey(len(held), func(i int) {
+		errs[i] = guard(c, ctx, func() error { return held[i].lock.Extend(ectx, c.cfg.lockTTL) })
+	})
 	return errs
 }
 
+// firstUnavailable returns the first of errs that says the store could not
+// be reached, which tells the store's health how a bulk call went.
+func firstUnavailable(ctx context.Context, errs []error) error {
+	for _, err := range errs {
+		if health.Unavailable(ctx, err) {
+			return err
+		}
+	}
+	return nil
+}
+
 // fill returns errs with n entries, those a short reply left out set to
-// errShortReply.
-func fill(errs []error, n int) []error {
+// with (errShortReply when not given).
+func fill(errs []error, n int, with ...error) []error {
+	missing := errShortReply
+	if len(with) > 0 {
+		missing = with[0]
+	}
 	for len(errs) < n {
-		errs = append(errs, errShortReply)
+		errs = append(errs, missing)
 	}
 	return errs[:n]
 }
@@ -344,10 +395,15 @@ func (c *Cache[T]) release(r *loadRun[T], l *lease, jobs []*job[T]) {
 	defer cancel()
 	var errs []error
 	if b, ok := c.cfg.locker.(store.BulkLocker); ok && len(locks) > 1 {
-		errs = fill(b.UnlockMany(ctx, locks), len(locks))
+		if err := guard(c, r.callCtx, func() error {
+			errs = fill(b.UnlockMany(ctx, locks), len(locks))
+			return firstUnavailable(r.callCtx, errs)
+		}); errors.Is(err, errStoreDown) {
+			errs = fill(nil, len(locks), err)
+		}
 	} else {
 		errs = make([]error, len(locks))
-		eachKey(len(locks), func(i int) { errs[i] = locks[i].Unlock(ctx) })
+		eachKey(len(locks), func(i int) { errs[i] = guard(c, r.callCtx, func() error { return locks[i].Unlock(ctx) }) })
 	}
 	for i, err := range errs {
 		if err != nil && !errors.Is(err, store.ErrNotHeld) {

@@ -25,6 +25,8 @@ type config struct {
 	queueSize    int
 	backoffMin   time.Duration
 	backoffMax   time.Duration
+	downMin      time.Duration
+	downMax      time.Duration
 	locker       store.Locker
 	lockTTL      time.Duration
 	logger       *slog.Logger
@@ -40,6 +42,9 @@ const (
 	DefaultLoadTimeout  = 0 // none: a load runs until its loader returns
 	DefaultStoreTimeout = time.Second
 
+	DefaultStoreBackoffMin = 100 * time.Millisecond
+	DefaultStoreBackoffMax = 10 * time.Second
+
 	// MaxWorkers and MaxQueueSize bound Workers and QueueSize: past them a
 	// value is a mistake (the queue is allocated whole on first use).
 	MaxWorkers   = 1 << 14
@@ -53,6 +58,8 @@ func defaultConfig() config {
 		queueSize:    DefaultQueueSize,
 		backoffMin:   DefaultBackoffMin,
 		backoffMax:   DefaultBackoffMax,
+		downMin:      DefaultStoreBackoffMin,
+		downMax:      DefaultStoreBackoffMax,
 	}
 }
 
@@ -124,6 +131,24 @@ func RefreshBackoff(minimum, maximum time.Duration) Option {
 	return func(c *config) { c.backoffMin, c.backoffMax = minimum, maximum }
 }
 
+// StoreBackoff sets how a remote store that cannot be reached is skipped.
+// When a store call fails for the connection (the store reports
+// store.ErrUnavailable, the call outlives StoreTimeout, the connection is
+// refused or lost), the store is marked down: until it answers again,
+// every call skips it at once, as a store that failed, but for one call per
+// window, the probe, which goes through. The window is minimum after the
+// failure that marked the store down, and doubles with each failed probe up
+// to maximum. The first call that gets an answer (the probe, or a call under
+// way) marks it up. So an outage costs the first caller at most one
+// StoreTimeout, and the callers after it a load without the store's reads,
+// locks and writes. The changes are counted ([Stats.StoreDowns],
+// [Stats.StoreUps]) and logged once each; the skipped calls are counted in
+// [Stats.StoreSkipped]. An in-process store is never skipped. Defaults:
+// [DefaultStoreBackoffMin] and [DefaultStoreBackoffMax].
+func StoreBackoff(minimum, maximum time.Duration) Option {
+	return func(c *config) { c.downMin, c.downMax = minimum, maximum }
+}
+
 // WithLocker makes loads exclusive across processes that share a store (see
 // lock.go for the protocol). The loader of a key runs only in the process
 // that holds the key's lock; the holder extends its lease every third of ttl
@@ -172,6 +197,8 @@ func (c *config) validate() {
 	check(c.queueSize > 0 && c.queueSize <= MaxQueueSize, "QueueSize must be in [1, %d], got %d", MaxQueueSize, c.queueSize)
 	check(c.backoffMin > 0 && c.backoffMax >= c.backoffMin,
 		"RefreshBackoff needs 0 < minimum <= maximum, got %v and %v", c.backoffMin, c.backoffMax)
+	check(c.downMin > 0 && c.downMax >= c.downMin,
+		"StoreBackoff needs 0 < minimum <= maximum, got %v and %v", c.downMin, c.downMax)
 	check(c.locker == nil || c.lockTTL > 0, "WithLocker needs a positive lock TTL, got %v", c.lockTTL)
 	if c.logger == nil {
 		c.logger = slog.Default()

@@ -131,6 +131,11 @@ type note struct {
 func (c *Cache[T]) hold(j *job[T], n note) {
 	switch n.kind {
 	case EventStoreError:
+		if errors.Is(n.err, errStoreDown) {
+			n.kind = EventStoreSkipped
+			c.stats.storeSkipped.Add(1)
+			break
+		}
 		c.stats.storeErrors.Add(1)
 	case EventLockWait:
 		c.stats.lockWaits.Add(1)
@@ -307,13 +312,20 @@ func (c *Cache[T]) readVersionsOf(ctx context.Context, jobs []*job[T], idx []int
 			keys[k] = jobs[i].key
 		}
 		at := time.Now()
-		reads := b.GetVersions(sctx, keys)
+		var reads []store.VersionedRead[T]
+		err := guard(c, ctx, func() error {
+			reads = b.GetVersions(sctx, keys)
+			return firstErr(reads)
+		})
 		now := time.Now()
 		for k := range idx {
 			out[k] = versionRead[T]{at: at, checked: now}
-			if k < len(reads) {
+			switch {
+			case errors.Is(err, errStoreDown):
+				out[k].Err = err
+			case k < len(reads):
 				out[k].VersionedRead = reads[k]
-			} else {
+			default:
 				out[k].Err = errShortReply
 			}
 		}
@@ -321,6 +333,17 @@ func (c *Cache[T]) readVersionsOf(ctx context.Context, jobs []*job[T], idx []int
 	}
 	eachKey(len(idx), func(k int) { out[k] = c.readOne(ctx, jobs[idx[k]].key) })
 	return out
+}
+
+// firstErr returns the first error of reads, which tells the store's health
+// how the bulk call went.
+func firstErr[T any](reads []store.VersionedRead[T]) error {
+	for _, rd := range reads {
+		if rd.Err != nil {
+			return rd.Err
+		}
+	}
+	return nil
 }
 
 // errShortReply is the error of the keys a bulk call of a store left
@@ -331,17 +354,21 @@ var errShortReply = errors.New("herd: the store's bulk reply has fewer results t
 // store that has no versions, bounded by StoreTimeout unless the store is
 // in-process.
 func (c *Cache[T]) readOne(ctx context.Context, key string) (rd versionRead[T]) {
+	rctx := ctx
 	if c.local == nil {
 		var cancel context.CancelFunc
-		ctx, cancel = c.storeBound(ctx)
+		rctx, cancel = c.storeBound(ctx)
 		defer cancel()
 	}
 	rd.at = time.Now()
-	if c.versioned != nil {
-		rd.Entry, rd.Version, rd.Found, rd.Err = c.versioned.GetVersion(ctx, key)
-	} else {
-		rd.Entry, rd.Found, rd.Err = c.store.Get(ctx, key)
-	}
+	rd.Err = guard(c, ctx, func() (err error) {
+		if c.versioned != nil {
+			rd.Entry, rd.Version, rd.Found, err = c.versioned.GetVersion(rctx, key)
+		} else {
+			rd.Entry, rd.Found, err = c.store.Get(rctx, key)
+		}
+		return err
+	})
 	// A remote read is judged when it arrives; an in-process one at its
 	// version's time, which is the same moment.
 	rd.checked = rd.at

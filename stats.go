@@ -35,6 +35,10 @@ type Stats struct {
 	BatchKeys       uint64        // keys those calls asked for
 	BatchLoadErrors uint64        // batch loader calls that failed
 	BatchLoadTime   time.Duration // total time spent in batch loader calls
+
+	StoreSkipped uint64 // store calls not made because the store was down (see StoreBackoff)
+	StoreDowns   uint64 // times the store was found unavailable and marked down
+	StoreUps     uint64 // times the store answered again after it was marked down
 }
 
 // An EventKind says what an [Event] counts.
@@ -56,7 +60,10 @@ const (
 	EventStoreError    // Err is the store's error
 	EventRefreshSkipped
 	EventWriteConflict
-	EventBatchLoad // Keys is how many keys it asked for, Duration its time, Err its error if it failed
+	EventBatchLoad    // Keys is how many keys it asked for, Duration its time, Err its error if it failed
+	EventStoreSkipped // a store call not made because the store was down
+	EventStoreDown    // the store was found unavailable; Err is the call's error
+	EventStoreUp      // the store answered again
 )
 
 var eventNames = [...]string{
@@ -65,7 +72,8 @@ var eventNames = [...]string{
 	EventRefreshQueued: "refresh_queued", EventRefreshDropped: "refresh_dropped",
 	EventRefreshFailed: "refresh_failed", EventStaleOnError: "stale_on_error", EventStoreError: "store_error",
 	EventRefreshSkipped: "refresh_skipped", EventWriteConflict: "write_conflict",
-	EventBatchLoad: "batch_load",
+	EventBatchLoad: "batch_load", EventStoreSkipped: "store_skipped", EventStoreDown: "store_down",
+	EventStoreUp: "store_up",
 }
 
 // String returns the event's name in snake case, as metrics use it.
@@ -112,6 +120,7 @@ type counters struct {
 	staleOnError, storeErrors                              atomic.Uint64
 	refreshesSkipped, writeConflicts, callbackPanics       atomic.Uint64
 	batchLoads, batchKeys, batchLoadErrors, batchLoadNanos atomic.Uint64
+	storeSkipped, storeDowns, storeUps                     atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -124,6 +133,7 @@ func (c *counters) snapshot() Stats {
 		RefreshesSkipped: c.refreshesSkipped.Load(), WriteConflicts: c.writeConflicts.Load(), CallbackPanics: c.callbackPanics.Load(),
 		BatchLoads: c.batchLoads.Load(), BatchKeys: c.batchKeys.Load(), BatchLoadErrors: c.batchLoadErrors.Load(),
 		BatchLoadTime: time.Duration(c.batchLoadNanos.Load()),
+		StoreSkipped:  c.storeSkipped.Load(), StoreDowns: c.storeDowns.Load(), StoreUps: c.storeUps.Load(),
 	}
 }
 

@@ -36,7 +36,9 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
 	}
 	e, _ := c.newEntry(v, time.Now(), nil)
 	c.backoff.succeeded(key)
-	err := c.writes.supersede(ctx, key, func() error { return c.store.Set(ctx, key, e) })
+	err := c.writes.supersede(ctx, key, func() error {
+		return guard(c, ctx, func() error { return c.store.Set(ctx, key, e) })
+	})
 	if err != nil {
 		c.storeError(ctx, "set", key, err)
 		return fmt.Errorf("herd: set %q: %w", key, err)
@@ -52,7 +54,9 @@ func (c *Cache[T]) Delete(ctx context.Context, key string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	err := c.writes.supersede(ctx, key, func() error { return c.store.Delete(ctx, key) })
+	err := c.writes.supersede(ctx, key, func() error {
+		return guard(c, ctx, func() error { return c.store.Delete(ctx, key) })
+	})
 	// A load in flight read the source before this Delete: callers from now
 	// on must not join it.
 	c.flight.Forget(key)
@@ -92,7 +96,7 @@ func (c *Cache[T]) writeBack(r *loadRun[T], jobs []*job[T]) {
 		if j.done || !j.stored || !c.writes.startWrite(&j.reg) {
 			return
 		}
-		err := c.writeOne(ctx, j)
+		err := guard(c, r.callCtx, func() error { return c.writeOne(ctx, j) })
 		c.writes.finishWrite(&j.reg)
 		c.wrote(j, err)
 		return
@@ -106,7 +110,7 @@ func (c *Cache[T]) writeBack(r *loadRun[T], jobs []*job[T]) {
 	if len(idx) == 0 {
 		return
 	}
-	errs := c.writeMany(ctx, jobs, idx)
+	errs := c.writeMany(r.callCtx, ctx, jobs, idx)
 	for _, i := range idx {
 		c.writes.finishWrite(&jobs[i].reg)
 	}
@@ -185,11 +189,11 @@ func (c *Cache[T]) since(t, loaded int64) time.Duration {
 	return time.Since(time.Unix(0, t))
 }
 
-// writeMany is the store writes of the write-backs of jobs[i] for each i in
+// writeMany is the store writes, on ctx within outer, of the write-backs of jobs[i] for each i in
 // idx, in the order of idx, in one bulk call if the store has it.
-func (c *Cache[T]) writeMany(ctx context.Context, jobs []*job[T], idx []int) []error {
+func (c *Cache[T]) writeMany(outer, ctx context.Context, jobs []*job[T], idx []int) []error {
 	errs := make([]error, len(idx))
-	if c.local != nil { // in-process: no call blocks
+	if c.local != nil { // in-process: no call blocks, and the store is never down
 		for k, i := range idx {
 			errs[k] = c.writeOne(ctx, jobs[i])
 		}
@@ -197,7 +201,7 @@ func (c *Cache[T]) writeMany(ctx context.Context, jobs []*job[T], idx []int) []e
 	}
 	b, bulk := c.store.(store.BulkVersioned[T])
 	if !bulk {
-		eachKey(len(idx), func(k int) { errs[k] = c.writeOne(ctx, jobs[idx[k]]) })
+		eachKey(len(idx), func(k int) { errs[k] = guard(c, outer, func() error { return c.writeOne(ctx, jobs[idx[k]]) }) })
 		return errs
 	}
 	writes := make([]store.ConditionalWrite[T], 0, len(idx))
@@ -218,7 +222,14 @@ func (c *Cache[T]) writeMany(ctx context.Context, jobs []*job[T], idx []int) []e
 	if len(writes) == 0 {
 		return errs
 	}
-	for n, err := range fill(b.WriteIf(ctx, writes), len(writes)) {
+	var werrs []error
+	if err := guard(c, outer, func() error {
+		werrs = fill(b.WriteIf(ctx, writes), len(writes))
+		return firstUnavailable(outer, werrs)
+	}); errors.Is(err, errStoreDown) {
+		werrs = fill(nil, len(writes), err)
+	}
+	for n, err := range werrs {
 		errs[at[n]] = err
 	}
 	return errs

@@ -65,6 +65,9 @@ var cacheInstruments = []instrument{
 	{"BatchKeys", "herd.cache.batch_keys", "{key}", "Keys asked of batch loaders.", false},
 	{"BatchLoadErrors", "herd.cache.batch_load_errors", "{load}", "Batch loader calls that failed.", false},
 	{"BatchLoadTime", "herd.cache.batch_load_time", "s", "Total time spent in batch loader calls.", false},
+	{"StoreSkipped", "herd.cache.store_skipped", "{call}", "Store calls not made because the store was down.", false},
+	{"StoreDowns", "herd.cache.store_downs", "{change}", "Times the store was found unavailable and marked down.", false},
+	{"StoreUps", "herd.cache.store_ups", "{change}", "Times the store answered again after it was marked down.", false},
 }
 
 // A StatsSource is what [Metrics] reads at every collection: a

@@ -154,6 +154,7 @@ func TestMetricsScriptedSequence(t *testing.T) {
 			"herd.cache.stale_on_error": 1, "herd.cache.store_errors": 0,
 			"herd.cache.refreshes.skipped": 0, "herd.cache.write_conflicts": 0, "herd.cache.callback_panics": 0,
 			"herd.cache.batch_loads": 0, "herd.cache.batch_keys": 0, "herd.cache.batch_load_errors": 0, "herd.cache.batch_load_time": 0,
+			"herd.cache.store_skipped": 0, "herd.cache.store_downs": 0, "herd.cache.store_ups": 0,
 		}
 		users := attribute.NewSet(herdotel.CacheNameKey.String("users"))
 		for name, w := range want {

@@ -66,6 +66,9 @@ var cacheMetrics = []metric{
 	{"BatchKeys", "herd_batch_keys_total", prometheus.CounterValue, "Keys asked of batch loaders."},
 	{"BatchLoadErrors", "herd_batch_load_errors_total", prometheus.CounterValue, "Batch loader calls that failed."},
 	{"BatchLoadTime", "herd_batch_load_time_seconds_total", prometheus.CounterValue, "Total time spent in batch loader calls."},
+	{"StoreSkipped", "herd_store_skipped_total", prometheus.CounterValue, "Store calls not made because the store was down."},
+	{"StoreDowns", "herd_store_downs_total", prometheus.CounterValue, "Times the store was found unavailable and marked down."},
+	{"StoreUps", "herd_store_ups_total", prometheus.CounterValue, "Times the store answered again after it was marked down."},
 }
 
 // LoadDurationName is the name of the load-latency histogram of a [Collector].

@@ -148,6 +148,15 @@ herd_batch_load_errors_total{cache="users"} 0
 # HELP herd_batch_load_time_seconds_total Total time spent in batch loader calls.
 # TYPE herd_batch_load_time_seconds_total counter
 herd_batch_load_time_seconds_total{cache="users"} 0
+# HELP herd_store_skipped_total Store calls not made because the store was down.
+# TYPE herd_store_skipped_total counter
+herd_store_skipped_total{cache="users"} 0
+# HELP herd_store_downs_total Times the store was found unavailable and marked down.
+# TYPE herd_store_downs_total counter
+herd_store_downs_total{cache="users"} 0
+# HELP herd_store_ups_total Times the store answered again after it was marked down.
+# TYPE herd_store_ups_total counter
+herd_store_ups_total{cache="users"} 0
 # HELP herd_load_duration_seconds Time spent in loader calls, by result: ok, error or not_found.
 # TYPE herd_load_duration_seconds histogram
 herd_load_duration_seconds_bucket{cache="users",result="error",le="0.05"} 0

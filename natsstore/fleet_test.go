@@ -207,13 +207,7 @@ func TestFleetWriteDuringLoadWins(t *testing.T) {
 // within their deadline.
 func TestFleetServerDiesWhileWaitingForHolder(t *testing.T) {
 	srv := startServer(t)
-	waiting := make(chan struct{}, 100)
-	onWait := herd.WithObserver(herd.ObserverFunc(func(e herd.Event) {
-		if e.Kind == herd.EventLockWait {
-			waiting <- struct{}{}
-		}
-	}))
-	fleet := newFleet(t, srv, "dies", 2, 10*time.Second, onWait)
+	fleet := newFleet(t, srv, "dies", 2, 10*time.Second)
 	a, b := fleet[0], fleet[1]
 	started, release := make(chan struct{}), make(chan struct{})
 	aDone := make(chan struct{})
@@ -239,7 +233,9 @@ func TestFleetServerDiesWhileWaitingForHolder(t *testing.T) {
 			results <- err
 		}()
 	}
-	<-waiting // B waits for A's value
+	// B waits for A's value. (The lock wait is counted at once; its event
+	// reaches observers only once B's load has an outcome.)
+	waitFor(t, 30*time.Second, "B's callers to wait for A's lock", func() bool { return b.cache.Stats().LockWaits > 0 })
 	srv.stop()
 	for range callers {
 		if err := <-results; err != nil {

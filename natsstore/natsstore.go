@@ -146,7 +146,7 @@ var ErrTooLarge = errors.New("natsstore: entry larger than the server's max payl
 // so that a cache falls back to its loader instead of waiting for the
 // reconnection. The store follows the connection's status from one
 // goroutine, which [Store.Close] stops.
-var ErrUnavailable = errors.New("natsstore: not connected to the server")
+var ErrUnavailable = fmt.Errorf("natsstore: not connected to the server: %w", store.ErrUnavailable)
 
 // ErrNoTTL is returned by TryLock when the bucket does not allow per-key TTLs
 // (a bucket made without LimitMarkerTTL, or a server older than 2.11): a lock

@@ -89,12 +89,13 @@ func ExampleSlot_Get_background() {
 func ExampleSlot_Close() {
 	ctx := context.Background()
 	s := slot.New[int](slot.Background())
-	_, _ = s.Get(ctx, func(context.Context, int) (int, time.Duration, error) {
+	fetch := func(context.Context, int) (int, time.Duration, error) {
 		return 1, slot.ExpiresImmediately, nil
-	})
+	}
+	_, _ = s.Get(ctx, fetch)
 	// Close twice: each call waits for the same shutdown.
 	fmt.Println(s.Close(ctx), s.Close(ctx))
-	_, err := s.Get(ctx, nil)
+	_, err := s.Get(ctx, fetch)
 	fmt.Println(errors.Is(err, slot.ErrClosed))
 	// Output:
 	// <nil> <nil>

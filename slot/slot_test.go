@@ -755,7 +755,8 @@ func TestCloseOfAZeroSlot(t *testing.T) {
 	if err := s.Close(t.Context()); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
-	if _, err := s.Get(t.Context(), nil); !errors.Is(err, slot.ErrClosed) {
+	fetch := func(context.Context, string) (string, time.Duration, error) { return "v", 0, nil }
+	if _, err := s.Get(t.Context(), fetch); !errors.Is(err, slot.ErrClosed) {
 		t.Fatalf("Get after Close = %v, want ErrClosed", err)
 	}
 }

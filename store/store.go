@@ -85,6 +85,14 @@ type SharedGetter[T any] interface {
 	GetShared(ctx context.Context, key string) (e *Entry[T], now time.Time, ok bool, err error)
 }
 
+// ErrUnavailable is wrapped by the errors of a store that cannot reach its
+// backend: not connected, connection refused or lost, no server to answer.
+// A cache that sees it marks the store down, and skips it (but for one
+// probe now and then) until it answers again. A store wraps it in the
+// errors it knows to mean so; a cache also takes a call that timed out, or
+// whose connection was refused, reset or closed, for one.
+var ErrUnavailable = errors.New("store: unavailable")
+
 // ErrLocked is returned by [Locker.TryLock] when another owner holds the lock.
 var ErrLocked = errors.New("store: locked by another owner")
 

@@ -47,7 +47,7 @@ func Example_sharedStore() {
 	fmt.Println("a's caller:", <-done)
 
 	// a's late result was not written over b's write.
-	v, _ := a.Get(ctx, "k", nil)
+	v, _ := a.Get(ctx, "k", func(context.Context, string) (string, error) { return "loaded again", nil })
 	fmt.Println("a now:", v)
 	// Output:
 	// a's caller: loaded before the write
