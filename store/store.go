@@ -12,6 +12,8 @@
 //   - [ChangeStream]: the server's own record of what changed, which keeps
 //     a near tier coherent (store/tiered);
 //   - [BulkGetter]: many keys in one round trip;
+//   - [BulkVersioned] and [BulkLocker]: the versions, conditional writes
+//     and locks of many keys in a round trip per step;
 //   - [SharedGetter]: entries lent without a copy, for the hit path.
 //
 // Implementations: store/memory (bounded, in-process, every capability),

@@ -10,8 +10,12 @@
 // lock exclusion, foreign unlock and lease expiry ([store.Locker]);
 // conditional writes refused after another client's write and exactly one
 // winner among concurrent writers ([store.Versioned]); delivery of every
-// kind of write to a watch on another client ([store.ChangeStream]); and
-// bulk reads ([store.BulkGetter]).
+// kind of write to a watch on another client ([store.ChangeStream]); bulk
+// reads ([store.BulkGetter]); bulk version reads and conditional writes with
+// partial conflicts ([store.BulkVersioned]); bulk locks with some keys held
+// by another owner and a lease taken over ([store.BulkLocker]); and, when
+// the backend's test says how to break its server ([Options].Break), bulk
+// calls on a server that fails between the steps of a batch.
 package storetest
 
 import (
@@ -49,6 +53,16 @@ type Options struct {
 	// LockTTL is the lease used by the lock tests that wait for expiry; the
 	// suite waits about that long. Default: 100ms.
 	LockTTL time.Duration
+	// Break, if set, makes the backend of the stores that newStore returns
+	// for t fail for good: it stops the server (or every server). The
+	// suite calls it once, in its last subtest, "Bulk/FailingServer", which
+	// runs when the store implements [store.BulkVersioned] or
+	// [store.BulkLocker], and then checks that every bulk call returns an
+	// error for each key within its context, never a verdict (a conflict,
+	// a lock held or lost), never a hang or a panic. Nothing of the suite
+	// uses the backend after Break. Default: nil, and that subtest does not
+	// run (an in-process store cannot fail).
+	Break func(t *testing.T)
 }
 
 func (o *Options) defaults() {
@@ -70,7 +84,8 @@ func (o *Options) defaults() {
 // [store.Locker], the conditional-write tests when it implements
 // [store.Versioned], the change-stream tests when it implements
 // [store.ChangeStream], the bulk-read tests when it implements
-// [store.BulkGetter].
+// [store.BulkGetter], and those of bulk versions, conditional writes and
+// locks when it implements [store.BulkVersioned] and [store.BulkLocker].
 func Run(t *testing.T, newStore func(t *testing.T) store.Store[Value]) {
 	t.Helper()
 	RunWith(t, Options{}, newStore)
@@ -106,6 +121,24 @@ func RunWith(t *testing.T, opts Options, newStore func(t *testing.T) store.Store
 	}
 	if _, ok := probe.(store.BulkGetter[Value]); ok {
 		t.Run("Bulk/GetMany", s.bulkGet)
+	}
+	_, bv := probe.(store.BulkVersioned[Value])
+	if bv {
+		t.Run("Bulk/GetVersions", s.bulkGetVersions)
+		t.Run("Bulk/WriteIf", s.bulkWriteIf)
+		t.Run("Bulk/WriteIfConcurrent", s.bulkWriteIfConcurrent)
+	}
+	_, bl := probe.(store.BulkLocker)
+	if bl {
+		t.Run("Bulk/TryLockMany", s.bulkTryLockMany)
+		t.Run("Bulk/LockExclusion", s.bulkLockExclusion)
+		t.Run("Bulk/ExtendUnlockMany", s.bulkExtendUnlockMany)
+	}
+	if bv || bl {
+		t.Run("Bulk/CancelledContext", s.bulkCancelledContext)
+		if opts.Break != nil {
+			t.Run("Bulk/FailingServer", s.bulkFailingServer) // last: it breaks the backend
+		}
 	}
 }
 
