@@ -15,9 +15,11 @@
 // that several caches in one process can share it as a fleet would share
 // Redis, and so that tests of fleet behaviour run without a server:
 //
-//   - [store.Versioned]: every write gets a new version from a counter; a
-//     deleted or expired key keeps its version for [VersionRetention];
-//   - [store.Locker]: leases on keys with growing fencing tokens;
+//   - [store.Versioned] and [store.BulkVersioned]: every write gets a new
+//     version from a counter; a deleted or expired key keeps its version for
+//     [VersionRetention];
+//   - [store.Locker] and [store.BulkLocker]: leases on keys with growing
+//     fencing tokens;
 //   - [store.ChangeStream]: every write, delete, expiry and eviction is
 //     reported to each watch, from a goroutine of the watch;
 //   - [store.BulkGetter] and [store.SharedGetter].
@@ -59,14 +61,17 @@ type Store[T any] struct {
 // stored, so that Peek can lend them.
 
 var (
-	_ store.Store[int]        = (*Store[int])(nil)
-	_ store.SharedGetter[int] = (*Store[int])(nil)
-	_ store.Versioned[int]    = (*Store[int])(nil)
-	_ store.BulkGetter[int]   = (*Store[int])(nil)
-	_ store.Locker            = (*Store[int])(nil)
-	_ store.Locker            = (*Locker)(nil)
-	_ store.ChangeStream      = (*Store[int])(nil)
-	_ local.Store[int]        = (*Store[int])(nil)
+	_ store.Store[int]         = (*Store[int])(nil)
+	_ store.SharedGetter[int]  = (*Store[int])(nil)
+	_ store.Versioned[int]     = (*Store[int])(nil)
+	_ store.BulkGetter[int]    = (*Store[int])(nil)
+	_ store.Locker             = (*Store[int])(nil)
+	_ store.Locker             = (*Locker)(nil)
+	_ store.BulkVersioned[int] = (*Store[int])(nil)
+	_ store.BulkLocker         = (*Store[int])(nil)
+	_ store.BulkLocker         = (*Locker)(nil)
+	_ store.ChangeStream       = (*Store[int])(nil)
+	_ local.Store[int]         = (*Store[int])(nil)
 )
 
 type config struct {
