@@ -33,7 +33,7 @@ func (s *Store[T]) WriteIf(_ context.Context, writes []store.ConditionalWrite[T]
 	errs := make([]error, len(writes))
 	for i := range writes {
 		w := &writes[i]
-		var it = s.tombstone()
+		it := s.tombstone()
 		if !w.Delete {
 			it = s.newItem(&w.Entry)
 		}

@@ -23,7 +23,7 @@ import (
 // farStore is the far tier of the tests: a memory store whose change
 // stream can be stalled without saying so, can be made to report a Change
 // with All set, and whose Get of a key can be held once until a change of
-// that key has been delivered to a watch.
+// that key has been delivered to a watch (a GetVersions too).
 type farStore struct {
 	*memory.Store[int]
 
@@ -93,6 +93,22 @@ func (f *farStore) holdGet(key string) {
 
 func (f *farStore) Get(ctx context.Context, key string) (store.Entry[int], bool, error) {
 	e, ok, err := f.Store.Get(ctx, key)
+	f.wait(key)
+	return e, ok, err
+}
+
+// GetVersions is held as Get is, after reading every key, by the hold of
+// any of them.
+func (f *farStore) GetVersions(ctx context.Context, keys []string) []store.VersionedRead[int] {
+	rs := f.Store.GetVersions(ctx, keys)
+	for _, k := range keys {
+		f.wait(k)
+	}
+	return rs
+}
+
+// wait waits, once a read of key has read, while holdGet holds it.
+func (f *farStore) wait(key string) {
 	f.mu.Lock()
 	ch, held := f.holds[key]
 	if !held {
@@ -104,7 +120,6 @@ func (f *farStore) Get(ctx context.Context, key string) (store.Entry[int], bool,
 		f.reading <- key
 		<-ch
 	}
-	return e, ok, err
 }
 
 func (f *farStore) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[int], error) {

@@ -30,8 +30,10 @@
 //     (or a flush, or a write through this instance) arrived does not fill
 //     the near tier. The bookkeeping of reads in flight holds only keys with
 //     reads or writes in flight.
-//   - Locks ([Store.TryLock]) and conditional writes ([VersionedStore]) go
-//     to the far tier.
+//   - Locks ([Store.TryLock], [Store.TryLockMany]) and versions and
+//     conditional writes ([VersionedStore], one at a time or in bulk) go to
+//     the far tier; a bulk call over a far store without the bulk
+//     capability makes the single calls, [FallbackConcurrency] at a time.
 //
 // # Guarantees
 //
@@ -90,17 +92,18 @@ var ErrClosed = errors.New("tiered: store closed")
 // A Store is a two-level [store.Store]: a bounded memory near tier over a
 // shared far tier. Build it with [New] or [NewVersioned]; its methods are
 // safe for concurrent use. Besides [store.Store], it implements
-// [store.SharedGetter], [store.BulkGetter] and [store.Locker], and lends
-// near hits with [Store.PeekNear].
+// [store.SharedGetter], [store.BulkGetter], [store.Locker] and
+// [store.BulkLocker], and lends near hits with [Store.PeekNear].
 type Store[T any] struct {
-	far     store.Store[T]
-	bulk    store.BulkGetter[T] // far, if it reads in bulk
-	locker  store.Locker        // far, if it locks
-	near    *otter.Cache[string, *nearItem[T]]
-	clock   *clock.Clock // the near tier's: a near hit's reading
-	nearTTL time.Duration
-	flights *inflight
-	watch   store.Watch
+	far        store.Store[T]
+	bulk       store.BulkGetter[T] // far, if it reads in bulk
+	locker     store.Locker        // far, if it locks
+	bulkLocker store.BulkLocker    // far, if it locks in bulk
+	near       *otter.Cache[string, *nearItem[T]]
+	clock      *clock.Clock // the near tier's: a near hit's reading
+	nearTTL    time.Duration
+	flights    *inflight
+	watch      store.Watch
 
 	closed  atomic.Bool
 	closing closing.Once
@@ -148,6 +151,7 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 	}
 	s.bulk, _ = far.(store.BulkGetter[T])
 	s.locker, _ = far.(store.Locker)
+	s.bulkLocker, _ = far.(store.BulkLocker)
 	s.clock = clock.New(cfg.resolution)
 	s.near = newNear[T](&cfg, s.clock)
 
@@ -333,6 +337,19 @@ func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T],
 	if err == nil && e != nil {
 		it = s.newItem(*e, start)
 	}
+	s.settle(key, t, it)
+	if err != nil {
+		return fmt.Errorf("tiered: %s %q: %w", op, key, err)
+	}
+	return nil
+}
+
+// settle is the near-tier step of a far write of key by the operation of
+// ticket t: it keeps it (nil for a delete, or a write that failed) if
+// nothing invalidated key since the write began, and drops the near copy
+// otherwise. The write counts as an invalidation of key for the reads and
+// writes of this instance in flight.
+func (s *Store[T]) settle(key string, t ticket, it *nearItem[T]) {
 	s.flights.finish(key, t, true, func(unchanged bool) {
 		if unchanged && it != nil && !s.closed.Load() {
 			s.near.Set(key, it)
@@ -340,10 +357,6 @@ func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T],
 			s.near.Invalidate(key)
 		}
 	})
-	if err != nil {
-		return fmt.Errorf("tiered: %s %q: %w", op, key, err)
-	}
-	return nil
 }
 
 // GetMany returns the live entries of keys: the near tier's copies, then

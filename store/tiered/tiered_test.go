@@ -22,8 +22,9 @@ func TestMain(m *testing.M) {
 
 // fleets returns a newStore for storetest: within one test, every call
 // returns a new tiered instance over the one far store of that test, as
-// instances of a fleet share a server.
-func fleets(versioned bool) func(t *testing.T) store.Store[storetest.Value] {
+// instances of a fleet share a server. With single, the far store hides its
+// bulk capabilities, so that the tiered store's bulk calls make single ones.
+func fleets(versioned, single bool) func(t *testing.T) store.Store[storetest.Value] {
 	var (
 		mu   sync.Mutex
 		fars = make(map[*testing.T]*memory.Store[storetest.Value])
@@ -49,9 +50,14 @@ func fleets(versioned bool) func(t *testing.T) store.Store[storetest.Value] {
 			s   store.Store[storetest.Value]
 			err error
 		)
-		if versioned {
+		switch {
+		case versioned && single:
+			s, err = tiered.NewVersioned[storetest.Value](singleFar{far, far, far})
+		case versioned:
 			s, err = tiered.NewVersioned[storetest.Value](far)
-		} else {
+		case single:
+			s, err = tiered.New[storetest.Value](singleFar{far, far, far})
+		default:
 			s, err = tiered.New[storetest.Value](far)
 		}
 		if err != nil {
@@ -67,8 +73,18 @@ func fleets(versioned bool) func(t *testing.T) store.Store[storetest.Value] {
 }
 
 func TestConformance(t *testing.T) {
-	t.Run("Versioned", func(t *testing.T) { storetest.Run(t, fleets(true)) })
-	t.Run("Plain", func(t *testing.T) { storetest.Run(t, fleets(false)) })
+	t.Run("Versioned", func(t *testing.T) { storetest.Run(t, fleets(true, false)) })
+	t.Run("Plain", func(t *testing.T) { storetest.Run(t, fleets(false, false)) })
+	t.Run("VersionedOverSingleCalls", func(t *testing.T) { storetest.Run(t, fleets(true, true)) })
+	t.Run("PlainOverSingleCalls", func(t *testing.T) { storetest.Run(t, fleets(false, true)) })
+}
+
+// singleFar is a far store with versions, locks and a change stream, but
+// none of the bulk capabilities.
+type singleFar struct {
+	store.Versioned[storetest.Value]
+	store.Locker
+	store.ChangeStream
 }
 
 func TestNewPanicsOnInvalidUse(t *testing.T) {

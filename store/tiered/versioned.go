@@ -9,11 +9,13 @@ import (
 )
 
 // A VersionedStore is a [Store] over a far store that implements
-// [store.Versioned], and implements it too: versions and conditional writes
-// are the far tier's. Build it with [NewVersioned].
+// [store.Versioned], and implements it too, and [store.BulkVersioned]:
+// versions and conditional writes are the far tier's. Build it with
+// [NewVersioned].
 type VersionedStore[T any] struct {
 	*Store[T]
-	vfar store.Versioned[T]
+	vfar  store.Versioned[T]
+	bvfar store.BulkVersioned[T] // vfar, if it reads versions and writes in bulk
 }
 
 var _ store.Versioned[int] = (*VersionedStore[int])(nil)
@@ -29,7 +31,9 @@ func NewVersioned[T any](far store.Versioned[T], opts ...Option) (*VersionedStor
 	if err != nil {
 		return nil, err
 	}
-	return &VersionedStore[T]{Store: s, vfar: far}, nil
+	vs := &VersionedStore[T]{Store: s, vfar: far}
+	vs.bvfar, _ = far.(store.BulkVersioned[T])
+	return vs, nil
 }
 
 // GetVersion reads key and its version from the far tier (never from the
