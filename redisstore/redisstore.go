@@ -1,9 +1,10 @@
 // Package redisstore is herd's Redis store: a [store.Store] on
 // github.com/redis/go-redis/v9 that is also a [store.Locker], a
-// [store.Versioned] store, a [store.ChangeStream] and a [store.BulkGetter],
-// so that a fleet of processes shares one cache, loads each key once across
-// the fleet, never writes a load back over a newer write, and hears of every
-// change of a key, whoever made it.
+// [store.Versioned] store, a [store.ChangeStream], a [store.BulkGetter], a
+// [store.BulkVersioned] store and a [store.BulkLocker], so that a fleet of
+// processes shares one cache, loads each key once across the fleet, never
+// writes a load back over a newer write, hears of every change of a key,
+// whoever made it, and handles a batch of keys in a round trip per step.
 //
 // It takes a [redis.UniversalClient]: a single server, Sentinel (failover),
 // Cluster and Ring all work. The store never closes the client it was given.
@@ -17,7 +18,20 @@
 //     hash slot sent as one pipeline on Cluster, and a pipeline of GETs on a
 //     Ring. Set, Delete, GetVersion, SetIf and DeleteIf cost one script call
 //     (EVALSHA, falling back to EVAL when the server does not know the
-//     script), each touching two keys of one hash slot.
+//     script), each touching two keys of one hash slot; TryLock, and a
+//     lock's Unlock and Extend, one script call too.
+//   - The bulk calls (GetVersions, WriteIf, TryLockMany, ExtendMany,
+//     UnlockMany) cost one round trip to each server that holds some of
+//     their keys, however many keys: one script call (per 256 keys) that
+//     carries all the keys of a single server, of a hash slot on Cluster, of
+//     a shard on a Ring, all sent as one pipeline (go-redis sends a Cluster
+//     pipeline to each master at once, a Ring pipeline to each shard). A
+//     call that a server refuses because it does not know the script is
+//     sent again as EVAL, which costs a second round trip once per script
+//     and server (after a start, a restart, a failover or SCRIPT FLUSH).
+//     Each key has its own outcome: a slot or shard that fails fails only
+//     the keys it holds. GetVersions returns the entries with their
+//     versions, so a batch's read and version read are one step.
 //   - Entries are written as herd's envelope (see [store.Encode]) with the
 //     value encoded by the store's codec ([store.JSON] by default, see
 //     [WithCodec]).
@@ -57,9 +71,10 @@
 // holds the version of the key's last write and the SHA-1 of the bytes that
 // write stored; t is a short tag chosen so that the record shares the hash
 // slot of the entry's key, as every script that touches both must on
-// Cluster. Every write through the store (Set, Delete, SetIf, DeleteIf) runs
-// one script that reads the record, checks the version when the write is
-// conditional, and writes the entry and a new record together. A version is
+// Cluster. Every write through the store (Set, Delete, SetIf, DeleteIf,
+// WriteIf) runs a script that reads the record, checks the version when the
+// write is conditional, and writes the entry and a new record together, key
+// by key (a WriteIf script does so for each of its keys in turn). A version is
 // the server's TIME in microseconds (counted from 2023-11-14), times four, or
 // the last version plus four if that is not larger, so versions of a key grow
 // even after the store forgot it. The version a reader sees is:
@@ -76,9 +91,9 @@
 //
 // A Delete leaves a record (a tombstone) for [VersionRetention]; the record
 // of a Set lives until the entry's KeepUntil plus that retention, so an
-// expiry is remembered as long as a delete. GetVersion gives a record whose
-// entry was deleted by another client and that has no TTL the same
-// retention. Get and GetMany never read the records: a hit stays one GET.
+// expiry is remembered as long as a delete. GetVersion (and GetVersions)
+// gives a record whose entry was deleted by another client and that has no
+// TTL the same retention. Get and GetMany never read the records: a hit stays one GET.
 //
 // # Locks
 //
@@ -96,6 +111,9 @@
 // random bits from crypto/rand. Unlock and Extend are compare-and-delete and
 // compare-and-pexpire scripts: an owner whose lease expired gets
 // [store.ErrNotHeld] and never touches the lock of whoever took it over.
+// TryLockMany, ExtendMany and UnlockMany run the same steps for each of
+// their locks, in one script call per hash slot of the locks (h, not k,
+// places a lock).
 //
 // # Changes
 //
@@ -160,9 +178,10 @@ import (
 var ErrClosed = errors.New("redisstore: store closed")
 
 // A Store is a [store.Store] in Redis, with a [store.Locker], conditional
-// writes ([store.Versioned]), a change stream ([store.ChangeStream]) and bulk
-// reads ([store.BulkGetter]). Build it with [New]; its methods are safe for
-// concurrent use.
+// writes ([store.Versioned]), a change stream ([store.ChangeStream]), bulk
+// reads ([store.BulkGetter]), bulk versions and conditional writes
+// ([store.BulkVersioned]) and bulk locks ([store.BulkLocker]). Build it with
+// [New]; its methods are safe for concurrent use.
 type Store[T any] struct {
 	client    redis.UniversalClient
 	cluster   *redis.ClusterClient // client, when it is a Cluster client
@@ -188,6 +207,9 @@ var (
 	_ store.Versioned[int]  = (*Store[int])(nil)
 	_ store.ChangeStream    = (*Store[int])(nil)
 	_ store.BulkGetter[int] = (*Store[int])(nil)
+
+	_ store.BulkVersioned[int] = (*Store[int])(nil)
+	_ store.BulkLocker         = (*Store[int])(nil)
 )
 
 type config struct {
@@ -484,7 +506,7 @@ func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error 
 	if err := s.check(ctx); err != nil {
 		return fmt.Errorf("redisstore: set %q: %w", key, err)
 	}
-	if _, err := s.write(ctx, key, e, unconditional); err != nil {
+	if _, err := s.write(ctx, key, &e, false, unconditional); err != nil {
 		return fmt.Errorf("redisstore: set %q: %w", key, err)
 	}
 	return nil
@@ -497,7 +519,7 @@ func (s *Store[T]) Delete(ctx context.Context, key string) error {
 	if err := s.check(ctx); err != nil {
 		return fmt.Errorf("redisstore: delete %q: %w", key, err)
 	}
-	if _, err := s.remove(ctx, key, unconditional); err != nil {
+	if _, err := s.write(ctx, key, nil, true, unconditional); err != nil {
 		return fmt.Errorf("redisstore: delete %q: %w", key, err)
 	}
 	return nil

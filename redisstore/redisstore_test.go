@@ -58,7 +58,8 @@ var withGob = redisstore.WithCodec[storetest.Value](gobCodec{})
 
 func TestConformance(t *testing.T) {
 	srv := startRedis(t)
-	storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] { return newStore(t, srv, withGob) })
+	storetest.RunWith(t, storetest.Options{Break: func(*testing.T) { srv.stop() }},
+		func(t *testing.T) store.Store[storetest.Value] { return newStore(t, srv, withGob) })
 }
 
 // With the default JSON codec, everything but values holding invalid UTF-8
