@@ -107,16 +107,26 @@ func (c *connState) state() (context.Context, <-chan struct{}) {
 // bind returns ctx, also cancelled when the connection drops, or an error
 // wrapping ErrUnavailable if it is down now.
 func (c *connState) bind(ctx context.Context, op, key string) (context.Context, context.CancelFunc, error) {
+	ctx, done, ok := c.attach(ctx)
+	if !ok {
+		return nil, nil, fmt.Errorf("natsstore: %s %q: %w", op, key, ErrUnavailable)
+	}
+	return ctx, done, nil
+}
+
+// attach returns ctx, also cancelled when the connection drops, or false if
+// it is down now.
+func (c *connState) attach(ctx context.Context) (context.Context, context.CancelFunc, bool) {
 	up, _ := c.state()
 	if up.Err() != nil || !c.nc.IsConnected() {
-		return nil, nil, fmt.Errorf("natsstore: %s %q: %w", op, key, ErrUnavailable)
+		return nil, nil, false
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(up, func() { cancel(ErrUnavailable) })
 	return ctx, func() {
 		stop()
 		cancel(nil)
-	}, nil
+	}, true
 }
 
 // close stops following the connection and waits for the goroutine.

@@ -23,6 +23,7 @@ func TestOptionsValidated(t *testing.T) {
 		"Replicas":        func() { natsstore.Replicas(0) },
 		"Replicas high":   func() { natsstore.Replicas(6) },
 		"BulkConcurrency": func() { natsstore.BulkConcurrency(0) },
+		"BulkInFlight":    func() { natsstore.BulkInFlight(0) },
 		"WithLogger":      func() { natsstore.WithLogger(nil) },
 		"WithCodec":       func() { natsstore.WithCodec[string](nil) },
 	}
@@ -120,17 +121,22 @@ func TestNilContextPanics(t *testing.T) {
 	s := newStore[string](t, js, "nilctx")
 	var nilCtx context.Context
 	calls := map[string]func(){
-		"Get":        func() { _, _, _ = s.Get(nilCtx, "k") },
-		"GetVersion": func() { _, _, _, _ = s.GetVersion(nilCtx, "k") },
-		"Set":        func() { _ = s.Set(nilCtx, "k", store.Entry[string]{}) },
-		"SetIf":      func() { _ = s.SetIf(nilCtx, "k", store.Entry[string]{}, 0) },
-		"Delete":     func() { _ = s.Delete(nilCtx, "k") },
-		"DeleteIf":   func() { _ = s.DeleteIf(nilCtx, "k", 0) },
-		"GetMany":    func() { _, _ = s.GetMany(nilCtx, []string{"k"}) },
-		"TryLock":    func() { _, _ = s.TryLock(nilCtx, "k", time.Second) },
-		"Watch":      func() { _, _ = s.Watch(nilCtx, func(store.Change) {}) },
-		"Close":      func() { _ = s.Close(nilCtx) },
-		"New":        func() { _, _ = natsstore.New[string](nilCtx, js, "nilctx") },
+		"Get":         func() { _, _, _ = s.Get(nilCtx, "k") },
+		"GetVersion":  func() { _, _, _, _ = s.GetVersion(nilCtx, "k") },
+		"Set":         func() { _ = s.Set(nilCtx, "k", store.Entry[string]{}) },
+		"SetIf":       func() { _ = s.SetIf(nilCtx, "k", store.Entry[string]{}, 0) },
+		"Delete":      func() { _ = s.Delete(nilCtx, "k") },
+		"DeleteIf":    func() { _ = s.DeleteIf(nilCtx, "k", 0) },
+		"GetMany":     func() { _, _ = s.GetMany(nilCtx, []string{"k"}) },
+		"TryLock":     func() { _, _ = s.TryLock(nilCtx, "k", time.Second) },
+		"GetVersions": func() { _ = s.GetVersions(nilCtx, []string{"k"}) },
+		"WriteIf":     func() { _ = s.WriteIf(nilCtx, []store.ConditionalWrite[string]{{Key: "k"}}) },
+		"TryLockMany": func() { _ = s.TryLockMany(nilCtx, []string{"k"}, time.Second) },
+		"ExtendMany":  func() { _ = s.ExtendMany(nilCtx, nil, time.Second) },
+		"UnlockMany":  func() { _ = s.UnlockMany(nilCtx, nil) },
+		"Watch":       func() { _, _ = s.Watch(nilCtx, func(store.Change) {}) },
+		"Close":       func() { _ = s.Close(nilCtx) },
+		"New":         func() { _, _ = natsstore.New[string](nilCtx, js, "nilctx") },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

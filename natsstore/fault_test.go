@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -145,6 +146,15 @@ func TestServerDownAndBack(t *testing.T) {
 
 // operations runs every call of the store against s, each on ctx, and
 // returns their errors by name. held is a lock taken before the fault.
+// everyKey is the error of a bulk call whose every key failed: nil if one
+// did not.
+func everyKey(errs []error) error {
+	if len(errs) == 0 || slices.Contains(errs, nil) {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
 func operations(ctx context.Context, s *natsstore.Store[string], held store.Lock) map[string]error {
 	e := store.Entry[string]{Value: "v"}
 	errs := map[string]error{}
@@ -156,6 +166,19 @@ func operations(ctx context.Context, s *natsstore.Store[string], held store.Lock
 	errs["DeleteIf"] = s.DeleteIf(ctx, "k", 1)
 	_, errs["GetMany"] = s.GetMany(ctx, []string{"a", "b", "c"})
 	_, errs["TryLock"] = s.TryLock(ctx, "other", time.Second)
+	var reads []error
+	for _, r := range s.GetVersions(ctx, []string{"a", "b"}) {
+		reads = append(reads, r.Err)
+	}
+	errs["GetVersions"] = everyKey(reads)
+	errs["WriteIf"] = everyKey(s.WriteIf(ctx, []store.ConditionalWrite[string]{{Key: "a", Entry: e}, {Key: "b", Delete: true}}))
+	var locks []error
+	for _, r := range s.TryLockMany(ctx, []string{"a", "b"}, time.Second) {
+		locks = append(locks, r.Err)
+	}
+	errs["TryLockMany"] = everyKey(locks)
+	errs["ExtendMany"] = everyKey(s.ExtendMany(ctx, []store.Lock{held}, time.Minute))
+	errs["UnlockMany"] = everyKey(s.UnlockMany(ctx, []store.Lock{held}))
 	errs["Extend"] = held.Extend(ctx, time.Minute)
 	errs["Unlock"] = held.Unlock(ctx)
 	w, err := s.Watch(ctx, func(store.Change) {})

@@ -2,7 +2,6 @@ package natsstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -34,12 +33,12 @@ func (s *Store[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (
 	lk := "l." + token
 	rev, err := s.kv.Create(ctx, lk, lockValue, jetstream.KeyTTL(ceilSecond(ttl)))
 	switch {
-	case errors.Is(err, jetstream.ErrKeyExists):
+	case contended(err):
 		return nil, fmt.Errorf("natsstore: lock %q: %w", key, store.ErrLocked)
 	case err != nil:
 		return nil, fmt.Errorf("natsstore: lock %q: %w", key, failed(ctx, err))
 	}
-	return &lock[T]{s: s, key: key, lk: lk, token: rev, rev: rev}, nil
+	return &lock[T]{s: s, key: key, lk: lk, token: rev, rev: rev, id: s.lockIDs.Add(1)}, nil
 }
 
 type lock[T any] struct {
@@ -47,6 +46,7 @@ type lock[T any] struct {
 	key   string // the herd key, for errors
 	lk    string // the lock's KV key
 	token uint64 // revision at acquisition
+	id    uint64 // the order in which the store made its locks
 
 	mu  sync.Mutex
 	rev uint64 // revision of the lease's last write
@@ -104,7 +104,7 @@ func (l *lock[T]) Extend(ctx context.Context, ttl time.Duration) error {
 }
 
 func (l *lock[T]) fail(ctx context.Context, op string, err error) error {
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if contended(err) {
 		err = store.ErrNotHeld
 	} else {
 		err = failed(ctx, err)

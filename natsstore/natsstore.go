@@ -3,7 +3,8 @@
 // [store.Locker] so that one process in a fleet loads a key while the others
 // wait for its result, [store.Versioned] conditional writes so that a load
 // never overwrites a newer write, a [store.ChangeStream] that reports every
-// change of the bucket's keys, whoever made it, and [store.BulkGetter].
+// change of the bucket's keys, whoever made it, and the bulk capabilities
+// [store.BulkGetter], [store.BulkVersioned] and [store.BulkLocker].
 //
 // # Contract
 //
@@ -17,6 +18,34 @@
 // flight when it drops too), so that a cache answers from its loader
 // instead of waiting for the reconnection; once the client reconnects, the
 // same store works again.
+//
+// # What a call costs
+//
+//   - Get, GetVersion, Set, Delete, SetIf, DeleteIf, and a lock's Extend
+//     and Unlock: one request. TryLock: one request, three when the lock
+//     key holds the marker of a released or expired lock (as
+//     KeyValue.Create).
+//   - GetMany and GetVersions: one get per key, [BulkConcurrency] (16) at a
+//     time: about one round trip per 16 keys.
+//   - WriteIf, TryLockMany, ExtendMany and UnlockMany: asynchronous
+//     publishes, each with the expected last sequence of its subject, at
+//     most [BulkInFlight] (256) awaiting their acks at a time, and one wait
+//     for the acks: about one round trip per 256 keys. TryLockMany then
+//     reads the lock keys that hold a message and creates again those over
+//     a marker, as TryLock does.
+//   - Each key of a bulk call has its own outcome. A call on many keys with
+//     a context without a deadline is bounded, as a whole, by the JetStream
+//     context's default timeout (jetstream.WithDefaultTimeout).
+//
+// Contention is never a failure, on a single server or a cluster: a write
+// whose expected last sequence does not hold is refused by a single server
+// with the API error 10071 ("wrong last sequence: n"), and by a clustered
+// stream also with 10164 ("wrong last sequence") while another write of
+// the subject is being replicated; both are [store.ErrConflict] for a
+// conditional write, [store.ErrLocked] for TryLock and [store.ErrNotHeld]
+// for a lock's Extend and Unlock. (A write refused with 10164 may thus be
+// refused for a write that, in the end, does not land; refusing is the
+// safe side.)
 //
 // # A dead server costs a load, not a wait
 //
@@ -163,6 +192,9 @@ var (
 	_ store.Versioned[int]  = (*Store[int])(nil)
 	_ store.ChangeStream    = (*Store[int])(nil)
 	_ store.BulkGetter[int] = (*Store[int])(nil)
+
+	_ store.BulkVersioned[int] = (*Store[int])(nil)
+	_ store.BulkLocker         = (*Store[int])(nil)
 )
 
 // Headers the store reads and writes.
@@ -182,6 +214,7 @@ type config struct {
 	markerSet bool
 	replicas  int
 	bulk      int
+	inFlight  int
 	logger    *slog.Logger
 }
 
@@ -217,13 +250,26 @@ func Replicas(n int) Option {
 	return func(o *config) { o.replicas = n }
 }
 
-// BulkConcurrency sets how many gets [Store.GetMany] runs at once, at least
-// one. Default: 16.
+// BulkConcurrency sets how many gets [Store.GetMany], [Store.GetVersions]
+// and [Store.TryLockMany] run at once, at least one. Default: 16.
 func BulkConcurrency(n int) Option {
 	if n < 1 {
 		panic(fmt.Sprintf("natsstore: BulkConcurrency must be at least 1, got %d", n))
 	}
 	return func(o *config) { o.bulk = n }
+}
+
+// BulkInFlight sets how many of the asynchronous publishes of one bulk
+// write ([Store.WriteIf], [Store.TryLockMany], [Store.ExtendMany],
+// [Store.UnlockMany]) may await their acks at once, at least one: a batch
+// costs about one round trip per n messages. Keep it below the JetStream
+// context's jetstream.WithPublishAsyncMaxPending (4000 by default), which
+// bounds the async publishes of all its users together. Default: 256.
+func BulkInFlight(n int) Option {
+	if n < 1 {
+		panic(fmt.Sprintf("natsstore: BulkInFlight must be at least 1, got %d", n))
+	}
+	return func(o *config) { o.inFlight = n }
 }
 
 // WithLogger sets the logger of what the store's own goroutines meet: a
@@ -234,8 +280,8 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // A Store is a [store.Store], [store.Locker], [store.Versioned],
-// [store.ChangeStream] and [store.BulkGetter] on a NATS KV bucket. It is
-// safe for concurrent use.
+// [store.ChangeStream], [store.BulkGetter], [store.BulkVersioned] and
+// [store.BulkLocker] on a NATS KV bucket. It is safe for concurrent use.
 type Store[T any] struct {
 	js        jetstream.JetStream
 	kv        jetstream.KeyValue
@@ -247,8 +293,10 @@ type Store[T any] struct {
 	markerTTL time.Duration // the bucket's LimitMarkerTTL
 	retention time.Duration
 	bulk      int
+	inFlight  int
 	logger    *slog.Logger
 	corrupt   atomic.Uint64
+	lockIDs   atomic.Uint64
 	conn      *connState
 
 	mu        sync.Mutex
@@ -268,13 +316,13 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 	if ctx == nil {
 		panic("natsstore: nil Context")
 	}
-	cfg := config{markerTTL: store.DefaultVersionRetention, replicas: 1, bulk: 16, logger: slog.Default()}
+	cfg := config{markerTTL: store.DefaultVersionRetention, replicas: 1, bulk: 16, inFlight: 256, logger: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	s := &Store[T]{
 		js: js, bucket: bucket, prefix: "$KV." + bucket + ".", codec: store.JSON[T]{},
-		bulk: cfg.bulk, logger: cfg.logger,
+		bulk: cfg.bulk, inFlight: cfg.inFlight, logger: cfg.logger,
 		watches: make(map[*watch]struct{}), closeDone: make(chan struct{}),
 	}
 	if cfg.codec != nil {
@@ -419,23 +467,50 @@ func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error 
 		return err
 	}
 	defer done()
-	return s.write(ctx, key, e, nil)
+	return s.write(ctx, key, &e, nil)
 }
 
 // write publishes e under key, with the expected last sequence of the key's
 // subject when expect is not nil.
-func (s *Store[T]) write(ctx context.Context, key string, e store.Entry[T], expect *store.Version) error {
+func (s *Store[T]) write(ctx context.Context, key string, e *store.Entry[T], expect *store.Version) error {
+	p, err := s.setPub(key, e, expect)
+	if err != nil {
+		return fmt.Errorf("natsstore: set %q: %w", key, err)
+	}
+	return s.send(ctx, key, p)
+}
+
+// send publishes p, a write of key.
+func (s *Store[T]) send(ctx context.Context, key string, p pub) error {
+	if _, err := s.publish(ctx, p.m, p.opts...); err != nil {
+		return fmt.Errorf("natsstore: %s %q: %w", p.op, key, conflict(ctx, err))
+	}
+	return nil
+}
+
+// A pub is a message to publish, with its options, and what it does to its
+// key ("set" or "delete"), for errors.
+type pub struct {
+	op   string
+	m    *nats.Msg
+	opts []jetstream.PublishOpt
+}
+
+// setPub returns the message that stores e under key, with the expected
+// last sequence of the key's subject when expect is not nil: the delete of
+// key when the bucket expires keys and e's KeepUntil has passed.
+func (s *Store[T]) setPub(key string, e *store.Entry[T], expect *store.Version) (pub, error) {
 	var opts []jetstream.PublishOpt
 	if s.ttl && !e.KeepUntil.IsZero() {
 		d := time.Until(e.KeepUntil)
 		if d <= 0 {
-			return s.remove(ctx, key, expect)
+			return s.deletePub(key, expect), nil
 		}
 		opts = append(opts, jetstream.WithMsgTTL(ceilSecond(d)))
 	}
-	data, err := store.Encode(s.codec, e)
+	data, err := store.Encode(s.codec, *e)
 	if err != nil {
-		return fmt.Errorf("natsstore: set %q: %w", key, err)
+		return pub{}, err
 	}
 	token, hashed := encodeKey(key)
 	m := &nats.Msg{Subject: s.prefix + "d." + token, Data: data, Header: nats.Header{}}
@@ -445,16 +520,47 @@ func (s *Store[T]) write(ctx context.Context, key string, e store.Entry[T], expe
 	if expect != nil {
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(uint64(*expect)))
 	}
-	if _, err := s.publish(ctx, m, opts...); err != nil {
-		return fmt.Errorf("natsstore: set %q: %w", key, conflict(ctx, err))
+	return pub{op: "set", m: m, opts: opts}, nil
+}
+
+// deletePub returns the purge of key's data subject, with the expected last
+// sequence when expect is not nil. The marker names the key when the key is
+// hashed, so that a watch can report it, and expires after the bucket's
+// marker TTL where the bucket allows it.
+func (s *Store[T]) deletePub(key string, expect *store.Version) pub {
+	token, hashed := encodeKey(key)
+	m := purgeMsg(s.prefix + "d." + token)
+	if hashed {
+		m.Header.Set(keyHeader, escape(key))
 	}
-	return nil
+	var opts []jetstream.PublishOpt
+	if expect != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(uint64(*expect)))
+	}
+	if s.ttl {
+		opts = append(opts, jetstream.WithMsgTTL(s.markerTTL))
+	}
+	return pub{op: "delete", m: m, opts: opts}
+}
+
+// errWrongLastSequence is the server's refusal of a write whose expected
+// last sequence another write of the subject, still being replicated, may
+// change: JetStream API error 10164, "wrong last sequence" without a
+// sequence. A clustered stream answers it to contention where a single
+// server answers jetstream.ErrKeyExists (10071).
+var errWrongLastSequence = &jetstream.APIError{ErrorCode: 10164}
+
+// contended reports whether err is the server's refusal of an expected last
+// sequence, in the form of a single server or of a cluster: another write
+// of the subject came first, or is under way.
+func contended(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, errWrongLastSequence)
 }
 
 // conflict maps the server's refusal of an expected last sequence to
 // store.ErrConflict.
 func conflict(ctx context.Context, err error) error {
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if contended(err) {
 		return store.ErrConflict
 	}
 	return failed(ctx, err)
@@ -463,6 +569,19 @@ func conflict(ctx context.Context, err error) error {
 // publish sends m, refusing up front a message over the max payload (the
 // client would refuse it too, but its error does not say which limit).
 func (s *Store[T]) publish(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if err := s.fits(m); err != nil {
+		return nil, err
+	}
+	ack, err := s.js.PublishMsg(ctx, m, opts...)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
+	return ack, err
+}
+
+// fits returns an error wrapping ErrTooLarge if m would exceed the server's
+// max payload.
+func (s *Store[T]) fits(m *nats.Msg) error {
 	size := len(m.Data) + 256 // room for the headers the client adds
 	for k, vs := range m.Header {
 		for _, v := range vs {
@@ -470,13 +589,9 @@ func (s *Store[T]) publish(ctx context.Context, m *nats.Msg, opts ...jetstream.P
 		}
 	}
 	if limit := s.js.Conn().MaxPayload(); limit > 0 && int64(size) > limit {
-		return nil, fmt.Errorf("%w: %d bytes, max payload %d", ErrTooLarge, len(m.Data), limit)
+		return fmt.Errorf("%w: %d bytes, max payload %d", ErrTooLarge, len(m.Data), limit)
 	}
-	ack, err := s.js.PublishMsg(ctx, m, opts...)
-	if errors.Is(err, nats.ErrMaxPayload) {
-		return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
-	}
-	return ack, err
+	return nil
 }
 
 // Delete removes key, leaving a marker for the bucket's marker TTL.
@@ -487,26 +602,7 @@ func (s *Store[T]) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	defer done()
-	return s.remove(ctx, key, nil)
-}
-
-// remove purges key's data subject, with the expected last sequence when
-// expect is not nil. The marker names the key when the key is hashed, so
-// that a watch can report it.
-func (s *Store[T]) remove(ctx context.Context, key string, expect *store.Version) error {
-	token, hashed := encodeKey(key)
-	m := purgeMsg(s.prefix + "d." + token)
-	if hashed {
-		m.Header.Set(keyHeader, escape(key))
-	}
-	var opts []jetstream.PublishOpt
-	if expect != nil {
-		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(uint64(*expect)))
-	}
-	if err := s.purge(ctx, m, s.markerTTL, opts...); err != nil {
-		return fmt.Errorf("natsstore: delete %q: %w", key, conflict(ctx, err))
-	}
-	return nil
+	return s.send(ctx, key, s.deletePub(key, nil))
 }
 
 // purgeMsg is the KV client's purge marker for subject: it rolls up (drops)

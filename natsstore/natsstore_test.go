@@ -36,14 +36,16 @@ func newStore[T any](t testing.TB, js jetstream.JetStream, bucket string, opts .
 
 // The conformance suite. Every store of one subtest is a new connection to
 // the subtest's own bucket, so that the lock and notification tests see
-// three clients of one backend and the other tests an empty store.
+// three clients of one backend and the other tests an empty store. The
+// failing server comes last: the server shut down.
 func TestConformance(t *testing.T) {
 	srv := startServer(t)
 	var (
 		mu      sync.Mutex
 		buckets = map[string]string{}
 	)
-	storetest.RunWith(t, storetest.Options{LockTTL: time.Second}, func(t *testing.T) store.Store[storetest.Value] {
+	opts := storetest.Options{LockTTL: time.Second, Break: func(*testing.T) { srv.stop() }}
+	storetest.RunWith(t, opts, func(t *testing.T) store.Store[storetest.Value] {
 		mu.Lock()
 		b, ok := buckets[t.Name()]
 		if !ok {

@@ -30,7 +30,7 @@ func (s *Store[T]) SetIf(ctx context.Context, key string, e store.Entry[T], v st
 		return err
 	}
 	defer done()
-	return s.write(ctx, key, e, &v)
+	return s.write(ctx, key, &e, &v)
 }
 
 // DeleteIf removes the key as Delete does if its version is still v;
@@ -42,7 +42,7 @@ func (s *Store[T]) DeleteIf(ctx context.Context, key string, v store.Version) er
 		return err
 	}
 	defer done()
-	return s.remove(ctx, key, &v)
+	return s.send(ctx, key, s.deletePub(key, &v))
 }
 
 // VersionRetention is how long the bucket keeps the marker of a deleted or
