@@ -83,6 +83,30 @@ func ExampleStore_SetIf() {
 	}
 }
 
+// A batch of loads written back with one wait for all the acks: each key
+// is written only if nothing wrote it since its version was read.
+func ExampleStore_WriteIf() {
+	s := exampleStore()
+	ctx := context.Background()
+	keys := []string{"user:1", "user:2"}
+	var writes []store.ConditionalWrite[string]
+	for i, r := range s.GetVersions(ctx, keys) {
+		if r.Err != nil || r.Found {
+			continue // a failure, or a hit: nothing to load
+		}
+		loaded := "Ada" // from the source
+		writes = append(writes, store.ConditionalWrite[string]{Key: keys[i], Version: r.Version, Entry: store.Entry[string]{Value: loaded, StoredAt: time.Now()}})
+	}
+	for i, err := range s.WriteIf(ctx, writes) {
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			fmt.Println(writes[i].Key, "written meanwhile; the load is not written")
+		case err != nil:
+			log.Print(err)
+		}
+	}
+}
+
 // Following every change of the bucket's keys, whoever made it, to drop
 // local copies.
 func ExampleStore_Watch() {

@@ -132,6 +132,42 @@ func ExampleStore_GetMany() {
 	}
 }
 
+// A batch of loads under the fleet's locks, in a round trip per step: lock
+// the keys (another process loads those it holds), read their entries and
+// versions, load the misses, write them back where nothing wrote the key
+// meanwhile, unlock. Compiled, not run: it needs a Redis server.
+func ExampleStore_WriteIf() {
+	ctx := context.Background()
+	client := newRedisClient("localhost:6379")
+	defer client.Close()
+	users := redisstore.New[User](client, redisstore.Prefix("myapp-users"))
+
+	ids := []string{"1", "2", "3"}
+	var (
+		mine  []string
+		locks []store.Lock
+	)
+	for i, r := range users.TryLockMany(ctx, ids, 10*time.Second) {
+		if r.Err == nil { // ErrLocked: another process loads it
+			mine, locks = append(mine, ids[i]), append(locks, r.Lock)
+		}
+	}
+	defer users.UnlockMany(ctx, locks)
+	var writes []store.ConditionalWrite[User]
+	for i, r := range users.GetVersions(ctx, mine) {
+		if r.Err != nil || r.Found {
+			continue // a failure, or a hit: nothing to load
+		}
+		u, _ := loadUser(ctx, mine[i])
+		writes = append(writes, store.ConditionalWrite[User]{Key: mine[i], Version: r.Version, Entry: store.Entry[User]{Value: u, StoredAt: time.Now()}})
+	}
+	for i, err := range users.WriteIf(ctx, writes) {
+		if errors.Is(err, store.ErrConflict) {
+			fmt.Println(writes[i].Key, "written meanwhile; the newer write stays")
+		}
+	}
+}
+
 // A lease on a key across processes, with a fencing token that grows with
 // every acquisition. Compiled, not run: it needs a Redis server.
 func ExampleStore_TryLock() {

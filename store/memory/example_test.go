@@ -81,3 +81,52 @@ func ExampleLocker() {
 	// store: locked by another owner
 	// <nil>
 }
+
+// A batch of loads written back in one call: each key is written only if
+// nothing wrote it since its version was read, and the others land.
+func ExampleStore_WriteIf() {
+	ctx := context.Background()
+	s := memory.New[string]()
+	defer s.Close(ctx)
+	keys := []string{"a", "b", "c"}
+	reads := s.GetVersions(ctx, keys)
+	_ = s.Set(ctx, "b", store.Entry[string]{Value: "written meanwhile"})
+
+	writes := make([]store.ConditionalWrite[string], len(keys))
+	for i, k := range keys {
+		writes[i] = store.ConditionalWrite[string]{Key: k, Version: reads[i].Version, Entry: store.Entry[string]{Value: "loaded " + k}}
+	}
+	for i, err := range s.WriteIf(ctx, writes) {
+		e, _, _ := s.Get(ctx, keys[i])
+		fmt.Printf("%s: %v, holds %q\n", keys[i], err, e.Value)
+	}
+	// Output:
+	// a: <nil>, holds "loaded a"
+	// b: store: key written since its version was read, holds "written meanwhile"
+	// c: <nil>, holds "loaded c"
+}
+
+// The locks of a batch, taken, extended and released in one call each: a
+// key another owner holds comes back ErrLocked, the others locked.
+func ExampleLocker_TryLockMany() {
+	ctx := context.Background()
+	var l memory.Locker
+	other, _ := l.TryLock(ctx, "b", time.Minute)
+	defer func() { _ = other.Unlock(ctx) }()
+
+	var mine []store.Lock
+	for i, r := range l.TryLockMany(ctx, []string{"a", "b", "c"}, time.Minute) {
+		fmt.Println(i, r.Err)
+		if r.Err == nil {
+			mine = append(mine, r.Lock)
+		}
+	}
+	fmt.Println(l.ExtendMany(ctx, mine, time.Minute))
+	fmt.Println(l.UnlockMany(ctx, mine))
+	// Output:
+	// 0 <nil>
+	// 1 store: locked by another owner
+	// 2 <nil>
+	// [<nil> <nil>]
+	// [<nil> <nil>]
+}
