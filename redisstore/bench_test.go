@@ -308,3 +308,96 @@ func reportServerTime(b *testing.B, c *redis.Client, cmd string) {
 	}
 	b.Fatalf("no %s in INFO commandstats", cmd)
 }
+
+// BenchmarkBulk100 times each bulk step of a batch of 100 keys against the
+// same step made of 100 single calls, one after the other, on one local
+// server: reads of entries and versions, conditional write-backs, and the
+// locks of the batch taken and released.
+func BenchmarkBulk100(b *testing.B) {
+	srv := startRedis(b)
+	ctx := context.Background()
+	s := redisstore.New[storetest.Value](srv.client(b), redisstore.Prefix("bench-bulk"), redisstore.WithLogger(discard()))
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = "user:" + strconv.Itoa(i)
+	}
+	e := store.Entry[storetest.Value]{Value: storetest.Value{Name: "user", N: 42}, KeepUntil: time.Now().Add(time.Hour)}
+	writes := func() []store.ConditionalWrite[storetest.Value] {
+		ws := make([]store.ConditionalWrite[storetest.Value], len(keys))
+		for i, r := range s.GetVersions(ctx, keys) {
+			ws[i] = store.ConditionalWrite[storetest.Value]{Key: keys[i], Version: r.Version, Entry: e}
+		}
+		return ws
+	}
+	must := func(errs []error) {
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	must(s.WriteIf(ctx, writes()))
+	b.Run("GetVersions/bulk", func(b *testing.B) {
+		for b.Loop() {
+			for _, r := range s.GetVersions(ctx, keys) {
+				if r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+		}
+	})
+	b.Run("GetVersions/single", func(b *testing.B) {
+		for b.Loop() {
+			for _, k := range keys {
+				if _, _, _, err := s.GetVersion(ctx, k); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("WriteIf/bulk", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			ws := writes()
+			b.StartTimer()
+			must(s.WriteIf(ctx, ws))
+		}
+	})
+	b.Run("WriteIf/single", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			ws := writes()
+			b.StartTimer()
+			for _, w := range ws {
+				if err := s.SetIf(ctx, w.Key, w.Entry, w.Version); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("Locks/bulk", func(b *testing.B) {
+		for b.Loop() {
+			locks := make([]store.Lock, 0, len(keys))
+			for _, r := range s.TryLockMany(ctx, keys, time.Minute) {
+				if r.Err != nil {
+					b.Fatal(r.Err)
+				}
+				locks = append(locks, r.Lock)
+			}
+			must(s.UnlockMany(ctx, locks))
+		}
+	})
+	b.Run("Locks/single", func(b *testing.B) {
+		for b.Loop() {
+			for _, k := range keys {
+				l, err := s.TryLock(ctx, k, time.Minute)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := l.Unlock(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
