@@ -18,9 +18,8 @@ import (
 
 // beginMany checks what every call on many keys checks first (a nil
 // context panics; a closed store or a lost connection fails at once) and
-// returns ctx, also ended when the connection drops and, when it has no
-// deadline, after the JetStream context's default timeout, as a single
-// call's request would be. The error is the one every key gets.
+// returns ctx, also ended when the connection drops. The error is the one
+// every key gets.
 func (s *Store[T]) beginMany(ctx context.Context) (context.Context, context.CancelFunc, error) {
 	if ctx == nil {
 		panic("natsstore: nil Context")
@@ -32,14 +31,7 @@ func (s *Store[T]) beginMany(ctx context.Context) (context.Context, context.Canc
 	if !ok {
 		return nil, nil, ErrUnavailable
 	}
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, done, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
-	return ctx, func() {
-		cancel()
-		done()
-	}, nil
+	return ctx, done, nil
 }
 
 // concurrently calls fn(i) for every i below n, at most [BulkConcurrency]
@@ -137,21 +129,38 @@ func (s *Store[T]) GetVersions(ctx context.Context, keys []string) []store.Versi
 // them awaiting their acks at a time, then waits for the acks of the rest:
 // about one round trip per BulkInFlight messages. It returns each one's ack
 // or error; a message whose ack has not come when ctx ends gets ctx's
-// error, and whether it was written is not known.
+// error, and whether it was written is not known. When ctx has no
+// deadline, each message waits for its ack for the JetStream context's
+// default timeout from its publish, as a single publish would.
 func (s *Store[T]) publishAll(ctx context.Context, pubs []pub) ([]*jetstream.PubAck, []error) {
 	acks := make([]*jetstream.PubAck, len(pubs))
 	errs := make([]error, len(pubs))
 	futures := make([]jetstream.PubAckFuture, len(pubs))
+	var (
+		timeout time.Duration
+		sent    []time.Time
+	)
+	if _, ok := ctx.Deadline(); !ok {
+		timeout, sent = s.js.Options().DefaultTimeout, make([]time.Time, len(pubs))
+	}
 	wait := func(i int) {
 		f := futures[i]
 		if f == nil {
 			return
+		}
+		var expired <-chan time.Time
+		if timeout > 0 {
+			t := time.NewTimer(time.Until(sent[i].Add(timeout)))
+			defer t.Stop()
+			expired = t.C
 		}
 		select {
 		case acks[i] = <-f.Ok():
 		case errs[i] = <-f.Err():
 		case <-ctx.Done():
 			errs[i] = ctx.Err()
+		case <-expired:
+			errs[i] = context.DeadlineExceeded
 		}
 	}
 	for i := range pubs {
@@ -176,6 +185,9 @@ func (s *Store[T]) publishAll(ctx context.Context, pubs []pub) ([]*jetstream.Pub
 			continue
 		}
 		futures[i] = f
+		if sent != nil {
+			sent[i] = time.Now()
+		}
 	}
 	for i := max(len(pubs)-s.inFlight, 0); i < len(pubs); i++ {
 		wait(i)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/natsstore"
 	"github.com/herdcache/herd/store"
@@ -314,4 +316,53 @@ func TestRegressionStalledSocketHoldsCallsPastTheirContext(t *testing.T) {
 	}
 	close(stop)
 	<-flooding
+}
+
+// On a context without a deadline, each request and publish of a bulk call
+// to a stalled server waits for its answer for the JetStream context's
+// default timeout, as a single call's does, and not for ever.
+func TestBulkCallsOnAStalledServerWithoutDeadline(t *testing.T) {
+	srv := startServer(t)
+	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
+	nc, _ := connect(t, p.url())
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStore[string](t, js, "stalled-bulk")
+	ctx := context.Background()
+	r := s.TryLockMany(ctx, []string{"held"}, time.Minute)[0]
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	p.stall()
+	defer p.resume()
+	result := make(chan map[string]error, 1)
+	go func() {
+		keys := []string{"a", "b", "c"}
+		errs := map[string]error{}
+		var reads, locks []error
+		for _, r := range s.GetVersions(ctx, keys) {
+			reads = append(reads, r.Err)
+		}
+		errs["GetVersions"] = everyKey(reads)
+		errs["WriteIf"] = everyKey(s.WriteIf(ctx, []store.ConditionalWrite[string]{{Key: "a"}, {Key: "b", Delete: true}}))
+		for _, r := range s.TryLockMany(ctx, keys, time.Minute) {
+			locks = append(locks, r.Err)
+		}
+		errs["TryLockMany"] = everyKey(locks)
+		errs["ExtendMany"] = everyKey(s.ExtendMany(ctx, []store.Lock{r.Lock}, time.Minute))
+		errs["UnlockMany"] = everyKey(s.UnlockMany(ctx, []store.Lock{r.Lock}))
+		result <- errs
+	}()
+	select {
+	case errs := <-result:
+		for op, err := range errs {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s on a stalled server, without a deadline: %v, want the default timeout", op, err)
+			}
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("bulk calls on a stalled server, without a deadline, did not return")
+	}
 }

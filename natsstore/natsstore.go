@@ -33,9 +33,10 @@
 //     for the acks: about one round trip per 256 keys. TryLockMany then
 //     reads the lock keys that hold a message and creates again those over
 //     a marker, as TryLock does.
-//   - Each key of a bulk call has its own outcome. A call on many keys with
-//     a context without a deadline is bounded, as a whole, by the JetStream
-//     context's default timeout (jetstream.WithDefaultTimeout).
+//   - Each key of a bulk call has its own outcome. On a context without a
+//     deadline, each request or publish of a bulk call waits for its answer
+//     for the JetStream context's default timeout
+//     (jetstream.WithDefaultTimeout), as a single call's does.
 //
 // Contention is never a failure, on a single server or a cluster: a write
 // whose expected last sequence does not hold is refused by a single server
