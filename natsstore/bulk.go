@@ -258,8 +258,9 @@ func (s *Store[T]) createPub(lk string, after uint64, ttl time.Duration) pub {
 // their acks at a time, and one wait for the acks. A key whose lock key
 // holds a message is read (at most [BulkConcurrency] at a time) and, if the
 // message is the marker of a released or expired lock, created again over
-// it, as KeyValue.Create does: one round trip for free keys, three more for
-// keys over a marker. Each result holds the key's lock, or an error
+// it, as KeyValue.Create does: about one round trip when every key is free,
+// two more (the reads, then the creates) when some are held or over a
+// marker. Each result holds the key's lock, or an error
 // wrapping [store.ErrLocked] when another owner holds it (contention, on a
 // single server or a cluster, is never a failure), or the failure that
 // kept the store from answering for the key ([ErrNoTTL] on a bucket
