@@ -14,6 +14,8 @@ import (
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/natsstore"
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/storetest"
 )
 
 // member is one instance of a fleet: a cache over its own connection to the
@@ -336,4 +338,50 @@ func TestFleetStampedeOneLoad(t *testing.T) {
 	if n := loads.Load(); n != 1 {
 		t.Fatalf("loader ran %d times for 900 callers over 3 instances, want 1", n)
 	}
+}
+
+// bucketsByTest gives the stores of one subtest one bucket, as the
+// processes of a fleet share one.
+type bucketsByTest struct {
+	mu      sync.Mutex
+	buckets map[string]string
+	next    int
+}
+
+func (b *bucketsByTest) of(t *testing.T, prefix string) (bucket string, i int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buckets == nil {
+		b.buckets = map[string]string{}
+	}
+	bucket, ok := b.buckets[t.Name()]
+	if !ok {
+		bucket = fmt.Sprintf("%s-%d", prefix, len(b.buckets))
+		b.buckets[t.Name()] = bucket
+	}
+	i = b.next
+	b.next++
+	return bucket, i
+}
+
+// The fleet scenarios of storetest, over one server and over a three-node
+// JetStream cluster with the bucket at three replicas, each store on a
+// connection of its own.
+func TestFleetSuite(t *testing.T) {
+	srv := startServer(t)
+	var buckets bucketsByTest
+	storetest.RunFleet(t, storetest.FleetOptions{LockTTL: time.Second}, func(t *testing.T) store.Store[storetest.Value] {
+		b, _ := buckets.of(t, "fleet")
+		_, js := connect(t, srv.url())
+		return newStore[storetest.Value](t, js, b, natsstore.WithCodec[storetest.Value](gobCodec[storetest.Value]{}))
+	})
+}
+
+func TestClusterFleetSuite(t *testing.T) {
+	c := startCluster(t)
+	var buckets bucketsByTest
+	storetest.RunFleet(t, storetest.FleetOptions{LockTTL: time.Second}, func(t *testing.T) store.Store[storetest.Value] {
+		b, i := buckets.of(t, "cfleet")
+		return newClusterStore(t, c, i, b)
+	})
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/redisstore"
+	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/storetest"
 )
 
 // fleet returns n caches over srv, each with a client and a store of its
@@ -277,4 +279,20 @@ func maxInto(m *atomic.Int64, n int64) {
 			return
 		}
 	}
+}
+
+// The fleet scenarios of storetest, over one server and over a Cluster of
+// three masters.
+func TestFleetSuite(t *testing.T) {
+	srv := startRedis(t)
+	storetest.RunFleet(t, storetest.FleetOptions{}, func(t *testing.T) store.Store[storetest.Value] {
+		return newStore(t, srv, withGob)
+	})
+}
+
+func TestClusterFleetSuite(t *testing.T) {
+	srvs := startCluster3(t)
+	storetest.RunFleet(t, storetest.FleetOptions{}, func(t *testing.T) store.Store[storetest.Value] {
+		return redisstore.New[storetest.Value](clusterClient(t, srvs[0]), redisstore.Prefix(prefixOf(t)), withGob, redisstore.WithLogger(discard()))
+	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/memory"
+	"github.com/herdcache/herd/store/storetest"
 )
 
 // A weigher that returns 0 must not let the store grow without bound: every
@@ -166,4 +167,29 @@ func TestWatchAfterCloseFails(t *testing.T) {
 	if _, err := s.Watch(context.Background(), func(store.Change) {}); !errors.Is(err, memory.ErrClosed) {
 		t.Fatalf("Watch after Close: %v, want ErrClosed", err)
 	}
+}
+
+// nopClose is a view of a memory store shared by the caches of a fleet
+// test: a cache's Close does not close it under the others. Its methods,
+// capabilities included, are the store's.
+type nopClose struct{ *memory.Store[storetest.Value] }
+
+func (nopClose) Close(context.Context) error { return nil }
+
+// The fleet scenarios, with the caches of a subtest sharing one store as
+// processes share a server.
+func TestFleet(t *testing.T) {
+	var mu sync.Mutex
+	shared := map[string]*memory.Store[storetest.Value]{}
+	storetest.RunFleet(t, storetest.FleetOptions{}, func(t *testing.T) store.Store[storetest.Value] {
+		mu.Lock()
+		defer mu.Unlock()
+		s := shared[t.Name()]
+		if s == nil {
+			s = memory.New[storetest.Value]()
+			shared[t.Name()] = s
+			t.Cleanup(func() { _ = s.Close(context.Background()) })
+		}
+		return nopClose{s}
+	})
 }
