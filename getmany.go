@@ -329,7 +329,7 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 		rctx, cancel := bound(ctx)
 		defer cancel()
 		var m map[string]store.Entry[T]
-		err := guard(c, ctx, func() (err error) {
+		err := c.guard(ctx, func() (err error) {
 			m, err = b.GetMany(rctx, keys)
 			return err
 		})
@@ -347,7 +347,7 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 			e  store.Entry[T]
 			ok bool
 		)
-		err := guard(c, ctx, func() (err error) {
+		err := c.guard(ctx, func() (err error) {
 			e, ok, err = c.store.Get(rctx, keys[i])
 			return err
 		})

@@ -19,7 +19,7 @@ var errStoreDown = fmt.Errorf("herd: store down, call skipped: %w", store.ErrUna
 // exit records the outcome err of a store call on ctx that enter let go; a
 // change of the store's health is counted, told and logged once.
 func (c *Cache[T]) exit(ctx context.Context, p health.Pass, err error) {
-	switch c.health.Exit(p, ctx, err) {
+	switch c.health.Exit(ctx, p, err) {
 	case health.WentDown:
 		c.observe(ctx, &c.stats.storeDowns, Event{Kind: EventStoreDown, Err: err})
 		c.logOnce(ctx, slog.LevelWarn, "herd: store unavailable; loading without it, and trying it again now and then",
@@ -44,7 +44,7 @@ func (c *Cache[T]) logOnce(ctx context.Context, level slog.Level, msg string, at
 // the store is down and this call is not its probe, when it returns
 // errStoreDown without calling. A skipped call counts as one in
 // storeError, not as a store error.
-func guard[T any](c *Cache[T], ctx context.Context, call func() error) error {
+func (c *Cache[T]) guard(ctx context.Context, call func() error) error {
 	p := c.health.Enter()
 	if p == health.Skip {
 		return errStoreDown

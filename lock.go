@@ -89,7 +89,7 @@ func (c *Cache[T]) tryLocks(ctx context.Context, jobs []*job[T]) []store.LockRes
 		tctx, cancel := c.storeBound(ctx)
 		defer cancel()
 		var res []store.LockResult
-		err := guard(c, ctx, func() error {
+		err := c.guard(ctx, func() error {
 			res = b.TryLockMany(tctx, keys, c.cfg.lockTTL)
 			for _, r := range res {
 				if r.Err != nil && !errors.Is(r.Err, store.ErrLocked) {
@@ -119,7 +119,7 @@ func (c *Cache[T]) tryLocks(ctx context.Context, jobs []*job[T]) []store.LockRes
 func (c *Cache[T]) tryLock(ctx context.Context, key string) (lk store.Lock, err error) {
 	tctx, cancel := c.storeBound(ctx)
 	defer cancel()
-	err = guard(c, ctx, func() (err error) {
+	err = c.guard(ctx, func() (err error) {
 		lk, err = c.cfg.locker.TryLock(tctx, key, c.cfg.lockTTL)
 		return err
 	})
@@ -236,7 +236,7 @@ func (c *Cache[T]) waitForHolder(ctx context.Context, key string) (store.Entry[T
 			e  store.Entry[T]
 			ok bool
 		)
-		err := guard(c, ctx, func() (err error) {
+		err := c.guard(ctx, func() (err error) {
 			e, ok, err = c.store.Get(gctx, key)
 			return err
 		})
@@ -323,7 +323,7 @@ func (c *Cache[T]) extend(ctx, ectx context.Context, held []heldLock) []error {
 			locks[i] = h.lock
 		}
 		var errs []error
-		if err := guard(c, ctx, func() error {
+		if err := c.guard(ctx, func() error {
 			errs = fill(b.ExtendMany(ectx, locks, c.cfg.lockTTL), len(held))
 			return firstUnavailable(ctx, errs)
 		}); errors.Is(err, errStoreDown) {
@@ -333,7 +333,7 @@ func (c *Cache[T]) extend(ctx, ectx context.Context, held []heldLock) []error {
 	}
 	errs := make([]error, len(held))
 	eachKey(len(held), func(i int) {
-		errs[i] = guard(c, ctx, func() error { return held[i].lock.Extend(ectx, c.cfg.lockTTL) })
+		errs[i] = c.guard(ctx, func() error { return held[i].lock.Extend(ectx, c.cfg.lockTTL) })
 	})
 	return errs
 }
@@ -395,7 +395,7 @@ func (c *Cache[T]) release(r *loadRun[T], l *lease, jobs []*job[T]) {
 	defer cancel()
 	var errs []error
 	if b, ok := c.cfg.locker.(store.BulkLocker); ok && len(locks) > 1 {
-		if err := guard(c, r.callCtx, func() error {
+		if err := c.guard(r.callCtx, func() error {
 			errs = fill(b.UnlockMany(ctx, locks), len(locks))
 			return firstUnavailable(r.callCtx, errs)
 		}); errors.Is(err, errStoreDown) {
@@ -403,7 +403,7 @@ func (c *Cache[T]) release(r *loadRun[T], l *lease, jobs []*job[T]) {
 		}
 	} else {
 		errs = make([]error, len(locks))
-		eachKey(len(locks), func(i int) { errs[i] = guard(c, r.callCtx, func() error { return locks[i].Unlock(ctx) }) })
+		eachKey(len(locks), func(i int) { errs[i] = c.guard(r.callCtx, func() error { return locks[i].Unlock(ctx) }) })
 	}
 	for i, err := range errs {
 		if err != nil && !errors.Is(err, store.ErrNotHeld) {

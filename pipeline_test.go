@@ -388,7 +388,7 @@ func TestObserverMayGetTheKeyOfItsEvent(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer held.Unlock(context.Background())
+				defer func() { _ = held.Unlock(context.Background()) }()
 				for _, k := range []string{"free", "held"} {
 					if via == "Get" {
 						_, err = c.Get(context.Background(), k, constLoader("v"))

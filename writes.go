@@ -37,7 +37,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
 	e, _ := c.newEntry(v, time.Now(), nil)
 	c.backoff.succeeded(key)
 	err := c.writes.supersede(ctx, key, func() error {
-		return guard(c, ctx, func() error { return c.store.Set(ctx, key, e) })
+		return c.guard(ctx, func() error { return c.store.Set(ctx, key, e) })
 	})
 	if err != nil {
 		c.storeError(ctx, "set", key, err)
@@ -55,7 +55,7 @@ func (c *Cache[T]) Delete(ctx context.Context, key string) error {
 		return ErrClosed
 	}
 	err := c.writes.supersede(ctx, key, func() error {
-		return guard(c, ctx, func() error { return c.store.Delete(ctx, key) })
+		return c.guard(ctx, func() error { return c.store.Delete(ctx, key) })
 	})
 	// A load in flight read the source before this Delete: callers from now
 	// on must not join it.
@@ -96,7 +96,7 @@ func (c *Cache[T]) writeBack(r *loadRun[T], jobs []*job[T]) {
 		if j.done || !j.stored || !c.writes.startWrite(&j.reg) {
 			return
 		}
-		err := guard(c, r.callCtx, func() error { return c.writeOne(ctx, j) })
+		err := c.guard(r.callCtx, func() error { return c.writeOne(ctx, j) })
 		c.writes.finishWrite(&j.reg)
 		c.wrote(j, err)
 		return
@@ -201,7 +201,7 @@ func (c *Cache[T]) writeMany(outer, ctx context.Context, jobs []*job[T], idx []i
 	}
 	b, bulk := c.store.(store.BulkVersioned[T])
 	if !bulk {
-		eachKey(len(idx), func(k int) { errs[k] = guard(c, outer, func() error { return c.writeOne(ctx, jobs[idx[k]]) }) })
+		eachKey(len(idx), func(k int) { errs[k] = c.guard(outer, func() error { return c.writeOne(ctx, jobs[idx[k]]) }) })
 		return errs
 	}
 	writes := make([]store.ConditionalWrite[T], 0, len(idx))
@@ -223,7 +223,7 @@ func (c *Cache[T]) writeMany(outer, ctx context.Context, jobs []*job[T], idx []i
 		return errs
 	}
 	var werrs []error
-	if err := guard(c, outer, func() error {
+	if err := c.guard(outer, func() error {
 		werrs = fill(b.WriteIf(ctx, writes), len(writes))
 		return firstUnavailable(outer, werrs)
 	}); errors.Is(err, errStoreDown) {

@@ -23,7 +23,7 @@ func TestClaimIsJoinedByDo(t *testing.T) {
 		called := false
 		got := make(chan result, 2)
 		go func() {
-			v, shared, err := doShared(&g, ctx, "k", func(context.Context) (int, error) { called = true; return 0, nil })
+			v, shared, err := doShared(ctx, &g, "k", func(context.Context) (int, error) { called = true; return 0, nil })
 			got <- result{v, shared, err}
 		}()
 		w := g.Join("k")
@@ -42,7 +42,7 @@ func TestClaimIsJoinedByDo(t *testing.T) {
 			}
 		}
 		// Published but not finished: a new caller gets the value, no call.
-		if v, err := do(&g, ctx, "k", func(context.Context) (int, error) { called = true; return 0, nil }); v != 7 || err != nil {
+		if v, err := do(ctx, &g, "k", func(context.Context) (int, error) { called = true; return 0, nil }); v != 7 || err != nil {
 			t.Fatalf("Do after Publish = %d, %v", v, err)
 		}
 		cl.Finish(0, errors.New("ignored after Publish"))
@@ -53,7 +53,7 @@ func TestClaimIsJoinedByDo(t *testing.T) {
 		if called {
 			t.Fatal("the function of a caller that joined a claimed call ran")
 		}
-		if v, err := do(&g, ctx, "k", func(context.Context) (int, error) { return 8, nil }); v != 8 || err != nil {
+		if v, err := do(ctx, &g, "k", func(context.Context) (int, error) { return 8, nil }); v != 8 || err != nil {
 			t.Fatalf("Do after Finish = %d, %v; want a new call", v, err)
 		}
 	})

@@ -32,12 +32,12 @@ func (testErrs) Goexit() error              { return errGoexit }
 
 type group = callgroup.Group[string, int, testErrs]
 
-func do(g *group, ctx context.Context, key string, fn func(context.Context) (int, error)) (int, error) {
-	v, _, err := doShared(g, ctx, key, fn)
+func do(ctx context.Context, g *group, key string, fn func(context.Context) (int, error)) (int, error) {
+	v, _, err := doShared(ctx, g, key, fn)
 	return v, err
 }
 
-func doShared(g *group, ctx context.Context, key string, fn func(context.Context) (int, error)) (int, bool, error) {
+func doShared(ctx context.Context, g *group, key string, fn func(context.Context) (int, error)) (int, bool, error) {
 	v, shared, _, err := g.Do(ctx, key, callgroup.Task[string, int]{Plain: fn})
 	return v, shared, err
 }
@@ -54,7 +54,7 @@ func startCallers(ctx context.Context, g *group, n int, key string, fn func(cont
 	out := make(chan result, n)
 	for range n {
 		go func() {
-			v, shared, err := doShared(g, ctx, key, fn)
+			v, shared, err := doShared(ctx, g, key, fn)
 			out <- result{v, shared, err}
 		}()
 	}

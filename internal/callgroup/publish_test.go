@@ -35,7 +35,7 @@ func TestPublishGivesTheResultEarly(t *testing.T) {
 		}
 		// fn is still running: a new caller gets the published result at
 		// once, without a new call.
-		if v, err := do(&g, t.Context(), "k", fn); v != 42 || err != nil {
+		if v, err := do(t.Context(), &g, "k", fn); v != 42 || err != nil {
 			t.Fatalf("caller arriving after Publish got %d, %v", v, err)
 		}
 		if n := calls.Load(); n != 1 {
@@ -44,7 +44,7 @@ func TestPublishGivesTheResultEarly(t *testing.T) {
 		close(finish)
 		synctest.Wait()
 		// fn returned: the key is free again.
-		v, err := do(&g, t.Context(), "k", func(context.Context) (int, error) { return 7, nil })
+		v, err := do(t.Context(), &g, "k", func(context.Context) (int, error) { return 7, nil })
 		if v != 7 || err != nil {
 			t.Fatalf("Do after the published call ended = %d, %v", v, err)
 		}
@@ -57,7 +57,7 @@ func TestPublishGivesTheResultEarly(t *testing.T) {
 func TestPanicAfterPublishKeepsTheResult(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var g group
-		v, err := do(&g, t.Context(), "k", func(ctx context.Context) (int, error) {
+		v, err := do(t.Context(), &g, "k", func(ctx context.Context) (int, error) {
 			callgroup.Publish(ctx, 5, nil)
 			panic("after publish")
 		})
@@ -65,7 +65,7 @@ func TestPanicAfterPublishKeepsTheResult(t *testing.T) {
 			t.Fatalf("got %d, %v; want the published 5", v, err)
 		}
 		synctest.Wait()
-		v, err = do(&g, t.Context(), "k", func(context.Context) (int, error) { return 6, nil })
+		v, err = do(t.Context(), &g, "k", func(context.Context) (int, error) { return 6, nil })
 		if v != 6 || err != nil {
 			t.Fatalf("the key was not freed after a panic following Publish: %d, %v", v, err)
 		}
@@ -87,7 +87,7 @@ func TestDoGoexitOnACallerThatCannotLeave(t *testing.T) {
 				exited := make(chan struct{})
 				go func() {
 					defer close(exited)
-					_, err := do(&g, context.Background(), "k", fn)
+					_, err := do(context.Background(), &g, "k", fn)
 					first <- err
 				}()
 				synctest.Wait()
@@ -122,7 +122,7 @@ func TestJoiningACallRunOnItsFirstCaller(t *testing.T) {
 		started := make(chan struct{})
 		first := make(chan int, 1)
 		go func() {
-			v, _ := do(&g, context.Background(), "k", func(ctx context.Context) (int, error) {
+			v, _ := do(context.Background(), &g, "k", func(ctx context.Context) (int, error) {
 				close(started)
 				<-published
 				callgroup.Publish(ctx, 7, nil)
@@ -227,12 +227,12 @@ func TestReleaseFreesTheKey(t *testing.T) {
 			if r := <-waiter; !errors.Is(r.err, errDown) {
 				t.Fatalf("the waiter got %v, want the released failure", r.err)
 			}
-			if v, err := do(&g, t.Context(), "k", func(context.Context) (int, error) { return 7, nil }); v != 7 || err != nil {
+			if v, err := do(t.Context(), &g, "k", func(context.Context) (int, error) { return 7, nil }); v != 7 || err != nil {
 				t.Fatalf("Do after Release = %d, %v; want a new call's 7", v, err)
 			}
 			close(finish)
 			synctest.Wait()
-			if v, err := do(&g, t.Context(), "k", func(context.Context) (int, error) { return 8, nil }); v != 8 || err != nil {
+			if v, err := do(t.Context(), &g, "k", func(context.Context) (int, error) { return 8, nil }); v != 8 || err != nil {
 				t.Fatalf("Do after the released call ended = %d, %v", v, err)
 			}
 		})

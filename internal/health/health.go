@@ -31,6 +31,7 @@ import (
 // A Pass says what a call may do.
 type Pass uint8
 
+// The passes of Enter.
 const (
 	Call  Pass = iota // the store is up: call it
 	Probe             // the store is down, and this call is its probe: call it
@@ -76,6 +77,7 @@ func (s *State) Enter() Pass {
 // A Change is what Exit did to the state.
 type Change uint8
 
+// The changes of Exit.
 const (
 	Same     Change = iota // the store was up and is, or was down and is
 	WentDown               // the call found the store unavailable
@@ -84,7 +86,7 @@ const (
 
 // Exit records the outcome of a call that Enter let through: err, from a
 // call on ctx (a call whose own context ended says nothing of the store).
-func (s *State) Exit(p Pass, ctx context.Context, err error) Change {
+func (s *State) Exit(ctx context.Context, p Pass, err error) Change {
 	if s == nil || p == Skip {
 		return Same
 	}

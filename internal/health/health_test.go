@@ -22,7 +22,7 @@ func TestNilStateIsAlwaysUp(t *testing.T) {
 	if p := s.Enter(); p != health.Call {
 		t.Fatalf("Enter = %v", p)
 	}
-	if ch := s.Exit(health.Call, context.Background(), errDown); ch != health.Same || s.Down() {
+	if ch := s.Exit(context.Background(), health.Call, errDown); ch != health.Same || s.Down() {
 		t.Fatalf("Exit = %v, down %v", ch, s.Down())
 	}
 }
@@ -34,7 +34,7 @@ func TestProbesDoubleToTheMaximum(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		s := health.New(100*time.Millisecond, 350*time.Millisecond)
-		if ch := s.Exit(s.Enter(), ctx, errDown); ch != health.WentDown {
+		if ch := s.Exit(ctx, s.Enter(), errDown); ch != health.WentDown {
 			t.Fatalf("first failure: %v, want WentDown", ch)
 		}
 		if p := s.Enter(); p != health.Skip {
@@ -56,7 +56,7 @@ func TestProbesDoubleToTheMaximum(t *testing.T) {
 			}
 			waits = append(waits, time.Since(last).Round(10*time.Millisecond))
 			last = time.Now()
-			if ch := s.Exit(p, ctx, errDown); ch != health.Same {
+			if ch := s.Exit(ctx, p, errDown); ch != health.Same {
 				t.Fatalf("a failed probe: %v, want Same", ch)
 			}
 		}
@@ -68,7 +68,7 @@ func TestProbesDoubleToTheMaximum(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		p := s.Enter()
-		if ch := s.Exit(p, ctx, nil); p != health.Probe || ch != health.CameBack || s.Down() {
+		if ch := s.Exit(ctx, p, nil); p != health.Probe || ch != health.CameBack || s.Down() {
 			t.Fatalf("a probe that succeeds: %v, %v, down %v", p, ch, s.Down())
 		}
 		if p := s.Enter(); p != health.Call {
@@ -82,9 +82,9 @@ func TestProbesDoubleToTheMaximum(t *testing.T) {
 func TestAnAnswerIsUp(t *testing.T) {
 	ctx := context.Background()
 	s := health.New(time.Second, time.Second)
-	s.Exit(s.Enter(), ctx, errDown)
+	s.Exit(ctx, s.Enter(), errDown)
 	// A call that was under way when the store went down answers.
-	if ch := s.Exit(health.Call, ctx, store.ErrConflict); ch != health.CameBack {
+	if ch := s.Exit(ctx, health.Call, store.ErrConflict); ch != health.CameBack {
 		t.Fatalf("Exit with a conflict = %v, want CameBack", ch)
 	}
 }

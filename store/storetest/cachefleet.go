@@ -250,8 +250,8 @@ func (f fleet) writesWin(t *testing.T) {
 				var err error
 				if via == "Get" {
 					_, err = a.Get(context.Background(), key, func(ctx context.Context, k string) (Value, error) {
-						vals, err := load(ctx, []string{k})
-						return vals[k], err
+						vals, lerr := load(ctx, []string{k})
+						return vals[k], lerr
 					})
 				} else {
 					_, err = a.GetMany(context.Background(), []string{key}, load)
@@ -315,8 +315,8 @@ func (f fleet) leaseLost(t *testing.T) {
 				var err error
 				if via == "Get" {
 					_, err = a.Get(context.Background(), key, func(ctx context.Context, k string) (Value, error) {
-						vals, err := slow(ctx, []string{k})
-						return vals[k], err
+						vals, lerr := slow(ctx, []string{k})
+						return vals[k], lerr
 					})
 				} else {
 					_, err = a.GetMany(context.Background(), []string{key}, slow)
