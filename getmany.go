@@ -222,7 +222,7 @@ func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 		return err
 	}
 	var a manyAnswers[T]
-	if c.local != nil {
+	if c.inProcess {
 		c.answerLocalMany(ctx, keys, out, &a)
 	} else {
 		uniq := uniqueKeys(keys)
@@ -268,7 +268,7 @@ func (c *Cache[T]) answerLocalMany(ctx context.Context, keys []string, out manyO
 		}
 		// A duplicate of a key not answered with a value is answered again;
 		// its second load joins the first's call.
-		e, now, ok := c.local.Peek(k)
+		e, now, ok := c.peek(k)
 		switch {
 		case !ok:
 			a.miss = append(a.miss, missedKey[T]{key: k})
@@ -322,7 +322,7 @@ func uniqueKeys(keys []string) []string {
 // missing.
 func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store.Entry[T] {
 	bound := c.storeBound
-	if c.local != nil { // in-process: no call blocks
+	if c.inProcess { // in-process: no call blocks
 		bound = func(ctx context.Context) (context.Context, context.CancelFunc) { return ctx, func() {} }
 	}
 	if b, ok := c.store.(store.BulkGetter[T]); ok {

@@ -176,9 +176,14 @@ func (r Result[T]) Age() time.Duration {
 // however many callers ask for it. Build it with [New]; its methods are safe
 // for concurrent use.
 type Cache[T any] struct {
-	store     store.Store[T]
-	local     local.Store[T]        // store, when it is in-process (store/memory)
-	near      nearPeeker[T]         // store, when it has a near tier (store/tiered)
+	store store.Store[T]
+	// The read paths, chosen once in New: peek, the lookup in place that
+	// the store lends (local.Lending), is the whole read of an in-process
+	// store (inProcess: store/memory; its calls never block either) or a
+	// near tier's, whose miss reads the store (store/tiered); shared lends
+	// entries from a remote read; any other store is read with Get.
+	peek      local.Peek[T]
+	inProcess bool
 	shared    store.SharedGetter[T] // store, when it can lend its entries
 	versioned store.Versioned[T]    // store, when it has conditional writes
 	health    *health.State         // the store's, when it is remote: nil for an in-process one
@@ -215,20 +220,18 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 	}
 	cfg.validate()
 	c := &Cache[T]{store: s, cfg: cfg}
-	if l, ok := s.(local.Store[T]); ok && l.Self() == any(s) {
-		c.local = l
-	} else {
-		c.near, _ = s.(nearPeeker[T])
-	}
+	var near bool
+	c.peek, near, _ = local.Of[T](s)
+	c.inProcess = c.peek != nil && !near
 	c.shared, _ = s.(store.SharedGetter[T])
 	c.versioned, _ = s.(store.Versioned[T])
-	if c.local == nil {
+	if !c.inProcess {
 		c.health = health.New(cfg.downMin, cfg.downMax)
 	}
 	// A load runs on its first caller's goroutine when that caller cannot
 	// leave early, unless its store write-back may be slow: no caller waits
 	// for a write to a remote store.
-	c.flight.OwnGoroutine = c.local == nil
+	c.flight.OwnGoroutine = !c.inProcess
 	c.loadFn = c.loadTask
 	c.refresh.init(c)
 	return c
@@ -245,24 +248,23 @@ func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, erro
 	if load == nil {
 		panic("herd: Get needs a loader, got nil")
 	}
-	if c.local == nil || c.closed.Load() {
-		if c.near != nil && !c.closed.Load() {
-			// The hit path of a two-level store: a near hit, in place.
-			if e, now, ok := c.near.PeekNear(key); ok && fresh(e, now) {
-				c.hit(key)
-				return e.Value, nil
-			}
-		}
+	if c.peek == nil || c.closed.Load() {
 		r, err := c.Fetch(ctx, key, load)
 		return r.Value, err
 	}
-	// The hit path of an in-process store: one lookup, one clock read (an
-	// atomic load with the store's coarse clock), and for a stale value
-	// the refresh, not yet converted to a Result.
-	e, now, ok := c.local.Peek(key)
+	// The hit path: one lookup in place, one clock read (an atomic load
+	// with the store's coarse clock). Over an in-process store, a stale
+	// value is answered here too, and its refresh queued, not yet converted
+	// to a Result; over a near tier, anything but a fresh hit reads the
+	// store.
+	e, now, ok := c.peek(key)
 	if ok && fresh(e, now) {
 		c.hit(key)
 		return e.Value, nil
+	}
+	if !c.inProcess {
+		r, err := c.Fetch(ctx, key, load)
+		return r.Value, err
 	}
 	if ok && stale(e, now) {
 		c.staleLocal(ctx, key, load, e, now)
@@ -282,8 +284,8 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 	if c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}
-	if c.local != nil {
-		e, now, ok := c.local.Peek(key)
+	if c.inProcess {
+		e, now, ok := c.peek(key)
 		if ok && fresh(e, now) {
 			c.hit(key)
 			return Result[T]{Value: e.Value, Status: StatusFresh, StoredAt: local.Time(e.StoredAt), at: time.Unix(0, now)}, nil
@@ -331,13 +333,6 @@ func (c *Cache[T]) storeBound(ctx context.Context) (context.Context, context.Can
 }
 
 // fresh reports whether e, found live at now, is a value to return as it is.
-// A nearPeeker is a store with a near tier in this process that can lend a
-// near hit in place (store/tiered): a hit is served from it, while a miss
-// says nothing and the cache reads the store as usual.
-type nearPeeker[T any] interface {
-	PeekNear(key string) (e *local.Entry[T], now int64, ok bool)
-}
-
 func fresh[T any](e *local.Entry[T], now int64) bool {
 	return !e.NotFound() && (e.RefreshAt == 0 || now < e.RefreshAt) && (e.ExpiresAt == 0 || now < e.ExpiresAt)
 }

@@ -256,7 +256,7 @@ func (c *Cache[T]) readVersions(r *loadRun[T], jobs []*job[T]) {
 		}
 		return
 	}
-	if c.local != nil { // in-process: one key after another, no bookkeeping
+	if c.inProcess { // in-process: one key after another, no bookkeeping
 		for _, j := range jobs {
 			if need(j) {
 				c.applyRead(j, c.readOne(r.ctx, j.key))
@@ -355,7 +355,7 @@ var errShortReply = errors.New("herd: the store's bulk reply has fewer results t
 // in-process.
 func (c *Cache[T]) readOne(ctx context.Context, key string) (rd versionRead[T]) {
 	rctx := ctx
-	if c.local == nil {
+	if !c.inProcess {
 		var cancel context.CancelFunc
 		rctx, cancel = c.storeBound(ctx)
 		defer cancel()
@@ -372,7 +372,7 @@ func (c *Cache[T]) readOne(ctx context.Context, key string) (rd versionRead[T]) 
 	// A remote read is judged when it arrives; an in-process one at its
 	// version's time, which is the same moment.
 	rd.checked = rd.at
-	if c.local == nil {
+	if !c.inProcess {
 		rd.checked = time.Now()
 	}
 	if rd.Err != nil {
@@ -757,7 +757,7 @@ func (c *Cache[T]) startBatches(ctx context.Context, claims []*entryClaim[T], lo
 	if refresh {
 		callCtx = context.WithValue(callCtx, refreshingKey{}, true)
 	}
-	if !refresh && c.local != nil && ctx.Done() == nil && len(claims) <= cfg.maxBatch {
+	if !refresh && c.inProcess && ctx.Done() == nil && len(claims) <= cfg.maxBatch {
 		// As for Get: a caller that cannot leave early runs the batch
 		// itself rather than wait for it, over a store whose calls never
 		// block.

@@ -86,7 +86,7 @@ func (c *Cache[T]) writeBack(r *loadRun[T], jobs []*job[T]) {
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	if c.local == nil { // an in-process store never blocks; a timer would cost more than the write
+	if !c.inProcess { // an in-process store never blocks; a timer would cost more than the write
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.storeTimeout)
 		defer cancel()
@@ -183,7 +183,7 @@ func (c *Cache[T]) writable(j *job[T]) error {
 // remote store, whose writes may follow the load's end by round trips; from
 // the load's end, loaded, on an in-process store.
 func (c *Cache[T]) since(t, loaded int64) time.Duration {
-	if c.local != nil {
+	if c.inProcess {
 		return time.Duration(loaded - t)
 	}
 	return time.Since(time.Unix(0, t))
@@ -193,7 +193,7 @@ func (c *Cache[T]) since(t, loaded int64) time.Duration {
 // idx, in the order of idx, in one bulk call if the store has it.
 func (c *Cache[T]) writeMany(outer, ctx context.Context, jobs []*job[T], idx []int) []error {
 	errs := make([]error, len(idx))
-	if c.local != nil { // in-process: no call blocks, and the store is never down
+	if c.inProcess { // in-process: no call blocks, and the store is never down
 		for k, i := range idx {
 			errs[k] = c.writeOne(ctx, jobs[i])
 		}

@@ -3,8 +3,9 @@
 // a hit costs one map lookup and one clock read, no copy and no conversion.
 //
 // The public seam, store.Store and store.Entry, stays what every store
-// implements; a store that also implements [Store] gives the cache its hit
-// path and tells it that its calls never block.
+// implements; a store that embeds a [Lending] gives the cache its hit path
+// (and, when it is in-process, tells it that its calls never block)
+// without exporting anything.
 package local
 
 import (
@@ -101,15 +102,44 @@ var (
 	minTime = time.Unix(0, math.MinInt64)
 )
 
-// A Store is an in-process store whose calls never block, and that lends its
-// entries for the hit path.
-type Store[T any] interface {
-	// Peek returns the live entry of key, which the caller must not modify,
-	// and the time (Unix nanoseconds) at which it was found live.
-	Peek(key string) (e *Entry[T], now int64, ok bool)
-	// Self returns the store itself. A type that embeds the store gets its
-	// methods, Peek and Self included, but not its promise that no call
-	// blocks, nor that Peek reads what its own Get would: the cache takes a
-	// store for in-process only when Self is the store it was given.
-	Self() any
+// A Peek looks key up in place: it returns the live entry of key as a store
+// holds it, which the caller must not modify, and the time (Unix
+// nanoseconds) at which it was found live.
+type Peek[T any] func(key string) (e *Entry[T], now int64, ok bool)
+
+// A Lending is what a store lends a herd cache for its hit path: an
+// in-process store's own lookup (store/memory), or the lookup of a near
+// tier (store/tiered), whose miss says nothing of the store. A store embeds
+// it under an unexported name (an alias of its own), so that the cache
+// finds it with [Of] while users see no method of it.
+type Lending[T any] struct {
+	peek Peek[T]
+	self any  // the store that lends: a type that embeds it does not
+	near bool // peek sees a near tier only
+}
+
+// Lend returns the Lending of the store self, whose lookup is peek; near
+// says that peek sees a near tier in front of the store only.
+func Lend[T any](self any, peek Peek[T], near bool) Lending[T] {
+	return Lending[T]{peek: peek, self: self, near: near}
+}
+
+func (l *Lending[T]) lending() *Lending[T] { return l }
+
+type lender[T any] interface{ lending() *Lending[T] }
+
+// Of returns the lookup that s lends and whether it sees a near tier only,
+// or ok false when s lends nothing. A type that embeds a lending store
+// gets its methods but not its promise that a lookup reads what its own
+// Get would: it lends nothing.
+func Of[T any](s any) (peek Peek[T], near, ok bool) {
+	l, ok := s.(lender[T])
+	if !ok {
+		return nil, false, false
+	}
+	lent := l.lending()
+	if lent.peek == nil || lent.self != s {
+		return nil, false, false
+	}
+	return lent.peek, lent.near, true
 }

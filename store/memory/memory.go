@@ -53,12 +53,19 @@ type Store[T any] struct {
 
 	Locker
 	watches watchers
+	// lending is the hit path the store lends a herd cache: peek, in place.
+	lending[T]
 }
+
+// lending is local.Lending under a name of the store's own: embedded, it
+// gives the store the unexported method by which a cache finds its hit
+// path, and no exported field or method.
+type lending[T any] = local.Lending[T]
 
 // The store holds, for each key, a *local.Entry: an entry with its times as
 // Unix nanoseconds and its version, or the record that the key was deleted
 // (a tombstone), 48 bytes for a value of 8. Entries are never modified once
-// stored, so that Peek can lend them.
+// stored, so that peek can lend them.
 
 var (
 	_ store.Store[int]         = (*Store[int])(nil)
@@ -71,7 +78,6 @@ var (
 	_ store.BulkLocker         = (*Store[int])(nil)
 	_ store.BulkLocker         = (*Locker)(nil)
 	_ store.ChangeStream       = (*Store[int])(nil)
-	_ local.Store[int]         = (*Store[int])(nil)
 )
 
 type config struct {
@@ -154,6 +160,7 @@ func New[T any](opts ...Option) *Store[T] {
 		panic(fmt.Sprintf("memory: CoarseClock resolution must be positive, got %v", cfg.coarse))
 	}
 	s := &Store[T]{retention: cfg.retention, clock: clock.New(cfg.coarse)}
+	s.lending = local.Lend[T](s, s.peek, false)
 	retention := cfg.retention
 	// A "writing" calculator is computed on create and update only; otter
 	// skips the read hook for it, which keeps the hit path short.
@@ -214,7 +221,7 @@ func (s *Store[T]) Get(_ context.Context, key string) (store.Entry[T], bool, err
 // checked its KeepUntil. As the store holds its entries in a compact form,
 // the entry is a copy of its own, which the caller may keep.
 func (s *Store[T]) GetShared(_ context.Context, key string) (*store.Entry[T], time.Time, bool, error) {
-	it, now, ok := s.Peek(key)
+	it, now, ok := s.peek(key)
 	if !ok {
 		return nil, time.Time{}, false, nil
 	}
@@ -222,14 +229,11 @@ func (s *Store[T]) GetShared(_ context.Context, key string) (*store.Entry[T], ti
 	return &e, time.Unix(0, now), true, nil
 }
 
-// Self returns s, for herd to tell s from a type that embeds it.
-func (s *Store[T]) Self() any { return s }
-
-// Peek returns the live entry of key as the store holds it, without a copy,
+// peek returns the live entry of key as the store holds it, without a copy,
 // and the time (Unix nanoseconds) at which it was found live, from the
-// clock read that checked it: the hit path of a herd cache. The entry must
-// not be modified.
-func (s *Store[T]) Peek(key string) (*local.Entry[T], int64, bool) {
+// clock read that checked it: the hit path of a herd cache, which the store
+// lends it (see lending). The entry must not be modified.
+func (s *Store[T]) peek(key string) (*local.Entry[T], int64, bool) {
 	it, ok := s.c.GetIfPresent(key)
 	if !ok {
 		return nil, 0, false

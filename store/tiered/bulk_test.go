@@ -28,7 +28,7 @@ func TestGetVersionsFillsTheNearTier(t *testing.T) {
 		if err != nil || r.Err != nil || r.Found != ok || r.Version != v {
 			t.Fatalf("%s: GetVersions = %+v, far GetVersion = %d, %v, %v", k, r, v, ok, err)
 		}
-		if _, _, near := s.PeekNear(k); near != ok {
+		if _, _, near := tiered.PeekNear(s.Store, k); near != ok {
 			t.Fatalf("%s: near copy %v after GetVersions, want %v", k, near, ok)
 		}
 	}
@@ -57,10 +57,10 @@ func TestRegressionGetVersionsFillRace(t *testing.T) {
 	if got := <-first; got[1].Entry.Value != 1 || got[0].Entry.Value != 7 {
 		t.Fatalf("the held read returned %+v, want the values it read", got)
 	}
-	if _, _, ok := s.PeekNear("k"); ok {
+	if _, _, ok := tiered.PeekNear(s.Store, "k"); ok {
 		t.Fatal("the near tier kept the value of a read that began before a newer write")
 	}
-	if e, _, ok := s.PeekNear("other"); !ok || e.Value != 7 {
+	if e, _, ok := tiered.PeekNear(s.Store, "other"); !ok || e.Value != 7 {
 		t.Fatalf("near copy of the other key: %+v, %v", e, ok)
 	}
 	mustValue(t, s, "k", 2)
@@ -95,11 +95,11 @@ func TestWriteIfNearTier(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], store.ErrConflict) {
 		t.Fatalf("WriteIf = %v; want nil, nil, ErrConflict", errs)
 	}
-	if e, _, ok := s.PeekNear("set"); !ok || e.Value != 2 {
+	if e, _, ok := tiered.PeekNear(s.Store, "set"); !ok || e.Value != 2 {
 		t.Fatalf("near copy after a set: %+v, %v; want 2", e, ok)
 	}
 	for _, k := range []string{"delete", "refused"} {
-		if _, _, ok := s.PeekNear(k); ok {
+		if _, _, ok := tiered.PeekNear(s.Store, k); ok {
 			t.Fatalf("%s: near copy kept after WriteIf", k)
 		}
 	}

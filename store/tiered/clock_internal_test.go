@@ -31,7 +31,7 @@ func TestIdleNearClockParks(t *testing.T) {
 		}
 		time.Sleep(time.Minute) // idle: the clock parks
 		synctest.Wait()
-		if _, _, ok := s.PeekNear("k"); !ok || !s.clock.Ticking() {
+		if _, _, ok := s.peekNear("k"); !ok || !s.clock.Ticking() {
 			t.Fatalf("near hit %v, clock ticking %v; want a hit that wakes the clock", ok, s.clock.Ticking())
 		}
 		for range 30 {

@@ -605,7 +605,7 @@ func TestCacheNearHitDoesNotAllocate(t *testing.T) {
 	// load over, loads again: the store has no versions to tell it.)
 	reload := func(context.Context, string) (string, error) { return "v", nil }
 	for i := 0; ; i++ {
-		if _, _, ok := s.PeekNear("k"); ok {
+		if _, _, ok := tiered.PeekNear(s, "k"); ok {
 			break
 		}
 		if i == 1_000_000 {

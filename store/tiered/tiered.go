@@ -11,8 +11,9 @@
 // # What it does
 //
 //   - Reads: a near hit takes no lock, allocates nothing and makes no call
-//     to the far tier, through [store.SharedGetter] or [Store.PeekNear] (the
-//     near copy in the compact form of herd's in-process stores). A near
+//     to the far tier, through [store.SharedGetter] or, for a herd.Cache,
+//     in place (the near copy in the compact form of herd's in-process
+//     stores, which the store lends the cache). A near
 //     miss reads the far tier and keeps a copy in the near tier.
 //     Entries keep their own times, so stale-while-revalidate and
 //     stale-if-error behave as on one tier; the near copy also goes at
@@ -93,7 +94,7 @@ var ErrClosed = errors.New("tiered: store closed")
 // shared far tier. Build it with [New] or [NewVersioned]; its methods are
 // safe for concurrent use. Besides [store.Store], it implements
 // [store.SharedGetter], [store.BulkGetter], [store.Locker] and
-// [store.BulkLocker], and lends near hits with [Store.PeekNear].
+// [store.BulkLocker], and lends a herd.Cache its near hits in place.
 type Store[T any] struct {
 	far        store.Store[T]
 	bulk       store.BulkGetter[T] // far, if it reads in bulk
@@ -109,7 +110,15 @@ type Store[T any] struct {
 	closing closing.Once
 
 	farReads, changes, flushes, discarded atomic.Uint64
+
+	// lending is the hit path the store lends a herd cache: peekNear.
+	lending[T]
 }
+
+// lending is local.Lending under a name of the package's own: embedded, it
+// gives a store the unexported method by which a cache finds its hit path,
+// and no exported field or method.
+type lending[T any] = local.Lending[T]
 
 // A nearItem is the near copy of an entry, as a store.Entry for
 // GetShared and in the compact form of in-process stores for Peek. Items
@@ -149,6 +158,7 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 		nearTTL: cfg.nearTTL,
 		flights: newInflight(),
 	}
+	s.lending = local.Lend[T](s, s.peekNear, true)
 	s.bulk, _ = far.(store.BulkGetter[T])
 	s.locker, _ = far.(store.Locker)
 	s.bulkLocker, _ = far.(store.BulkLocker)
@@ -170,7 +180,7 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 func newNear[T any](cfg *config, clk *clock.Clock) *otter.Cache[string, *nearItem[T]] {
 	o := &otter.Options[string, *nearItem[T]]{
 		// The snapshot time of a near hit is its reading of the clock, which
-		// the hit path keeps awake (see PeekNear).
+		// the hit path keeps awake (see peekNear).
 		Clock: clk.Passive(),
 		// A "writing" calculator is computed on create and update only;
 		// otter skips the read hook for it, which keeps the hit path short.
@@ -234,14 +244,15 @@ func (s *Store[T]) GetShared(ctx context.Context, key string) (*store.Entry[T], 
 	return &e, time.Time{}, true, nil
 }
 
-// PeekNear returns the near tier's live copy of key's entry, in the compact
+// peekNear returns the near tier's live copy of key's entry, in the compact
 // form of herd's in-process stores, which the caller must not modify, and
 // the time (Unix nanoseconds) at which it was found live. It never reads the
 // far tier: a miss (ok false) says only that the near tier has no live
 // copy, not that the store has no entry; a caller then reads the store with
-// [Store.GetShared] or [Store.Get]. It is the hit path for herd.Cache: no
-// lock, no allocation, no clock read beyond the near tier's own.
-func (s *Store[T]) PeekNear(key string) (e *local.Entry[T], now int64, ok bool) {
+// [Store.GetShared] or [Store.Get]. It is the hit path the store lends a
+// herd.Cache (see lending): no lock, no allocation, no clock read beyond
+// the near tier's own.
+func (s *Store[T]) peekNear(key string) (e *local.Entry[T], now int64, ok bool) {
 	if s.closed.Load() {
 		return nil, 0, false
 	}

@@ -197,13 +197,13 @@ func TestPeekReadsOnlyTheNearTier(t *testing.T) {
 		want := store.Entry[int]{Value: 7, StoredAt: now, RefreshAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour), KeepUntil: now.Add(2 * time.Hour)}
 		_ = far.Set(ctx, "far-only", want)
 		synctest.Wait()
-		if _, _, ok := s.PeekNear("far-only"); ok {
+		if _, _, ok := tiered.PeekNear(s, "far-only"); ok {
 			t.Fatal("Peek read the far tier")
 		}
 		if err := s.Set(ctx, "k", want); err != nil {
 			t.Fatal(err)
 		}
-		e, at, ok := s.PeekNear("k")
+		e, at, ok := tiered.PeekNear(s, "k")
 		got := e.Entry()
 		if !ok || got.Value != 7 || got.NotFound || !got.StoredAt.Equal(want.StoredAt) || !got.RefreshAt.Equal(want.RefreshAt) ||
 			!got.ExpiresAt.Equal(want.ExpiresAt) || !got.KeepUntil.Equal(want.KeepUntil) || at != now.UnixNano() {
@@ -211,24 +211,24 @@ func TestPeekReadsOnlyTheNearTier(t *testing.T) {
 		}
 		_ = far.Set(ctx, "k", store.Entry[int]{Value: 8, NotFound: true})
 		synctest.Wait()
-		if _, _, ok := s.PeekNear("k"); ok {
+		if _, _, ok := tiered.PeekNear(s, "k"); ok {
 			t.Fatal("Peek hit after a change dropped the near copy")
 		}
 		if got, ok, _ := s.Get(ctx, "k"); !ok || !got.NotFound {
 			t.Fatalf("Get = %+v, %v", got, ok)
 		}
-		if e, _, ok := s.PeekNear("k"); !ok || !e.NotFound() {
+		if e, _, ok := tiered.PeekNear(s, "k"); !ok || !e.NotFound() {
 			t.Fatalf("Peek after a fill = %+v, %v; want the not-found entry", e, ok)
 		}
 		time.Sleep(time.Minute)
-		if _, _, ok := s.PeekNear("k"); ok {
+		if _, _, ok := tiered.PeekNear(s, "k"); ok {
 			t.Fatal("Peek hit past NearTTL")
 		}
 		_ = s.Set(ctx, "k", want)
 		if err := s.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, ok := s.PeekNear("k"); ok {
+		if _, _, ok := tiered.PeekNear(s, "k"); ok {
 			t.Fatal("Peek hit after Close")
 		}
 	})

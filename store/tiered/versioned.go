@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
 
@@ -16,6 +17,9 @@ type VersionedStore[T any] struct {
 	*Store[T]
 	vfar  store.Versioned[T]
 	bvfar store.BulkVersioned[T] // vfar, if it reads versions and writes in bulk
+
+	// lending is the Store's hit path, lent in the VersionedStore's name.
+	lending[T]
 }
 
 var _ store.Versioned[int] = (*VersionedStore[int])(nil)
@@ -32,6 +36,7 @@ func NewVersioned[T any](far store.Versioned[T], opts ...Option) (*VersionedStor
 		return nil, err
 	}
 	vs := &VersionedStore[T]{Store: s, vfar: far}
+	vs.lending = local.Lend[T](vs, s.peekNear, true)
 	vs.bvfar, _ = far.(store.BulkVersioned[T])
 	return vs, nil
 }
