@@ -7,6 +7,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/herdcache/herd/internal/keymap"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
@@ -21,8 +22,10 @@ type refresher[T any] struct {
 	mu      sync.Mutex
 	queue   []refreshTask[T] // ring buffer of cfg.queueSize tasks, allocated on first use
 	head, n int
-	keys    map[string]struct{} // queued or running
-	peak    int                 // the largest len(keys) since keys was made
+	keys    keymap.Map[string, struct{}] // queued or running
+	// peak is the most keys queued or running since the queue was made:
+	// past keymap.ShrinkAfter, the queue is dropped when the pool idles.
+	peak    int
 	running int
 	closed  bool
 	workers sync.WaitGroup
@@ -116,7 +119,7 @@ func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T],
 func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], now time.Time, e *local.Entry[T]) (queued, dropped bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, busy := r.keys[key]; busy || r.closed || r.c.backoff.active(key, now) {
+	if _, busy := r.keys.Get(key); busy || r.closed || r.c.backoff.active(key, now) {
 		return false, false
 	}
 	cfg := &r.c.cfg
@@ -127,16 +130,13 @@ func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], 
 		r.queue, r.head = make([]refreshTask[T], cfg.queueSize), 0
 		r.inflight.Store(newInflightTable[T](cfg.queueSize + cfg.workers))
 	}
-	if r.keys == nil {
-		r.keys = make(map[string]struct{})
-	}
 	r.queue[(r.head+r.n)%len(r.queue)] = refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load, entry: e}
 	r.n++
-	r.keys[key] = struct{}{}
+	r.keys.Put(key, struct{}{})
 	if e != nil {
 		r.inflight.Load().add(e)
 	}
-	r.peak = max(r.peak, len(r.keys))
+	r.peak = max(r.peak, r.keys.Len())
 	if r.running < cfg.workers {
 		r.running++
 		r.workers.Add(1)
@@ -173,17 +173,18 @@ func (r *refresher[T]) next() (refreshTask[T], bool) {
 	return t, true
 }
 
-// finished lets key be queued again. The queue and key map are dropped when
-// the pool goes idle after a burst, so that memory returns to its idle size.
+// finished lets key be queued again. The queue is dropped when the pool goes
+// idle after a burst, and the key map gives back its memory (see keymap), so
+// that memory returns to its idle size.
 func (r *refresher[T]) finished(t *refreshTask[T]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.keys, t.key)
+	r.keys.Delete(t.key)
 	if t.entry != nil {
 		r.inflight.Load().remove(t.entry)
 	}
-	if len(r.keys) == 0 && r.n == 0 && r.peak > shrinkAbove {
-		r.keys, r.queue, r.peak = nil, nil, 0
+	if r.keys.Len() == 0 && r.n == 0 && r.peak > keymap.ShrinkAfter {
+		r.queue, r.peak = nil, 0
 		r.inflight.Store(nil) // empty: every listed entry's refresh has ended
 	}
 }

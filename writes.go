@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
-	"sync"
 	"time"
 
+	"github.com/herdcache/herd/internal/keymap"
 	"github.com/herdcache/herd/store"
 )
 
@@ -238,36 +237,27 @@ func (c *Cache[T]) writeMany(outer, ctx context.Context, jobs []*job[T], idx []i
 // writeGuard makes a Set or Delete win over a load of the same key that was
 // in flight in this process when it landed.
 //
-// The map holds only keys with a load in flight, so it is bounded by them.
-// It is split into stripes so that loads of different keys rarely share a
-// mutex, and no mutex is held during a store call. A stripe's map is
-// dropped when it empties after a burst, so that memory returns to its idle
-// size.
+// Its registry holds only keys with a load or a Set or Delete in flight, so
+// it is bounded by them; it is striped, so that loads of different keys
+// rarely share a mutex, and gives back its memory after a burst (see
+// keymap). No mutex is held during a store call.
 type writeGuard struct {
-	seed    maphash.Seed
-	once    sync.Once
-	stripes [64]guardStripe
+	keys keymap.Striped[guarded]
 }
 
-type guardStripe struct {
-	mu   sync.Mutex
-	m    map[string]*registration
-	peak int // the largest len(m) since m was made
-	// setting counts the Sets and Deletes of each key that are writing to
+// guarded is what the write guard knows of a key.
+type guarded struct {
+	load *registration // the load in flight, if any
+	// setting counts the Sets and Deletes of the key that are writing to
 	// the store: a load that begins meanwhile is superseded at once, as
 	// the write may land after the load read the source.
-	setting     map[string]int
-	settingPeak int
+	setting int
 }
-
-// shrinkAbove is the size past which an emptied map is dropped rather than
-// kept: Go maps do not give back their buckets.
-const shrinkAbove = 64
 
 // A registration is a load's entry in the write guard; the load owns its
 // memory.
 type registration struct {
-	stripe *guardStripe // the key's, set by begin
+	stripe *keymap.Stripe[guarded] // the key's, set by begin
 	// Guarded by the stripe's mutex.
 	superseded bool
 	writing    bool // the load is storing its result
@@ -277,37 +267,38 @@ type registration struct {
 	written chan struct{}
 }
 
-func (g *writeGuard) stripe(key string) *guardStripe {
-	g.once.Do(func() { g.seed = maphash.MakeSeed() })
-	return &g.stripes[maphash.String(g.seed, key)%uint64(len(g.stripes))]
+// put sets what the guard knows of key, in its stripe s, under s.Mu: a key
+// it knows nothing of leaves the registry.
+func put(s *keymap.Stripe[guarded], key string, g guarded) {
+	if g.load == nil && g.setting == 0 {
+		s.Delete(key)
+		return
+	}
+	s.Put(key, g)
 }
 
 // begin registers a load of key, as p.
 func (g *writeGuard) begin(key string, p *registration) {
-	s := g.stripe(key)
+	s := g.keys.Stripe(key)
 	p.stripe = s
-	s.mu.Lock()
-	if s.m == nil {
-		s.m = make(map[string]*registration)
-	}
-	s.m[key] = p
-	s.peak = max(s.peak, len(s.m))
-	p.superseded = s.setting[key] > 0
-	s.mu.Unlock()
+	s.Mu.Lock()
+	k, _ := s.Get(key)
+	k.load = p
+	p.superseded = k.setting > 0
+	put(s, key, k)
+	s.Mu.Unlock()
 }
 
 // end unregisters the load of key that registered p. Removing by identity
 // keeps a late load from removing a later one's registration.
 func (g *writeGuard) end(key string, p *registration) {
 	s := p.stripe
-	s.mu.Lock()
-	if s.m[key] == p {
-		delete(s.m, key)
-		if len(s.m) == 0 && s.peak > shrinkAbove {
-			s.m, s.peak = nil, 0
-		}
+	s.Mu.Lock()
+	if k, _ := s.Get(key); k.load == p {
+		k.load = nil
+		put(s, key, k)
 	}
-	s.mu.Unlock()
+	s.Mu.Unlock()
 }
 
 // startWrite reports whether the load that registered p may store its
@@ -315,8 +306,8 @@ func (g *writeGuard) end(key string, p *registration) {
 // superseded it.
 func (g *writeGuard) startWrite(p *registration) bool {
 	s := p.stripe
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
 	if p.superseded {
 		return false
 	}
@@ -328,10 +319,10 @@ func (g *writeGuard) startWrite(p *registration) bool {
 // Delete that waits for it.
 func (g *writeGuard) finishWrite(p *registration) {
 	s := p.stripe
-	s.mu.Lock()
+	s.Mu.Lock()
 	p.writing = false
 	written := p.written
-	s.mu.Unlock()
+	s.Mu.Unlock()
 	if written != nil {
 		close(written)
 	}
@@ -342,10 +333,11 @@ func (g *writeGuard) finishWrite(p *registration) {
 // then runs write; a load of key that begins before write returns is
 // marked too.
 func (g *writeGuard) supersede(ctx context.Context, key string, write func() error) error {
-	s := g.stripe(key)
-	s.mu.Lock()
+	s := g.keys.Stripe(key)
+	s.Mu.Lock()
 	var written chan struct{}
-	if p := s.m[key]; p != nil {
+	k, _ := s.Get(key)
+	if p := k.load; p != nil {
 		p.superseded = true
 		if p.writing {
 			if p.written == nil {
@@ -354,21 +346,15 @@ func (g *writeGuard) supersede(ctx context.Context, key string, write func() err
 			written = p.written
 		}
 	}
-	if s.setting == nil {
-		s.setting = make(map[string]int)
-	}
-	s.setting[key]++
-	s.settingPeak = max(s.settingPeak, len(s.setting))
-	s.mu.Unlock()
+	k.setting++
+	put(s, key, k)
+	s.Mu.Unlock()
 	defer func() {
-		s.mu.Lock()
-		if s.setting[key]--; s.setting[key] == 0 {
-			delete(s.setting, key)
-			if len(s.setting) == 0 && s.settingPeak > shrinkAbove {
-				s.setting, s.settingPeak = nil, 0
-			}
-		}
-		s.mu.Unlock()
+		s.Mu.Lock()
+		k, _ := s.Get(key)
+		k.setting--
+		put(s, key, k)
+		s.Mu.Unlock()
 	}()
 	if written != nil {
 		select {

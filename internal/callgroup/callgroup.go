@@ -23,11 +23,11 @@ package callgroup
 
 import (
 	"context"
-	"maps"
 	"sync"
 	"time"
 
 	"github.com/herdcache/herd/internal/catch"
+	"github.com/herdcache/herd/internal/keymap"
 	"github.com/herdcache/herd/internal/wait"
 )
 
@@ -63,24 +63,10 @@ type Group[K comparable, V any, E Errors] struct {
 	OwnGoroutine bool
 
 	mu sync.Mutex
-	m  map[K]*call[V]
-	// peak is the largest len(m) since m was last allocated. Go maps never
-	// shrink, so once a burst of keys has mostly drained, m is replaced by a
-	// map sized for the keys still in flight (or by nil when none is).
-	peak int
-	// shrunk is set when m replaced a map that had passed shrinkAfter keys:
-	// once empty, it is released too.
-	shrunk bool
+	// calls are the calls in flight, which give back the map's memory once
+	// a burst of keys has drained (see keymap).
+	calls keymap.Map[K, *call[V]]
 }
-
-// A map whose peak passed shrinkAfter keys is replaced once it holds no more
-// than 1/shrinkRatio of that peak. Copying the keys left costs at most
-// 1/(shrinkRatio-1) of the deletes that led there, so the cost per call stays
-// constant.
-const (
-	shrinkAfter = 1024
-	shrinkRatio = 8
-)
 
 type call[V any] struct {
 	// done is closed when val and err are set. A call that its first
@@ -177,7 +163,7 @@ func (g *Group[K, V, E]) DoWith(ctx context.Context, key K, arg any, fn func(ctx
 func (g *Group[K, V, E]) join(ctx context.Context, key K, here bool) (c *call[V], callCtx context.Context, first bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if cur, ok := g.m[key]; ok {
+	if cur, ok := g.calls.Get(key); ok {
 		joinLocked(cur)
 		return cur, nil, false
 	}
@@ -196,11 +182,7 @@ func (g *Group[K, V, E]) join(ctx context.Context, key K, here bool) (c *call[V]
 }
 
 func (g *Group[K, V, E]) addLocked(key K, c *call[V]) {
-	if g.m == nil {
-		g.m = make(map[K]*call[V])
-	}
-	g.m[key] = c
-	g.peak = max(g.peak, len(g.m))
+	g.calls.Put(key, c)
 }
 
 // joinLocked adds a caller to c, under the group's lock, and makes c's done
@@ -229,19 +211,10 @@ func (g *Group[K, V, E]) Forget(key K) {
 // the entry is c. Removing by identity is what keeps a late finisher from
 // removing the call that replaced it after a Forget or an abandonment.
 func (g *Group[K, V, E]) forgetLocked(key K, c *call[V]) {
-	if cur, ok := g.m[key]; !ok || (c != nil && cur != c) {
+	if cur, ok := g.calls.Get(key); !ok || (c != nil && cur != c) {
 		return
 	}
-	delete(g.m, key)
-	switch {
-	case len(g.m) == 0 && (g.shrunk || g.peak > shrinkAfter):
-		g.m, g.peak, g.shrunk = nil, 0, false
-	case g.peak > shrinkAfter && len(g.m) <= g.peak/shrinkRatio:
-		// Not maps.Clone, which keeps the size of the original.
-		m := make(map[K]*call[V], len(g.m))
-		maps.Copy(m, g.m)
-		g.m, g.peak, g.shrunk = m, len(m), true
-	}
+	g.calls.Delete(key)
 }
 
 func (g *Group[K, V, E]) wait(ctx context.Context, key K, c *call[V]) (V, bool, error) {

@@ -42,7 +42,7 @@ func (g *Group[K, V, E]) Claim(key K) *Claim[K, V, E] {
 func (g *Group[K, V, E]) ClaimInto(key K, cl *Claim[K, V, E]) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.m[key]; ok {
+	if _, ok := g.calls.Get(key); ok {
 		return false
 	}
 	cl.g, cl.key, cl.c = g, key, &cl.own
@@ -152,7 +152,7 @@ type Waiter[K comparable, V any, E Errors] struct {
 func (g *Group[K, V, E]) JoinOrClaim(key K, cl *Claim[K, V, E]) *Waiter[K, V, E] {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if c, ok := g.m[key]; ok {
+	if c, ok := g.calls.Get(key); ok {
 		joinLocked(c)
 		return &Waiter[K, V, E]{g: g, key: key, c: c}
 	}
@@ -168,7 +168,7 @@ func (g *Group[K, V, E]) JoinOrClaim(key K, cl *Claim[K, V, E]) *Waiter[K, V, E]
 func (g *Group[K, V, E]) Join(key K) *Waiter[K, V, E] {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	c, ok := g.m[key]
+	c, ok := g.calls.Get(key)
 	if !ok {
 		return nil
 	}

@@ -1,9 +1,6 @@
 package tiered
 
-import (
-	"hash/maphash"
-	"sync"
-)
+import "github.com/herdcache/herd/internal/keymap"
 
 // inflight tracks, per key, the far-tier operations of this instance that
 // have begun and not yet finished, so that their near-tier step can tell
@@ -13,17 +10,12 @@ import (
 // another generation does not fill the near tier.
 //
 // A record lives only while an operation of its key is in flight, so the
-// maps hold at most as many keys as there are operations in flight. They are
-// split into stripes so that operations on different keys rarely share a
-// mutex; no mutex is held during a far-tier call.
+// registry holds at most as many keys as there are operations in flight;
+// it is striped, so that operations on different keys rarely share a
+// mutex, and gives back its memory after a burst (see keymap). No mutex is
+// held during a far-tier call.
 type inflight struct {
-	seed    maphash.Seed
-	stripes [64]stripe
-}
-
-type stripe struct {
-	mu sync.Mutex
-	m  map[string]*record
+	keys keymap.Striped[*record]
 }
 
 // A record is the bookkeeping of one key with operations in flight.
@@ -36,29 +28,22 @@ type record struct {
 // A ticket is one operation in flight: the record it registered with and
 // the generation it saw when it began.
 type ticket struct {
-	s   *stripe
+	s   *keymap.Stripe[*record]
 	r   *record
 	gen uint64
 }
 
-func newInflight() *inflight { return &inflight{seed: maphash.MakeSeed()} }
-
-func (f *inflight) stripe(key string) *stripe {
-	return &f.stripes[maphash.String(f.seed, key)%uint64(len(f.stripes))]
-}
+func newInflight() *inflight { return &inflight{} }
 
 // begin registers an operation on key.
 func (f *inflight) begin(key string) ticket {
-	s := f.stripe(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = make(map[string]*record)
-	}
-	r := s.m[key]
+	s := f.keys.Stripe(key)
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	r, _ := s.Get(key)
 	if r == nil {
 		r = &record{}
-		s.m[key] = r
+		s.Put(key, r)
 	}
 	r.refs++
 	return ticket{s: s, r: r, gen: r.gen}
@@ -71,15 +56,15 @@ func (f *inflight) begin(key string) ticket {
 // invalidation of the key for the others in flight.
 func (f *inflight) finish(key string, t ticket, bump bool, step func(unchanged bool)) {
 	s := t.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
 	unchanged := t.r.gen == t.gen
 	if bump {
 		t.r.gen++
 	}
 	t.r.refs--
-	if t.r.refs == 0 && s.m[key] == t.r {
-		delete(s.m, key)
+	if cur, _ := s.Get(key); t.r.refs == 0 && cur == t.r {
+		s.Delete(key)
 	}
 	if step != nil {
 		step(unchanged)
@@ -89,10 +74,10 @@ func (f *inflight) finish(key string, t ticket, bump bool, step func(unchanged b
 // invalidate bumps the generation of key's operations in flight, if any,
 // and runs drop under the stripe's mutex.
 func (f *inflight) invalidate(key string, drop func()) {
-	s := f.stripe(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r := s.m[key]; r != nil {
+	s := f.keys.Stripe(key)
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	if r, _ := s.Get(key); r != nil {
 		r.gen++
 	}
 	drop()
@@ -102,24 +87,17 @@ func (f *inflight) invalidate(key string, drop func()) {
 // that then empties the near tier knows that whatever was filled before is
 // gone and whatever is filled after began after the flush, or is discarded.
 func (f *inflight) invalidateAll() {
-	for i := range f.stripes {
-		s := &f.stripes[i]
-		s.mu.Lock()
-		for _, r := range s.m {
+	f.keys.Each(func(s *keymap.Stripe[*record]) {
+		s.All(func(_ string, r *record) bool {
 			r.gen++
-		}
-		s.mu.Unlock()
-	}
+			return true
+		})
+	})
 }
 
 // len returns the number of keys with operations in flight.
 func (f *inflight) len() int {
 	n := 0
-	for i := range f.stripes {
-		s := &f.stripes[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
+	f.keys.Each(func(s *keymap.Stripe[*record]) { n += s.Len() })
 	return n
 }
