@@ -230,21 +230,21 @@ func (c *Cache[K, V]) dispatch(ctx context.Context, batches []*batch[K, V]) {
 
 // worker runs batches until ctx ends.
 func (c *Cache[K, V]) worker(ctx context.Context) {
-	returned := false
-	defer func() {
-		if !returned {
-			// The sync function called runtime.Goexit (run has already
-			// recovered from any panic). Keep the pool at its size; Add
-			// comes before Done, so the counter never touches zero.
-			c.wg.Add(1)
-			go c.worker(ctx)
-		}
-		c.wg.Done()
-	}()
+	defer c.wg.Done()
+	catch.Unwound(func() { c.runBatches(ctx) }, func() {
+		// The sync function called runtime.Goexit (run has already
+		// recovered from any panic). Keep the pool at its size; Add comes
+		// before Done, so the counter never touches zero.
+		c.wg.Add(1)
+		go c.worker(ctx)
+	})
+}
+
+// runBatches is a worker's loop: it runs batches until ctx ends.
+func (c *Cache[K, V]) runBatches(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			returned = true
 			return
 		case b := <-c.work:
 			if ctx.Err() != nil || (c.limiter != nil && c.limiter.Wait(ctx) != nil) {

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/internal/catch"
 )
 
 // Span and event names of this package.
@@ -110,25 +111,22 @@ func Trace[T any](t *Tracer, load herd.Loader[T]) herd.Loader[T] {
 			name = RefreshSpanName
 		}
 		ctx, span := t.tracer.Start(ctx, name, trace.WithAttributes(attrs...), trace.WithSpanKind(trace.SpanKindInternal))
-		returned := false
-		defer func() {
-			switch {
-			case !returned:
-				span.SetStatus(codes.Error, "loader panicked or called runtime.Goexit")
-			case err == nil:
-				t.succeeded(key)
-			case errors.Is(err, herd.ErrNotFound):
-				span.SetAttributes(NotFoundKey.Bool(true))
-				t.succeeded(key)
-			default:
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
-				t.failedLoad(key, caller)
-			}
+		catch.Unwound(func() { v, err = load(ctx, key) }, func() {
+			span.SetStatus(codes.Error, "loader panicked or called runtime.Goexit")
 			span.End()
-		}()
-		v, err = load(ctx, key)
-		returned = true
+		})
+		switch {
+		case err == nil:
+			t.succeeded(key)
+		case errors.Is(err, herd.ErrNotFound):
+			span.SetAttributes(NotFoundKey.Bool(true))
+			t.succeeded(key)
+		default:
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+			t.failedLoad(key, caller)
+		}
+		span.End()
 		return v, err
 	}
 }

@@ -62,3 +62,17 @@ func New(v any) *Panic {
 	}
 	return &Panic{Value: v, Stack: stack}
 }
+
+// Unwound calls fn and, if fn does not return (it panics or calls
+// runtime.Goexit), calls unwound while the goroutine unwinds, without
+// stopping either: a panic goes on with the stack where it happened.
+func Unwound(fn func(), unwound func()) {
+	returned := false
+	defer func() {
+		if !returned {
+			unwound()
+		}
+	}()
+	fn()
+	returned = true
+}

@@ -67,3 +67,22 @@ func TestCallAllocatesNothingWhenFnReturns(t *testing.T) {
 		t.Fatalf("Call allocated %v times, want 0", allocs)
 	}
 }
+
+func TestUnwoundLetsThePanicGoOn(t *testing.T) {
+	var unwound bool
+	defer func() {
+		r := recover()
+		if r != "boom" || !unwound {
+			t.Fatalf("recovered %v, unwound %v; want the panic to go on after unwound ran", r, unwound)
+		}
+	}()
+	catch.Unwound(func() { panic("boom") }, func() { unwound = true })
+}
+
+func TestUnwoundOnReturn(t *testing.T) {
+	ran := false
+	catch.Unwound(func() { ran = true }, func() { t.Error("unwound ran for a function that returned") })
+	if !ran {
+		t.Fatal("fn did not run")
+	}
+}
