@@ -30,7 +30,14 @@
 // no caller wait, and no second load of the key starts before it lands. A
 // loader panic reaches every waiter as a [*flight.PanicError], a
 // runtime.Goexit as [flight.ErrGoexit]; neither is hidden behind a stale
-// value. A store that fails costs a load, not an error.
+// value.
+//
+// A store that fails costs a load, not an error. A remote store found
+// unavailable (its call refused, lost or past StoreTimeout) is skipped by
+// every call until it answers again, but for one probe now and then (see
+// [StoreBackoff]): an outage costs the first caller one StoreTimeout, and
+// the callers after it their load, without the store's reads, locks and
+// writes.
 //
 // Over an in-process store (store/memory), a load whose first caller's
 // context cannot end (context.Background and its values) runs on that
@@ -56,8 +63,13 @@
 //
 // [Cache.GetMany] and [Cache.FetchMany] read many keys with one bulk read of
 // the store and load the misses with a [BatchLoader], in batches, with the
-// guarantees of Get for each key; [Batch] turns a BatchLoader into a Loader
-// that gathers the keys of concurrent Gets into batch calls.
+// guarantees of Get for each key: a batch is the loads of its keys through
+// the same steps as Get's (the fleet's locks, the version read, the
+// conditional write-back), whose loader calls are one call of the batch
+// loader and whose store calls are one bulk call per step when the store
+// has them ([store.BulkVersioned], [store.BulkLocker]). [Batch] turns a
+// BatchLoader into a Loader that gathers the keys of concurrent Gets into
+// batch calls.
 //
 // A loader must not call Get for its own key or Close the cache: it would
 // wait for itself until its context ends.
