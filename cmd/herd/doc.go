@@ -19,8 +19,9 @@
 //	go run ./cmd/herd --clients 200 --keys 10000 --outage 8s --html report.html
 //	go run ./cmd/herd --json > run.json
 //	go run ./cmd/herd --instances 3   # three caches sharing a store and a lock
+//	go run ./cmd/herd --store nats:embedded --instances 3
+//	go run ./cmd/herd --store redis:local --instances 3
 //	go run ./cmd/herd --store redis://127.0.0.1:6379/0 --instances 3
-//	go run ./cmd/herd --store nats://127.0.0.1:4222 --instances 3
 //
 // Usage:
 //
@@ -30,7 +31,7 @@
 //
 //	--duration d     how long the clients send requests (default 20s)
 //	--clients n      clients per setup, each sending 100 requests a second
-//	                 (default 64; 16 with a redis:// or nats:// --store)
+//	                 (default 64; 16 with a --store other than memory)
 //	--keys n         distinct keys, drawn with a Zipf distribution (default 1000)
 //	--latency d      median latency of the source (default 50ms)
 //	--errors f       share of source calls that fail, in [0, 1) (default 0.01)
@@ -39,8 +40,10 @@
 //	--ttl d          how long a cached value is fresh (default 5s)
 //	--timeout d      a client's deadline for one request (default 1s)
 //	--instances n    herd caches per herd setup, sharing one store and one lock (default 1)
-//	--store s        where the herd caches keep their entries: memory, redis://host:port/db
-//	                 or nats://host:port (default memory)
+//	--store s        where the herd caches keep their entries: memory; nats:embedded, a
+//	                 nats-server run in the command; redis:local, the redis-server on PATH
+//	                 run for the command; redis://host:port/db or nats://host:port, a
+//	                 server of yours (default memory)
 //	--seed n         seed of the random draws (default 1)
 //	--json           print the results as JSON instead of a table
 //	--html file      also write a self-contained HTML page with charts over time
@@ -63,9 +66,17 @@
 //
 // # Stores
 //
+// --store nats:embedded runs the herd setups over a nats-server with
+// JetStream that the command starts in its own process, on a free loopback
+// port, storing in a temporary directory that it removes at the end:
+// nothing to install. --store redis:local does the same with the
+// redis-server found on PATH (Redis 6 or newer; apt-get install
+// redis-server, or brew install redis), started with no persistence.
+//
 // --store redis://host:port/db (or rediss://) and --store nats://host:port
-// (or tls://) run the herd setups over that server instead of the in-memory
-// store. Each instance of a herd setup connects on its own, as a process of
+// (or tls://) run the herd setups over a server of yours instead: Redis 6
+// or newer (client tracking), nats-server 2.11 or newer with JetStream
+// (per-message TTLs; an older one is a one-line error). Each instance of a herd setup connects on its own, as a process of
 // a fleet would, with the client settings that the redisstore and natsstore
 // packages recommend; the instances of a setup share its keys (Redis) or
 // bucket (NATS JetStream), and the run removes them at its end. Every herd
@@ -98,8 +109,8 @@
 // serves none, at the read latency of memory rather than of the server:
 //
 //	go run ./cmd/herd --fleet
-//	go run ./cmd/herd --fleet --store redis://127.0.0.1:6379/0 --html fleet.html
-//	go run ./cmd/herd --fleet --store nats://127.0.0.1:4222 --json
+//	go run ./cmd/herd --fleet --store nats:embedded --html fleet.html
+//	go run ./cmd/herd --fleet --store redis://127.0.0.1:6379/0 --json
 //
 // --latency, --errors and --outage do not apply to it. Its exit status is
 // 0, or 1, 2 and 130 as below.

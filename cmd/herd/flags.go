@@ -53,7 +53,7 @@ Usage: herd [flags]
 Flags:
   --duration d    how long the clients send requests (default 20s)
   --clients n     clients per setup, each sending 100 requests a second
-                  (default 64; 16 with a redis:// or nats:// --store)
+                  (default 64; 16 with a --store other than memory)
   --keys n        distinct keys, drawn with a Zipf distribution (default 1000)
   --latency d     median latency of the source (default 50ms)
   --errors f      share of source calls that fail, in [0, 1) (default 0.01)
@@ -62,8 +62,10 @@ Flags:
   --ttl d         how long a cached value is fresh (default 5s)
   --timeout d     a client's deadline for one request (default 1s)
   --instances n   herd caches per herd setup, sharing one store and one lock (default 1)
-  --store s       where the herd caches keep their entries: memory, redis://host:port/db
-                  or nats://host:port (default memory)
+  --store s       where the herd caches keep their entries: memory; nats:embedded, a
+                  nats-server run in the command; redis:local, the redis-server on PATH
+                  run for the command; redis://host:port/db or nats://host:port, a
+                  server of yours (default memory)
   --seed n        seed of the random draws (default 1)
   --json          print the results as JSON instead of a table
   --html file     also write a self-contained HTML page with charts over time
@@ -157,7 +159,8 @@ func parseFlags(args []string) (options, error) {
 
 // checkStore checks the --store flag: "memory", or the URL of a server.
 func checkStore(s string) error {
-	if s == "memory" {
+	switch s {
+	case "memory", storeNATSEmbedded, storeRedisLocal:
 		return nil
 	}
 	u, err := url.Parse(s)
@@ -171,10 +174,13 @@ func checkStore(s string) error {
 	shown := redact(s) // in messages: without a password
 	switch u.Scheme {
 	case "redis", "rediss", "nats", "tls":
+		if u.Opaque != "" { // nats:something, not nats://host
+			return fmt.Errorf("--store: unknown store %q: want memory, nats:embedded, redis:local, redis://host:port/db or nats://host:port", shown)
+		}
 	case "":
-		return fmt.Errorf("--store: unknown store %q: want memory, redis://host:port/db or nats://host:port", shown)
+		return fmt.Errorf("--store: unknown store %q: want memory, nats:embedded, redis:local, redis://host:port/db or nats://host:port", shown)
 	default:
-		return fmt.Errorf("--store: unknown scheme %q in %q: want memory, redis://host:port/db or nats://host:port", u.Scheme, shown)
+		return fmt.Errorf("--store: unknown scheme %q in %q: want memory, nats:embedded, redis:local, redis://host:port/db or nats://host:port", u.Scheme, shown)
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return fmt.Errorf("--store: invalid URL %q: no host", shown)

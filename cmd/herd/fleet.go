@@ -91,12 +91,12 @@ func runFleet(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		return status
 	}
 	if o.store != "memory" {
-		far, err := openStore(ctx, o.store)
+		far, name, stop, err := useStore(ctx, o.store)
 		if err != nil {
 			return fail(exitUsage, "%v", err)
 		}
-		c.Far = far
-		c.StoreName = redact(o.store)
+		defer stop()
+		c.Far, c.StoreName = far, name
 	}
 	c.Progress = func(setup string) {
 		fmt.Fprintf(stderr, "fleet: %s, %s\n", setup, c.Duration)

@@ -71,10 +71,11 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 
 	if o.store != "memory" {
-		if o.cfg.Store, err = openStore(ctx, o.store); err != nil {
+		var stop func()
+		if o.cfg.Store, o.cfg.StoreName, stop, err = useStore(ctx, o.store); err != nil {
 			return fail(exitUsage, "%v", err)
 		}
-		o.cfg.StoreName = redact(o.store)
+		defer stop()
 	}
 
 	if o.metricsAddr != "" {

@@ -58,6 +58,7 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"--store", "::6379"}, `--store: invalid URL "::6379": missing protocol scheme`},
 		{[]string{"--store", "memcached://127.0.0.1"}, `--store: unknown scheme "memcached"`},
 		{[]string{"--store", "redis"}, `--store: unknown store "redis"`},
+		{[]string{"--store", "nats:embeded"}, `--store: unknown store "nats:embeded": want memory, nats:embedded, redis:local,`},
 		{[]string{"--store", "admin:secret@cache"}, `--store: unknown scheme "admin" in "xxxxx@cache"`},
 		{[]string{"--html", filepath.Join(t.TempDir(), "no", "such", "dir", "report.html")}, "--html: open "},
 	} {
@@ -120,7 +121,7 @@ func TestUsageMatchesDoc(t *testing.T) {
 			t.Errorf("doc.go documents --%s, the usage does not", name)
 		}
 	}
-	if !strings.Contains(fromDoc["store"], "memory, redis://host:port/db or nats://host:port") {
+	if !strings.Contains(fromDoc["store"], "memory; nats:embedded, a nats-server run in the command; redis:local,") {
 		t.Errorf("doc.go does not list the stores: %q", fromDoc["store"])
 	}
 }
@@ -222,6 +223,7 @@ func TestRemoteStoreScalesTheLoad(t *testing.T) {
 		{nil, 64, false},
 		{[]string{"--store", "redis://127.0.0.1:6379/0"}, remoteClients, true},
 		{[]string{"--store", "nats://127.0.0.1:4222"}, remoteClients, true},
+		{[]string{"--store", "nats:embedded"}, remoteClients, true},
 		{[]string{"--store", "nats://127.0.0.1:4222", "--clients", "64"}, 64, false},
 	} {
 		o, err := parseFlags(tc.args)

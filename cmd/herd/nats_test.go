@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -62,4 +63,46 @@ func TestRunOverHungNATS(t *testing.T) {
 	url := startNATS(t)
 	p := newPausingProxy(t, strings.TrimPrefix(url, "nats://"))
 	runHung(t, "nats://"+p.addr(), p)
+}
+
+// --store nats:embedded runs the demo over a nats-server that the command
+// starts in its own process, in a temporary directory that it removes at
+// the end: nothing to install.
+func TestRunOverEmbeddedNATS(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	stdout := runHealthy(t, storeNATSEmbedded)
+	if !strings.Contains(stdout, "share nats:embedded (nats-server 2.") {
+		t.Fatalf("the output does not say it ran on an embedded nats-server:\n%s", stdout)
+	}
+	assertEmpty(t, tmp)
+}
+
+// natsstore needs nats-server 2.11 or newer; an older server is a clear
+// error that names the way out.
+func TestCheckNATSVersion(t *testing.T) {
+	for v, ok := range map[string]bool{
+		"2.11.0": true, "2.12.15": true, "v2.11.3": true, "3.0.0": true,
+		"2.10.22": false, "2.9.25": false, "1.4.1": false, "": false, "two": false,
+	} {
+		err := checkNATSVersion(v)
+		if (err == nil) != ok {
+			t.Errorf("%q: %v", v, err)
+		}
+		if err != nil && v == "2.9.25" && !strings.Contains(err.Error(), "natsstore needs 2.11 or newer") {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+}
+
+// assertEmpty fails the test if dir holds anything.
+func assertEmpty(t *testing.T, dir string) {
+	t.Helper()
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("the run left %s behind in the temporary directory", e.Name())
+	}
 }

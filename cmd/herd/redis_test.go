@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"net"
 	"os/exec"
@@ -97,4 +98,29 @@ func TestRunOverHungRedis(t *testing.T) {
 	url := startRedis(t)
 	p := newPausingProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "redis://"), "/0"))
 	runHung(t, "redis://"+p.addr()+"/0", p)
+}
+
+// --store redis:local runs the demo over the redis-server found on PATH,
+// which the command starts on a free port in a temporary directory, and
+// stops and removes at the end.
+func TestRunOverLocalRedis(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	stdout := runHealthy(t, storeRedisLocal)
+	if !strings.Contains(stdout, "share redis:local (") {
+		t.Fatalf("the output does not say it ran on a local redis-server:\n%s", stdout)
+	}
+	assertEmpty(t, tmp)
+}
+
+// Without redis-server on PATH, --store redis:local is one line that says
+// how to install it, and exit status 2.
+func TestLocalRedisMissing(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"--store", storeRedisLocal}, &stdout, &stderr)
+	want := "herd: --store redis:local: redis-server is not on PATH; install it with apt-get install redis-server (Debian, Ubuntu) or brew install redis (macOS)"
+	if code != exitUsage || !strings.HasPrefix(stderr.String(), want) || strings.Count(stderr.String(), "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
 }

@@ -26,6 +26,24 @@ const connectTimeout = 3 * time.Second
 // server.
 type storeOpener = func(ctx context.Context, name string) (sim.SharedStore, error)
 
+// useStore prepares the --store of a run: it starts the server that
+// nats:embedded or redis:local asks for, checks that the server answers,
+// and returns what gives each instance its store there, the store's name
+// for reports, and a function that stops the server the command started,
+// to call once every store is closed.
+func useStore(ctx context.Context, spec string) (storeOpener, string, func(), error) {
+	srv, err := startStore(spec)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	open, err := openStore(ctx, srv.url)
+	if err != nil {
+		srv.stop()
+		return nil, "", nil, err
+	}
+	return open, srv.name, srv.stop, nil
+}
+
 // openStore checks that the server of a --store URL (already checked by
 // checkStore) answers, and returns what gives each instance of a herd setup
 // its store there: a connection of its own, as a process of a fleet has,
@@ -161,6 +179,9 @@ func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
 		return nil, err
 	}
 	defer probe.Close()
+	if err := checkNATSVersion(probe.ConnectedServerVersion()); err != nil {
+		return nil, fmt.Errorf("store %s: %w", redact(raw), err)
+	}
 	// JetStream answers, or the run stops here, in one line.
 	infoCtx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
