@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/herdcache/herd/cmd/herd/internal/report"
@@ -46,7 +47,11 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case err != nil:
 		fmt.Fprintf(stderr, "herd: %v\n", err)
 		return exitUsage
+	}
+	o.cfg.Command = commandLine(args)
+	switch {
 	case o.fleet != nil:
+		o.fleet.Command = o.cfg.Command
 		return runFleet(ctx, &o, stdout, stderr)
 	case o.batch != nil:
 		return runBatch(ctx, o.batch, o.json, stdout, stderr)
@@ -156,4 +161,26 @@ func writeResults[R any](stdout io.Writer, html *os.File, o *options, r R, table
 		fmt.Fprintf(stdout, "\nwrote %s\n", o.html)
 	}
 	return 0, ""
+}
+
+// commandLine is the command line of args, as a shell takes it, for
+// reports: "herd" and the arguments, quoted where a shell needs it, with
+// the password of a store URL hidden.
+func commandLine(args []string) string {
+	parts := []string{"herd"}
+	for _, a := range args {
+		if strings.Contains(a, "@") {
+			a = redact(a)
+		}
+		parts = append(parts, shellQuote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+// shellQuote quotes s for a POSIX shell, unless it needs none.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -281,7 +281,8 @@ func TestRunWritesHTML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(page), "<svg ") || !strings.Contains(stdout, "wrote "+path) {
+	if !strings.Contains(string(page), "<svg ") || !strings.Contains(stdout, "wrote "+path) ||
+		!strings.Contains(string(page), "<code>herd --duration 4s --clients 4 --keys 20 --outage 1s --html "+path+"</code>") {
 		t.Fatalf("stdout %q, page of %d bytes", stdout, len(page))
 	}
 }
@@ -332,6 +333,25 @@ func TestTerminalAndCI(t *testing.T) {
 		t.Setenv("CI", v)
 		if underCI() != want {
 			t.Errorf("CI=%q: underCI() = %v", v, !want)
+		}
+	}
+}
+
+// Reports show the command line that made them, quoted as a shell takes
+// it, without a store's password.
+func TestCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "herd"},
+		{[]string{"--duration", "10s", "--html", "my report.html"}, "herd --duration 10s --html 'my report.html'"},
+		{[]string{"--store", "redis://user:secret@cache:6379/0"}, "herd --store redis://xxxxx@cache:6379/0"},
+		{[]string{"--store=nats://u:p@host:4222"}, "herd --store=nats://xxxxx@host:4222"},
+		{[]string{"--html", "it's.html"}, `herd --html 'it'\''s.html'`},
+	} {
+		if got := commandLine(tc.args); got != tc.want {
+			t.Errorf("%q: %q, want %q", tc.args, got, tc.want)
 		}
 	}
 }

@@ -58,6 +58,7 @@ type Config struct {
 	// by its instances, standing for a server.
 	Far       func(ctx context.Context, name string) (sim.SharedStore, error) `json:"-"`
 	StoreName string                                                          // the shared store as --store named it; "" for memory
+	Command   string                                                          // the command line that ran it, without credentials; "" is "herd"
 	// Progress, if not nil, is called as each setup starts.
 	Progress func(setup string) `json:"-"`
 }
@@ -108,7 +109,7 @@ type Setup struct {
 	Name   string
 	Reads  uint64  // reads that returned a value
 	Errors uint64  // reads that failed or timed out
-	PerSec float64 // reads a second
+	PerSec float64 // reads a second over the setup's time: at most Readers × ReadRate
 	P50    time.Duration
 	P99    time.Duration
 	Writes uint64 // writes that completed
@@ -388,18 +389,36 @@ func runSetup(ctx context.Context, c *Config, name string) (Setup, error) {
 		s.Longest = max(s.Longest, t.longest)
 		lat.Merge(&t.lat)
 	}
-	s.PerSec = float64(s.Reads) / elapsed.Seconds()
+	// Reads began within the setup's time, at most ReadRate a second per
+	// reader: over that time, not the time the last read took to return,
+	// reads a second are at most what the readers send.
+	s.PerSec = float64(s.Reads) / min(elapsed, c.Duration).Seconds()
 	s.P50, s.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
 	return s, nil
 }
 
-// read is one reader: it reads random keys through its instance, at most
-// c.ReadRate a second, until ctx ends, and tallies what it saw.
+// read is one reader: it reads random keys through its instance until ctx
+// ends, and tallies what it saw. Its n-th read begins no sooner than n
+// periods of c.ReadRate after start, so that in a time d it makes at most
+// d × c.ReadRate reads.
 func read(ctx context.Context, c *Config, cache *herd.Cache[string], h *history, load herd.Loader[string], start time.Time, seed uint64, t *tally) {
 	rng := rand.New(rand.NewPCG(seed, 0xbeef))
 	every := time.Second / time.Duration(c.ReadRate)
-	next := time.Now()
-	for ctx.Err() == nil {
+	next := start
+	for {
+		// Paced, not closed-loop: a reader that fell behind by more than
+		// a tenth of a second starts afresh rather than bursting.
+		next = next.Add(every)
+		now := time.Now()
+		switch d := next.Sub(now); {
+		case d > 0:
+			sleep(ctx, d)
+		case d < -100*time.Millisecond:
+			next = now
+		}
+		if ctx.Err() != nil {
+			return
+		}
 		k := rng.IntN(c.Keys)
 		began := time.Since(start)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Timeout)
@@ -422,16 +441,6 @@ func read(ctx context.Context, c *Config, cache *herd.Cache[string], h *history,
 					t.delivered++
 				}
 			}
-		}
-		// Paced, not closed-loop: a reader that fell behind by more than
-		// a tenth of a second starts afresh rather than bursting.
-		next = next.Add(every)
-		now := time.Now()
-		switch d := next.Sub(now); {
-		case d > 0:
-			sleep(ctx, d)
-		case d < -100*time.Millisecond:
-			next = now
 		}
 	}
 }

@@ -9,8 +9,13 @@ import (
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 )
 
-// A chart is a line chart over the time of a run, on a logarithmic y axis,
-// ready for the page's SVG template: every coordinate is in pixels.
+// A chart is a line chart over the time of a run, ready for the page's SVG
+// template: every coordinate is in pixels.
+//
+// Lines that share a value would hide each other, so each line of a chart
+// is drawn a little above or below its true place (at most [spread] pixels
+// apart from the next), with a dash pattern and a marker of its own, its
+// markers staggered along the time axis.
 type chart struct {
 	Title, Caption string
 	W, H           float64 // the whole SVG
@@ -18,6 +23,8 @@ type chart struct {
 	XTicks, YTicks []tick
 	Outage         *band // nil without an outage
 	Series         []series
+
+	duration time.Duration // of the x axis
 }
 
 // PlotW is the width of the plot area.
@@ -33,37 +40,78 @@ type tick struct {
 
 type band struct{ X, W float64 }
 
+// A series is one line of a chart, and how to tell it from the others.
 type series struct {
 	Name, Color string
+	Dash        string // an SVG stroke-dasharray; "" for a solid line
 	Path        string // an SVG path: M x,y L x,y …
+	Markers     string // an SVG path of the markers along the line
+	Key         string // an SVG path of the marker in the legend's 34×12 box
 }
 
-// colors of the setups, the same on both charts.
-var colors = map[sim.Kind]string{
-	sim.NoCache:  "#d62728",
-	sim.PlainTTL: "#ff7f0e",
-	sim.Herd:     "#1f77b4",
-	sim.HerdSWR:  "#2ca02c",
+// spread is how far apart, in pixels, lines of the same value are drawn.
+const spread = 2.0
+
+// A look is how a line is drawn: its colour, its dash and its marker.
+type look struct {
+	color, dash string
+	marker      func(x, y float64) string
 }
 
-func colorOf(k sim.Kind) string {
-	if c, ok := colors[k]; ok {
-		return c
+// looks of the setups, the same on every chart of a run.
+var looks = map[sim.Kind]look{
+	sim.NoCache:  {"#d62728", "", circle},
+	sim.PlainTTL: {"#ff7f0e", "8 4", square},
+	sim.Herd:     {"#1f77b4", "2 3", triangle},
+	sim.HerdSWR:  {"#2ca02c", "10 3 2 3", diamond},
+}
+
+func lookOf(k sim.Kind) look {
+	if l, ok := looks[k]; ok {
+		return l
 	}
-	return "#7f7f7f"
+	return look{"#7f7f7f", "", circle}
 }
 
-// newChart lays out an empty chart of a run of r.
-func newChart(r *sim.Report, title, caption string) *chart {
-	c := &chart{Title: title, Caption: caption, W: 960, H: 312, X0: 72, X1: 940, Y0: 28, Y1: 274}
-	d := r.Config.Duration
+// markerSize is the half-width of a marker, in pixels.
+const markerSize = 3.0
+
+func circle(x, y float64) string {
+	r := markerSize
+	return "M" + xy(x-r, y) + " a" + num(r) + "," + num(r) + " 0 1,0 " + num(2*r) + ",0 a" +
+		num(r) + "," + num(r) + " 0 1,0 " + num(-2*r) + ",0Z"
+}
+
+func square(x, y float64) string {
+	r := markerSize * 0.9
+	return "M" + xy(x-r, y-r) + " L" + xy(x+r, y-r) + " L" + xy(x+r, y+r) + " L" + xy(x-r, y+r) + "Z"
+}
+
+func triangle(x, y float64) string {
+	r := markerSize * 1.1
+	return "M" + xy(x, y-r) + " L" + xy(x+r, y+r*0.8) + " L" + xy(x-r, y+r*0.8) + "Z"
+}
+
+func diamond(x, y float64) string {
+	r := markerSize * 1.2
+	return "M" + xy(x, y-r) + " L" + xy(x+r, y) + " L" + xy(x, y+r) + " L" + xy(x-r, y) + "Z"
+}
+
+func num(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+
+func xy(x, y float64) string { return num(x) + "," + num(y) }
+
+// newChart lays out an empty chart over d, with the outage from..to shaded
+// when to > from.
+func newChart(d, from, to time.Duration, title, caption string) *chart {
+	c := &chart{Title: title, Caption: caption, W: 960, H: 312, X0: 72, X1: 940, Y0: 28, Y1: 274, duration: d}
 	step := niceStep(d / 10)
 	for t := time.Duration(0); t <= d; t += step {
-		c.XTicks = append(c.XTicks, tick{Pos: c.x(r, t), Label: span(t)})
+		c.XTicks = append(c.XTicks, tick{Pos: c.x(t), Label: span(t)})
 	}
-	if r.OutageTo > r.OutageFrom {
-		from := c.x(r, r.OutageFrom)
-		c.Outage = &band{X: from, W: c.x(r, r.OutageTo) - from}
+	if to > from {
+		x := c.x(from)
+		c.Outage = &band{X: x, W: c.x(to) - x}
 	}
 	return c
 }
@@ -81,8 +129,18 @@ func niceStep(d time.Duration) time.Duration {
 	}
 }
 
-func (c *chart) x(r *sim.Report, t time.Duration) float64 {
-	return c.X0 + (c.X1-c.X0)*min(t.Seconds()/r.Config.Duration.Seconds(), 1)
+func (c *chart) x(t time.Duration) float64 {
+	if c.duration <= 0 {
+		return c.X0
+	}
+	return c.X0 + (c.X1-c.X0)*min(t.Seconds()/c.duration.Seconds(), 1)
+}
+
+// An axis maps a value to its place on the y axis, 0 at the bottom and 1 at
+// the top, and lists its ticks.
+type axis interface {
+	frac(v float64) float64
+	ticks() []float64
 }
 
 // logAxis is a y axis from lo to hi, both powers of ten.
@@ -99,47 +157,114 @@ func newLogAxis(lo, hi, floor float64) logAxis {
 	return logAxis{lo, hi}
 }
 
-func (c *chart) y(a logAxis, v float64) float64 {
+func (a logAxis) frac(v float64) float64 {
 	v = min(max(v, a.lo), a.hi)
-	f := (math.Log10(v) - math.Log10(a.lo)) / (math.Log10(a.hi) - math.Log10(a.lo))
-	return c.Y1 - (c.Y1-c.Y0)*f
+	return (math.Log10(v) - math.Log10(a.lo)) / (math.Log10(a.hi) - math.Log10(a.lo))
 }
 
-func (c *chart) yTicks(a logAxis, label func(float64) string) {
+func (a logAxis) ticks() []float64 {
+	var ts []float64
 	for v := a.lo; v <= a.hi*1.001; v *= 10 {
+		ts = append(ts, v)
+	}
+	return ts
+}
+
+// linAxis is a y axis from 0 to hi, in steps of step.
+type linAxis struct{ hi, step float64 }
+
+// newLinAxis returns an axis from 0 to at least hi, in four to ten steps of
+// 1, 2 or 5 times a power of ten.
+func newLinAxis(hi float64) linAxis {
+	if hi <= 0 || math.IsNaN(hi) || math.IsInf(hi, 0) {
+		return linAxis{1, 0.2}
+	}
+	step := math.Pow(10, math.Floor(math.Log10(hi/4)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if hi/(m*step) <= 8 {
+			step *= m
+			break
+		}
+	}
+	return linAxis{math.Ceil(hi/step-1e-9) * step, step}
+}
+
+func (a linAxis) frac(v float64) float64 { return min(max(v, 0), a.hi) / a.hi }
+
+func (a linAxis) ticks() []float64 {
+	var ts []float64
+	for i := 0.0; i*a.step <= a.hi*1.0001; i++ {
+		ts = append(ts, i*a.step)
+	}
+	return ts
+}
+
+func (c *chart) y(a axis, v float64) float64 {
+	return c.Y1 - (c.Y1-c.Y0)*a.frac(v)
+}
+
+func (c *chart) yTicks(a axis, label func(float64) string) {
+	for _, v := range a.ticks() {
 		c.YTicks = append(c.YTicks, tick{Pos: c.y(a, v), Label: label(v)})
 	}
 }
 
-// path draws the points (t, v) of a series; a NaN value breaks the line.
-func (c *chart) path(r *sim.Report, a logAxis, ts []time.Duration, vs []float64) string {
-	var b strings.Builder
+// markEvery is how many points apart a line's markers are.
+const markEvery = 8
+
+// addSeries adds the line of the points (t, v) to the chart, the i-th of n,
+// in look l; a NaN value breaks the line.
+func (c *chart) addSeries(name string, l look, a axis, i, n int, ts []time.Duration, vs []float64) {
+	dy := (float64(i) - float64(n-1)/2) * spread
+	var path, marks strings.Builder
 	move := true
-	for i, t := range ts {
-		if math.IsNaN(vs[i]) {
+	first := i * markEvery / max(n, 1) // markers of the lines staggered
+	for j, t := range ts {
+		if math.IsNaN(vs[j]) {
 			move = true
 			continue
 		}
-		if move {
-			if b.Len() > 0 {
-				b.WriteString(" ")
+		x, y := c.x(t), c.y(a, vs[j])+dy
+		switch {
+		case move:
+			if path.Len() > 0 {
+				path.WriteString(" ")
 			}
-			b.WriteString("M")
+			path.WriteString("M")
 			move = false
-		} else {
-			b.WriteString(" L")
+		default:
+			path.WriteString(" L")
 		}
-		b.WriteString(strconv.FormatFloat(c.x(r, t), 'f', 1, 64))
-		b.WriteString(",")
-		b.WriteString(strconv.FormatFloat(c.y(a, vs[i]), 'f', 1, 64))
+		path.WriteString(xy(x, y))
+		if j%markEvery == first%markEvery {
+			if marks.Len() > 0 {
+				marks.WriteString(" ")
+			}
+			marks.WriteString(l.marker(x, y))
+		}
 	}
-	return b.String()
+	c.Series = append(c.Series, series{
+		Name: name, Color: l.color, Dash: l.dash, Path: path.String(), Markers: marks.String(), Key: l.marker(17, 6),
+	})
 }
+
+// legendOfSetups returns the series of the setups of r, for the page's legend.
+func legendOfSetups(r *sim.Report) []series {
+	var out []series
+	for _, s := range r.Setups {
+		l := lookOf(s.Kind)
+		out = append(out, series{Name: s.Kind.String(), Color: l.color, Dash: l.dash, Key: l.marker(17, 6)})
+	}
+	return out
+}
+
+// sharedNote is what every chart's caption says of its lines.
+const sharedNote = " Lines that share a value are drawn 2px apart, each with its own dash and marker."
 
 // callsChart charts the source calls per second of every setup.
 func callsChart(r *sim.Report) *chart {
-	c := newChart(r, "Source calls per second",
-		"Calls started in each "+span(r.Bucket)+" of the run, per second; log scale, below 1 drawn at 1.")
+	c := newChart(r.Config.Duration, r.OutageFrom, r.OutageTo, "Source calls per second",
+		"Calls started in each "+span(r.Bucket)+" of the run, per second; log scale, below 1 drawn at 1."+sharedNote)
 	peak := 1.0
 	for _, s := range r.Setups {
 		for _, p := range s.Timeline {
@@ -148,21 +273,21 @@ func callsChart(r *sim.Report) *chart {
 	}
 	a := newLogAxis(1, peak, 1)
 	c.yTicks(a, func(v float64) string { return decade(uint64(v + 0.5)) })
-	for _, s := range r.Setups {
+	for i, s := range r.Setups {
 		ts, vs := make([]time.Duration, len(s.Timeline)), make([]float64, len(s.Timeline))
-		for i, p := range s.Timeline {
-			ts[i] = p.At + r.Bucket/2
-			vs[i] = float64(p.SourceCalls) / r.Bucket.Seconds()
+		for j, p := range s.Timeline {
+			ts[j] = p.At + r.Bucket/2
+			vs[j] = float64(p.SourceCalls) / r.Bucket.Seconds()
 		}
-		c.Series = append(c.Series, series{Name: s.Kind.String(), Color: colorOf(s.Kind), Path: c.path(r, a, ts, vs)})
+		c.addSeries(s.Kind.String(), lookOf(s.Kind), a, i, len(r.Setups), ts, vs)
 	}
 	return c
 }
 
 // latencyChart charts the client p99 latency of every setup.
 func latencyChart(r *sim.Report) *chart {
-	c := newChart(r, "Client latency, p99",
-		"99th percentile of the requests sent in each "+span(r.Bucket)+" of the run, timeouts and errors included; log scale.")
+	c := newChart(r.Config.Duration, r.OutageFrom, r.OutageTo, "Client latency, p99",
+		"99th percentile of the requests sent in each "+span(r.Bucket)+" of the run, timeouts and errors included; log scale."+sharedNote)
 	lo, hi := math.Inf(1), 0.0
 	for _, s := range r.Setups {
 		for _, p := range s.Timeline {
@@ -176,16 +301,16 @@ func latencyChart(r *sim.Report) *chart {
 	}
 	a := newLogAxis(lo, hi, float64(time.Microsecond))
 	c.yTicks(a, func(v float64) string { return span(time.Duration(v + 0.5)) })
-	for _, s := range r.Setups {
+	for i, s := range r.Setups {
 		ts, vs := make([]time.Duration, len(s.Timeline)), make([]float64, len(s.Timeline))
-		for i, p := range s.Timeline {
-			ts[i] = p.At + r.Bucket/2
-			vs[i] = math.NaN()
+		for j, p := range s.Timeline {
+			ts[j] = p.At + r.Bucket/2
+			vs[j] = math.NaN()
 			if p.Requests > 0 {
-				vs[i] = float64(p.P99)
+				vs[j] = float64(p.P99)
 			}
 		}
-		c.Series = append(c.Series, series{Name: s.Kind.String(), Color: colorOf(s.Kind), Path: c.path(r, a, ts, vs)})
+		c.addSeries(s.Kind.String(), lookOf(s.Kind), a, i, len(r.Setups), ts, vs)
 	}
 	return c
 }

@@ -4,7 +4,6 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"html/template"
 	"io"
 	"strconv"
 	"time"
@@ -123,6 +122,7 @@ type jsonFleet struct {
 }
 
 type jsonFleetConfig struct {
+	Command    string  `json:"command"`
 	Store      string  `json:"store"`
 	Instances  int     `json:"instances"`
 	Readers    int     `json:"readers"`
@@ -158,7 +158,7 @@ func FleetJSON(w io.Writer, r *fleet.Result) error {
 	}
 	out := jsonFleet{
 		Config: jsonFleetConfig{
-			Store: store, Instances: c.Instances, Readers: c.Readers, ReadRate: c.ReadRate, WriteRate: c.WriteRate,
+			Command: commandOf(c.Command), Store: store, Instances: c.Instances, Readers: c.Readers, ReadRate: c.ReadRate, WriteRate: c.WriteRate,
 			Keys: c.Keys, DurationS: c.Duration.Seconds(), TTLS: c.TTL.Seconds(), TimeoutS: c.Timeout.Seconds(),
 			AllowanceS: c.Allowance.Seconds(), Seed: c.Seed,
 		},
@@ -181,28 +181,34 @@ func FleetJSON(w io.Writer, r *fleet.Result) error {
 //go:embed fleet.html.tmpl
 var fleetPageSource string
 
-var fleetPage = template.Must(template.New("fleet").Parse(fleetPageSource))
+var fleetPage = newPage("fleet", fleetPageSource)
 
 // FleetHTML writes one self-contained page of a fleet run: the scenario,
-// the table and the lines that sum it up. It loads nothing from anywhere.
+// the table, the lines that sum it up, charts of the stale reads and the
+// read latency of each setup, and the command line that ran it. It loads
+// nothing from anywhere.
 func FleetHTML(w io.Writer, r *fleet.Result) error {
 	d := struct {
 		Title       string
 		Scenario    []string
 		Interrupted bool
 		Elapsed     string
+		Command     string
 		Header      []string
 		Rows        [][]string
 		Legend      string
 		Verdict     []string
+		Bars        []*barChart
 	}{
 		Title:       fmt.Sprintf("herd: a fleet of %d instances, writes in the mix", r.Config.Instances),
 		Scenario:    describeFleet(r),
 		Interrupted: r.Interrupted,
 		Elapsed:     span(r.Elapsed.Round(100 * time.Millisecond)),
+		Command:     commandOf(r.Config.Command),
 		Header:      fleetColumns,
 		Legend:      legendOf(&r.Config),
 		Verdict:     FleetVerdict(r),
+		Bars:        fleetBars(r),
 	}
 	for i := range r.Setups {
 		d.Rows = append(d.Rows, fleetRow(&r.Setups[i]))

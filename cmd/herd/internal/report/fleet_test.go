@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -78,12 +79,32 @@ func TestFleetJSON(t *testing.T) {
 
 func TestFleetHTML(t *testing.T) {
 	var b bytes.Buffer
-	if err := FleetHTML(&b, fleetResult()); err != nil {
+	r := fleetResult()
+	r.Config.Command = "herd --fleet"
+	if err := FleetHTML(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"<td>two-level</td>", "<td>4,176</td>", "stale after write", "delivery allowance 50ms"} {
+	for _, want := range []string{
+		"<td>two-level</td>", "<td>4,176</td>", "stale after write", "delivery allowance 50ms",
+		"<h2>Stale reads after a write</h2>", "<h2>Read latency</h2>", ">two-level</text>", ">p99 ",
+		"Made by <code>herd --fleet</code>",
+	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if n := strings.Count(b.String(), `role="img"`); n != 2 {
+		t.Errorf("%d charts, want 2", n)
+	}
+	// A bar per setup and measure, as long as its value on the axis.
+	bars := regexp.MustCompile(`<rect x="170.0" y="[^"]*" width="([^"]*)" height="14.0" fill="[^"]*"><title>([^<]*)</title>`).
+		FindAllStringSubmatch(b.String(), -1)
+	if len(bars) != 4*len(fleetResult().Setups) {
+		t.Fatalf("%d bars: %q", len(bars), bars)
+	}
+	for _, m := range bars {
+		if strings.HasPrefix(m[2], "0 ") != (m[1] == "0.0") {
+			t.Errorf("bar %q is %s px long", m[2], m[1])
 		}
 	}
 }

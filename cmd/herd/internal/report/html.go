@@ -10,19 +10,30 @@ import (
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 )
 
+//go:embed charts.html.tmpl
+var chartsSource string
+
 //go:embed report.html.tmpl
 var pageSource string
 
-var page = template.Must(template.New("report").Funcs(template.FuncMap{
-	"f": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
-}).Parse(pageSource))
+// newPage parses the template of a page, src, with the templates that every
+// page shares: the style, the line and bar charts, the legend.
+func newPage(name, src string) *template.Template {
+	t := template.New(name).Funcs(template.FuncMap{
+		"f": func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) },
+	})
+	return template.Must(template.Must(t.Parse(chartsSource)).Parse(src))
+}
+
+var page = newPage("report", pageSource)
 
 type pageData struct {
 	Title       string
 	Scenario    []string
 	Interrupted bool
 	Elapsed     string
-	Colors      []series
+	Command     string
+	Keys        []series
 	Header      []string
 	Legend      string
 	Rows        [][]string
@@ -32,23 +43,33 @@ type pageData struct {
 
 // HTML writes one self-contained page: the scenario, the table, and charts
 // over time of the source calls per second and the client p99 of every
-// setup, the outage shaded. It loads nothing from anywhere: the charts are
-// inline SVG and the page has no script.
+// setup, the outage shaded, with the command line that ran it. It loads
+// nothing from anywhere: the charts are inline SVG and the page has no
+// script.
 func HTML(w io.Writer, r *sim.Report) error {
 	d := pageData{
 		Title:       "herd: " + strconv.Itoa(r.Config.Clients) + " clients, " + span(r.Config.Duration) + ", outage " + span(r.Config.Outage),
 		Scenario:    describe(r),
 		Interrupted: r.Interrupted,
 		Elapsed:     span(r.Elapsed.Round(100 * time.Millisecond)),
+		Command:     commandOf(r.Config.Command),
+		Keys:        legendOfSetups(r),
 		Header:      columns,
 		Legend:      legend,
 		Verdict:     Verdict(r),
 		Charts:      []*chart{callsChart(r), latencyChart(r)},
 	}
 	for i := range r.Setups {
-		s := &r.Setups[i]
-		d.Colors = append(d.Colors, series{Name: s.Kind.String(), Color: colorOf(s.Kind)})
-		d.Rows = append(d.Rows, row(s))
+		d.Rows = append(d.Rows, row(&r.Setups[i]))
 	}
 	return page.Execute(w, d)
+}
+
+// commandOf is the command line a page shows: the one given, or the plain
+// command when none was.
+func commandOf(command string) string {
+	if command == "" {
+		return "herd"
+	}
+	return command
 }

@@ -35,6 +35,7 @@ type jsonVerdict struct {
 }
 
 type jsonConfig struct {
+	Command    string  `json:"command"`
 	Store      string  `json:"store"`
 	DurationS  float64 `json:"duration_s"`
 	Clients    int     `json:"clients"`
@@ -120,7 +121,7 @@ func JSON(w io.Writer, r *sim.Report) error {
 	swr := c.SWR()
 	out := jsonReport{
 		Config: jsonConfig{
-			Store: storeName(c), DurationS: c.Duration.Seconds(), Clients: c.Clients, IntervalS: c.Interval.Seconds(),
+			Command: commandOf(c.Command), Store: storeName(c), DurationS: c.Duration.Seconds(), Clients: c.Clients, IntervalS: c.Interval.Seconds(),
 			Keys: c.Keys, Zipf: c.Zipf, LatencyS: c.Latency.Seconds(), ErrorRate: c.ErrorRate,
 			OutageS: c.Outage.Seconds(), OutageHang: c.OutageHang.Seconds(), TimeoutS: c.Timeout.Seconds(),
 			TTLS: c.TTL.Seconds(), Instances: c.Instances, Seed: c.Seed,

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -181,9 +182,15 @@ func TestJSON(t *testing.T) {
 	}
 }
 
+// linePaths finds the lines of a page's charts: their path and their
+// dash.
+var linePaths = regexp.MustCompile(`<path d="([^"]*)" fill="none" stroke="[^"]*" stroke-width="1.8" stroke-linejoin="round"(?: stroke-dasharray="([^"]*)")?>`)
+
 func TestHTML(t *testing.T) {
 	var b bytes.Buffer
-	if err := HTML(&b, fixture()); err != nil {
+	r := fixture()
+	r.Config.Command = "herd --duration 10s --html run.html"
+	if err := HTML(&b, r); err != nil {
 		t.Fatal(err)
 	}
 	page := b.String()
@@ -197,15 +204,36 @@ func TestHTML(t *testing.T) {
 			t.Errorf("the page has no %q", want)
 		}
 	}
-	if n := strings.Count(page, "<svg "); n != 2 {
+	if n := strings.Count(page, `role="img"`); n != 2 {
 		t.Errorf("%d charts, want 2", n)
 	}
-	if n := strings.Count(page, "<path d=\"M"); n != 8 {
-		t.Errorf("%d lines, want 8", n)
+	lines := linePaths.FindAllStringSubmatch(page, -1)
+	if len(lines) != 8 {
+		t.Fatalf("%d lines, want 8", len(lines))
 	}
 	// Each p99 line has a gap where a bucket had no request.
-	if n := strings.Count(page, " M"); n != 4 {
-		t.Errorf("%d gaps in the p99 lines, want 4", n)
+	gaps := 0
+	for _, l := range lines {
+		gaps += strings.Count(l[1], " M")
+	}
+	if gaps != 4 {
+		t.Errorf("%d gaps in the p99 lines, want 4", gaps)
+	}
+	// The four p99 lines share every value: each is drawn apart from the
+	// others, with a dash and markers of its own.
+	starts, dashes := map[string]bool{}, map[string]bool{}
+	for _, l := range lines[4:] {
+		starts[strings.Fields(l[1])[0]] = true
+		dashes[l[2]] = true
+	}
+	if len(starts) != 4 || len(dashes) != 4 {
+		t.Errorf("the p99 lines of equal values start at %v with dashes %v: they hide each other", starts, dashes)
+	}
+	if n := strings.Count(page, `stroke="#fff" stroke-width="0.6"`); n != 4*2+4 {
+		t.Errorf("%d marker paths, want one per line and one per legend key", n)
+	}
+	if !strings.Contains(page, "Made by <code>herd --duration 10s --html run.html</code>") {
+		t.Error("the caption does not show the command line")
 	}
 	// Self-contained: nothing to fetch, nothing to run.
 	for _, banned := range []string{"<script", "src=", "href=", "<link", "@import", "url("} {

@@ -71,6 +71,9 @@ type Config struct {
 	// Notes are lines that reports print under the scenario: why a
 	// default was changed for this run, say.
 	Notes []string
+	// Command is the command line that ran the scenario, for reports,
+	// without credentials; empty is "herd".
+	Command string
 
 	// Progress, if set, is called every ProgressEvery while the clients
 	// run, from a goroutine of its own.
