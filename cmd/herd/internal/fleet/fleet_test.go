@@ -133,3 +133,24 @@ func TestRunInterrupted(t *testing.T) {
 		}
 	})
 }
+
+// Before a setup's time starts, every instance has read every key once:
+// each instance of memory per instance has loaded each key, and read
+// them since as hits.
+func TestWarmUp(t *testing.T) {
+	c := Defaults
+	c.Keys = 40
+	insts, closeAll, err := fleetOf(t.Context(), &c, MemoryPerInstance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	h := newHistory(c.Keys)
+	load := func(context.Context, string) (string, error) { return "0", nil }
+	warmUp(t.Context(), &c, insts, h, load)
+	for i, in := range insts {
+		if st := in.cache.Stats(); st.Loads != uint64(c.Keys) || st.Misses != uint64(c.Keys) {
+			t.Errorf("instance %d: %d loads, %d misses; want %d of each", i, st.Loads, st.Misses, c.Keys)
+		}
+	}
+}

@@ -17,7 +17,8 @@ var fleetColumns = []string{"setup", "reads/s", "p50", "p99", "errors", "store e
 // fleetLegend explains the fleet table's columns, in one line; its verbs
 // are the reads a second offered, then the allowance twice.
 const fleetLegend = "reads/s: reads that returned a value, per second, of at most %s that the readers send " +
-	"(a setup that falls short could not keep up). p50, p99: read latency. errors: reads " +
+	"(a setup that falls short could not keep up). p50, p99: read latency, in a warm fleet: every " +
+	"instance read every key once before the setup's time began. errors: reads " +
 	"that failed or timed out; store errors: store calls that failed (herd then loads from the " +
 	"source). stale after write: reads that began more than %s (the delivery allowance) after a " +
 	"write of their key had completed, and returned an older value. within allowance: the same, " +
