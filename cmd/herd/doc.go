@@ -60,6 +60,11 @@
 //	                 a second of each, 5s each by default
 //	--max-batch n    keys per source call in the batch scenario (default 100)
 //	--max-wait d     how long a batch waits for more keys in the batch scenario (default 2ms)
+//	--soak           run the long run instead: herd (SWR+SIE) alone for --duration (default
+//	                 10m, no outage), sampling the live heap, goroutines, open files and
+//	                 store keys, with a verdict on any that grows in the second half
+//	--sample d       time between two samples of the long run (default --duration / 120,
+//	                 at least 100ms)
 //
 // Progress goes to standard error: a bar on a terminal, plain lines
 // elsewhere or when CI=true.
@@ -115,6 +120,27 @@
 // --latency, --errors and --outage do not apply to it. Its exit status is
 // 0, or 1, 2 and 130 as below.
 //
+// # Long run
+//
+// --soak runs the herd (SWR+SIE) setup alone, over --store with
+// --instances, for as long as --duration says (default 10 minutes; hours
+// are fine), and samples every --sample: the process's live heap (as of
+// the last GC), its goroutines, its open files (file descriptors, the
+// store's connections included; on Linux) and the keys the run keeps in
+// the store (memory: entries; Redis: keys under the run's prefix, counted
+// with SCAN; NATS: the messages of the run's bucket). A resource may grow
+// while the run warms up; one that still grows in the second half is
+// suspect: a line is fitted through the samples of the second half, and a
+// resource whose line rises by more than its limit (an absolute floor, and
+// a share of its level), in a steady climb, is GROWING. The table and the
+// page show each resource's samples and fitted line, and the verdict;
+// the exit status is 5 when a resource grew:
+//
+//	go run ./cmd/herd --soak --duration 1h --store nats:embedded --instances 3 --html soak.html
+//
+// With nats:embedded the server runs in the command's process, and its
+// heap, goroutines and files count too.
+//
 // # Is the run sound?
 //
 // The clients are open-loop: a request is due every 10ms per client,
@@ -135,6 +161,7 @@
 //	2    a bad flag, store URL, or a store that does not answer
 //	3    a herd setup failed more than half of its requests
 //	4    the machine could not send the requests on time (and no herd setup failed)
+//	5    a long run (--soak) saw a resource grow (and no herd setup failed)
 //	130  interrupted (SIGINT or SIGTERM)
 //
 // The table is printed in cases 0, 3 and 4. go run reports any status but

@@ -11,6 +11,7 @@ import (
 
 	"github.com/herdcache/herd/cmd/herd/internal/fleet"
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
+	"github.com/herdcache/herd/cmd/herd/internal/soak"
 )
 
 // options are the parsed flags.
@@ -21,6 +22,7 @@ type options struct {
 	store string
 	fleet *fleet.Config // the fleet scenario, with --fleet
 	batch *batchConfig  // the batch scenario, with --batch
+	soak  *soak.Config  // the long run, with --soak; its Sim is cfg when it runs
 
 	metricsAddr string // --metrics-addr: where to serve /metrics, or ""
 }
@@ -82,6 +84,11 @@ Flags:
                   a second of each, 5s each by default
   --max-batch n   keys per source call in the batch scenario (default 100)
   --max-wait d    how long a batch waits for more keys in the batch scenario (default 2ms)
+  --soak          run the long run instead: herd (SWR+SIE) alone for --duration (default
+                  10m, no outage), sampling the live heap, goroutines, open files and
+                  store keys, with a verdict on any that grows in the second half
+  --sample d      time between two samples of the long run (default --duration / 120,
+                  at least 100ms)
 
 Progress goes to standard error: a bar on a terminal, plain lines elsewhere
 or when CI=true. Under the table, a line says whether this machine sent the
@@ -90,7 +97,8 @@ sound run.
 
 Exit status: 0 a sound run; 1 an output could not be written; 2 a bad flag
 or store; 3 a herd setup failed more than half of its requests; 4 the
-machine could not send the requests on time; 130 interrupted.
+machine could not send the requests on time; 5 a long run saw a resource
+grow; 130 interrupted.
 `
 
 // parseFlags parses the command's arguments into options and checks them.
@@ -117,6 +125,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "")
 	ff := addFleetFlags(fs)
 	bf := addBatchFlags(fs)
+	sf := addSoakFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, errHelp
@@ -134,6 +143,12 @@ func parseFlags(args []string) (options, error) {
 	if err := checkMetricsAddr(o.metricsAddr, set["fleet"]); err != nil {
 		return o, err
 	}
+	switch {
+	case sf.on && (set["fleet"] || set["batch"]):
+		return o, errors.New("--soak runs its own scenario: not with --fleet or --batch (see herd -h)")
+	case !sf.on && set["sample"]:
+		return o, errors.New("--sample needs --soak (see herd -h)")
+	}
 	if bc, err := bf.config(&o, set); err != nil || bc != nil {
 		o.batch = bc
 		return o, err
@@ -150,6 +165,10 @@ func parseFlags(args []string) (options, error) {
 		c.Notes = append(c.Notes, fmt.Sprintf(
 			"load scaled down for a remote store: %d clients instead of %d, as each herd request is a round trip to the server (set --clients to choose)",
 			remoteClients, sim.Defaults.Clients))
+	}
+	if sc, err := sf.config(&o, set); err != nil || sc != nil {
+		o.soak = sc
+		return o, err
 	}
 	if err := o.cfg.Validate(); err != nil {
 		return o, fmt.Errorf("--%w", err)

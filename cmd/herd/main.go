@@ -21,6 +21,7 @@ const (
 	exitUsage       = 2   // a bad flag, store or URL
 	exitHerdFailed  = 3   // a herd setup failed more than half of its requests
 	exitBehind      = 4   // the machine could not send the requests on time
+	exitGrowing     = 5   // a long run saw a resource grow
 	exitInterrupted = 130 // SIGINT or SIGTERM
 )
 
@@ -95,6 +96,9 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 
 	progress := report.NewProgress(stderr, isTerminal(stderr) && !underCI(), o.cfg.Duration)
 	o.cfg.Progress = progress.Update
+	if o.soak != nil {
+		return runSoak(ctx, &o, html, progress, fail, stdout, stderr)
+	}
 	r, err := sim.Run(ctx, o.cfg)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -136,8 +136,21 @@ func openRedis(ctx context.Context, raw, id string) (storeOpener, error) {
 				removeRedisKeys(ctx, client, prefix+":*")
 			}
 			_ = client.Close()
+		}, Keys: func(ctx context.Context) (int64, error) {
+			return countRedisKeys(ctx, client, prefix+":*")
 		}}, nil
 	}, nil
+}
+
+// countRedisKeys counts the keys that match pattern, with SCAN: a pass
+// over the whole database, for a long run's samples.
+func countRedisKeys(ctx context.Context, client *redis.Client, pattern string) (int64, error) {
+	var n int64
+	iter := client.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		n++
+	}
+	return n, iter.Err()
 }
 
 // removeRedisKeys deletes the keys a run wrote, in batches, within ctx.
@@ -211,6 +224,18 @@ func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
 				_ = js.DeleteKeyValue(ctx, bucket)
 			}
 			nc.Close()
+		}, Keys: func(ctx context.Context) (int64, error) {
+			// The messages of the bucket's stream: values, and the markers
+			// of deletes, expiries and released locks.
+			kv, err := js.KeyValue(ctx, bucket)
+			if err != nil {
+				return 0, err
+			}
+			st, err := kv.Status(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return int64(st.Values()), nil
 		}}, nil
 	}, nil
 }

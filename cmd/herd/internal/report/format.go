@@ -127,8 +127,12 @@ func describe(r *sim.Report) []string {
 	}
 	caches := fmt.Sprintf("caches: TTL %v; herd on %s", span(c.TTL), storeDesc(c))
 	if c.Instances > 1 {
-		caches = fmt.Sprintf("caches: TTL %v; %d instances of each: herd's share %s and a lock, the plain maps share nothing",
-			span(c.TTL), c.Instances, storeDesc(c))
+		caches = fmt.Sprintf("caches: TTL %v; %d instances of each: herd's share %s and a lock", span(c.TTL), c.Instances, storeDesc(c))
+		for _, s := range r.Setups {
+			if s.Kind == sim.PlainTTL {
+				caches += ", the plain maps share nothing"
+			}
+		}
 	}
 	swr := c.SWR()
 	return append([]string{

@@ -117,6 +117,13 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // JSON writes r as one indented JSON document.
 func JSON(w io.Writer, r *sim.Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(jsonOf(r))
+}
+
+// jsonOf is the JSON document of r.
+func jsonOf(r *sim.Report) jsonReport {
 	c := &r.Config
 	swr := c.SWR()
 	out := jsonReport{
@@ -161,7 +168,5 @@ func JSON(w io.Writer, r *sim.Report) error {
 		}
 		out.Setups = append(out.Setups, js)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return out
 }

@@ -106,6 +106,10 @@ type SharedStore struct {
 	Store  store.Store[string]
 	Locker store.Locker // makes the instances load a key once across the fleet
 	Close  func()       // releases the store; called once, after the caches are closed
+	// Keys, if set, counts the keys that the instances of the setup keep
+	// in the store (their entries, and the versions and locks of a remote
+	// store), for the long run's samples.
+	Keys func(ctx context.Context) (int64, error)
 }
 
 // Limits of a Config, so that a typo cannot exhaust the machine.
