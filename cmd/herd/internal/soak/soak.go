@@ -6,10 +6,12 @@
 // A resource that grows at the start of a run and then levels off (a cache
 // filling up, connections opened once) is no leak; one that still grows in
 // the second half of the run is suspect. [Judge] fits a line through the
-// samples of the second half and calls a resource growing when the line
-// rises, over that half, by more than both an absolute floor and a share of
-// the resource's level (see [Limits]), and the last quarter of the run sits
-// above the first quarter of the second half: a steady climb, not a spike.
+// samples of the second half (Theil–Sen: the median of the slopes between
+// pairs of samples, which a few spikes do not tilt) and calls a resource
+// growing when the line rises, over that half, by more than both an
+// absolute floor and a share of the resource's level (see [Limits]), and
+// the last quarter of the run sits above the first quarter of the second
+// half: a steady climb, not a spike.
 // A run needs at least [MinJudged] samples in its second half to be judged.
 package soak
 
@@ -142,7 +144,7 @@ type Trend struct {
 	Mid        int64   // the value at the middle of the run
 	End        int64   // the last sample's value
 	Level      float64 // the mean over the second half
-	PerSecond  float64 // the slope of the fitted line over the second half
+	PerSecond  float64 // the slope of the line fitted over the second half
 	Rise       float64 // how much the line rises over the second half
 	Growing    bool    // Rise beyond the Limit, and a steady climb
 	FitFrom    time.Duration
@@ -178,30 +180,60 @@ func Judge(r Resource, samples []Sample, d time.Duration) Trend {
 		return t
 	}
 	t.Judged = true
-	var mx, my float64
-	for i := range xs {
-		mx, my = mx+xs[i], my+ys[i]
-	}
-	mx, my = mx/float64(len(xs)), my/float64(len(xs))
-	var sxy, sxx float64
-	for i := range xs {
-		sxy += (xs[i] - mx) * (ys[i] - my)
-		sxx += (xs[i] - mx) * (xs[i] - mx)
-	}
-	if sxx > 0 {
-		t.PerSecond = sxy / sxx
-	}
+	slope, intercept := theilSen(xs, ys)
 	first, last := xs[0], xs[len(xs)-1]
-	t.Level = my
-	t.Rise = t.PerSecond * (last - first)
+	var sum float64
+	for _, y := range ys {
+		sum += y
+	}
+	t.Level = sum / float64(len(ys))
+	t.PerSecond = slope
+	t.Rise = slope * (last - first)
 	t.FitFrom, t.FitTo = time.Duration(first*float64(time.Second)), time.Duration(last*float64(time.Second))
-	t.FitAtFrom, t.FitAtTo = my+t.PerSecond*(first-mx), my+t.PerSecond*(last-mx)
+	t.FitAtFrom, t.FitAtTo = intercept+slope*first, intercept+slope*last
 	lim := Limits[r]
 	t.LimitFloor = max(lim.Floor, lim.Share*t.Level)
 	q := max(len(ys)/4, 1)
 	early, late := median(ys[:q]), median(ys[len(ys)-q:])
 	t.Growing = t.Rise > t.LimitFloor && late-early > t.LimitFloor/2
 	return t
+}
+
+// maxFitted bounds the samples a line is fitted through: more are thinned
+// evenly, so that the fit's cost, quadratic in the samples, stays small
+// over a run of hours.
+const maxFitted = 400
+
+// theilSen fits a line through the points (xs, ys): its slope is the
+// median of the slopes between every two points, its intercept the median
+// of y - slope·x. Unlike least squares, a few samples far off the line (a
+// burst of requests in flight, a GC that came late) do not tilt it.
+func theilSen(xs, ys []float64) (slope, intercept float64) {
+	if n := len(xs); n > maxFitted {
+		tx, ty := make([]float64, maxFitted), make([]float64, maxFitted)
+		for i := range maxFitted {
+			j := i * (n - 1) / (maxFitted - 1)
+			tx[i], ty[i] = xs[j], ys[j]
+		}
+		xs, ys = tx, ty
+	}
+	var slopes []float64
+	for i := range xs {
+		for j := i + 1; j < len(xs); j++ {
+			if dx := xs[j] - xs[i]; dx > 0 {
+				slopes = append(slopes, (ys[j]-ys[i])/dx)
+			}
+		}
+	}
+	if len(slopes) == 0 {
+		return 0, median(ys)
+	}
+	slope = median(slopes)
+	rest := make([]float64, len(xs))
+	for i := range xs {
+		rest[i] = ys[i] - slope*xs[i]
+	}
+	return slope, median(rest)
 }
 
 func median(vs []float64) float64 {

@@ -46,13 +46,34 @@ func TestJudge(t *testing.T) {
 			return 100
 		}, false},
 		{"a slow climb within the limits", func(t float64) float64 { return 100 + t/4 }, false},
+		{"spikes on a level", func(t float64) float64 {
+			if int(t)%7 == 3 || t >= 37 {
+				return 160
+			}
+			return 100
+		}, false},
 		{"a steady climb", func(t float64) float64 { return 100 + 5*t }, true},
+		{"a steady climb with spikes", func(t float64) float64 {
+			if int(t)%7 == 3 {
+				return 400
+			}
+			return 100 + 5*t
+		}, true},
 		{"a climb in steps", func(t float64) float64 { return 100 + 30*math.Floor(t/5) }, true},
 	} {
 		tr := Judge(Goroutines, series(tc.f), d)
 		if !tr.Measured || !tr.Judged || tr.Growing != tc.growing {
 			t.Errorf("%s: %+v; want growing %v", tc.name, tr, tc.growing)
 		}
+	}
+	// Spikes on a level do not tilt the line.
+	if tr := Judge(Goroutines, series(func(t float64) float64 {
+		if t >= 36 {
+			return 400
+		}
+		return 100
+	}), d); tr.Rise != 0 || tr.FitAtTo != 100 {
+		t.Errorf("spikes at the end: %+v", tr)
 	}
 	// A steady climb of 5 a second: the fit says so.
 	if tr := Judge(Goroutines, series(func(t float64) float64 { return 100 + 5*t }), d); math.Abs(tr.PerSecond-5) > 0.01 || tr.End != 295 || tr.Start != 100 || tr.Mid != 200 {
