@@ -16,7 +16,7 @@
 // seconds on the in-memory store:
 //
 //	go run ./cmd/herd
-//	go run ./cmd/herd --clients 200 --keys 10000 --outage 8s --html report.html
+//	go run ./cmd/herd --keys 10000 --outage 8s --html report.html
 //	go run ./cmd/herd --json > run.json
 //	go run ./cmd/herd --instances 3   # three caches sharing a store and a lock
 //	go run ./cmd/herd --store nats:embedded --instances 3
