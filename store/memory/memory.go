@@ -326,7 +326,7 @@ func (s *Store[T]) tombstone() *local.Entry[T] {
 // or the write is unconditional, and reports the change to the watches. it
 // is stored with its version set, before anything can read it.
 func (s *Store[T]) write(key string, it *local.Entry[T], v store.Version, conditional bool) bool {
-	wrote := false
+	var wrote store.Version
 	s.c.Compute(key, func(old *local.Entry[T], found bool) (*local.Entry[T], otter.ComputeOp) {
 		current := store.Version(0)
 		if found {
@@ -335,14 +335,14 @@ func (s *Store[T]) write(key string, it *local.Entry[T], v store.Version, condit
 		if conditional && current != v {
 			return old, otter.CancelOp
 		}
-		it.SetVersion(store.Version(s.versions.Add(1)))
-		wrote = true
+		wrote = store.Version(s.versions.Add(1))
+		it.SetVersion(wrote)
 		return it, otter.WriteOp
 	})
-	if wrote {
-		s.watches.publish(store.Change{Key: key})
+	if wrote != 0 {
+		s.watches.publish(store.Change{Key: key, Version: wrote})
 	}
-	return wrote
+	return wrote != 0
 }
 
 // Len returns the number of entries and records of deleted keys, after the

@@ -61,16 +61,19 @@ func (f *farStore) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 	})
 }
 
-// reportAll delivers a Change with All set to every watch, as a stream
+// report delivers c (a Down, Up, Gap or All) to every watch, as a stream
 // that lost its connection does, even while changes are swallowed.
-func (f *farStore) reportAll() {
+func (f *farStore) report(c store.Change) {
 	f.mu.Lock()
 	fns := slices.Clone(f.fns)
 	f.mu.Unlock()
 	for _, fn := range fns {
-		fn(store.Change{All: true})
+		fn(c)
 	}
 }
+
+// reportAll reports a Change with All set to every watch.
+func (f *farStore) reportAll() { f.report(store.Change{All: true}) }
 
 // release lets a Get held by holdGet(key) return.
 func (f *farStore) release(key string) {
@@ -238,39 +241,51 @@ func TestDirectFarWritesInvalidateEveryInstance(t *testing.T) {
 	})
 }
 
-// A Change with All set empties every near tier: a write that the stream
-// never reported is read after it.
-func TestAllFlushesTheNearTier(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		f := newFar()
-		fl := fleet(t, f, 3)
-		ctx := context.Background()
-		for i := range 10 {
-			_ = f.Set(ctx, fmt.Sprint(i), store.Entry[int]{Value: i})
-		}
-		synctest.Wait()
-		for _, s := range fl {
-			for i := range 10 {
-				mustValue(t, s, fmt.Sprint(i), i)
-			}
-		}
-		f.swallow.Store(true) // these writes are lost by the stream
-		for i := range 10 {
-			_ = f.Set(ctx, fmt.Sprint(i), store.Entry[int]{Value: 100 + i})
-		}
-		synctest.Wait()
-		mustValue(t, fl[0], "0", 0) // the near copy, as the stream said nothing
-		f.swallow.Store(false)
-		f.reportAll()
-		for n, s := range fl {
-			if st := s.Stats(); st.Flushes != 1 || st.NearEntries != 0 {
-				t.Fatalf("instance %d after All: %+v, want 1 flush and an empty near tier", n, st)
-			}
-			for i := range 10 {
-				mustValue(t, s, fmt.Sprint(i), 100+i)
-			}
-		}
-	})
+// A Change with All, Gap or Down set empties every near tier: a write that
+// the stream never reported is read after it. An Up does not.
+func TestLossFlushesTheNearTier(t *testing.T) {
+	for _, c := range []store.Change{{All: true}, {Gap: true}, {Down: true}} {
+		t.Run(fmt.Sprintf("%+v", c), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFar()
+				fl := fleet(t, f, 3)
+				ctx := context.Background()
+				for i := range 10 {
+					_ = f.Set(ctx, fmt.Sprint(i), store.Entry[int]{Value: i})
+				}
+				synctest.Wait()
+				for _, s := range fl {
+					for i := range 10 {
+						mustValue(t, s, fmt.Sprint(i), i)
+					}
+				}
+				f.swallow.Store(true) // these writes are lost by the stream
+				for i := range 10 {
+					_ = f.Set(ctx, fmt.Sprint(i), store.Entry[int]{Value: 100 + i})
+				}
+				synctest.Wait()
+				mustValue(t, fl[0], "0", 0) // the near copy, as the stream said nothing
+				f.swallow.Store(false)
+				f.report(c)
+				for n, s := range fl {
+					if st := s.Stats(); st.Flushes != 1 || st.NearEntries != 0 {
+						t.Fatalf("instance %d after %+v: %+v, want 1 flush and an empty near tier", n, c, st)
+					}
+					for i := range 10 {
+						mustValue(t, s, fmt.Sprint(i), 100+i)
+					}
+				}
+				if c.Down {
+					f.report(store.Change{Up: true})
+					for n, s := range fl {
+						if st := s.Stats(); st.Flushes != 1 || st.NearEntries != 10 {
+							t.Fatalf("instance %d after Up: %+v, want no more flushes and the near tier kept", n, st)
+						}
+					}
+				}
+			})
+		})
+	}
 }
 
 // The fill race, made deterministic: a far read that read the old value

@@ -25,8 +25,12 @@
 //   - Invalidation: every change that the far store's stream reports (a
 //     write through any instance, a plain client of the backend, an expiry
 //     or eviction on the server) drops the key's near copy on every
-//     instance; a [store.Change] with All set (the stream cannot vouch for
-//     what it delivered) empties the near tier.
+//     instance; a [store.Change] that says the stream cannot vouch for what
+//     it delivered (Down: it is cut; Gap: it is back but may have missed
+//     changes; All: every key may have changed) empties the near tier. An
+//     Up (the stream is back and replayed what it missed) changes nothing:
+//     the near tier was emptied at the Down, and the replayed changes drop
+//     what was filled since.
 //   - No fill race: a far read that began before an invalidation of its key
 //     (or a flush, or a write through this instance) arrived does not fill
 //     the near tier. The bookkeeping of reads in flight holds only keys with
@@ -49,8 +53,8 @@
 //     of the near tier's clock, 1ms by default; see [NearCoarseClock]): a
 //     near copy is served at most that long after the start of the far read
 //     that fetched it.
-//   - When the stream says it cannot vouch (Change with All set), the near
-//     tier is emptied before the next change is handled.
+//   - When the stream says it cannot vouch (a Change with Down, Gap or All
+//     set), the near tier is emptied before the next change is handled.
 //   - The instance that wrote reads its own write (or a later one) from the
 //     moment its Set or Delete returns, whatever the stream reports about
 //     that write later.
@@ -213,7 +217,12 @@ func newNear[T any](cfg *config, clk *clock.Clock) *otter.Cache[string, *nearIte
 // onChange handles one change of the far stream. It runs on the stream's
 // goroutine and only touches memory.
 func (s *Store[T]) onChange(c store.Change) {
-	if c.All {
+	if c.Up {
+		// The stream is whole again: the near tier was emptied at the
+		// Down, and the changes made meanwhile were delivered since.
+		return
+	}
+	if c.All || c.Gap || c.Down {
 		s.flushes.Add(1)
 		s.flights.invalidateAll()
 		s.near.InvalidateAll()
@@ -467,8 +476,8 @@ type Stats struct {
 	// Changes is the number of key changes the far stream reported.
 	Changes uint64
 	// Flushes is the number of times the far stream could not vouch for
-	// what it delivered (a Change with All set) and the near tier was
-	// emptied.
+	// what it delivered (a Change with Down, Gap or All set) and the near
+	// tier was emptied.
 	Flushes uint64
 	// DiscardedFills is the number of far reads not kept in the near tier
 	// because their key was invalidated while they were in flight.
