@@ -43,12 +43,14 @@ func sharedPerTest(opts ...memory.Option) func(t *testing.T) store.Store[storete
 	}
 }
 
+var conformance = storetest.Options{ChangeVersions: true}
+
 func TestConformance(t *testing.T) {
-	storetest.Run(t, sharedPerTest())
+	storetest.RunWith(t, conformance, sharedPerTest())
 }
 
 func TestConformanceWeighted(t *testing.T) {
-	storetest.Run(t, sharedPerTest(memory.MaxWeight(1<<30, func(_ string, v storetest.Value) uint32 { return uint32(len(v.Blob) + 1) })))
+	storetest.RunWith(t, conformance, sharedPerTest(memory.MaxWeight(1<<30, func(_ string, v storetest.Value) uint32 { return uint32(len(v.Blob) + 1) })))
 }
 
 // With ExactClock an entry goes exactly at its KeepUntil; with the default
@@ -150,7 +152,7 @@ func TestHitDoesNotAllocate(t *testing.T) {
 }
 
 func TestConformanceCoarseClock(t *testing.T) {
-	storetest.Run(t, sharedPerTest(memory.CoarseClock(time.Millisecond)))
+	storetest.RunWith(t, conformance, sharedPerTest(memory.CoarseClock(time.Millisecond)))
 }
 
 func TestCoarseClockLendsItsTime(t *testing.T) {

@@ -10,7 +10,8 @@
 // lock exclusion, foreign unlock and lease expiry ([store.Locker]);
 // conditional writes refused after another client's write and exactly one
 // winner among concurrent writers ([store.Versioned]); delivery of every
-// kind of write to a watch on another client ([store.ChangeStream]); bulk
+// kind of write to a watch on another client, with versions, and Down, Up,
+// Gap or All across a cut of the stream ([store.ChangeStream]); bulk
 // reads ([store.BulkGetter]); bulk version reads and conditional writes with
 // partial conflicts ([store.BulkVersioned]); bulk locks with some keys held
 // by another owner and a lease taken over ([store.BulkLocker]); and, when
@@ -63,6 +64,22 @@ type Options struct {
 	// uses the backend after Break. Default: nil, and that subtest does not
 	// run (an in-process store cannot fail).
 	Break func(t *testing.T)
+	// ChangeVersions says that the store's change stream reports the
+	// version each change gave its key ([store.Change.Version]): the suite
+	// then requires it on every change of a key. Whether set or not, a
+	// version that a change reports must be the key's.
+	ChangeVersions bool
+	// Cut, when set, cuts the change stream of s, a store that newStore
+	// returned, while the backend and the other stores go on (a proxy that
+	// drops the store's connection, for example), and returns a function
+	// that restores it. The suite then checks what a watch reports across
+	// a cut: Down, then, once restored, Up after a replay of the changes
+	// made during the cut, or a Gap or an All, before any later change.
+	Cut func(t *testing.T, s store.Store[Value]) (restore func())
+	// Resumes says that the store's stream replays, after a cut, every
+	// change made while it was cut and then reports Up: the suite then
+	// fails a Gap or an All across a cut.
+	Resumes bool
 }
 
 func (o *Options) defaults() {
@@ -118,6 +135,9 @@ func RunWith(t *testing.T, opts Options, newStore func(t *testing.T) store.Store
 	}
 	if _, ok := probe.(store.ChangeStream); ok {
 		t.Run("Changes/Delivery", s.changesDelivery)
+		if opts.Cut != nil {
+			t.Run("Changes/Cut", s.changesCut)
+		}
 	}
 	if _, ok := probe.(store.BulkGetter[Value]); ok {
 		t.Run("Bulk/GetMany", s.bulkGet)
