@@ -199,14 +199,14 @@ func TestWatchReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.key(t, "before")
-	p.down()
+	p.Cut()
 	waitFor(t, 10*time.Second, "watcher disconnected", func() bool { return !subNC.IsConnected() })
 	for i := range 10 { // missed while away
 		if err := pub.Set(ctx, fmt.Sprintf("away-%d", i), store.Entry[string]{Value: "v"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p.up()
+	p.Restore()
 	waitFor(t, 10*time.Second, "watcher reconnected", subNC.IsConnected)
 	// All at the loss and again at the resumption; then changes.
 	for range 2 {

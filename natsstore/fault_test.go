@@ -234,7 +234,7 @@ func TestServerStalledEveryCallEndsWithItsContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	p.stall()
+	p.Stall()
 	result := make(chan map[string]error, 1)
 	go func() {
 		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
@@ -266,7 +266,7 @@ func TestServerStalledEveryCallEndsWithItsContext(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("watch did not report All on a stalled server")
 	}
-	p.resume()
+	p.Resume()
 }
 
 // Issue 15's demo over NATS ran 63s instead of 20: a server that stops
@@ -280,8 +280,8 @@ func TestRegressionStalledSocketHoldsCallsPastTheirContext(t *testing.T) {
 	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
 	_, js := connect(t, p.url())
 	s := newStore[[]byte](t, js, "flooded", natsstore.WithCodec[[]byte](store.Bytes{}))
-	p.stall()
-	defer p.resume()
+	p.Stall()
+	defer p.Resume()
 	big := make([]byte, 512<<10)
 	flooding, stop := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -335,8 +335,8 @@ func TestBulkCallsOnAStalledServerWithoutDeadline(t *testing.T) {
 	if r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	p.stall()
-	defer p.resume()
+	p.Stall()
+	defer p.Resume()
 	result := make(chan map[string]error, 1)
 	go func() {
 		keys := []string{"a", "b", "c"}

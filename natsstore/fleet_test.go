@@ -24,7 +24,7 @@ import (
 type member struct {
 	cache *herd.Cache[string]
 	store *natsstore.Store[string]
-	proxy *proxy
+	proxy proxy
 	js    jetstream.JetStream
 }
 
@@ -279,7 +279,7 @@ func TestFleetServerDiesWhileReleasingLock(t *testing.T) {
 					// The server goes as the load ends, before its write-back
 					// and unlock.
 					if how == "stalled" {
-						b.proxy.stall()
+						b.proxy.Stall()
 					} else {
 						srv.stop()
 					}
@@ -303,7 +303,7 @@ func TestFleetServerDiesWhileReleasingLock(t *testing.T) {
 					t.Errorf("B's caller: %v", err)
 				}
 			}
-			b.proxy.resume()
+			b.proxy.Resume()
 		})
 	}
 }

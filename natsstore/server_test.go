@@ -3,13 +3,14 @@ package natsstore_test
 import (
 	"net"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herdcache/herd/internal/herdtest"
 )
 
 // natsServer is an embedded nats-server with JetStream in a temporary
@@ -97,123 +98,15 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	}
 }
 
-// proxy forwards a loopback port to the server, and can be cut and restored
-// on the same port, so that one client loses its connection while the
-// server and the other clients go on.
-type proxy struct {
-	t      *testing.T
-	addr   string
-	target string
+// proxy forwards a loopback port to the server (see herdtest.Proxy).
+type proxy struct{ *herdtest.Proxy }
 
-	mu      sync.Mutex
-	ln      net.Listener
-	conns   []net.Conn
-	stalled chan struct{} // closed on resume; nil while forwarding
-	wg      sync.WaitGroup
-}
-
-func startProxy(t *testing.T, target string) *proxy {
+func startProxy(t *testing.T, target string) proxy {
 	t.Helper()
-	p := &proxy{t: t, addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), target: target}
-	p.up()
-	t.Cleanup(p.down)
-	return p
+	return proxy{herdtest.NewProxy(t, target)}
 }
 
-func (p *proxy) url() string { return "nats://" + p.addr }
-
-func (p *proxy) up() {
-	p.t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			pipe := func(dst, src net.Conn) {
-				defer src.Close()
-				defer dst.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := src.Read(buf)
-					if n > 0 {
-						p.gate()
-						if _, err := dst.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}
-			p.wg.Go(func() { pipe(c, s) })
-			p.wg.Go(func() { pipe(s, c) })
-		}
-	})
-}
-
-// stall stops forwarding bytes, keeping every connection open: a server
-// that hangs.
-func (p *proxy) stall() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stalled == nil {
-		p.stalled = make(chan struct{})
-	}
-}
-
-// resume forwards again what stall held back.
-func (p *proxy) resume() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stalled != nil {
-		close(p.stalled)
-		p.stalled = nil
-	}
-}
-
-// gate waits while the proxy is stalled.
-func (p *proxy) gate() {
-	p.mu.Lock()
-	ch := p.stalled
-	p.mu.Unlock()
-	if ch != nil {
-		<-ch
-	}
-}
-
-// down closes the listener and every forwarded connection, and waits for
-// the forwarding goroutines.
-func (p *proxy) down() {
-	p.resume()
-	p.mu.Lock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
-}
+func (p proxy) url() string { return "nats://" + p.Addr() }
 
 // jetstreamConfig is a bucket without per-key TTL or markers.
 func jetstreamConfig(bucket string) jetstream.KeyValueConfig {
