@@ -104,7 +104,11 @@ func watchStore(t *testing.T, s *redisstore.Store[storetest.Value]) *recorder {
 	return r
 }
 
-var changeAll = store.Change{All: true}
+var (
+	changeAll  = store.Change{All: true}
+	changeDown = store.Change{Down: true}
+	changeGap  = store.Change{Gap: true}
+)
 
 // Writes through the store by this process and another, by a plain Redis
 // client, and a server-side expiry are all reported, with the cache key.
@@ -175,13 +179,13 @@ func TestWatchClientKill(t *testing.T) {
 		if n, err := c.ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n != 1 {
 			t.Fatalf("CLIENT KILL TYPE pubsub: %d, %v", n, err)
 		}
-		at := r.await(t, from, changeAll)
+		at := r.await(t, r.await(t, from, changeDown), changeGap)
 		key := fmt.Sprintf("after-kill-%d", round)
 		r.awaitWrites(t, at, key, func() error { return s.Set(ctx, key, value("v")) })
 	}
 }
 
-// FLUSHALL: All, then changes again.
+// FLUSHALL: All, on the same connection, then changes again.
 func TestWatchFlushAll(t *testing.T) {
 	srv := startRedis(t)
 	c := srv.client(t)
@@ -198,21 +202,25 @@ func TestWatchFlushAll(t *testing.T) {
 	}
 	at := r.await(t, from, changeAll)
 	r.awaitWrites(t, at, "after-flush", func() error { return s.Set(ctx, "after-flush", value("v")) })
+	if _, ok := r.seen(from, changeDown); ok {
+		t.Fatalf("a flush reported as a cut: %v", r.changes)
+	}
 }
 
-// The server restarted (empty): All, then changes again.
+// The server restarted: Down, then, as it is another process whose
+// dataset may be anything, All and Gap, then changes again.
 func TestWatchServerRestart(t *testing.T) {
 	srv := startRedis(t)
 	ctx := context.Background()
 	s := newStore(t, srv)
 	r := watchStore(t, s)
 	srv.restart()
-	at := r.await(t, 0, changeAll)
+	at := r.await(t, r.await(t, r.await(t, 0, changeDown), changeAll), changeGap)
 	r.awaitWrites(t, at, "after-restart", func() error { return s.Set(ctx, "after-restart", value("v")) })
 }
 
-// A server that stops answering (CLIENT PAUSE) is found by the ping: All,
-// then changes again once it answers.
+// A server that stops answering (CLIENT PAUSE) is found by the ping: Down,
+// then Gap and changes again once it answers.
 func TestWatchSilentConnection(t *testing.T) {
 	srv := startRedis(t)
 	c := srv.client(t)
@@ -222,7 +230,7 @@ func TestWatchSilentConnection(t *testing.T) {
 	if err := c.Do(ctx, "CLIENT", "PAUSE", 1000, "ALL").Err(); err != nil {
 		t.Fatal(err)
 	}
-	at := r.await(t, 0, changeAll)
+	at := r.await(t, r.await(t, 0, changeDown), changeGap)
 	r.awaitWrites(t, at, "after-pause", func() error { return s.Set(ctx, "after-pause", value("v")) })
 }
 
@@ -412,7 +420,7 @@ func TestClusterThreeMastersWatch(t *testing.T) {
 		if n, err := srv.client(t).ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n != 1 {
 			t.Fatalf("CLIENT KILL TYPE pubsub on master %d: %d, %v", i, n, err)
 		}
-		at := r.await(t, from, changeAll)
+		at := r.await(t, r.await(t, from, changeDown), changeGap)
 		key := onMaster[i]
 		r.awaitWrites(t, at, key, func() error { return s.Set(ctx, key, value("v")) })
 	}
@@ -427,8 +435,9 @@ func clusterSlot(t *testing.T, srv *redisServer, key string) int {
 	return int(n)
 }
 
-// A master that joins the Cluster gets a connection of its own: All, then
-// the changes of the keys it serves.
+// A master that joins the Cluster gets a connection of its own: Gap (the
+// keys it wrote before are unknown), then the changes of the keys it
+// serves.
 func TestClusterNewMasterWatched(t *testing.T) {
 	srvs := startCluster3(t)
 	ctx := context.Background()
@@ -461,7 +470,7 @@ func TestClusterNewMasterWatched(t *testing.T) {
 			t.Fatalf("CLUSTER SETSLOT %d NODE %s: %v", slot, id, err)
 		}
 	}
-	at := r.await(t, 0, changeAll)
+	at := r.await(t, 0, changeGap)
 	r.awaitWrites(t, at, key, func() error { return s.Set(ctx, key, value("v")) })
 	if n := jc.Exists(ctx, s.Key(key)).Val(); n != 1 {
 		t.Fatalf("key %q is not on the new master", key)
@@ -469,3 +478,74 @@ func TestClusterNewMasterWatched(t *testing.T) {
 }
 
 func second[A, B any](_ A, _ B, err error) error { return err }
+
+// Every way Redis 7 replaces a database without a per-key invalidation is
+// reported as All, on a healthy connection (no Down): SWAPDB, which sends
+// nothing, found by the watch's marker key within WatchPing, there and back
+// again (the first marker is then back in the database, and must not pass
+// for the current one); FLUSHDB of another database, FLUSHALL and DEBUG
+// RELOAD, which send Redis's "every key" message.
+func TestWatchDatabaseReplaced(t *testing.T) {
+	srv := startRedis(t, "--enable-debug-command", "yes")
+	ctx := context.Background()
+	s := newStore(t, srv, redisstore.WatchPing(50*time.Millisecond))
+	r := watchStore(t, s)
+	c := srv.client(t)
+	other := srv.client(t, func(o *redis.Options) { o.DB = 3 })
+	for _, op := range []struct {
+		name string
+		do   func() error
+	}{
+		{"SWAPDB", func() error { return c.Do(ctx, "SWAPDB", 0, 1).Err() }},
+		{"SWAPDB back", func() error { return c.Do(ctx, "SWAPDB", 0, 1).Err() }},
+		{"FLUSHDB of another database", func() error { return other.FlushDB(ctx).Err() }},
+		{"FLUSHALL", func() error { return c.FlushAll(ctx).Err() }},
+		{"DEBUG RELOAD", func() error { return c.Do(ctx, "DEBUG", "RELOAD").Err() }},
+	} {
+		from := r.mark()
+		r.awaitWrites(t, from, "before", func() error { return s.Set(ctx, "before", value("v")) })
+		from = r.mark()
+		if err := op.do(); err != nil {
+			t.Fatalf("%s: %v", op.name, err)
+		}
+		at := r.await(t, from, changeAll)
+		r.awaitWrites(t, at, "after", func() error { return s.Set(ctx, "after", value("v")) })
+		if _, ok := r.seen(from, changeDown); ok {
+			t.Fatalf("%s reported as a cut: %v", op.name, r.changes[from:])
+		}
+	}
+}
+
+// A client that may read from a replica is refused by Watch with
+// ErrReplicaReads: a client of a replica's address, and Cluster clients
+// routing reads to replicas. Without a watch, the store works as before.
+func TestWatchRefusesReplicaReads(t *testing.T) {
+	ctx := context.Background()
+	primary := startRedis(t)
+	replica := startRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.port))
+	s := newStore(t, replica)
+	if _, err := s.Watch(ctx, func(store.Change) {}); !errors.Is(err, redisstore.ErrReplicaReads) {
+		t.Fatalf("Watch through a replica's client = %v, want ErrReplicaReads", err)
+	}
+	if _, _, err := s.Get(ctx, "k"); err != nil {
+		t.Fatalf("Get through a replica's client: %v", err)
+	}
+	if w, err := newStore(t, primary).Watch(ctx, func(store.Change) {}); err != nil {
+		t.Fatalf("Watch through the primary's client: %v", err)
+	} else {
+		_ = w.Close()
+	}
+
+	srv := startCluster(t)
+	for name, adjust := range map[string]func(*redis.ClusterOptions){
+		"ReadOnly":       func(o *redis.ClusterOptions) { o.ReadOnly = true },
+		"RouteByLatency": func(o *redis.ClusterOptions) { o.RouteByLatency = true },
+		"RouteRandomly":  func(o *redis.ClusterOptions) { o.RouteRandomly = true },
+	} {
+		c := clusterClient(t, srv, adjust)
+		s := redisstore.New[storetest.Value](c, redisstore.Prefix("p"))
+		if _, err := s.Watch(ctx, func(store.Change) {}); !errors.Is(err, redisstore.ErrReplicaReads) {
+			t.Fatalf("Watch through a Cluster client with %s = %v, want ErrReplicaReads", name, err)
+		}
+	}
+}

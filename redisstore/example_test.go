@@ -76,11 +76,17 @@ func ExampleStore_Watch() {
 	defer users.Close(ctx)
 
 	w, err := users.Watch(ctx, func(c store.Change) {
-		if c.All {
+		switch {
+		case c.All:
 			fmt.Println("drop every local copy")
-			return
+		case c.Down:
+			fmt.Println("the stream is cut: changes may go unreported")
+		case c.Gap:
+			fmt.Println("back: check every local copy's version, or drop it")
+		case c.Up: // Redis reports Gap, never Up
+		default:
+			fmt.Println("changed:", c.Key) // drop the local copy of c.Key
 		}
-		fmt.Println("changed:", c.Key) // drop the local copy of c.Key
 	})
 	if err != nil {
 		log.Print(err)

@@ -127,10 +127,28 @@
 // and subscribes to __redis__:invalidate, so that every change of an entry
 // key, by any client (the watching process included), by expiry or by
 // eviction, is reported with the cache key. The connection is pinged when
-// idle (see [WatchPing]); when it is lost or does not answer, or the server
-// flushes, the watch reports [store.Change] with All set, reconnects with
-// tracking enabled again, and reports All once more before the first change
-// it can vouch for.
+// idle (see [WatchPing]); when it is lost or does not answer, the watch
+// reports Down, reconnects with tracking enabled again, and reports Gap
+// (Redis keeps nothing to replay from). A flush (FLUSHDB, FLUSHALL, DEBUG
+// RELOAD: Redis sends "every key") and a restart of the server (its run_id
+// changed) are reported as All. SWAPDB sends nothing: on a single server or
+// a Ring, each master's node also keeps a marker key
+//
+//	<prefix>:w:<random>
+//
+// on a second connection of its own, with a TTL of 30 × WatchPing (at
+// least 30s) that it renews every WatchPing; a marker found gone means the
+// database was swapped or flushed, and is reported as All. On a Cluster,
+// which has neither SWAPDB nor databases, a lost master makes the watch
+// reload the slot map (the store's client's own) every 100ms until a new
+// master serves the lost slots, and report Gap once it follows it.
+//
+// A watch needs a client that reads from masters: a replica applies a write
+// after its master reported it, so a near tier filled from a replica could
+// keep the value a change just replaced. Watch refuses, with an error
+// wrapping [ErrReplicaReads], a Cluster client with ReadOnly, RouteByLatency
+// or RouteRandomly, and a client (or a Ring shard) connected to a replica,
+// such as a Sentinel client with ReplicaOnly.
 //
 // # Client settings
 //
@@ -267,9 +285,10 @@ func WithLogger(l *slog.Logger) Option {
 
 // WatchPing is how long a [Store.Watch] connection may stay silent before it
 // is pinged, and how long the ping may then go unanswered before the
-// connection is dropped, its watch told All and the connection made again:
-// a dead connection is found within twice d. It must be positive. Default:
-// one second.
+// connection is dropped, its watch told Down and the connection made again:
+// a dead connection is found within twice d. It is also how often a watch
+// checks its marker key, so a SWAPDB is reported within d. It must be
+// positive. Default: one second.
 func WatchPing(d time.Duration) Option {
 	if d <= 0 {
 		panic(fmt.Sprintf("redisstore: WatchPing must be positive, got %v", d))

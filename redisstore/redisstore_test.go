@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/internal/herdtest"
 	"github.com/herdcache/herd/redisstore"
 	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/storetest"
@@ -56,10 +58,33 @@ func (gobCodec) Unmarshal(data []byte, v *storetest.Value) error {
 
 var withGob = redisstore.WithCodec[storetest.Value](gobCodec{})
 
+// The conformance suite. Each store reaches the server through a proxy of
+// its own, which the suite's Cut cuts: the store's watch loses its
+// connection while the other stores go on.
 func TestConformance(t *testing.T) {
 	srv := startRedis(t)
-	storetest.RunWith(t, storetest.Options{Break: func(*testing.T) { srv.stop() }},
-		func(t *testing.T) store.Store[storetest.Value] { return newStore(t, srv, withGob) })
+	var (
+		mu      sync.Mutex
+		proxies = make(map[store.Store[storetest.Value]]*herdtest.Proxy)
+	)
+	opts := storetest.Options{
+		Break: func(*testing.T) { srv.stop() },
+		Cut: func(t *testing.T, s store.Store[storetest.Value]) func() {
+			mu.Lock()
+			p := proxies[s]
+			mu.Unlock()
+			p.Cut()
+			return p.Restore
+		},
+	}
+	storetest.RunWith(t, opts, func(t *testing.T) store.Store[storetest.Value] {
+		p := herdtest.NewProxy(t, srv.addr())
+		s := redisstore.New[storetest.Value](newClient(t, p.Addr()), redisstore.Prefix(prefixOf(t)), redisstore.WithLogger(discard()), withGob)
+		mu.Lock()
+		proxies[s] = p
+		mu.Unlock()
+		return s
+	})
 }
 
 // With the default JSON codec, everything but values holding invalid UTF-8
