@@ -54,7 +54,7 @@ func (ws *watchers) add(fn func(store.Change)) (*watch, error) {
 	if ws.set == nil {
 		ws.set = make(map[*watch]struct{})
 	}
-	w := &watch{ws: ws, feed: changefeed.New(fn, slog.Default(), "memory: watch")}
+	w := &watch{ws: ws, feed: changefeed.New(fn, slog.Default(), "memory")}
 	ws.set[w] = struct{}{}
 	ws.n.Store(int32(len(ws.set)))
 	return w, nil
