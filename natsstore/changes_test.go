@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,8 +129,43 @@ func TestWatchHashedKeys(t *testing.T) {
 	got.key(t, unseen)
 }
 
-// The server restarts under a watch: the watch reports All, and changes
-// made after it vouches again arrive, by every writer.
+// until returns the changes delivered until one for which stop holds,
+// that one included, failing the test if none comes within.
+func (c changes) until(t *testing.T, within time.Duration, what string, stop func(store.Change) bool) []store.Change {
+	t.Helper()
+	var got []store.Change
+	for {
+		ch := c.next(t, within, what)
+		got = append(got, ch)
+		if stop(ch) {
+			return got
+		}
+	}
+}
+
+func isUp(c store.Change) bool { return c.Up }
+
+// replayed fails t unless cs (what came after a Down) holds a change of
+// every key of want, and no loss.
+func replayed(t *testing.T, cs []store.Change, want ...string) {
+	t.Helper()
+	seen := make(map[string]bool)
+	for _, c := range cs {
+		if c.All || c.Gap || c.Down {
+			t.Fatalf("a loss while resuming: %+v", cs)
+		}
+		seen[c.Key] = true
+	}
+	for _, k := range want {
+		if !seen[k] {
+			t.Fatalf("%q, changed while the watch was cut, not replayed before Up: %+v", k, cs)
+		}
+	}
+}
+
+// The server restarts under a watch: the watch reports Down, then, as the
+// stream survived (it is on disk), replays what it missed and reports Up;
+// changes made after that arrive, by every writer.
 func TestWatchServerRestart(t *testing.T) {
 	srv := startServer(t)
 	pubNC, pubJS := connect(t, srv.url())
@@ -144,48 +180,43 @@ func TestWatchServerRestart(t *testing.T) {
 	got.key(t, "before")
 
 	srv.stop()
-	if c := got.next(t, 10*time.Second, "All when the server goes"); !c.All {
-		t.Fatalf("got %+v, want All", c)
+	if c := got.next(t, 10*time.Second, "Down when the server goes"); !c.Down {
+		t.Fatalf("got %+v, want Down", c)
 	}
 	srv.start()
 	waitFor(t, 20*time.Second, "publisher reconnected", pubNC.IsConnected)
-	// The watch reports All again once its new consumer runs; every change
-	// after that arrives.
-	if c := got.next(t, 20*time.Second, "All when the watch resumes"); !c.All {
-		t.Fatalf("got %+v, want All", c)
-	}
+	replayed(t, got.until(t, 20*time.Second, "Up when the watch resumes", isUp))
 	// A server just restarted may make the watch lose its footing once more
-	// (a missed heartbeat on a loaded machine): that is another All, which
-	// covers the key; the key is then written again. A stream that keeps
-	// failing fails the test.
-	alls := 0
+	// (a missed heartbeat on a loaded machine): that is another Down, and an
+	// Up after the replay of what it missed. A stream that keeps failing
+	// fails the test.
+	downs := 0
 	for i := range 100 {
 		k := fmt.Sprintf("key-%d", i)
+		waitFor(t, 20*time.Second, "write after the restart", func() bool {
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			return pub.Set(wctx, k, store.Entry[string]{Value: "v"}) == nil
+		})
 		for delivered := false; !delivered; {
-			waitFor(t, 20*time.Second, "write after the restart", func() bool {
-				wctx, cancel := context.WithTimeout(ctx, time.Second)
-				defer cancel()
-				return pub.Set(wctx, k, store.Entry[string]{Value: "v"}) == nil
-			})
-			for {
-				c := got.next(t, 20*time.Second, k)
-				if c.All {
-					if alls++; alls > 3 {
-						t.Fatalf("the watch reported All %d times after it resumed", alls)
-					}
-					break // write k again
+			c := got.next(t, 20*time.Second, k)
+			switch {
+			case c.All || c.Gap:
+				t.Fatalf("%+v after the restart", c)
+			case c.Down:
+				if downs++; downs > 3 {
+					t.Fatalf("the watch reported Down %d times after it resumed", downs)
 				}
-				if c.Key == k {
-					delivered = true
-					break
-				}
+			case c.Key == k:
+				delivered = true
 			}
 		}
 	}
 }
 
 // A watcher whose own connection drops and comes back (the server and the
-// writers go on) reports All before any further change.
+// writers go on) reports Down, replays the changes made while it was away,
+// with their versions, and reports Up before any later change.
 func TestWatchReconnect(t *testing.T) {
 	srv := startServer(t)
 	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
@@ -201,17 +232,30 @@ func TestWatchReconnect(t *testing.T) {
 	got.key(t, "before")
 	p.Cut()
 	waitFor(t, 10*time.Second, "watcher disconnected", func() bool { return !subNC.IsConnected() })
+	if c := got.next(t, 20*time.Second, "Down"); !c.Down {
+		t.Fatalf("got %+v, want Down", c)
+	}
+	var away []string
+	versions := make(map[string]store.Version)
 	for i := range 10 { // missed while away
-		if err := pub.Set(ctx, fmt.Sprintf("away-%d", i), store.Entry[string]{Value: "v"}); err != nil {
+		k := fmt.Sprintf("away-%d", i)
+		away = append(away, k)
+		if err := pub.Set(ctx, k, store.Entry[string]{Value: "v"}); err != nil {
 			t.Fatal(err)
 		}
+		_, v, _, err := pub.GetVersion(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions[k] = v
 	}
 	p.Restore()
 	waitFor(t, 10*time.Second, "watcher reconnected", subNC.IsConnected)
-	// All at the loss and again at the resumption; then changes.
-	for range 2 {
-		if c := got.next(t, 20*time.Second, "All"); !c.All {
-			t.Fatalf("got %+v before All", c)
+	cs := got.until(t, 20*time.Second, "Up", isUp)
+	replayed(t, cs, away...)
+	for _, c := range cs {
+		if v, ok := versions[c.Key]; ok && c.Version != v {
+			t.Fatalf("%q replayed at version %d, want %d", c.Key, c.Version, v)
 		}
 	}
 	if err := pub.Set(ctx, "after", store.Entry[string]{Value: "v"}); err != nil {
@@ -256,14 +300,15 @@ func TestWatchClose(t *testing.T) {
 	}
 }
 
-// A watch whose function falls thousands of changes behind reports All and
-// starts again, instead of buffering without bound; later changes arrive.
+// A watch whose function falls more than 16,384 changes behind gets one
+// All in place of what was queued, instead of buffering without bound;
+// later changes arrive.
 func TestWatchFallsBehind(t *testing.T) {
 	srv := startServer(t)
 	_, js := connect(t, srv.url())
 	s := newStore[string](t, js, "behind")
 	release := make(chan struct{})
-	got := make(chan store.Change, 20000)
+	got := make(chan store.Change, 30000)
 	w, err := s.Watch(context.Background(), func(c store.Change) {
 		if c.Key == "block" {
 			<-release
@@ -274,41 +319,61 @@ func TestWatchFallsBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock() // before Close, which waits for fn
 	ctx := context.Background()
 	if err := s.Set(ctx, "block", store.Entry[string]{Value: "v"}); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 6000 {
-		if err := s.Set(ctx, fmt.Sprint(i), store.Entry[string]{Value: "v"}); err != nil {
+	// Published in batches without waiting for each acknowledgement, so
+	// that they pile up quickly.
+	const writes = 20_000
+	for i := range writes {
+		if _, err := js.PublishAsync(fmt.Sprintf("$KV.behind.d.k%d", i), []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-	}
-	close(release)
-	n := 0
-	for {
-		c := changes(got).next(t, 20*time.Second, "All after falling behind")
-		if c.All {
-			break
-		}
-		n++
-	}
-	if n > 4100 {
-		t.Fatalf("%d changes delivered before All, want at most the buffer", n)
-	}
-	for {
-		if c := changes(got).next(t, 20*time.Second, "All at the new start"); c.All {
-			break
+		if i%1000 == 999 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(30 * time.Second):
+				t.Fatal("publishes not acknowledged within 30s")
+			}
 		}
 	}
-	if err := s.Set(ctx, "after", store.Entry[string]{Value: "v"}); err != nil {
+	if err := s.Set(ctx, "last", store.Entry[string]{Value: "v"}); err != nil {
 		t.Fatal(err)
 	}
-	changes(got).key(t, "after")
+	// The server has sent the watch's consumer every message: the client
+	// asks for more only once it handled most of what it was sent, so the
+	// queue of the blocked fn overflowed.
+	stream, err := js.Stream(ctx, "KV_behind")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "every message sent to the watch", func() bool {
+		sent := false
+		for info := range stream.ListConsumers(ctx).Info() {
+			sent = info.Delivered.Stream >= writes+2
+		}
+		return sent
+	})
+	unblock()
+	cs := changes(got).until(t, 20*time.Second, "the last change", func(c store.Change) bool { return c.Key == "last" })
+	alls := 0
+	for _, c := range cs {
+		if c.All {
+			alls++
+		}
+	}
+	if alls != 1 || len(cs) > 16_384+3 {
+		t.Fatalf("%d changes with %d All after falling %d behind, want one All in place of the queue", len(cs), alls, writes)
+	}
 }
 
 // The watch's consumer deleted on the server (an operator, a server that
-// lost it) is a loss the watch reports as All; it starts a new consumer and
-// changes arrive again.
+// lost it) is a cut the watch reports as Down; it starts a new consumer from
+// where the old one left off, reports Up, and changes arrive again.
 func TestWatchConsumerDeleted(t *testing.T) {
 	srv := startServer(t)
 	_, js := connect(t, srv.url())
@@ -330,11 +395,10 @@ func TestWatchConsumerDeleted(t *testing.T) {
 	if names.Err() != nil || deleted != 1 {
 		t.Fatalf("deleted %d consumers (%v), want the watch's one", deleted, names.Err())
 	}
-	for range 2 { // at the loss, and once the new consumer runs
-		if c := got.next(t, 20*time.Second, "All after the consumer was deleted"); !c.All {
-			t.Fatalf("got %+v, want All", c)
-		}
+	if c := got.next(t, 20*time.Second, "Down after the consumer was deleted"); !c.Down {
+		t.Fatalf("got %+v, want Down", c)
 	}
+	replayed(t, got.until(t, 20*time.Second, "Up once the new consumer runs", isUp))
 	if err := s.Set(ctx, "after", store.Entry[string]{Value: "v"}); err != nil {
 		t.Fatal(err)
 	}

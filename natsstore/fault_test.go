@@ -260,8 +260,8 @@ func TestServerStalledEveryCallEndsWithItsContext(t *testing.T) {
 	// The watch cannot vouch for a stalled stream: it says so.
 	select {
 	case c := <-changes:
-		if !c.All {
-			t.Fatalf("watch reported %+v on a stalled server, want All", c)
+		if !c.Down {
+			t.Fatalf("watch reported %+v on a stalled server, want Down", c)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("watch did not report All on a stalled server")

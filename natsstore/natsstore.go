@@ -138,20 +138,36 @@
 // [Store.Watch] follows the data keys of the bucket with an ephemeral
 // consumer of the bucket's stream, from the moment it returns: every value,
 // delete and expiry marker, written by herd or by any other client, is
-// reported as the key it belongs to. When the watch may have missed
-// something (the connection dropped or was re-established, the consumer was
-// lost, a delivery was skipped, a buffer overflowed) it reports a change
-// with All set, starts a new consumer from the stream's end, and reports All
-// again once that consumer runs, before any further key. A change lost to a
-// panic in fn is reported as All, and the watch goes on. A
-// hashed key is reported by its real key when the message names it (values
-// and deletes written by this package do); an expiry marker of a hashed key
-// is mapped through the last 1024 hashed keys the watch saw written, and
-// reported as All when it is not among them.
+// reported as the key it belongs to, with the stream sequence of its
+// message as Version (the key's version, as GetVersion reads it). When the
+// connection drops or the consumer is lost, the watch reports Down; once the
+// connection is back it starts a new consumer right after the last message
+// it delivered, so that the stream replays exactly the keys changed
+// meanwhile (it keeps each key's last message), and reports Up once the
+// replay is done. When it cannot replay from there (the stream was
+// recreated or purged, its first message is past the watch's position, or
+// the cut outlasted the markers of deletes), it reports All, then Up. A
+// purge or a message deletion through the JetStream API, which leaves no
+// marker, is reported as Down, then All and Up; so is a bucket's limit
+// discarding messages (see [Store.Watch]). A change lost to a panic in fn is
+// reported as All, and the watch goes on. A hashed key is reported by its
+// real key when the message names it (values and deletes written by this
+// package do); an expiry marker of a hashed key is mapped through the last
+// 1024 hashed keys the watch saw written, and reported as All when it is not
+// among them.
+//
+// # Replicas
+//
+// On a bucket with more than one replica (see [Replicas]), the store reads
+// from the stream's leader (a JetStream API get), not by a direct get that
+// any replica may answer: a follower may not yet hold the change a watch
+// has just reported, and a near tier filled from it would keep the value the
+// change replaced. On one replica, reads are direct gets.
 package natsstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -243,7 +259,8 @@ func MarkerTTL(d time.Duration) Option {
 }
 
 // Replicas sets the bucket's replicas when New creates it, from 1 to 5.
-// Default: 1.
+// With more than one, reads go to the stream's leader (see "Replicas" in
+// the package documentation). Default: 1.
 func Replicas(n int) Option {
 	if n < 1 || n > 5 {
 		panic(fmt.Sprintf("natsstore: Replicas must be from 1 to 5, got %d", n))
@@ -291,6 +308,7 @@ type Store[T any] struct {
 	prefix    string // the bucket's subject prefix, "$KV.<bucket>."
 	codec     store.Codec[T]
 	ttl       bool          // the bucket allows per-message TTLs
+	leader    bool          // reads go to the stream's leader: the bucket has replicas
 	markerTTL time.Duration // the bucket's LimitMarkerTTL
 	retention time.Duration
 	bulk      int
@@ -350,6 +368,7 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 		return nil, fmt.Errorf("natsstore: bucket %q: %w", bucket, err)
 	}
 	info := s.stream.CachedInfo().Config
+	s.leader = info.Replicas > 1
 	s.markerTTL = info.SubjectDeleteMarkerTTL
 	s.ttl = info.AllowMsgTTL && s.markerTTL > 0
 	if cfg.markerSet && s.markerTTL != cfg.markerTTL {
@@ -434,7 +453,7 @@ func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, e
 // live one, and its sequence (0 when the subject has no message).
 func (s *Store[T]) read(ctx context.Context, key string) (store.Entry[T], store.Version, bool, error) {
 	token, hashed := encodeKey(key)
-	m, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+"d."+token)
+	m, err := s.lastMsg(ctx, s.prefix+"d."+token)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return store.Entry[T]{}, 0, false, nil
@@ -458,6 +477,63 @@ func (s *Store[T]) read(ctx context.Context, key string) (store.Entry[T], store.
 		return store.Entry[T]{}, v, false, nil
 	}
 	return e, v, true, nil
+}
+
+// lastMsg returns the last message of subject. With one replica, it is a
+// direct get, which the server holding the stream answers. With more, it
+// asks the stream's leader, as [jetstream.Stream.GetLastMsgForSubject]
+// would on a stream without direct gets: a follower answers a direct get
+// with what it has applied, which may lag the change that a watch has just
+// reported, so a near tier filled from it could keep the value the change
+// replaced.
+func (s *Store[T]) lastMsg(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	if !s.leader {
+		return s.stream.GetLastMsgForSubject(ctx, subject)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return nil, err
+	}
+	reply, err := s.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.stream.CachedInfo().Config.Name, req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("message of %s: %w", subject, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, jetstream.ErrMsgNotFound
+	case resp.Error != nil:
+		return nil, resp.Error
+	case resp.Message == nil:
+		return nil, fmt.Errorf("message of %s: empty answer", subject)
+	}
+	m := resp.Message
+	var hdr nats.Header
+	if len(m.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, fmt.Errorf("message of %s: %w", subject, err)
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
 }
 
 // Set writes e under key, with a per-key TTL up to e.KeepUntil when the

@@ -35,16 +35,30 @@ func newStore[T any](t testing.TB, js jetstream.JetStream, bucket string, opts .
 }
 
 // The conformance suite. Every store of one subtest is a new connection to
-// the subtest's own bucket, so that the lock and notification tests see
-// three clients of one backend and the other tests an empty store. The
+// the subtest's own bucket, through a proxy of its own, so that the lock and
+// notification tests see three clients of one backend, the other tests an
+// empty store, and the suite's Cut cuts one store's connection alone. The
 // failing server comes last: the server shut down.
 func TestConformance(t *testing.T) {
 	srv := startServer(t)
 	var (
 		mu      sync.Mutex
 		buckets = map[string]string{}
+		proxies = map[store.Store[storetest.Value]]proxy{}
 	)
-	opts := storetest.Options{LockTTL: time.Second, Break: func(*testing.T) { srv.stop() }}
+	opts := storetest.Options{
+		LockTTL:        time.Second,
+		Break:          func(*testing.T) { srv.stop() },
+		ChangeVersions: true,
+		Resumes:        true,
+		Cut: func(t *testing.T, s store.Store[storetest.Value]) func() {
+			mu.Lock()
+			p := proxies[s]
+			mu.Unlock()
+			p.Cut()
+			return p.Restore
+		},
+	}
 	storetest.RunWith(t, opts, func(t *testing.T) store.Store[storetest.Value] {
 		mu.Lock()
 		b, ok := buckets[t.Name()]
@@ -53,8 +67,13 @@ func TestConformance(t *testing.T) {
 			buckets[t.Name()] = b
 		}
 		mu.Unlock()
-		_, js := connect(t, srv.url())
-		return newStore[storetest.Value](t, js, b, natsstore.WithCodec[storetest.Value](gobCodec[storetest.Value]{}))
+		p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.port))
+		_, js := connect(t, p.url())
+		s := newStore[storetest.Value](t, js, b, natsstore.WithCodec[storetest.Value](gobCodec[storetest.Value]{}))
+		mu.Lock()
+		proxies[s] = p
+		mu.Unlock()
+		return s
 	})
 }
 
