@@ -147,9 +147,9 @@
 // replay is done. When it cannot replay from there (the stream was
 // recreated or purged, its first message is past the watch's position, or
 // the cut outlasted the markers of deletes), it reports All, then Up. A
-// purge or a message deletion through the JetStream API, which leaves no
-// marker, is reported as Down, then All and Up; so is a bucket's limit
-// discarding messages (see [Store.Watch]). A change lost to a panic in fn is
+// purge through the JetStream API, which leaves no marker, is reported as
+// Down, then All and Up; a bucket that discards messages without markers
+// (a max age without a marker TTL) as All (see [Store.Watch]). A change lost to a panic in fn is
 // reported as All, and the watch goes on. A hashed key is reported by its
 // real key when the message names it (values and deletes written by this
 // package do); an expiry marker of a hashed key is mapped through the last

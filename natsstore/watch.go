@@ -57,17 +57,18 @@ const (
 //     so long that a delete's marker may have expired meanwhile (see
 //     [Store.VersionRetention]).
 //   - Down, then All and Up: a purge of the bucket's stream, whole or of some
-//     subjects, or a deletion of a message, by any client through the
-//     JetStream API, seen as its request (which needs permission to
-//     subscribe to $JS.API.STREAM.PURGE.KV_<bucket> and
-//     $JS.API.STREAM.MSG.DELETE.KV_<bucket>): Down at once, All once the
-//     server has answered a request sent after it and 250ms more.
-//   - All: the first message of a bucket with MaxMsgs or MaxBytes (at its
-//     limit), or with MaxAge and no marker TTL, moved since the last look,
-//     every second: a message may have been discarded without a marker;
-//     when more than 16,384 changes wait for a slow fn; after a panic in fn,
-//     which is recovered and logged (key "err"); an expiry of a hashed key
-//     that the watch has not seen written.
+//     subjects, by any client through the JetStream API, which leaves no
+//     marker, seen as its request (the watch needs permission to subscribe
+//     to $JS.API.STREAM.PURGE.KV_<bucket>): Down at once, All once the
+//     server has answered a request sent after it, and 250ms more.
+//   - All: the first message of a bucket that discards messages without a
+//     marker moved, at a look every second: a bucket with a max age and no
+//     marker TTL, whose first message was older than the max age; a stream
+//     made to discard old messages (a KV bucket refuses new ones instead)
+//     at its MaxMsgs or MaxBytes. Also when more than 16,384 changes wait
+//     for a slow fn; after a panic in fn, which is recovered and logged (key
+//     "err"); at an expiry of a hashed key that the watch has not seen
+//     written.
 //
 // A purge made while the watch is disconnected, of some subjects only, is
 // not seen: the server keeps no record of it.
@@ -86,7 +87,7 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 	}
 	defer done()
 	w := &watch{
-		js: s.js, stream: s.stream, name: "KV_" + s.bucket,
+		js: s.js, name: "KV_" + s.bucket,
 		subject: s.prefix + "d.>", prefix: s.prefix + "d.",
 		retention: s.retention, conn: s.conn, logger: s.logger, logCtx: context.WithoutCancel(ctx),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
@@ -122,7 +123,7 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 
 type watch struct {
 	js        jetstream.JetStream
-	stream    jetstream.Stream
+	stream    jetstream.Stream // the watch's own handle, set by begin
 	name      string        // the stream's, "KV_<bucket>"
 	subject   string        // the filter, "$KV.<bucket>.d.>"
 	prefix    string        // "$KV.<bucket>.d."
@@ -140,7 +141,7 @@ type watch struct {
 	// stopCtx ends when the watch is closed, to end a consumer's creation.
 	stopCtx    context.Context
 	cancelStop context.CancelFunc
-	purges     []*nats.Subscription
+	purges     *nats.Subscription // of the purge requests
 
 	// Owned by the watch's goroutine after Watch.
 	cc      jetstream.ConsumeContext
@@ -168,24 +169,26 @@ type watch struct {
 // begin reads the stream's state, subscribes to the purge requests of the
 // stream and starts a consumer of the data keys from the stream's end.
 func (w *watch) begin(ctx context.Context) error {
-	info, err := w.stream.Info(ctx)
+	// A handle of the watch's own: Info updates it, and the store's
+	// handle is read by every Get.
+	stream, err := w.js.Stream(ctx, w.name)
 	if err != nil {
 		return err
 	}
+	w.stream = stream
+	info := stream.CachedInfo()
 	w.created, w.config, w.first = info.Created, info.Config, info.State
 	nc := w.js.Conn()
-	for _, subj := range []string{"$JS.API.STREAM.PURGE." + w.name, "$JS.API.STREAM.MSG.DELETE." + w.name} {
-		sub, err := nc.Subscribe(subj, func(*nats.Msg) {
-			w.mu.Lock()
-			w.purged = true
-			w.mu.Unlock()
-			w.signal()
-		})
-		if err != nil {
-			return err
-		}
-		w.purges = append(w.purges, sub)
+	sub, err := nc.Subscribe("$JS.API.STREAM.PURGE."+w.name, func(*nats.Msg) {
+		w.mu.Lock()
+		w.purged = true
+		w.mu.Unlock()
+		w.signal()
+	})
+	if err != nil {
+		return err
 	}
+	w.purges = sub
 	// The server registers the subscriptions before it reads the
 	// consumer's creation, sent after them on the same connection.
 	cons, err := w.consumer(ctx, 0)
@@ -199,8 +202,8 @@ func (w *watch) begin(ctx context.Context) error {
 }
 
 func (w *watch) unsubscribe() {
-	for _, sub := range w.purges {
-		_ = sub.Unsubscribe()
+	if w.purges != nil {
+		_ = w.purges.Unsubscribe()
 	}
 }
 
@@ -469,8 +472,7 @@ func (w *watch) look(up context.Context) {
 	w.mu.Lock()
 	replaying, last := w.replaying, w.last
 	w.mu.Unlock()
-	discards := w.config.MaxMsgs > 0 || w.config.MaxBytes > 0 ||
-		(w.config.MaxAge > 0 && w.config.SubjectDeleteMarkerTTL == 0)
+	discards := discarding(w.config)
 	if !replaying && !discards {
 		return
 	}
@@ -502,13 +504,22 @@ func (w *watch) look(up context.Context) {
 	// The first message went: superseded by a newer one of its key (no
 	// news), or discarded by a limit, which only a stream at its limit or
 	// past its max age does.
-	atLimit := (cfg.MaxMsgs > 0 && st.Msgs >= uint64(cfg.MaxMsgs)) ||
-		(cfg.MaxBytes > 0 && st.Bytes+uint64(max(cfg.MaxMsgSize, 1<<20)) >= uint64(cfg.MaxBytes)) ||
+	old := cfg.Discard == jetstream.DiscardOld
+	atLimit := (old && cfg.MaxMsgs > 0 && st.Msgs >= uint64(cfg.MaxMsgs)) ||
+		(old && cfg.MaxBytes > 0 && st.Bytes+uint64(max(cfg.MaxMsgSize, 1<<20)) >= uint64(cfg.MaxBytes)) ||
 		(cfg.MaxAge > 0 && cfg.SubjectDeleteMarkerTTL == 0 && time.Since(prev.FirstTime) >= cfg.MaxAge)
 	if atLimit {
 		w.logger.WarnContext(w.logCtx, "natsstore: the bucket's limits may have discarded messages; reporting every key as changed", "bucket", w.name)
 		w.feed.Push(store.Change{All: true})
 	}
+}
+
+// discarding reports whether a stream of cfg removes messages without
+// leaving a marker: by its max age without a marker TTL, or by its limits
+// when it discards old messages to take new ones.
+func discarding(cfg jetstream.StreamConfig) bool {
+	return (cfg.MaxAge > 0 && cfg.SubjectDeleteMarkerTTL == 0) ||
+		(cfg.Discard == jetstream.DiscardOld && (cfg.MaxMsgs > 0 || cfg.MaxBytes > 0))
 }
 
 // reportLocked gives fn the key of a message on token (the subject after
