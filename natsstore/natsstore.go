@@ -515,7 +515,7 @@ func (s *Store[T]) lastMsg(ctx context.Context, subject string) (*jetstream.RawS
 			Time     time.Time `json:"time"`
 		} `json:"message"`
 	}
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+	if err = json.Unmarshal(reply.Data, &resp); err != nil {
 		return nil, fmt.Errorf("message of %s: %w", subject, err)
 	}
 	switch {

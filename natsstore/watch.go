@@ -124,10 +124,10 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 type watch struct {
 	js        jetstream.JetStream
 	stream    jetstream.Stream // the watch's own handle, set by begin
-	name      string        // the stream's, "KV_<bucket>"
-	subject   string        // the filter, "$KV.<bucket>.d.>"
-	prefix    string        // "$KV.<bucket>.d."
-	retention time.Duration // how long a delete's marker lives
+	name      string           // the stream's, "KV_<bucket>"
+	subject   string           // the filter, "$KV.<bucket>.d.>"
+	prefix    string           // "$KV.<bucket>.d."
+	retention time.Duration    // how long a delete's marker lives
 	conn      *connState
 	feed      *changefeed.Feed
 	logger    *slog.Logger
@@ -399,15 +399,15 @@ func (w *watch) resume(ctx context.Context) error {
 		w.mu.Lock()
 		w.replaying = true
 		w.mu.Unlock()
-		cons, err := w.consumer(ctx, from)
-		if err == nil {
-			err = w.consume(cons)
+		cons, cerr := w.consumer(ctx, from)
+		if cerr == nil {
+			cerr = w.consume(cons)
 		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if err != nil {
+		if cerr != nil {
 			w.replaying = false
-			return err
+			return cerr
 		}
 		w.downSince = time.Time{}
 		if w.replaying && cons.CachedInfo().NumPending == 0 {

@@ -149,9 +149,9 @@ type watch struct {
 	wg     sync.WaitGroup // every goroutine of the watch but the feed's
 
 	mu     sync.Mutex
-	feed   *changefeed.Feed     // nil until the nodes are up
-	nodes  map[string]*node     // by address
-	down   map[*node]struct{}   // nodes whose connection is lost
+	feed   *changefeed.Feed   // nil until the nodes are up
+	nodes  map[string]*node   // by address
+	down   map[*node]struct{} // nodes whose connection is lost
 	closed bool
 }
 

@@ -78,14 +78,14 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	defer func() { _ = dst.Close() }()
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := src.Read(buf)
+		n, rerr := src.Read(buf)
 		if n > 0 {
 			p.gate()
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return
 			}
 		}
-		if err != nil {
+		if rerr != nil {
 			return
 		}
 	}
