@@ -94,9 +94,11 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 		hashed: make(map[string]string),
 	}
 	w.stopCtx, w.cancelStop = context.WithCancel(context.Background())
+	w.feed = changefeed.New(fn, s.logger, "natsstore")
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
+		w.feed.Close()
 		w.cancelStop()
 		return nil, fmt.Errorf("natsstore: watch: %w", ErrClosed)
 	}
@@ -108,7 +110,6 @@ func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watc
 		s.mu.Unlock()
 	}
 	up, _ := s.conn.state()
-	w.feed = changefeed.New(fn, s.logger, "natsstore")
 	if err := w.begin(bctx); err != nil {
 		w.feed.Close()
 		w.unsubscribe()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -141,6 +142,37 @@ func TestWatchOverflowAndPanicReportAll(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) != 2 || !got[0].All || got[1].Key != "after" {
 		t.Fatalf("after a panicking callback got %+v, want All then the next key", got)
+	}
+}
+
+// A callback that calls runtime.Goexit does not end the deliveries: All
+// follows, then the next changes.
+func TestWatchGoexitReportsAll(t *testing.T) {
+	s := memory.New[int]()
+	defer s.Close(context.Background())
+	ctx := context.Background()
+	got := make(chan store.Change, 10)
+	w, err := s.Watch(ctx, func(c store.Change) {
+		if c.Key == "exit" {
+			runtime.Goexit()
+		}
+		got <- c
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	_ = s.Set(ctx, "exit", store.Entry[int]{})
+	_ = s.Set(ctx, "after", store.Entry[int]{})
+	for _, want := range []string{"All", "after"} {
+		select {
+		case c := <-got:
+			if (want == "All") != c.All || (!c.All && c.Key != want) {
+				t.Fatalf("got %+v, want %s", c, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s within 10s after a Goexit in the callback", want)
+		}
 	}
 }
 
