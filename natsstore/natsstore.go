@@ -149,12 +149,11 @@
 // the cut outlasted the markers of deletes), it reports All, then Up. A
 // purge through the JetStream API, which leaves no marker, is reported as
 // Down, then All and Up; a bucket that discards messages without markers
-// (a max age without a marker TTL) as All (see [Store.Watch]). A change lost to a panic in fn is
-// reported as All, and the watch goes on. A hashed key is reported by its
-// real key when the message names it (values and deletes written by this
-// package do); an expiry marker of a hashed key is mapped through the last
-// 1024 hashed keys the watch saw written, and reported as All when it is not
-// among them.
+// (a max age without a marker TTL) as All (see [Store.Watch]). A hashed
+// key is reported by its real key when the message names it (values and
+// deletes written by this package do); an expiry marker of a hashed key is
+// mapped through the last 1024 hashed keys the watch saw written, and
+// reported as All when it is not among them.
 //
 // # Replicas
 //

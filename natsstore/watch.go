@@ -65,10 +65,10 @@ const (
 //     marker moved, at a look every second: a bucket with a max age and no
 //     marker TTL, whose first message was older than the max age; a stream
 //     made to discard old messages (a KV bucket refuses new ones instead)
-//     at its MaxMsgs or MaxBytes. Also when more than 16,384 changes wait
-//     for a slow fn; after a panic in fn, which is recovered and logged (key
-//     "err"); at an expiry of a hashed key that the watch has not seen
-//     written.
+//     at its MaxMsgs or MaxBytes. An expiry of a hashed key that the
+//     watch has not seen written. And as [store.ChangeStream] says for every
+//     store (a queue of 16,384 changes overflowed, a panic in fn, logged
+//     with the key "err").
 //
 // A purge made while the watch is disconnected, of some subjects only, is
 // not seen: the server keeps no record of it.

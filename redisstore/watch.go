@@ -48,10 +48,9 @@ const (
 //   - All: the server flushed a database (FLUSHDB, FLUSHALL, DEBUG RELOAD),
 //     swapped one (SWAPDB, found within [WatchPing] by a marker key the
 //     watch keeps; not on Cluster, which has no SWAPDB), or restarted (its
-//     run_id changed); when more than 16,384 changes wait for a slow fn;
-//     after a panic in fn, which is recovered and logged with the key "err".
-//
-// fn must return quickly and must not call the Watch's Close.
+//     run_id changed); and as [store.ChangeStream] says for every store
+//     (a queue of 16,384 changes overflowed, a panic in fn, logged with the
+//     key "err").
 //
 // Watch returns once every master's connection has tracking enabled and is
 // subscribed, or an error: when ctx ends first, when a server cannot be

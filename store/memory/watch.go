@@ -14,15 +14,14 @@ import (
 // ErrClosed is returned by [Store.Watch] after [Store.Close].
 var ErrClosed = errors.New("memory: store closed")
 
-// Watch calls fn with every change of the store's keys from now on, as
-// [store.ChangeStream] says: each Set, Delete, SetIf and DeleteIf, with the
-// version it gave the key, and each entry that the store drops on its own
-// (eviction, or the end of a deleted key's retention), with version zero.
-// The stream is never cut: it reports All only when fn falls more than
-// 16,384 changes behind or panics. fn runs on a goroutine of the watch, one
-// call at a time, never under a lock of the store, so it may call the
-// store; a panic in fn is logged through [slog.Default]. The context is not
-// used. After [Store.Close], Watch returns [ErrClosed].
+// Watch calls fn with every change of the store's keys from now on, under
+// the rules of [store.ChangeStream]: each Set, Delete, SetIf and DeleteIf,
+// with the version it gave the key, and each entry that the store drops on
+// its own (eviction, or the end of a deleted key's retention), with version
+// zero. The stream is never cut: it reports All only when fn falls more
+// than 16,384 changes behind, panics or calls runtime.Goexit (logged
+// through [slog.Default]). fn may call the store. The context is not used.
+// After [Store.Close], Watch returns [ErrClosed].
 func (s *Store[T]) Watch(_ context.Context, fn func(store.Change)) (store.Watch, error) {
 	if fn == nil {
 		panic("memory: Watch needs a function, got nil")
