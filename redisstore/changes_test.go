@@ -517,8 +517,9 @@ func TestWatchDatabaseReplaced(t *testing.T) {
 }
 
 // A client that may read from a replica is refused by Watch with
-// ErrReplicaReads: a client of a replica's address, and Cluster clients
-// routing reads to replicas. Without a watch, the store works as before.
+// ErrReplicaReads: a client of a replica's address, a Sentinel client with
+// ReplicaOnly, and Cluster clients routing reads to replicas. Without a
+// watch, the store works as before.
 func TestWatchRefusesReplicaReads(t *testing.T) {
 	ctx := context.Background()
 	primary := startRedis(t)
@@ -534,6 +535,44 @@ func TestWatchRefusesReplicaReads(t *testing.T) {
 		t.Fatalf("Watch through the primary's client: %v", err)
 	} else {
 		_ = w.Close()
+	}
+
+	// A Sentinel client that reads from replicas, and one of the master.
+	// Until Sentinel knows a replica, go-redis sends even a ReplicaOnly
+	// client to the master, and Watch cannot tell.
+	sentinel := startSentinel(t, primary)
+	sc := sentinel.client(t)
+	waitFor(t, "Sentinel to know the replica", func() bool {
+		rs, err := sc.Do(ctx, "SENTINEL", "REPLICAS", "m").Slice()
+		if err != nil || len(rs) != 1 {
+			return false
+		}
+		switch r := rs[0].(type) {
+		case map[any]any: // RESP3
+			return r["flags"] == "slave"
+		case []any: // RESP2
+			for i := 0; i+1 < len(r); i += 2 {
+				if r[i] == "flags" {
+					return r[i+1] == "slave"
+				}
+			}
+		}
+		return false
+	})
+	for replicaOnly, want := range map[bool]error{true: redisstore.ErrReplicaReads, false: nil} {
+		c := redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: "m", SentinelAddrs: []string{sentinel.addr()}, ReplicaOnly: replicaOnly,
+			ContextTimeoutEnabled: true, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		})
+		t.Cleanup(func() { _ = c.Close() })
+		s := redisstore.New[storetest.Value](c, redisstore.Prefix("p"), redisstore.WithLogger(discard()))
+		w, err := s.Watch(ctx, func(store.Change) {})
+		if !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Fatalf("Watch through a Sentinel client with ReplicaOnly %v = %v, want %v", replicaOnly, err, want)
+		}
+		if w != nil {
+			_ = w.Close()
+		}
 	}
 
 	srv := startCluster(t)

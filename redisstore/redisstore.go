@@ -148,7 +148,9 @@
 // keep the value a change just replaced. Watch refuses, with an error
 // wrapping [ErrReplicaReads], a Cluster client with ReadOnly, RouteByLatency
 // or RouteRandomly, and a client (or a Ring shard) connected to a replica,
-// such as a Sentinel client with ReplicaOnly.
+// such as a Sentinel client with ReplicaOnly (once Sentinel knows a replica:
+// until then, go-redis connects such a client to the master, and the watch
+// cannot tell it from a client of the master).
 //
 // # Client settings
 //

@@ -23,6 +23,7 @@ type redisServer struct {
 	dir    string
 	port   int
 	args   []string // more arguments of redis-server
+	conf   string   // a sentinel's configuration file; empty for a server
 	cmd    *exec.Cmd
 	exited chan struct{}
 }
@@ -50,6 +51,32 @@ func startRedis(t testing.TB, args ...string) *redisServer {
 	return s
 }
 
+// startSentinel starts a Sentinel for t that monitors master under the
+// name "m".
+func startSentinel(t testing.TB, master *redisServer) *redisServer {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "sentinel.conf")
+	if err := os.WriteFile(conf, []byte("sentinel monitor m 127.0.0.1 "+strconv.Itoa(master.port)+" 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := &redisServer{t: t, bin: bin, dir: t.TempDir(), port: port, conf: conf}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
 func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
 // start starts the server on its port and waits until it answers PING.
@@ -63,6 +90,9 @@ func (s *redisServer) start() {
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 	}, s.args...)
+	if s.conf != "" {
+		args = append([]string{s.conf, "--sentinel"}, args...)
+	}
 	cmd := exec.Command(s.bin, args...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
