@@ -8,6 +8,7 @@ import (
 
 	"github.com/herdcache/herd/flight"
 	"github.com/herdcache/herd/internal/catch"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/wait"
 )
 
@@ -43,9 +44,7 @@ import (
 // its callers have all left). The returned Loader is safe for concurrent
 // use. Batch panics if an option is invalid.
 func Batch[T any](load BatchLoader[T], opts ...BatchOption) Loader[T] {
-	if load == nil {
-		panic("herd: Batch needs a batch loader, got nil")
-	}
+	check.That(load != nil, "herd", "Batch needs a batch loader, got nil")
 	b := &batcher[T]{load: load, cfg: newBatchConfig(opts)}
 	b.slots = make(chan struct{}, b.cfg.concurrency)
 	return b.get
@@ -82,7 +81,7 @@ type window[T any] struct {
 // get is the Loader: it adds key to the open window and waits for its
 // result on ctx.
 func (b *batcher[T]) get(ctx context.Context, key string) (T, error) {
-	mustContext(ctx)
+	check.Context("herd", ctx)
 	var zero T
 	if err := ctx.Err(); err != nil {
 		return zero, err

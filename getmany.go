@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
@@ -65,15 +66,9 @@ func newBatchConfig(opts []BatchOption) batchConfig {
 	for _, o := range opts {
 		o(&c)
 	}
-	if c.maxBatch < 1 {
-		panic(fmt.Sprintf("herd: MaxBatch must be at least 1, got %d", c.maxBatch))
-	}
-	if c.concurrency < 1 {
-		panic(fmt.Sprintf("herd: MaxConcurrentBatches must be at least 1, got %d", c.concurrency))
-	}
-	if c.maxWait <= 0 {
-		panic(fmt.Sprintf("herd: MaxWait must be positive, got %v", c.maxWait))
-	}
+	check.That(c.maxBatch >= 1, "herd", "MaxBatch must be at least 1, got %d", c.maxBatch)
+	check.That(c.concurrency >= 1, "herd", "MaxConcurrentBatches must be at least 1, got %d", c.concurrency)
+	check.That(c.maxWait > 0, "herd", "MaxWait must be positive, got %v", c.maxWait)
 	return c
 }
 
@@ -155,10 +150,8 @@ func (e KeyErrors) keys() []string {
 // versions are read and the results written back conditionally in one
 // round trip each when the store is a [store.BulkVersioned].
 func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]T, error) {
-	mustContext(ctx)
-	if load == nil {
-		panic("herd: GetMany needs a batch loader, got nil")
-	}
+	check.Context("herd", ctx)
+	check.That(load != nil, "herd", "GetMany needs a batch loader, got nil")
 	out := manyOut[T]{values: make(map[string]T, len(keys))}
 	err := c.fetchMany(ctx, keys, load, opts, out)
 	if err != nil && !isKeyErrors(err) {
@@ -170,10 +163,8 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[
 // FetchMany is [Cache.GetMany] that also says, for each value, whether it
 // was fresh, stale or just loaded, and its age.
 func (c *Cache[T]) FetchMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]Result[T], error) {
-	mustContext(ctx)
-	if load == nil {
-		panic("herd: FetchMany needs a batch loader, got nil")
-	}
+	check.Context("herd", ctx)
+	check.That(load != nil, "herd", "FetchMany needs a batch loader, got nil")
 	out := manyOut[T]{results: make(map[string]Result[T], len(keys))}
 	err := c.fetchMany(ctx, keys, load, opts, out)
 	if err != nil && !isKeyErrors(err) {

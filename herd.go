@@ -112,6 +112,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/internal/callgroup"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/closing"
 	"github.com/herdcache/herd/internal/health"
 	"github.com/herdcache/herd/internal/local"
@@ -223,9 +224,7 @@ type Cache[T any] struct {
 // message that names it. Call [Cache.Close] when done with the cache: it
 // waits for background work and closes s.
 func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
-	if s == nil {
-		panic("herd: New needs a store, got nil")
-	}
+	check.That(s != nil, "herd", "New needs a store, got nil")
 	cfg := defaultConfig()
 	for _, o := range opts {
 		o(&cfg)
@@ -256,10 +255,8 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 // loader's error, wrapped with the key. A nil ctx or load panics, on a
 // cached key too: both are programming errors.
 func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, error) {
-	mustContext(ctx)
-	if load == nil {
-		panic("herd: Get needs a loader, got nil")
-	}
+	check.Context("herd", ctx)
+	check.That(load != nil, "herd", "Get needs a loader, got nil")
 	if c.peek == nil || c.closed.Load() {
 		r, err := c.Fetch(ctx, key, load)
 		return r.Value, err
@@ -289,10 +286,8 @@ func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, erro
 // Fetch is [Cache.Get] that also says whether the value was fresh, stale or
 // just loaded, and its age.
 func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Result[T], error) {
-	mustContext(ctx)
-	if load == nil {
-		panic("herd: Fetch needs a loader, got nil")
-	}
+	check.Context("herd", ctx)
+	check.That(load != nil, "herd", "Fetch needs a loader, got nil")
 	if c.closed.Load() {
 		return Result[T]{}, ErrClosed
 	}
@@ -442,14 +437,6 @@ func notFound(key string) error {
 	return fmt.Errorf("herd: %q: %w", key, ErrNotFound)
 }
 
-// mustContext panics on a nil context before any lock is taken, as the
-// standard library does.
-func mustContext(ctx context.Context) {
-	if ctx == nil {
-		panic("herd: nil Context")
-	}
-}
-
 // Stats returns the cache's counters. The fields are read one by one, not as
 // one snapshot: a count may include an event that a related count, read
 // earlier, does not.
@@ -466,7 +453,7 @@ func (c *Cache[T]) Stats() Stats { return c.stats.snapshot() }
 // and returns its result. Close does not wait for Get, Set and Delete calls
 // that are reading or writing the store at that moment.
 func (c *Cache[T]) Close(ctx context.Context) error {
-	mustContext(ctx)
+	check.Context("herd", ctx)
 	return c.closing.Close(ctx, "herd", func() {
 		c.lifeMu.Lock()
 		c.closed.Store(true)

@@ -1,10 +1,10 @@
 package herd
 
 import (
-	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -180,26 +180,21 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 func WithObserver(o Observer) Option { return func(c *config) { c.observer = o } }
 
 func (c *config) validate() {
-	check := func(ok bool, format string, args ...any) {
-		if !ok {
-			panic("herd: " + fmt.Sprintf(format, args...))
-		}
-	}
-	check(c.ttl >= 0, "TTL must not be negative, got %v", c.ttl)
-	check(c.refreshAfter >= 0, "RefreshAfter must not be negative, got %v", c.refreshAfter)
-	check(c.ttl == 0 || c.refreshAfter < c.ttl, "RefreshAfter (%v) must be shorter than TTL (%v)", c.refreshAfter, c.ttl)
-	check(c.staleIfError >= 0, "StaleIfError must not be negative, got %v", c.staleIfError)
-	check(c.negativeTTL >= 0, "NegativeTTL must not be negative, got %v", c.negativeTTL)
-	check(c.jitter >= 0 && c.jitter < 1, "Jitter must be in [0, 1), got %v", c.jitter)
-	check(c.loadTimeout >= 0, "LoadTimeout must not be negative, got %v", c.loadTimeout)
-	check(c.storeTimeout > 0, "StoreTimeout must be positive, got %v", c.storeTimeout)
-	check(c.workers > 0 && c.workers <= MaxWorkers, "Workers must be in [1, %d], got %d", MaxWorkers, c.workers)
-	check(c.queueSize > 0 && c.queueSize <= MaxQueueSize, "QueueSize must be in [1, %d], got %d", MaxQueueSize, c.queueSize)
-	check(c.backoffMin > 0 && c.backoffMax >= c.backoffMin,
+	check.That(c.ttl >= 0, "herd", "TTL must not be negative, got %v", c.ttl)
+	check.That(c.refreshAfter >= 0, "herd", "RefreshAfter must not be negative, got %v", c.refreshAfter)
+	check.That(c.ttl == 0 || c.refreshAfter < c.ttl, "herd", "RefreshAfter (%v) must be shorter than TTL (%v)", c.refreshAfter, c.ttl)
+	check.That(c.staleIfError >= 0, "herd", "StaleIfError must not be negative, got %v", c.staleIfError)
+	check.That(c.negativeTTL >= 0, "herd", "NegativeTTL must not be negative, got %v", c.negativeTTL)
+	check.That(c.jitter >= 0 && c.jitter < 1, "herd", "Jitter must be in [0, 1), got %v", c.jitter)
+	check.That(c.loadTimeout >= 0, "herd", "LoadTimeout must not be negative, got %v", c.loadTimeout)
+	check.That(c.storeTimeout > 0, "herd", "StoreTimeout must be positive, got %v", c.storeTimeout)
+	check.That(c.workers > 0 && c.workers <= MaxWorkers, "herd", "Workers must be in [1, %d], got %d", MaxWorkers, c.workers)
+	check.That(c.queueSize > 0 && c.queueSize <= MaxQueueSize, "herd", "QueueSize must be in [1, %d], got %d", MaxQueueSize, c.queueSize)
+	check.That(c.backoffMin > 0 && c.backoffMax >= c.backoffMin, "herd",
 		"RefreshBackoff needs 0 < minimum <= maximum, got %v and %v", c.backoffMin, c.backoffMax)
-	check(c.downMin > 0 && c.downMax >= c.downMin,
+	check.That(c.downMin > 0 && c.downMax >= c.downMin, "herd",
 		"StoreBackoff needs 0 < minimum <= maximum, got %v and %v", c.downMin, c.downMax)
-	check(c.locker == nil || c.lockTTL > 0, "WithLocker needs a positive lock TTL, got %v", c.lockTTL)
+	check.That(c.locker == nil || c.lockTTL > 0, "herd", "WithLocker needs a positive lock TTL, got %v", c.lockTTL)
 	if c.logger == nil {
 		c.logger = slog.Default()
 	}

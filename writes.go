@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/keymap"
 	"github.com/herdcache/herd/store"
 )
@@ -29,7 +30,7 @@ import (
 // load of this process is storing its result at this moment, Set waits for
 // it, within ctx.
 func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
-	mustContext(ctx)
+	check.Context("herd", ctx)
 	if c.closed.Load() {
 		return ErrClosed
 	}
@@ -49,7 +50,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
 // flight, as [Cache.Set] does, and a Get that starts after Delete returns
 // does not share that load but loads again.
 func (c *Cache[T]) Delete(ctx context.Context, key string) error {
-	mustContext(ctx)
+	check.Context("herd", ctx)
 	if c.closed.Load() {
 		return ErrClosed
 	}

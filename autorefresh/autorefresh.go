@@ -94,6 +94,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/ratelog"
 	"github.com/herdcache/herd/internal/wait"
 )
@@ -214,7 +215,7 @@ type entry[K comparable, V any] struct {
 // naming it. The cache holds items at once; it syncs them once [Cache.Start]
 // has been called.
 func New[K comparable, V any](syncFn SyncFunc[K, V], opts ...Option) *Cache[K, V] {
-	check(syncFn != nil, "New needs a SyncFunc, got nil")
+	check.That(syncFn != nil, "autorefresh", "New needs a SyncFunc, got nil")
 	cfg := newConfig(opts)
 	c := &Cache[K, V]{
 		sync:  syncFn,
@@ -228,12 +229,12 @@ func New[K comparable, V any](syncFn SyncFunc[K, V], opts ...Option) *Cache[K, V
 	}
 	if cfg.isTerminal != nil {
 		f, ok := cfg.isTerminal.(func(V) bool)
-		check(ok, "IsTerminal must be a %T, got %T", f, cfg.isTerminal)
+		check.That(ok, "autorefresh", "IsTerminal must be a %T, got %T", f, cfg.isTerminal)
 		c.isTerminalFn = f
 	}
 	if cfg.batcher != nil {
 		f, ok := cfg.batcher.(func([]Item[K, V]) [][]Item[K, V])
-		check(ok, "Batcher must be a %T, got %T", f, cfg.batcher)
+		check.That(ok, "autorefresh", "Batcher must be a %T, got %T", f, cfg.batcher)
 		c.batcher = f
 	}
 	if cfg.rateLimit > 0 && cfg.rateLimit != rate.Inf {
@@ -252,9 +253,7 @@ func New[K comparable, V any](syncFn SyncFunc[K, V], opts ...Option) *Cache[K, V
 // after Close, and an error wrapping ctx.Err() if ctx has already ended; in
 // each case it starts nothing. A nil ctx panics before any lock is taken.
 func (c *Cache[K, V]) Start(ctx context.Context) error {
-	if ctx == nil {
-		panic("autorefresh: nil Context")
-	}
+	check.Context("autorefresh", ctx)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("autorefresh: start: %w", err)
 	}
@@ -289,9 +288,7 @@ func (c *Cache[K, V]) Start(ctx context.Context) error {
 // be called more than once, and before Start; each call waits as the first.
 // A nil ctx panics before any lock is taken.
 func (c *Cache[K, V]) Close(ctx context.Context) error {
-	if ctx == nil {
-		panic("autorefresh: nil Context")
-	}
+	check.Context("autorefresh", ctx)
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true

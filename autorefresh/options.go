@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/herdcache/herd/internal/option"
+	"github.com/herdcache/herd/internal/check"
 )
 
 // An Option configures a [Cache]. [New] applies the options and panics with
@@ -42,20 +42,16 @@ const (
 	MaxParallelism = 10_000
 )
 
-func check(ok bool, format string, args ...any) {
-	option.Check(ok, "autorefresh", format, args...)
-}
-
 // ResyncPeriod sets the time between two cycles. d must be positive.
 // Default: [DefaultResyncPeriod], one minute.
 func ResyncPeriod(d time.Duration) Option {
-	return func(c *config) { c.resyncPeriod = option.Positive("autorefresh", "ResyncPeriod", d) }
+	return func(c *config) { c.resyncPeriod = check.Positive("autorefresh", "ResyncPeriod", d) }
 }
 
 // BatchSize sets the largest number of items passed to one sync call. n must
 // be positive. Default: [DefaultBatchSize], 100.
 func BatchSize(n int) Option {
-	return func(c *config) { c.batchSize = option.Positive("autorefresh", "BatchSize", n) }
+	return func(c *config) { c.batchSize = check.Positive("autorefresh", "BatchSize", n) }
 }
 
 // Parallelism sets the largest number of sync calls running at once: the
@@ -63,7 +59,7 @@ func BatchSize(n int) Option {
 // [DefaultParallelism], 1.
 func Parallelism(n int) Option {
 	return func(c *config) {
-		check(n > 0 && n <= MaxParallelism, "Parallelism must be in [1, %d], got %d", MaxParallelism, n)
+		check.That(n > 0 && n <= MaxParallelism, "autorefresh", "Parallelism must be in [1, %d], got %d", MaxParallelism, n)
 		c.parallelism = n
 	}
 }
@@ -74,8 +70,8 @@ func Parallelism(n int) Option {
 // limit; burst must be positive. Default: no limit.
 func RateLimit(limit rate.Limit, burst int) Option {
 	return func(c *config) {
-		check(limit > 0, "RateLimit must be positive (rate.Inf for no limit), got %v", limit)
-		check(burst > 0, "RateLimit burst must be positive, got %d", burst)
+		check.That(limit > 0, "autorefresh", "RateLimit must be positive (rate.Inf for no limit), got %v", limit)
+		check.That(burst > 0, "autorefresh", "RateLimit burst must be positive, got %d", burst)
 		c.rateLimit, c.rateBurst = limit, burst
 	}
 }
@@ -86,7 +82,7 @@ func RateLimit(limit rate.Limit, burst int) Option {
 // [ResyncPeriod], so that a call may take longer than a period without being
 // cut off.
 func SyncTimeout(d time.Duration) Option {
-	return func(c *config) { c.syncTimeout = option.Positive("autorefresh", "SyncTimeout", d) }
+	return func(c *config) { c.syncTimeout = check.Positive("autorefresh", "SyncTimeout", d) }
 }
 
 // MaxItems bounds the number of items in the set. Creating an item in a full
@@ -94,7 +90,7 @@ func SyncTimeout(d time.Duration) Option {
 // [Cache.Get], [Cache.GetOrCreate] or [Cache.Update] is the oldest (syncs do
 // not count as use). n must be positive. Default: no bound.
 func MaxItems(n int) Option {
-	return func(c *config) { c.maxItems = option.Positive("autorefresh", "MaxItems", n) }
+	return func(c *config) { c.maxItems = check.Positive("autorefresh", "MaxItems", n) }
 }
 
 // SyncOnCreate queues every item that GetOrCreate creates for a sync call
@@ -114,7 +110,7 @@ func SyncOnCreate() Option {
 // Default: no value is terminal.
 func IsTerminal[V any](f func(V) bool) Option {
 	return func(c *config) {
-		check(f != nil, "IsTerminal must not be nil")
+		check.That(f != nil, "autorefresh", "IsTerminal must not be nil")
 		c.isTerminal = f
 	}
 }
@@ -131,7 +127,7 @@ func IsTerminal[V any](f func(V) bool) Option {
 // order.
 func Batcher[K comparable, V any](f func(items []Item[K, V]) [][]Item[K, V]) Option {
 	return func(c *config) {
-		check(f != nil, "Batcher must not be nil")
+		check.That(f != nil, "autorefresh", "Batcher must not be nil")
 		c.batcher = f
 	}
 }

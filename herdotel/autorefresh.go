@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/herdcache/herd/autorefresh"
+	"github.com/herdcache/herd/internal/check"
 )
 
 // autorefreshInstruments are the instruments of an [autorefresh.Stats], one
@@ -46,12 +47,8 @@ type AutorefreshSource interface {
 // with src. It panics if name is empty, src is nil or an option is invalid,
 // and returns the meter's error if it cannot create an instrument.
 func NewAutorefreshMetrics(name string, src AutorefreshSource, opts ...MetricsOption) (metric.Registration, error) {
-	if name == "" {
-		panic("herdotel: NewAutorefreshMetrics name must not be empty")
-	}
-	if src == nil {
-		panic("herdotel: NewAutorefreshMetrics source must not be nil")
-	}
+	check.That(name != "", "herdotel", "NewAutorefreshMetrics name must not be empty")
+	check.That(src != nil, "herdotel", "NewAutorefreshMetrics source must not be nil")
 	cfg := newMetricsConfig(opts)
 	reg, err := register(cfg.provider.Meter(ScopeName), autorefreshInstruments, reflect.TypeFor[autorefresh.Stats](),
 		attribute.NewSet(CacheNameKey.String(name)), func() (any, bool) { return src.Stats(), true })

@@ -6,13 +6,14 @@ import (
 	"reflect"
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/internal/check"
+	"github.com/herdcache/herd/internal/statfield"
 )
 
 // ScopeName is the instrumentation scope of the meters and tracers of this
@@ -105,13 +106,9 @@ func newMetricsConfig(opts []MetricsOption) metricsConfig {
 	if c.provider == nil {
 		c.provider = otel.GetMeterProvider()
 	}
-	if len(c.buckets) == 0 {
-		panic("herdotel: Buckets must be at least one, got none")
-	}
+	check.That(len(c.buckets) != 0, "herdotel", "Buckets must be at least one, got none")
 	for i, v := range c.buckets {
-		if v <= 0 || (i > 0 && v <= c.buckets[i-1]) {
-			panic(fmt.Sprintf("herdotel: Buckets must be positive and increasing, got %v", c.buckets))
-		}
+		check.That(v > 0 && (i == 0 || v > c.buckets[i-1]), "herdotel", "Buckets must be positive and increasing, got %v", c.buckets)
 	}
 	return c
 }
@@ -136,9 +133,7 @@ type Metrics struct {
 // them. It panics if name is empty or an option is invalid, and returns the
 // meter's error if it cannot create an instrument.
 func NewMetrics(name string, opts ...MetricsOption) (*Metrics, error) {
-	if name == "" {
-		panic("herdotel: NewMetrics name must not be empty")
-	}
+	check.That(name != "", "herdotel", "NewMetrics name must not be empty")
 	cfg := newMetricsConfig(opts)
 	meter := cfg.provider.Meter(ScopeName)
 	m := &Metrics{}
@@ -173,9 +168,7 @@ func NewMetrics(name string, opts ...MetricsOption) (*Metrics, error) {
 // every collection. Until Watch is called, only the histogram has
 // measurements; a later Watch replaces src. It panics if src is nil.
 func (m *Metrics) Watch(src StatsSource) {
-	if src == nil {
-		panic("herdotel: Watch source must not be nil")
-	}
+	check.That(src != nil, "herdotel", "Watch source must not be nil")
 	m.src.Store(&src)
 }
 
@@ -193,9 +186,7 @@ func (m *Metrics) Observe(e herd.Event) {
 // returns the meter's error, if any, from the first call; later calls
 // return nil. It does not wait for anything, so ctx is not used.
 func (m *Metrics) Close(ctx context.Context) error {
-	if ctx == nil {
-		panic("herdotel: nil Context")
-	}
+	check.Context("herdotel", ctx)
 	if m.closed.Swap(true) {
 		return nil
 	}
@@ -205,8 +196,6 @@ func (m *Metrics) Close(ctx context.Context) error {
 	return nil
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
-
 // register creates the observable instruments of a statistics struct of
 // type typ, and one callback that reads the struct once per collection and
 // observes every field with attrs. It panics if an instrument names a field
@@ -214,29 +203,20 @@ var durationType = reflect.TypeFor[time.Duration]()
 // package's own, and its tests check them.
 func register(meter metric.Meter, table []instrument, typ reflect.Type, attrs attribute.Set, read func() (any, bool)) (metric.Registration, error) {
 	type field struct {
-		index   int
+		statfield.Field
 		seconds metric.Float64Observable // a duration
 		integer metric.Int64Observable   // anything else
 	}
 	fields := make([]field, 0, len(table))
 	observables := make([]metric.Observable, 0, len(table))
 	for _, in := range table {
-		f, ok := typ.FieldByName(in.field)
-		if !ok {
-			panic(fmt.Sprintf("herdotel: %v has no field %s for %s", typ, in.field, in.name))
-		}
-		switch f.Type.Kind() {
-		case reflect.Int, reflect.Int64, reflect.Uint64:
-		default:
-			panic(fmt.Sprintf("herdotel: field %s of %v is a %v, not a number", in.field, typ, f.Type))
-		}
-		fd := field{index: f.Index[0]}
+		fd := field{Field: statfield.Find("herdotel", typ, in.field, in.name)}
 		var (
 			o   metric.Observable
 			err error
 		)
 		switch {
-		case f.Type == durationType:
+		case fd.Duration:
 			fd.seconds, err = meter.Float64ObservableCounter(in.name, metric.WithUnit(in.unit), metric.WithDescription(in.description))
 			o = fd.seconds
 		case in.gauge:
@@ -260,14 +240,10 @@ func register(meter metric.Meter, table []instrument, typ reflect.Type, attrs at
 		}
 		v := reflect.ValueOf(stats)
 		for _, f := range fields {
-			fv := v.Field(f.index)
-			switch {
-			case f.seconds != nil:
-				o.ObserveFloat64(f.seconds, time.Duration(fv.Int()).Seconds(), opt)
-			case fv.CanUint():
-				o.ObserveInt64(f.integer, int64(min(fv.Uint(), 1<<63-1)), opt)
-			default:
-				o.ObserveInt64(f.integer, fv.Int(), opt)
+			if f.seconds != nil {
+				o.ObserveFloat64(f.seconds, f.Float(v), opt)
+			} else {
+				o.ObserveInt64(f.integer, f.Int(v), opt)
 			}
 		}
 		return nil

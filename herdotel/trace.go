@@ -12,6 +12,7 @@ import (
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/internal/catch"
+	"github.com/herdcache/herd/internal/check"
 )
 
 // Span and event names of this package.
@@ -66,9 +67,7 @@ type Tracer struct {
 // NewTracer returns the tracer of the cache called name, the value of the
 // herd.cache.name attribute of its spans. It panics if name is empty.
 func NewTracer(name string, opts ...TraceOption) *Tracer {
-	if name == "" {
-		panic("herdotel: NewTracer name must not be empty")
-	}
+	check.That(name != "", "herdotel", "NewTracer name must not be empty")
 	var cfg traceConfig
 	for _, o := range opts {
 		o(&cfg)
@@ -97,9 +96,7 @@ func NewTracer(name string, opts ...TraceOption) *Tracer {
 // load panics or calls runtime.Goexit, the span ends with status Error and
 // the panic goes on.
 func Trace[T any](t *Tracer, load herd.Loader[T]) herd.Loader[T] {
-	if t == nil || load == nil {
-		panic("herdotel: Trace needs a Tracer and a loader")
-	}
+	check.That(t != nil && load != nil, "herdotel", "Trace needs a Tracer and a loader")
 	return func(ctx context.Context, key string) (v T, err error) {
 		caller := trace.SpanFromContext(ctx)
 		attrs := []attribute.KeyValue{t.cache}

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herdcache/herd/autorefresh"
+	"github.com/herdcache/herd/internal/check"
 )
 
 // autorefreshMetrics are the metrics of an [autorefresh.Stats], one per field
@@ -43,12 +44,8 @@ type AutorefreshSource interface {
 // and of the items of the last cycle. It panics if name is empty or src is
 // nil.
 func NewAutorefreshCollector(name string, src AutorefreshSource) prometheus.Collector {
-	if name == "" {
-		panic("herdprom: NewAutorefreshCollector name must not be empty")
-	}
-	if src == nil {
-		panic("herdprom: NewAutorefreshCollector source must not be nil")
-	}
+	check.That(name != "", "herdprom", "NewAutorefreshCollector name must not be empty")
+	check.That(src != nil, "herdprom", "NewAutorefreshCollector source must not be nil")
 	return newStatsCollector(autorefreshMetrics, reflect.TypeFor[autorefresh.Stats](), prometheus.Labels{"cache": name},
 		func() (any, bool) { return src.Stats(), true })
 }

@@ -27,11 +27,12 @@ import (
 	"reflect"
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herdcache/herd"
+	"github.com/herdcache/herd/internal/check"
+	"github.com/herdcache/herd/internal/statfield"
 )
 
 // A metric says how one field of a statistics struct is exported.
@@ -114,16 +115,13 @@ type Collector struct {
 // others by [herd.Observers] if need be), then tell it the cache with
 // [Collector.Watch], and register it.
 func NewCollector(name string, opts ...Option) *Collector {
-	if name == "" {
-		panic("herdprom: NewCollector name must not be empty")
-	}
+	check.That(name != "", "herdprom", "NewCollector name must not be empty")
 	cfg := config{buckets: DefaultBuckets}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if err := checkBuckets(cfg.buckets); err != nil {
-		panic("herdprom: Buckets " + err.Error())
-	}
+	err := checkBuckets(cfg.buckets)
+	check.That(err == nil, "herdprom", "Buckets %v", err)
 	labels := prometheus.Labels{"cache": name}
 	c := &Collector{
 		loads: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -163,9 +161,7 @@ func checkBuckets(b []float64) error {
 // the load histogram only; a later Watch replaces src. It panics if src is
 // nil.
 func (c *Collector) Watch(src StatsSource) {
-	if src == nil {
-		panic("herdprom: Watch source must not be nil")
-	}
+	check.That(src != nil, "herdprom", "Watch source must not be nil")
 	c.src.Store(&src)
 }
 
@@ -196,11 +192,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 type statsCollector struct {
 	metrics []metric
 	descs   []*prometheus.Desc
-	fields  []int
+	fields  []statfield.Field
 	read    func() (any, bool)
 }
-
-var durationType = reflect.TypeFor[time.Duration]()
 
 // newStatsCollector panics if a metric names a field that typ does not have
 // or whose type is not a number: the tables are the package's own, and its
@@ -208,16 +202,7 @@ var durationType = reflect.TypeFor[time.Duration]()
 func newStatsCollector(metrics []metric, typ reflect.Type, labels prometheus.Labels, read func() (any, bool)) *statsCollector {
 	s := &statsCollector{metrics: metrics, read: read}
 	for _, m := range metrics {
-		f, ok := typ.FieldByName(m.Field)
-		if !ok {
-			panic(fmt.Sprintf("herdprom: %v has no field %s for %s", typ, m.Field, m.Name))
-		}
-		switch f.Type.Kind() {
-		case reflect.Int, reflect.Int64, reflect.Uint64:
-		default:
-			panic(fmt.Sprintf("herdprom: field %s of %v is a %v, not a number", m.Field, typ, f.Type))
-		}
-		s.fields = append(s.fields, f.Index[0])
+		s.fields = append(s.fields, statfield.Find("herdprom", typ, m.Field, m.Name))
 		s.descs = append(s.descs, prometheus.NewDesc(m.Name, m.Help, nil, labels))
 	}
 	return s
@@ -236,17 +221,6 @@ func (s *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	v := reflect.ValueOf(stats)
 	for i, m := range s.metrics {
-		ch <- prometheus.MustNewConstMetric(s.descs[i], m.Type, number(v.Field(s.fields[i])))
+		ch <- prometheus.MustNewConstMetric(s.descs[i], m.Type, s.fields[i].Float(v))
 	}
-}
-
-// number returns the value of a numeric field, in seconds for a duration.
-func number(f reflect.Value) float64 {
-	if f.Type() == durationType {
-		return time.Duration(f.Int()).Seconds()
-	}
-	if f.CanUint() {
-		return float64(f.Uint())
-	}
-	return float64(f.Int())
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -21,9 +22,7 @@ import (
 // returns ctx, also ended when the connection drops. The error is the one
 // every key gets.
 func (s *Store[T]) beginMany(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	if ctx == nil {
-		panic("natsstore: nil Context")
-	}
+	check.Context("natsstore", ctx)
 	if s.closed.Load() {
 		return nil, nil, ErrClosed
 	}
@@ -62,9 +61,7 @@ func (s *Store[T]) concurrently(n int, fn func(i int)) {
 // read with an error that counts the keys it could not read and wraps the
 // first failure.
 func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
-	if ctx == nil {
-		panic("natsstore: nil Context")
-	}
+	check.Context("natsstore", ctx)
 	if s.closed.Load() {
 		return nil, fmt.Errorf("natsstore: get many: %w", ErrClosed)
 	}

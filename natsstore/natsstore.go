@@ -178,7 +178,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/herdcache/herd/internal/option"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -238,9 +238,7 @@ type config struct {
 // store.Codec[T] for the T of [New] (New panics otherwise). Default:
 // [store.JSON].
 func WithCodec[T any](c store.Codec[T]) Option {
-	if c == nil {
-		panic("natsstore: WithCodec must be given a codec, got nil")
-	}
+	check.That(c != nil, "natsstore", "WithCodec must be given a codec, got nil")
 	return func(o *config) { o.codec = c }
 }
 
@@ -251,9 +249,7 @@ func WithCodec[T any](c store.Codec[T]) Option {
 // with another marker TTL. d must be a whole number of seconds, at least
 // one. Default: [store.DefaultVersionRetention] (5 minutes).
 func MarkerTTL(d time.Duration) Option {
-	if d < time.Second || d%time.Second != 0 {
-		panic(fmt.Sprintf("natsstore: MarkerTTL must be a whole number of seconds, at least 1s, got %v", d))
-	}
+	check.That(d >= time.Second && d%time.Second == 0, "natsstore", "MarkerTTL must be a whole number of seconds, at least 1s, got %v", d)
 	return func(o *config) { o.markerTTL, o.markerSet = d, true }
 }
 
@@ -261,18 +257,14 @@ func MarkerTTL(d time.Duration) Option {
 // With more than one, reads go to the stream's leader (see "Replicas" in
 // the package documentation). Default: 1.
 func Replicas(n int) Option {
-	if n < 1 || n > 5 {
-		panic(fmt.Sprintf("natsstore: Replicas must be from 1 to 5, got %d", n))
-	}
+	check.That(n >= 1 && n <= 5, "natsstore", "Replicas must be from 1 to 5, got %d", n)
 	return func(o *config) { o.replicas = n }
 }
 
 // BulkConcurrency sets how many gets [Store.GetMany], [Store.GetVersions]
 // and [Store.TryLockMany] run at once, at least one. Default: 16.
 func BulkConcurrency(n int) Option {
-	if n < 1 {
-		panic(fmt.Sprintf("natsstore: BulkConcurrency must be at least 1, got %d", n))
-	}
+	check.That(n >= 1, "natsstore", "BulkConcurrency must be at least 1, got %d", n)
 	return func(o *config) { o.bulk = n }
 }
 
@@ -283,16 +275,14 @@ func BulkConcurrency(n int) Option {
 // context's jetstream.WithPublishAsyncMaxPending (4000 by default), which
 // bounds the async publishes of all its users together. Default: 256.
 func BulkInFlight(n int) Option {
-	if n < 1 {
-		panic(fmt.Sprintf("natsstore: BulkInFlight must be at least 1, got %d", n))
-	}
+	check.That(n >= 1, "natsstore", "BulkInFlight must be at least 1, got %d", n)
 	return func(o *config) { o.inFlight = n }
 }
 
 // WithLogger sets the logger of what the store's own goroutines meet: a
 // watch's lost changes and recovered panics. Default: [slog.Default].
 func WithLogger(l *slog.Logger) Option {
-	l = option.NotNil("natsstore", "WithLogger", "logger", l)
+	l = check.NotNil("natsstore", "WithLogger", "logger", l)
 	return func(o *config) { o.logger = l }
 }
 
@@ -331,9 +321,7 @@ type Store[T any] struct {
 // connection is down), or if an explicit MarkerTTL differs from the bound
 // bucket's. Invalid options panic (see [Option]).
 func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts ...Option) (*Store[T], error) {
-	if ctx == nil {
-		panic("natsstore: nil Context")
-	}
+	check.Context("natsstore", ctx)
 	cfg := config{markerTTL: store.DefaultVersionRetention, replicas: 1, bulk: 16, inFlight: 256, logger: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
@@ -345,9 +333,7 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 	}
 	if cfg.codec != nil {
 		c, ok := cfg.codec.(store.Codec[T])
-		if !ok {
-			panic(fmt.Sprintf("natsstore: WithCodec must be given a store.Codec[%T], got %T", *new(T), cfg.codec))
-		}
+		check.That(ok, "natsstore", "WithCodec must be given a store.Codec[%T], got %T", *new(T), cfg.codec)
 		s.codec = c
 	}
 	if !js.Conn().IsConnected() {
@@ -427,9 +413,7 @@ func (s *Store[T]) KeyValue() jetstream.KeyValue { return s.kv }
 // store or a lost connection fails at once) and returns ctx, also ended
 // when the connection drops.
 func (s *Store[T]) begin(ctx context.Context, op, key string) (context.Context, context.CancelFunc, error) {
-	if ctx == nil {
-		panic("natsstore: nil Context")
-	}
+	check.Context("natsstore", ctx)
 	if s.closed.Load() {
 		return nil, nil, fmt.Errorf("natsstore: %s %q: %w", op, key, ErrClosed)
 	}
@@ -707,9 +691,7 @@ func (s *Store[T]) purge(ctx context.Context, m *nats.Msg, ttl time.Duration, op
 // context and the connection alone. After Close every method returns
 // [ErrClosed].
 func (s *Store[T]) Close(ctx context.Context) error {
-	if ctx == nil {
-		panic("natsstore: nil Context")
-	}
+	check.Context("natsstore", ctx)
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed.Store(true)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herdcache/herd/internal/changefeed"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -78,9 +79,7 @@ const (
 // [ErrClosed] after Close. ctx bounds only the start; the watch runs until
 // its Close or the store's Close.
 func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watch, error) {
-	if fn == nil {
-		panic("natsstore: Watch must be given a function, got nil")
-	}
+	check.That(fn != nil, "natsstore", "Watch must be given a function, got nil")
 	bctx, done, err := s.begin(ctx, "watch", "")
 	if err != nil {
 		return nil, err

@@ -189,7 +189,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/herdcache/herd/internal/option"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -250,18 +250,14 @@ type Option func(*config)
 // not contain ':' ("myapp-users", not "myapp:users"), nor a brace, which
 // would make it a Cluster hash tag.
 func Prefix(p string) Option {
-	if p == "" || strings.ContainsAny(p, ":{}") {
-		panic(fmt.Sprintf("redisstore: Prefix must be non-empty without ':', '{' or '}', got %q", p))
-	}
+	check.That(p != "" && !strings.ContainsAny(p, ":{}"), "redisstore", "Prefix must be non-empty without ':', '{' or '}', got %q", p)
 	return func(c *config) { c.prefix, c.prefixSet = p, true }
 }
 
 // WithCodec sets how values are turned into bytes. Its type must be the
 // store's value type, or [New] panics. Default: [store.JSON].
 func WithCodec[T any](c store.Codec[T]) Option {
-	if c == nil {
-		panic("redisstore: WithCodec must be given a codec, got nil")
-	}
+	check.That(c != nil, "redisstore", "WithCodec must be given a codec, got nil")
 	return func(cfg *config) { cfg.codec = c }
 }
 
@@ -271,9 +267,7 @@ func WithCodec[T any](c store.Codec[T]) Option {
 // be positive; it is rounded up to whole milliseconds. Default:
 // [store.DefaultVersionRetention].
 func VersionRetention(d time.Duration) Option {
-	if d <= 0 {
-		panic(fmt.Sprintf("redisstore: VersionRetention must be positive, got %v", d))
-	}
+	check.That(d > 0, "redisstore", "VersionRetention must be positive, got %v", d)
 	return func(c *config) { c.retention = d }
 }
 
@@ -281,7 +275,7 @@ func VersionRetention(d time.Duration) Option {
 // watch's lost connection, a panic in a watch's function. Default:
 // [slog.Default] at the time [New] runs.
 func WithLogger(l *slog.Logger) Option {
-	l = option.NotNil("redisstore", "WithLogger", "logger", l)
+	l = check.NotNil("redisstore", "WithLogger", "logger", l)
 	return func(c *config) { c.log = l }
 }
 
@@ -292,9 +286,7 @@ func WithLogger(l *slog.Logger) Option {
 // checks its marker key, so a SWAPDB is reported within d. It must be
 // positive. Default: one second.
 func WatchPing(d time.Duration) Option {
-	if d <= 0 {
-		panic(fmt.Sprintf("redisstore: WatchPing must be positive, got %v", d))
-	}
+	check.That(d > 0, "redisstore", "WatchPing must be positive, got %v", d)
 	return func(c *config) { c.ping = d }
 }
 
@@ -302,16 +294,12 @@ func WatchPing(d time.Duration) Option {
 // panics when client is nil, [Prefix] is missing, or the [WithCodec] codec
 // is for another type. New does not talk to Redis.
 func New[T any](client redis.UniversalClient, opts ...Option) *Store[T] {
-	if client == nil {
-		panic("redisstore: New needs a client, got nil")
-	}
+	check.That(client != nil, "redisstore", "New needs a client, got nil")
 	cfg := config{retention: store.DefaultVersionRetention, ping: time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if !cfg.prefixSet {
-		panic("redisstore: the Prefix option is required")
-	}
+	check.That(cfg.prefixSet, "redisstore", "the Prefix option is required")
 	if cfg.log == nil {
 		cfg.log = slog.Default()
 	}
@@ -326,9 +314,7 @@ func New[T any](client redis.UniversalClient, opts ...Option) *Store[T] {
 	}
 	if cfg.codec != nil {
 		c, ok := cfg.codec.(store.Codec[T])
-		if !ok {
-			panic(fmt.Sprintf("redisstore: WithCodec must be given a codec of the store's value type, got %T", cfg.codec))
-		}
+		check.That(ok, "redisstore", "WithCodec must be given a codec of the store's value type, got %T", cfg.codec)
 		s.codec = c
 	}
 	s.cluster, _ = client.(*redis.ClusterClient)
@@ -337,9 +323,7 @@ func New[T any](client redis.UniversalClient, opts ...Option) *Store[T] {
 }
 
 func checkCtx(ctx context.Context) {
-	if ctx == nil {
-		panic("redisstore: nil Context")
-	}
+	check.Context("redisstore", ctx)
 }
 
 // check panics on a nil ctx and returns [ErrClosed] after Close.

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/herdcache/herd/internal/changefeed"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -60,9 +61,7 @@ const (
 // only the start. The watch runs until its Close or the store's Close.
 func (s *Store[T]) Watch(ctx context.Context, fn func(store.Change)) (store.Watch, error) {
 	checkCtx(ctx)
-	if fn == nil {
-		panic("redisstore: Watch needs a function, got nil")
-	}
+	check.That(fn != nil, "redisstore", "Watch needs a function, got nil")
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

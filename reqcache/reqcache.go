@@ -82,7 +82,7 @@ import (
 
 	"github.com/herdcache/herd/flight"
 	"github.com/herdcache/herd/internal/catch"
-	"github.com/herdcache/herd/internal/option"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/wait"
 )
 
@@ -120,7 +120,7 @@ type options struct {
 // [DefaultLifetime], 5 minutes.
 func Lifetime(d time.Duration) Option {
 	return func(o *options) {
-		option.Check(d > 0, "reqcache", "Lifetime must be positive (reqcache.Forever turns the guard off), got %v", d)
+		check.That(d > 0, "reqcache", "Lifetime must be positive (reqcache.Forever turns the guard off), got %v", d)
 		o.lifetime = d
 	}
 }
@@ -133,7 +133,7 @@ func Lifetime(d time.Duration) Option {
 // off. Default: [DefaultMaxEntries], 10,000.
 func MaxEntries(n int) Option {
 	return func(o *options) {
-		option.Check(n > 0, "reqcache", "MaxEntries must be positive (reqcache.Unbounded turns the bound off), got %d", n)
+		check.That(n > 0, "reqcache", "MaxEntries must be positive (reqcache.Unbounded turns the bound off), got %d", n)
 		o.maxEntries = n
 	}
 }
@@ -293,9 +293,7 @@ func (c *cache) endLocked() {
 }
 
 func from(ctx context.Context) *cache {
-	if ctx == nil {
-		panic("reqcache: nil Context")
-	}
+	check.Context("reqcache", ctx)
 	c, _ := ctx.Value(ctxKey{}).(*cache)
 	return c
 }
@@ -320,9 +318,7 @@ func from(ctx context.Context) *cache {
 // with a value cached too.
 func Get[T any](ctx context.Context, group, key string, fn func(context.Context) (T, error)) (T, error) {
 	c := from(ctx)
-	if fn == nil {
-		panic("reqcache: Get needs a function, got nil")
-	}
+	check.That(fn != nil, "reqcache", "Get needs a function, got nil")
 	if c == nil {
 		return fn(ctx)
 	}

@@ -71,7 +71,7 @@ import (
 
 	"github.com/herdcache/herd/flight"
 	"github.com/herdcache/herd/internal/catch"
-	"github.com/herdcache/herd/internal/option"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/wait"
 )
 
@@ -103,7 +103,7 @@ type config struct {
 // start. Until then every Get gets the old value, and no fetch runs. d must
 // be positive. Default: [DefaultRetryDelay], 5 seconds.
 func RetryDelay(d time.Duration) Option {
-	return func(c *config) { c.retryDelay = option.Positive("slot", "RetryDelay", d) }
+	return func(c *config) { c.retryDelay = check.Positive("slot", "RetryDelay", d) }
 }
 
 // MaxStale sets how long after it expired a value may still be served while
@@ -112,7 +112,7 @@ func RetryDelay(d time.Duration) Option {
 // the refresh fails or is backed off. d must be positive. Default: no limit,
 // an expired value is served for as long as refreshes fail.
 func MaxStale(d time.Duration) Option {
-	return func(c *config) { c.maxStale = option.Positive("slot", "MaxStale", d) }
+	return func(c *config) { c.maxStale = check.Positive("slot", "MaxStale", d) }
 }
 
 // Background makes a refresh run without any caller waiting for it: the
@@ -130,7 +130,7 @@ func Background() Option {
 // started. d must be positive. Default: no bound, a fetch that never returns
 // holds the slot's one fetch until it does, and only Close can cancel it.
 func FetchTimeout(d time.Duration) Option {
-	return func(c *config) { c.fetchTimeout = option.Positive("slot", "FetchTimeout", d) }
+	return func(c *config) { c.fetchTimeout = check.Positive("slot", "FetchTimeout", d) }
 }
 
 // WithLogger sets the logger of the failed refreshes. Default:
@@ -227,12 +227,8 @@ const errTooStaleFmt = "slot: value is older than MaxStale and the refresh faile
 // too. A panic in fetch on the caller's
 // goroutine cannot happen: fetch always runs on a goroutine of the slot.
 func (s *Slot[T]) Get(ctx context.Context, fetch FetchFunc[T]) (T, error) {
-	if ctx == nil {
-		panic("slot: nil Context")
-	}
-	if fetch == nil {
-		panic("slot: Get needs a fetch function, got nil")
-	}
+	check.Context("slot", ctx)
+	check.That(fetch != nil, "slot", "Get needs a fetch function, got nil")
 	// Read before the lock: nothing that may run the caller's code (a
 	// context of its own making) runs under it.
 	ctxErr := ctx.Err()
@@ -305,9 +301,7 @@ func (s *Slot[T]) look(ctx context.Context, ctxErr error, fetch FetchFunc[T]) (v
 // once is fine: every call waits, within its own ctx, for the same fetch. A
 // nil ctx panics before any lock is taken.
 func (s *Slot[T]) Close(ctx context.Context) error {
-	if ctx == nil {
-		panic("slot: nil Context")
-	}
+	check.Context("slot", ctx)
 	s.mu.Lock()
 	s.closed = true
 	c := s.call

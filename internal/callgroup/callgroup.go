@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/internal/catch"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/keymap"
 	"github.com/herdcache/herd/internal/wait"
 )
@@ -120,9 +121,7 @@ func (t *Task[K, V]) call(ctx context.Context, key K) (V, error) {
 // caller's (see [Group.OwnGoroutine]). A panic or runtime.Goexit in it
 // reaches every waiter as E's error, and the key is free again.
 func (g *Group[K, V, E]) Do(ctx context.Context, key K, t Task[K, V]) (v V, shared, started bool, err error) {
-	if ctx == nil {
-		panic("flight: nil Context")
-	}
+	check.Context("flight", ctx)
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		var zero V
 		return zero, false, false, ctxErr

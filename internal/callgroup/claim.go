@@ -1,6 +1,10 @@
 package callgroup
 
-import "context"
+import (
+	"context"
+
+	"github.com/herdcache/herd/internal/check"
+)
 
 // Calls that the caller runs itself, and joining a call without starting one.
 //
@@ -59,9 +63,7 @@ func (cl *Claim[K, V, E]) Key() K { return cl.key }
 // whether another caller joined the call. A claimant that waits after its
 // Publish gets the result without waiting.
 func (cl *Claim[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error) {
-	if ctx == nil {
-		panic("flight: nil Context")
-	}
+	check.Context("flight", ctx)
 	g, c := cl.g, cl.c
 	g.mu.Lock()
 	if c.published {
@@ -179,8 +181,6 @@ func (g *Group[K, V, E]) Join(key K) *Waiter[K, V, E] {
 // Wait waits for the result of the joined call, as [Group.Do] does: it
 // returns ctx.Err() if ctx ends first, and the call goes on for the others.
 func (w *Waiter[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error) {
-	if ctx == nil {
-		panic("flight: nil Context")
-	}
+	check.Context("flight", ctx)
 	return w.g.wait(ctx, w.key, w.c)
 }

@@ -12,7 +12,9 @@ import (
 	"math"
 	"time"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
+	"github.com/maypok86/otter/v2"
 )
 
 // An Entry is a store.Entry with its times as Unix nanoseconds (0 for the
@@ -142,4 +144,36 @@ func Of[T any](s any) (peek Peek[T], near, ok bool) {
 		return nil, false, false
 	}
 	return lent.peek, lent.near, true
+}
+
+// A Bound is what bounds an in-process map of entries: their number, or the
+// sum of the weights of their values, as a store's options give it.
+type Bound struct {
+	MaxEntries int
+	MaxWeight  uint64
+	Weigher    any // func(key string, v T) uint32, checked by Apply
+}
+
+// ApplyBound sets b on o, whose items hold a value of type T: value returns
+// it, or false for an item that weighs 1 whatever it holds (a cached "not
+// found", a tombstone). Every item weighs at least 1, so that a weight
+// bound also bounds the number of items. It panics, naming pkg and the
+// options entries and weight, when b is not a valid bound for T.
+func ApplyBound[T, V any](o *otter.Options[string, V], pkg, entries, weight string, b Bound, value func(V) (T, bool)) {
+	if b.Weigher == nil {
+		check.That(b.MaxEntries > 0, pkg, "%s must be positive, got %d", entries, b.MaxEntries)
+		o.MaximumSize = b.MaxEntries
+		return
+	}
+	weigh, ok := b.Weigher.(func(string, T) uint32)
+	check.That(ok && weigh != nil, pkg, "%s's weigher is a %T, want a non-nil func(string, %T) uint32", weight, b.Weigher, *new(T))
+	check.That(b.MaxWeight != 0, pkg, "%s must be positive, got 0", weight)
+	o.MaximumWeight = b.MaxWeight
+	o.Weigher = func(key string, it V) uint32 {
+		v, ok := value(it)
+		if !ok {
+			return 1
+		}
+		return max(weigh(key, v), 1)
+	}
 }

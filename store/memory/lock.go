@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -32,9 +33,7 @@ type lease struct {
 // TryLock acquires the lock of key for ttl, or returns [store.ErrLocked]
 // while another owner's lease on it runs. It panics if ttl is not positive.
 func (l *Locker) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
-	if ttl <= 0 {
-		panic("memory: TryLock needs a positive ttl")
-	}
+	check.That(ttl > 0, "memory", "TryLock needs a positive ttl, got %v", ttl)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -48,9 +47,7 @@ func (l *Locker) TryLock(ctx context.Context, key string, ttl time.Duration) (st
 // one hold of the locker's mutex. On a cancelled ctx every key gets
 // ctx.Err(). It panics if ttl is not positive.
 func (l *Locker) TryLockMany(ctx context.Context, keys []string, ttl time.Duration) []store.LockResult {
-	if ttl <= 0 {
-		panic("memory: TryLockMany needs a positive ttl")
-	}
+	check.That(ttl > 0, "memory", "TryLockMany needs a positive ttl, got %v", ttl)
 	out := make([]store.LockResult, len(keys))
 	if err := ctx.Err(); err != nil {
 		for i := range out {
@@ -93,9 +90,7 @@ func (l *Locker) tryLock(key string, now time.Time, ttl time.Duration) (store.Lo
 // an error for a lock that l did not hand out. On a cancelled ctx every
 // lock gets ctx.Err(). It panics if ttl is not positive.
 func (l *Locker) ExtendMany(ctx context.Context, locks []store.Lock, ttl time.Duration) []error {
-	if ttl <= 0 {
-		panic("memory: ExtendMany needs a positive ttl")
-	}
+	check.That(ttl > 0, "memory", "ExtendMany needs a positive ttl, got %v", ttl)
 	return l.each(ctx, "extend", locks, func(h *heldLock, now time.Time) error { return l.extend(h, now, ttl) })
 }
 
@@ -165,9 +160,7 @@ func (l *Locker) unlock(h *heldLock, now time.Time) error {
 // Extend resets the lease to ttl from now, or returns [store.ErrNotHeld] if
 // it expired.
 func (h *heldLock) Extend(ctx context.Context, ttl time.Duration) error {
-	if ttl <= 0 {
-		panic("memory: Extend needs a positive ttl")
-	}
+	check.That(ttl > 0, "memory", "Extend needs a positive ttl, got %v", ttl)
 	if err := ctx.Err(); err != nil {
 		return err
 	}

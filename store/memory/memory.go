@@ -34,6 +34,7 @@ import (
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/clock"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
@@ -151,13 +152,11 @@ func New[T any](opts ...Option) *Store[T] {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.retention <= 0 {
-		panic(fmt.Sprintf("memory: VersionRetention must be positive, got %v", cfg.retention))
-	}
+	check.That(cfg.retention > 0, "memory", "VersionRetention must be positive, got %v", cfg.retention)
 	if cfg.exact {
 		cfg.coarse = 0
-	} else if cfg.coarse <= 0 {
-		panic(fmt.Sprintf("memory: CoarseClock resolution must be positive, got %v", cfg.coarse))
+	} else {
+		check.Positive("memory", "CoarseClock resolution", cfg.coarse)
 	}
 	s := &Store[T]{retention: cfg.retention, clock: clock.New(cfg.coarse)}
 	s.lending = local.Lend[T](s, s.peek, false)
@@ -176,32 +175,12 @@ func New[T any](opts ...Option) *Store[T] {
 			}
 		},
 	}
-	switch {
-	case cfg.weigher != nil:
-		weigh, ok := cfg.weigher.(func(string, T) uint32)
-		if !ok {
-			panic(fmt.Sprintf("memory: MaxWeight's weigher is a %T, want a func(string, %T) uint32", cfg.weigher, *new(T)))
-		}
-		if cfg.maxWeight == 0 {
-			panic("memory: MaxWeight must be positive")
-		}
-		o.MaximumWeight = cfg.maxWeight
-		o.Weigher = func(key string, it *local.Entry[T]) uint32 {
-			if it.Tombstone() || it.NotFound() {
-				return 1
-			}
-			return max(weigh(key, it.Value), 1)
-		}
-	case cfg.maxEntries <= 0:
-		panic(fmt.Sprintf("memory: MaxEntries must be positive, got %d", cfg.maxEntries))
-	default:
-		o.MaximumSize = cfg.maxEntries
-	}
+	local.ApplyBound(o, "memory", "MaxEntries", "MaxWeight",
+		local.Bound{MaxEntries: cfg.maxEntries, MaxWeight: cfg.maxWeight, Weigher: cfg.weigher},
+		func(it *local.Entry[T]) (T, bool) { return it.Value, !it.Tombstone() && !it.NotFound() })
 	o.Clock = s.clock
 	c, err := otter.New(o)
-	if err != nil {
-		panic("memory: " + err.Error())
-	}
+	check.That(err == nil, "memory", "%v", err)
 	s.c = c
 	return s
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/herdcache/herd/internal/changefeed"
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/store"
 )
 
@@ -23,9 +24,7 @@ var ErrClosed = errors.New("memory: store closed")
 // through [slog.Default]). fn may call the store. The context is not used.
 // After [Store.Close], Watch returns [ErrClosed].
 func (s *Store[T]) Watch(_ context.Context, fn func(store.Change)) (store.Watch, error) {
-	if fn == nil {
-		panic("memory: Watch needs a function, got nil")
-	}
+	check.That(fn != nil, "memory", "Watch needs a function, got nil")
 	return s.watches.add(fn)
 }
 

@@ -1,8 +1,9 @@
 package tiered
 
 import (
-	"fmt"
 	"time"
+
+	"github.com/herdcache/herd/internal/check"
 )
 
 // DefaultNearMaxEntries is the bound of the near tier of a store built
@@ -90,22 +91,12 @@ func newConfig(opts []Option) config {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.nearTTL <= 0 {
-		panic(fmt.Sprintf("tiered: NearTTL must be positive, got %v", cfg.nearTTL))
-	}
+	check.That(cfg.nearTTL > 0, "tiered", "NearTTL must be positive, got %v", cfg.nearTTL)
 	if cfg.exact {
 		cfg.resolution = 0
-	} else if cfg.resolution <= 0 {
-		panic(fmt.Sprintf("tiered: NearCoarseClock resolution must be positive, got %v", cfg.resolution))
+	} else {
+		check.Positive("tiered", "NearCoarseClock resolution", cfg.resolution)
 	}
-	if cfg.watchTimeout <= 0 {
-		panic(fmt.Sprintf("tiered: WatchTimeout must be positive, got %v", cfg.watchTimeout))
-	}
-	if cfg.weigher == nil && cfg.maxEntries <= 0 {
-		panic(fmt.Sprintf("tiered: NearMaxEntries must be positive, got %d", cfg.maxEntries))
-	}
-	if cfg.weigher != nil && cfg.maxWeight == 0 {
-		panic("tiered: NearMaxWeight must be positive, got 0")
-	}
+	check.That(cfg.watchTimeout > 0, "tiered", "WatchTimeout must be positive, got %v", cfg.watchTimeout)
 	return cfg
 }

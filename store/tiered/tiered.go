@@ -85,6 +85,7 @@ import (
 
 	"github.com/maypok86/otter/v2"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/clock"
 	"github.com/herdcache/herd/internal/closing"
 	"github.com/herdcache/herd/internal/local"
@@ -149,13 +150,9 @@ var (
 // implements [store.Versioned], use [NewVersioned] instead, so that
 // conditional writes reach it.
 func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
-	if far == nil {
-		panic("tiered: New needs a far store, got nil")
-	}
+	check.That(far != nil, "tiered", "New needs a far store, got nil")
 	cs, ok := far.(store.ChangeStream)
-	if !ok {
-		panic(fmt.Sprintf("tiered: the far store, a %T, must implement store.ChangeStream", far))
-	}
+	check.That(ok, "tiered", "the far store, a %T, must implement store.ChangeStream", far)
 	cfg := newConfig(opts)
 	s := &Store[T]{
 		far:     far,
@@ -192,25 +189,11 @@ func newNear[T any](cfg *config, clk *clock.Clock) *otter.Cache[string, *nearIte
 			return time.Duration(e.Value.until - e.SnapshotAtNano)
 		}),
 	}
-	if cfg.weigher != nil {
-		weigh, ok := cfg.weigher.(func(string, T) uint32)
-		if !ok || weigh == nil {
-			panic(fmt.Sprintf("tiered: NearMaxWeight's weigher is a %T, want a non-nil func(string, %T) uint32", cfg.weigher, *new(T)))
-		}
-		o.MaximumWeight = cfg.maxWeight
-		o.Weigher = func(key string, it *nearItem[T]) uint32 {
-			if it.entry.NotFound {
-				return 1
-			}
-			return max(weigh(key, it.entry.Value), 1)
-		}
-	} else {
-		o.MaximumSize = cfg.maxEntries
-	}
+	local.ApplyBound(o, "tiered", "NearMaxEntries", "NearMaxWeight",
+		local.Bound{MaxEntries: cfg.maxEntries, MaxWeight: cfg.maxWeight, Weigher: cfg.weigher},
+		func(it *nearItem[T]) (T, bool) { return it.entry.Value, !it.entry.NotFound })
 	c, err := otter.New(o)
-	if err != nil {
-		panic("tiered: " + err.Error())
-	}
+	check.That(err == nil, "tiered", "%v", err)
 	return c
 }
 
@@ -526,7 +509,5 @@ func (s *Store[T]) shutdown() error {
 }
 
 func mustContext(ctx context.Context) {
-	if ctx == nil {
-		panic("tiered: nil Context")
-	}
+	check.Context("tiered", ctx)
 }

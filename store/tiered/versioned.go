@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
@@ -28,9 +29,7 @@ var _ store.Versioned[int] = (*VersionedStore[int])(nil)
 // [store.Versioned]: the store it returns implements [store.Versioned] by
 // passing versions and conditional writes to the far tier.
 func NewVersioned[T any](far store.Versioned[T], opts ...Option) (*VersionedStore[T], error) {
-	if far == nil {
-		panic("tiered: NewVersioned needs a far store, got nil")
-	}
+	check.That(far != nil, "tiered", "NewVersioned needs a far store, got nil")
 	s, err := New[T](far, opts...)
 	if err != nil {
 		return nil, err
