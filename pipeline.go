@@ -5,12 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/herdcache/herd/flight"
 	"github.com/herdcache/herd/internal/callgroup"
 	"github.com/herdcache/herd/internal/catch"
+	"github.com/herdcache/herd/internal/fanout"
 	"github.com/herdcache/herd/store"
 )
 
@@ -572,25 +572,7 @@ func eachKey(n int, fn func(i int)) {
 		}
 		return
 	}
-	var (
-		next     atomic.Int64
-		wg       sync.WaitGroup
-		panicked atomic.Pointer[catch.Panic]
-	)
-	next.Store(1)
-	for range min(keyParallelism, n-1) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n && panicked.Load() == nil; i = int(next.Add(1) - 1) {
-				if p := catch.Call(func() { fn(i) }, nil); p != nil {
-					panicked.CompareAndSwap(nil, p)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if p := panicked.Load(); p != nil {
-		panic(p.Value)
-	}
+	fanout.Each(n-1, keyParallelism, func(i int) { fn(i + 1) })
 }
 
 // A missedKey is a key of a bulk read that must be loaded, with its expired

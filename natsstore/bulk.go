@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herdcache/herd/internal/check"
+	"github.com/herdcache/herd/internal/fanout"
 	"github.com/herdcache/herd/store"
 )
 
@@ -35,24 +34,7 @@ func (s *Store[T]) beginMany(ctx context.Context) (context.Context, context.Canc
 
 // concurrently calls fn(i) for every i below n, at most [BulkConcurrency]
 // at a time, and returns once all have returned.
-func (s *Store[T]) concurrently(n int, fn func(i int)) {
-	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for range min(s.bulk, n) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
-}
+func (s *Store[T]) concurrently(n int, fn func(i int)) { fanout.Each(n, s.bulk, fn) }
 
 // GetMany reads keys with concurrent gets, at most [BulkConcurrency] at a
 // time (16 by default), and returns the live entries it found; a key missing

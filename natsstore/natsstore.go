@@ -202,17 +202,6 @@ var ErrNoTTL = errors.New("natsstore: bucket has no per-key TTL")
 // [Store.Close] was called.
 var ErrClosed = errors.New("natsstore: store closed")
 
-var (
-	_ store.Store[int]      = (*Store[int])(nil)
-	_ store.Locker          = (*Store[int])(nil)
-	_ store.Versioned[int]  = (*Store[int])(nil)
-	_ store.ChangeStream    = (*Store[int])(nil)
-	_ store.BulkGetter[int] = (*Store[int])(nil)
-
-	_ store.BulkVersioned[int] = (*Store[int])(nil)
-	_ store.BulkLocker         = (*Store[int])(nil)
-)
-
 // Headers the store reads and writes.
 const (
 	keyHeader = "Herd-Key"     // the escaped key of a message under a hashed key

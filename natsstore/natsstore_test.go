@@ -303,3 +303,15 @@ func TestBucketWithoutTTL(t *testing.T) {
 		t.Fatalf("the bytes are still in the bucket (no server TTL), yet: %v", err)
 	}
 }
+
+// The capabilities a Store implements, checked when the tests compile.
+var (
+	_ store.Store[int]      = (*natsstore.Store[int])(nil)
+	_ store.Locker          = (*natsstore.Store[int])(nil)
+	_ store.Versioned[int]  = (*natsstore.Store[int])(nil)
+	_ store.ChangeStream    = (*natsstore.Store[int])(nil)
+	_ store.BulkGetter[int] = (*natsstore.Store[int])(nil)
+
+	_ store.BulkVersioned[int] = (*natsstore.Store[int])(nil)
+	_ store.BulkLocker         = (*natsstore.Store[int])(nil)
+)

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/herdcache/herd/internal/fanout"
 	"github.com/herdcache/herd/store"
 )
 
@@ -24,28 +23,7 @@ var (
 
 // overlap runs fn(0) to fn(n-1), at most FallbackConcurrency at a time,
 // and returns when all have returned.
-func overlap(n int, fn func(i int)) {
-	if n == 1 {
-		fn(0)
-		return
-	}
-	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
-	for range min(FallbackConcurrency, n) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
-}
+func overlap(n int, fn func(i int)) { fanout.Each(n, FallbackConcurrency, fn) }
 
 // GetVersions is [VersionedStore.GetVersion] for each of keys: it reads
 // them and their versions from the far tier, with one GetVersions if the
