@@ -15,7 +15,7 @@ const maxBackoffKeys = 10_000
 // backoffs remember, per key, the failures of recent loads (foreground and
 // background), and say when the key may be loaded again: exponential
 // backoff with jitter, reset by a success or a Set. It is the one place
-// that decides backoff; loads report to it and judge and the refresher ask
+// that decides backoff; loads report to it, and serveEntry and the refresher ask
 // it.
 type backoffs struct {
 	mu   sync.Mutex

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync/atomic"
 
 	"github.com/herdcache/herd/internal/ratelog"
 )
 
-// hit counts a fresh hit and tells the observer. It is small enough to be
-// inlined on the hit path; the observer call is not.
+// hit counts a fresh hit and tells the observer; staleHit a stale one.
+// They are record for the two hit paths: small enough to be inlined, with
+// no dynamic call on the counter (the observer call is not inlined).
 func (c *Cache[T]) hit(key string) {
 	c.stats.hits.add()
 	if c.cfg.observer != nil {
@@ -18,21 +18,20 @@ func (c *Cache[T]) hit(key string) {
 	}
 }
 
-// count adds one to a striped counter and tells the observer.
-func (c *Cache[T]) count(ctx context.Context, n *stripedCounter, kind EventKind, key string) {
-	n.add()
+func (c *Cache[T]) staleHit(ctx context.Context, key string) {
+	c.stats.staleHits.add()
 	if c.cfg.observer != nil {
-		c.notify(ctx, Event{Kind: kind, Key: key})
+		c.notify(ctx, Event{Kind: EventStaleHit, Key: key})
 	}
 }
 
-func (c *Cache[T]) event(ctx context.Context, n *atomic.Uint64, kind EventKind, key string) {
-	c.observe(ctx, n, Event{Kind: kind, Key: key})
-}
-
-func (c *Cache[T]) observe(ctx context.Context, n *atomic.Uint64, e Event) {
-	n.Add(1)
-	c.notify(ctx, e)
+// record counts an event on n and tells the observer. Small enough to be
+// inlined, so that a call with a concrete counter costs no dynamic call.
+func (c *Cache[T]) record(ctx context.Context, n adder, e Event) {
+	n.add()
+	if c.cfg.observer != nil {
+		c.notify(ctx, e)
+	}
 }
 
 // notify hands e to the observer, if any, recovering a panic in it.
@@ -72,10 +71,10 @@ func (c *Cache[T]) log(ctx context.Context, lim *ratelog.Limiter, level slog.Lev
 // was skipped as the store was down.
 func (c *Cache[T]) storeError(ctx context.Context, op, key string, err error) {
 	if errors.Is(err, errStoreDown) {
-		c.event(ctx, &c.stats.storeSkipped, EventStoreSkipped, key)
+		c.record(ctx, &c.stats.storeSkipped, Event{Kind: EventStoreSkipped, Key: key})
 		return
 	}
-	c.observe(ctx, &c.stats.storeErrors, Event{Kind: EventStoreError, Key: key, Err: err})
+	c.record(ctx, &c.stats.storeErrors, Event{Kind: EventStoreError, Key: key, Err: err})
 	c.logStoreError(ctx, op, key, err)
 }
 

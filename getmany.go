@@ -212,9 +212,9 @@ func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var a manyAnswers[T]
+	var a pendingKeys[T]
 	if c.inProcess {
-		c.answerLocalMany(ctx, keys, out, &a)
+		c.serveLocalMany(ctx, keys, out, &a)
 	} else {
 		uniq := uniqueKeys(keys)
 		if len(uniq) == 0 {
@@ -231,7 +231,7 @@ func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 				a.miss = append(a.miss, missedKey[T]{key: k})
 				continue
 			}
-			c.answerOne(ctx, k, &e, now, out, &a)
+			c.serveBulkEntry(ctx, k, &e, now, out, &a)
 		}
 	}
 	if len(a.stale) > 0 {
@@ -243,16 +243,16 @@ func (c *Cache[T]) fetchMany(ctx context.Context, keys []string, load BatchLoade
 	return c.loadMany(ctx, a.miss, load, cfg, out)
 }
 
-// manyAnswers are the keys of a bulk read that are not answered yet: the
+// pendingKeys are the keys of a bulk read that are not answered yet: the
 // stale ones, to refresh, and the missing or expired ones, to load.
-type manyAnswers[T any] struct {
+type pendingKeys[T any] struct {
 	stale []string
 	miss  []missedKey[T]
 }
 
-// answerLocalMany answers keys from an in-process store, in place: a fresh
+// serveLocalMany answers keys from an in-process store, in place: a fresh
 // or stale value costs a lookup and no copy, as a Get's does.
-func (c *Cache[T]) answerLocalMany(ctx context.Context, keys []string, out manyOut[T], a *manyAnswers[T]) {
+func (c *Cache[T]) serveLocalMany(ctx context.Context, keys []string, out manyOut[T], a *pendingKeys[T]) {
 	for _, k := range keys {
 		if out.has(k) {
 			continue // a duplicate of a key answered with a value
@@ -267,27 +267,27 @@ func (c *Cache[T]) answerLocalMany(ctx context.Context, keys []string, out manyO
 			c.hit(k)
 			out.put(k, Result[T]{Value: e.Value, Status: StatusFresh, StoredAt: local.Time(e.StoredAt), at: time.Unix(0, now)})
 		case stale(e, now):
-			c.count(ctx, &c.stats.staleHits, EventStaleHit, k)
+			c.staleHit(ctx, k)
 			out.put(k, Result[T]{Value: e.Value, Status: StatusStale, StoredAt: local.Time(e.StoredAt), at: time.Unix(0, now)})
 			a.stale = append(a.stale, k)
 		default:
 			se := e.Entry()
-			c.answerOne(ctx, k, &se, time.Unix(0, now), out, a)
+			c.serveBulkEntry(ctx, k, &se, time.Unix(0, now), out, a)
 		}
 	}
 }
 
-// answerOne answers key from the entry e the store had, found live at now,
+// serveBulkEntry answers key from the entry e the store had, found live at now,
 // or adds it to the keys to refresh or load.
-func (c *Cache[T]) answerOne(ctx context.Context, key string, e *store.Entry[T], now time.Time, out manyOut[T], a *manyAnswers[T]) {
-	switch r, kind := c.judgeOne(ctx, key, e, now); kind {
-	case answerValue:
+func (c *Cache[T]) serveBulkEntry(ctx context.Context, key string, e *store.Entry[T], now time.Time, out manyOut[T], a *pendingKeys[T]) {
+	switch r, kind := c.useOf(ctx, key, e, now); kind {
+	case useValue:
 		out.put(key, r)
-	case answerStale:
+	case useStale:
 		out.put(key, r)
 		a.stale = append(a.stale, key)
-	case answerNotFound:
-	case answerLoad:
+	case useNotFound:
+	case useLoad:
 		old := *e
 		a.miss = append(a.miss, missedKey[T]{key: key, old: &old})
 	}
@@ -355,35 +355,35 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 }
 
 // What a bulk read's entry answers for its key.
-type answer uint8
+type entryUse uint8
 
 const (
-	answerValue    answer = iota // a value to return: fresh, or stale-on-error while the key backs off
-	answerStale                  // a stale value to return and refresh
-	answerNotFound               // a cached "not found"
-	answerLoad                   // expired: the key must be loaded
+	useValue    entryUse = iota // a value to return: fresh, or stale-on-error while the key backs off
+	useStale                    // a stale value to return and refresh
+	useNotFound                 // a cached "not found"
+	useLoad                     // expired: the key must be loaded
 )
 
-// judgeOne is judge for one key of a bulk read: it counts what it answers,
+// useOf is serveEntry for one key of a bulk read: it counts what it answers,
 // but leaves the refresh of a stale key to refreshMany.
-func (c *Cache[T]) judgeOne(ctx context.Context, key string, e *store.Entry[T], now time.Time) (Result[T], answer) {
+func (c *Cache[T]) useOf(ctx context.Context, key string, e *store.Entry[T], now time.Time) (Result[T], entryUse) {
 	if !e.Expired(now) {
 		switch {
 		case e.NotFound:
-			c.event(ctx, &c.stats.negativeHits, EventNegativeHit, key)
-			return Result[T]{}, answerNotFound
+			c.record(ctx, &c.stats.negativeHits, Event{Kind: EventNegativeHit, Key: key})
+			return Result[T]{}, useNotFound
 		case !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt):
-			c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
-			return result(e, StatusStale, now), answerStale
+			c.record(ctx, &c.stats.staleHits, Event{Kind: EventStaleHit, Key: key})
+			return result(e, StatusStale, now), useStale
 		}
-		c.count(ctx, &c.stats.hits, EventHit, key)
-		return result(e, StatusFresh, now), answerValue
+		c.record(ctx, &c.stats.hits, Event{Kind: EventHit, Key: key})
+		return result(e, StatusFresh, now), useValue
 	}
 	if !e.NotFound && e.Live(now) && c.backoff.active(key, now) {
-		c.observe(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: errBackingOff})
-		return result(e, StatusStaleOnError, now), answerValue
+		c.record(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: errBackingOff})
+		return result(e, StatusStaleOnError, now), useValue
 	}
-	return Result[T]{}, answerLoad
+	return Result[T]{}, useLoad
 }
 
 // batchTTL is where SetTTL and SetKeyTTL put a batch loader's choice of

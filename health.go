@@ -21,11 +21,11 @@ var errStoreDown = fmt.Errorf("herd: store down, call skipped: %w", store.ErrUna
 func (c *Cache[T]) exit(ctx context.Context, p health.Pass, err error) {
 	switch c.health.Exit(ctx, p, err) {
 	case health.WentDown:
-		c.observe(ctx, &c.stats.storeDowns, Event{Kind: EventStoreDown, Err: err})
+		c.record(ctx, &c.stats.storeDowns, Event{Kind: EventStoreDown, Err: err})
 		c.logOnce(ctx, slog.LevelWarn, "herd: store unavailable; loading without it, and trying it again now and then",
 			slog.Any("err", err))
 	case health.CameBack:
-		c.observe(ctx, &c.stats.storeUps, Event{Kind: EventStoreUp})
+		c.record(ctx, &c.stats.storeUps, Event{Kind: EventStoreUp})
 		c.logOnce(ctx, slog.LevelInfo, "herd: store answers again")
 	}
 }

@@ -279,7 +279,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, erro
 		c.staleLocal(ctx, key, load, e, now)
 		return e.Value, nil
 	}
-	r, err := c.answerLocal(ctx, key, load, e, now, ok)
+	r, err := c.serveLocal(ctx, key, load, e, now, ok)
 	return r.Value, err
 }
 
@@ -297,14 +297,14 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 			c.hit(key)
 			return Result[T]{Value: e.Value, Status: StatusFresh, StoredAt: local.Time(e.StoredAt), at: time.Unix(0, now)}, nil
 		}
-		return c.answerLocal(ctx, key, load, e, now, ok)
+		return c.serveLocal(ctx, key, load, e, now, ok)
 	}
 	// A remote read is bounded by StoreTimeout: a slow or hung store costs
 	// the caller a load, not its whole deadline; a store found down costs
 	// nothing (see StoreBackoff).
 	p := c.health.Enter()
 	if p == health.Skip {
-		c.event(ctx, &c.stats.storeSkipped, EventStoreSkipped, key)
+		c.record(ctx, &c.stats.storeSkipped, Event{Kind: EventStoreSkipped, Key: key})
 		return c.loadAndWait(ctx, key, load, nil)
 	}
 	rctx, cancel := c.storeBound(ctx)
@@ -326,7 +326,7 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 	if err != nil && ctx.Err() != nil {
 		return Result[T]{}, ctx.Err()
 	}
-	return c.answer(ctx, key, load, se, now, ok, err)
+	return c.serveRead(ctx, key, load, se, now, ok, err)
 }
 
 // storeBound returns ctx bounded by StoreTimeout for a store call. A ctx
@@ -344,10 +344,10 @@ func fresh[T any](e *local.Entry[T], now int64) bool {
 	return !e.NotFound() && (e.RefreshAt == 0 || now < e.RefreshAt) && (e.ExpiresAt == 0 || now < e.ExpiresAt)
 }
 
-// answerLocal is answer for an entry of an in-process store that is not
+// serveLocal is serveRead for an entry of an in-process store that is not
 // fresh, or missing (ok false). A stale value, the most frequent case, is
 // answered without converting the entry.
-func (c *Cache[T]) answerLocal(ctx context.Context, key string, load Loader[T], e *local.Entry[T], now int64, ok bool) (Result[T], error) {
+func (c *Cache[T]) serveLocal(ctx context.Context, key string, load Loader[T], e *local.Entry[T], now int64, ok bool) (Result[T], error) {
 	if !ok {
 		return c.loadAndWait(ctx, key, load, nil)
 	}
@@ -357,7 +357,7 @@ func (c *Cache[T]) answerLocal(ctx context.Context, key string, load Loader[T], 
 		return Result[T]{Value: e.Value, Status: StatusStale, StoredAt: local.Time(e.StoredAt), at: at}, nil
 	}
 	se := e.Entry()
-	return c.answer(ctx, key, load, &se, at, true, nil)
+	return c.serveRead(ctx, key, load, &se, at, true, nil)
 }
 
 // stale reports whether e, found live at now, is a value to return at once
@@ -370,15 +370,15 @@ func stale[T any](e *local.Entry[T], now int64) bool {
 // refresh. A read while the entry's refresh is queued or running, the usual
 // case, takes no lock.
 func (c *Cache[T]) staleLocal(ctx context.Context, key string, load Loader[T], e *local.Entry[T], now int64) {
-	c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
-	if !c.refresh.inFlight(e) {
+	c.staleHit(ctx, key)
+	if !c.refresh.listsRefreshing(e) {
 		c.refresh.schedule(ctx, key, load, time.Unix(0, now), e)
 	}
 }
 
-// answer answers a read from what the store returned: the entry if it is
+// serveRead answers a read from what the store returned: the entry if it is
 // usable, a load otherwise. A store error counts as a miss.
-func (c *Cache[T]) answer(ctx context.Context, key string, load Loader[T], e *store.Entry[T], now time.Time, ok bool, err error) (Result[T], error) {
+func (c *Cache[T]) serveRead(ctx context.Context, key string, load Loader[T], e *store.Entry[T], now time.Time, ok bool, err error) (Result[T], error) {
 	if err != nil {
 		c.storeError(ctx, "get", key, err)
 		ok = false
@@ -386,40 +386,40 @@ func (c *Cache[T]) answer(ctx context.Context, key string, load Loader[T], e *st
 	if !ok {
 		return c.loadAndWait(ctx, key, load, nil)
 	}
-	if r, err, done := c.judge(ctx, key, load, e, now); done {
+	if r, err, done := c.serveEntry(ctx, key, load, e, now); done {
 		return r, err
 	}
 	return c.loadAndWait(ctx, key, load, e)
 }
 
-// judge answers a read from the entry the store had, if it can: done is
+// serveEntry answers a read from the entry the store had, if it can: done is
 // false when the caller must wait for a load instead. now is the store's
 // clock reading, or zero.
-func (c *Cache[T]) judge(ctx context.Context, key string, load Loader[T], e *store.Entry[T], now time.Time) (r Result[T], err error, done bool) {
+func (c *Cache[T]) serveEntry(ctx context.Context, key string, load Loader[T], e *store.Entry[T], now time.Time) (r Result[T], err error, done bool) {
 	if now.IsZero() {
 		now = time.Now()
 	}
 	if e.ExpiresAt.IsZero() && e.RefreshAt.IsZero() && !e.NotFound {
-		c.count(ctx, &c.stats.hits, EventHit, key)
+		c.record(ctx, &c.stats.hits, Event{Kind: EventHit, Key: key})
 		return result(e, StatusFresh, now), nil, true
 	}
 	if !e.Expired(now) {
 		switch {
 		case e.NotFound:
-			c.event(ctx, &c.stats.negativeHits, EventNegativeHit, key)
+			c.record(ctx, &c.stats.negativeHits, Event{Kind: EventNegativeHit, Key: key})
 			return Result[T]{}, notFound(key), true
 		case !e.RefreshAt.IsZero() && !now.Before(e.RefreshAt):
-			c.count(ctx, &c.stats.staleHits, EventStaleHit, key)
+			c.record(ctx, &c.stats.staleHits, Event{Kind: EventStaleHit, Key: key})
 			c.refresh.schedule(ctx, key, load, now, nil)
 			return result(e, StatusStale, now), nil, true
 		}
-		c.count(ctx, &c.stats.hits, EventHit, key)
+		c.record(ctx, &c.stats.hits, Event{Kind: EventHit, Key: key})
 		return result(e, StatusFresh, now), nil, true
 	}
 	// Expired. While the key backs off after a failed load, an entry kept
 	// for stale-if-error is served without asking the source again.
 	if !e.NotFound && e.Live(now) && c.backoff.active(key, now) {
-		c.observe(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: errBackingOff})
+		c.record(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: errBackingOff})
 		return result(e, StatusStaleOnError, now), nil, true
 	}
 	return Result[T]{}, nil, false

@@ -13,7 +13,7 @@ import (
 // loadAndWait loads key through the call group and waits on ctx. old is the
 // expired entry the store still had, if any, for stale-if-error.
 func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], old *store.Entry[T]) (Result[T], error) {
-	c.count(ctx, &c.stats.misses, EventMiss, key)
+	c.record(ctx, &c.stats.misses, Event{Kind: EventMiss, Key: key})
 	var (
 		e       store.Entry[T]
 		shared  bool
@@ -34,7 +34,7 @@ func (c *Cache[T]) loadAndWait(ctx context.Context, key string, load Loader[T], 
 		return c.loadFailed(ctx, key, old, err)
 	}
 	if shared && !started {
-		c.count(ctx, &c.stats.sharedWaits, EventSharedWait, key)
+		c.record(ctx, &c.stats.sharedWaits, Event{Kind: EventSharedWait, Key: key})
 	}
 	return result(&e, StatusLoaded, e.StoredAt), nil
 }
@@ -57,7 +57,7 @@ func (c *Cache[T]) loadFailed(ctx context.Context, key string, old *store.Entry[
 	var pe *flight.PanicError
 	if old != nil && !old.NotFound && !errors.As(err, &pe) && !errors.Is(err, flight.ErrGoexit) {
 		if now := time.Now(); old.Live(now) {
-			c.observe(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: err})
+			c.record(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: err})
 			return result(old, StatusStaleOnError, now), nil
 		}
 	}

@@ -594,7 +594,7 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 	own := make([]entryClaim[T], len(miss)) // the claims' memory, in one allocation
 	var claims []*entryClaim[T]
 	for i, m := range miss {
-		c.count(ctx, &c.stats.misses, EventMiss, m.key)
+		c.record(ctx, &c.stats.misses, Event{Kind: EventMiss, Key: m.key})
 		w := &waits[i]
 		if w.joined = c.flight.JoinOrClaim(m.key, &own[i]); w.joined == nil {
 			w.claim = &own[i]
@@ -622,7 +622,7 @@ func (c *Cache[T]) loadMany(ctx context.Context, miss []missedKey[T], load Batch
 				e, err = c.loadOne(ctx, m.key, load)
 			}
 			if err == nil {
-				c.count(ctx, &c.stats.sharedWaits, EventSharedWait, m.key)
+				c.record(ctx, &c.stats.sharedWaits, Event{Kind: EventSharedWait, Key: m.key})
 			}
 		}
 		if ctxErr != nil {
@@ -701,7 +701,7 @@ func (c *Cache[T]) refreshMany(ctx context.Context, stale []string, load BatchLo
 			continue // a load or refresh of the key is in flight
 		}
 		claims = append(claims, cl)
-		c.event(ctx, &c.stats.refreshesQueued, EventRefreshQueued, k)
+		c.record(ctx, &c.stats.refreshesQueued, Event{Kind: EventRefreshQueued, Key: k})
 	}
 	if len(claims) > 0 {
 		c.startBatches(ctx, claims, load, cfg, true)
@@ -713,7 +713,7 @@ func (c *Cache[T]) refreshEnded(ctx context.Context, key string, err error) {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, errLockedElsewhere) || errors.Is(err, ErrClosed) {
 		return
 	}
-	c.observe(ctx, &c.stats.refreshesFailed, Event{Kind: EventRefreshFailed, Key: key, Err: err})
+	c.record(ctx, &c.stats.refreshesFailed, Event{Kind: EventRefreshFailed, Key: key, Err: err})
 	c.log(ctx, &c.refreshErrLog, slog.LevelWarn, "herd: background refresh failed; serving the old value",
 		slog.String("key", key), slog.Any("err", err))
 }

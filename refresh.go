@@ -30,7 +30,7 @@ type refresher[T any] struct {
 	closed  bool
 	workers sync.WaitGroup
 
-	// inflight tells, for the entries of an in-process store, which have
+	// listed tells, for the entries of an in-process store, which have
 	// a refresh queued or running, so that a stale read of such an entry
 	// (the usual case: a hot key is read many times while its refresh
 	// runs) is answered without the lock. It is a table by the entry's
@@ -38,43 +38,43 @@ type refresher[T any] struct {
 	// one of two slots when its refresh is queued, and leaves when the
 	// refresh ends. An entry that finds both taken is not listed, and its
 	// reads take the locked way, which is always right.
-	inflight atomic.Pointer[inflightTable[T]]
+	listed atomic.Pointer[entryTable[T]]
 }
 
-type inflightTable[T any] struct {
+type entryTable[T any] struct {
 	slots []atomic.Pointer[local.Entry[T]]
 	shift uint // 64 - log2(len(slots))
 }
 
-func newInflightTable[T any](capacity int) *inflightTable[T] {
+func newEntryTable[T any](capacity int) *entryTable[T] {
 	n, shift := 2, uint(63)
 	for n < 2*capacity {
 		n, shift = n*2, shift-1
 	}
-	return &inflightTable[T]{slots: make([]atomic.Pointer[local.Entry[T]], n), shift: shift}
+	return &entryTable[T]{slots: make([]atomic.Pointer[local.Entry[T]], n), shift: shift}
 }
 
 // pair returns e's two slots: the first by the entry's address, hashed,
 // and the next.
-func (t *inflightTable[T]) pair(e *local.Entry[T]) (first, second *atomic.Pointer[local.Entry[T]]) {
+func (t *entryTable[T]) pair(e *local.Entry[T]) (first, second *atomic.Pointer[local.Entry[T]]) {
 	i := uintptr(uint64(uintptr(unsafe.Pointer(e))>>4) * 0x9E3779B97F4A7C15 >> t.shift)
 	return &t.slots[i], &t.slots[(i+1)&uintptr(len(t.slots)-1)]
 }
 
-func (t *inflightTable[T]) has(e *local.Entry[T]) bool {
+func (t *entryTable[T]) has(e *local.Entry[T]) bool {
 	a, b := t.pair(e)
 	return a.Load() == e || b.Load() == e
 }
 
 // add lists e, if one of its slots is free. Under the refresher's lock.
-func (t *inflightTable[T]) add(e *local.Entry[T]) {
+func (t *entryTable[T]) add(e *local.Entry[T]) {
 	if a, b := t.pair(e); !a.CompareAndSwap(nil, e) {
 		b.CompareAndSwap(nil, e)
 	}
 }
 
 // remove unlists e. Under the refresher's lock.
-func (t *inflightTable[T]) remove(e *local.Entry[T]) {
+func (t *entryTable[T]) remove(e *local.Entry[T]) {
 	if a, b := t.pair(e); !a.CompareAndSwap(e, nil) {
 		b.CompareAndSwap(e, nil)
 	}
@@ -89,10 +89,10 @@ type refreshTask[T any] struct {
 
 func (r *refresher[T]) init(c *Cache[T]) { r.c = c }
 
-// inFlight reports whether a refresh of the in-process entry e is queued
+// listsRefreshing reports whether a refresh of the in-process entry e is queued
 // or running; false may also mean that the table does not know.
-func (r *refresher[T]) inFlight(e *local.Entry[T]) bool {
-	t := r.inflight.Load()
+func (r *refresher[T]) listsRefreshing(e *local.Entry[T]) bool {
+	t := r.listed.Load()
 	return t != nil && t.has(e)
 }
 
@@ -104,9 +104,9 @@ func (r *refresher[T]) schedule(ctx context.Context, key string, load Loader[T],
 	queued, dropped := r.enqueue(ctx, key, load, now, e)
 	switch {
 	case queued:
-		r.c.event(ctx, &r.c.stats.refreshesQueued, EventRefreshQueued, key)
+		r.c.record(ctx, &r.c.stats.refreshesQueued, Event{Kind: EventRefreshQueued, Key: key})
 	case dropped:
-		r.c.event(ctx, &r.c.stats.refreshesDropped, EventRefreshDropped, key)
+		r.c.record(ctx, &r.c.stats.refreshesDropped, Event{Kind: EventRefreshDropped, Key: key})
 	}
 }
 
@@ -128,13 +128,13 @@ func (r *refresher[T]) enqueue(ctx context.Context, key string, load Loader[T], 
 	}
 	if r.queue == nil {
 		r.queue, r.head = make([]refreshTask[T], cfg.queueSize), 0
-		r.inflight.Store(newInflightTable[T](cfg.queueSize + cfg.workers))
+		r.listed.Store(newEntryTable[T](cfg.queueSize + cfg.workers))
 	}
 	r.queue[(r.head+r.n)%len(r.queue)] = refreshTask[T]{ctx: context.WithoutCancel(ctx), key: key, load: load, entry: e}
 	r.n++
 	r.keys.Put(key, struct{}{})
 	if e != nil {
-		r.inflight.Load().add(e)
+		r.listed.Load().add(e)
 	}
 	r.peak = max(r.peak, r.keys.Len())
 	if r.running < cfg.workers {
@@ -181,11 +181,11 @@ func (r *refresher[T]) finished(t *refreshTask[T]) {
 	defer r.mu.Unlock()
 	r.keys.Delete(t.key)
 	if t.entry != nil {
-		r.inflight.Load().remove(t.entry)
+		r.listed.Load().remove(t.entry)
 	}
 	if r.keys.Len() == 0 && r.n == 0 && r.peak > keymap.ShrinkAfter {
 		r.queue, r.peak = nil, 0
-		r.inflight.Store(nil) // empty: every listed entry's refresh has ended
+		r.listed.Store(nil) // empty: every listed entry's refresh has ended
 	}
 }
 

@@ -115,13 +115,23 @@ func (f ObserverFunc) Observe(e Event) { f(e) }
 // for one atomic each.
 type counters struct {
 	hits, staleHits, misses, sharedWaits, loads, loadNanos stripedCounter
-	negativeHits, lockWaits, loadErrors                    atomic.Uint64
-	refreshesQueued, refreshesDropped, refreshesFailed     atomic.Uint64
-	staleOnError, storeErrors                              atomic.Uint64
-	refreshesSkipped, writeConflicts, callbackPanics       atomic.Uint64
-	batchLoads, batchKeys, batchLoadErrors, batchLoadNanos atomic.Uint64
-	storeSkipped, storeDowns, storeUps                     atomic.Uint64
+	negativeHits, lockWaits, loadErrors                    counter
+	refreshesQueued, refreshesDropped, refreshesFailed     counter
+	staleOnError, storeErrors                              counter
+	refreshesSkipped, writeConflicts, callbackPanics       counter
+	batchLoads, batchKeys, batchLoadErrors, batchLoadNanos counter
+	storeSkipped, storeDowns, storeUps                     counter
 }
+
+// An adder is a counter of events: a counter, or a stripedCounter for the
+// counts of the hot paths.
+type adder interface{ add() }
+
+// A counter is one atomic count.
+type counter struct{ atomic.Uint64 }
+
+// add adds 1.
+func (n *counter) add() { n.Add(1) }
 
 func (c *counters) snapshot() Stats {
 	return Stats{

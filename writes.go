@@ -124,7 +124,7 @@ func (c *Cache[T]) wrote(j *job[T], err error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrConflict):
-		c.event(j, &c.stats.writeConflicts, EventWriteConflict, j.key)
+		c.record(j, &c.stats.writeConflicts, Event{Kind: EventWriteConflict, Key: j.key})
 	default:
 		c.storeError(j, "write back", j.key, err)
 	}
