@@ -1,12 +1,16 @@
 // Package herd puts a cache in front of a slow source of truth so that a
-// service under load never stampedes it.
+// service under load never stampedes it: however many callers miss a key at
+// once, one load runs; a stale value is served at once while one worker
+// refreshes it; when the source is down, the last good value keeps the
+// service up; and a fleet of instances sharing a store (Redis, NATS, the
+// two-level store) loads each key once for all.
 //
 //	users := herd.New(memory.New[User](memory.MaxEntries(100_000)),
 //		herd.TTL(10*time.Minute), herd.RefreshAfter(time.Minute), herd.StaleIfError(time.Hour))
 //	defer users.Close(ctx)
 //	u, err := users.Get(ctx, "user:42", loadUser)
 //
-// # The life of a key
+// # Guarantees
 //
 // A [Cache] reads through a [store.Store]. For each key:
 //
@@ -27,52 +31,68 @@
 // trace ids, survive), bounded by [LoadTimeout], and fill the cache even when
 // every caller has left. A caller gets a loaded value as soon as the loader
 // returns it; the store write that follows (bounded by [StoreTimeout]) makes
-// no caller wait, and no second load of the key starts before it lands. A
-// loader panic reaches every waiter as a [*flight.PanicError], a
-// runtime.Goexit as [flight.ErrGoexit]; neither is hidden behind a stale
-// value.
+// no caller wait, and no second load of the key starts before it lands.
 //
-// A store that fails costs a load, not an error. A remote store found
-// unavailable (its call refused, lost or past StoreTimeout) is skipped by
-// every call until it answers again, but for one probe now and then (see
+// Writes win, across a fleet. A [Cache.Set] or [Cache.Delete] that lands
+// while a load of the key is in flight wins: the load's result goes to its
+// callers but is not stored. In one process the cache sees to it; across
+// processes that share a store, the store does, when it implements
+// [store.Versioned] (memory, Redis, NATS and the two-level store all do): a
+// load reads the key's version before it starts and writes its result back
+// only if the version is unchanged, so a write by any instance, a later
+// load, or any other client of the backend wins, and the store never goes
+// back to an older value. A refused write-back is counted in
+// [Stats.WriteConflicts].
+//
+// [Cache.GetMany] and [Cache.FetchMany] read many keys with one bulk read of
+// the store and load the misses with a [BatchLoader], with the guarantees of
+// Get for each key: a batch is the loads of its keys through the same steps
+// as Get's (the fleet's locks, the version read, the conditional
+// write-back), whose loader calls are one call of the batch loader. [Batch]
+// turns a BatchLoader into a Loader that gathers the keys of concurrent Gets
+// into batch calls. Within a loader, [SetTTL] gives the entry being loaded
+// its own lifetime, for example from an HTTP Cache-Control header, and
+// [Refreshing] tells a background refresh from a caller's load.
+// [Cache.Fetch] tells a caller whether its value was fresh, stale or just
+// loaded, and how old it is.
+//
+// # Costs
+//
+// Over an in-process store (store/memory), a hit takes one lookup in place,
+// no lock, no allocation and, while the store is busy, no clock read (its
+// coarse clock); a stale hit takes no lock either while its refresh is
+// queued. A load whose first caller's context cannot end (context.Background
+// and its values) runs on that caller's goroutine, which would only wait
+// otherwise: a miss then costs no goroutine, and a runtime.Goexit in such a
+// load ends that caller's goroutine, as it would without a cache (the other
+// waiters get [flight.ErrGoexit]). Over a remote store, a hit is one store
+// read, and a load runs on a goroutine of its own. A batch's store steps
+// are one bulk call each when the store has them ([store.BulkVersioned],
+// [store.BulkLocker]): a cold GetMany of 100 keys is three round trips to
+// one Redis, five with WithLocker.
+//
+// # Errors
+//
+// Get returns an error wrapping [ErrNotFound] for a key the source does not
+// have, [ErrClosed] after Close, the caller's ctx.Err() when its context ends
+// first, and the loader's error otherwise, wrapped with the key. A loader
+// panic reaches every waiter as a [*flight.PanicError], a runtime.Goexit as
+// [flight.ErrGoexit]; neither is hidden behind a stale value. GetMany
+// returns the keys that failed in a [KeyErrors]. A store that fails costs a
+// load, not an error: its failures are counted and logged. A remote store
+// found unavailable (its call refused, lost or past StoreTimeout) is skipped
+// by every call until it answers again, but for one probe now and then (see
 // [StoreBackoff]): an outage costs the first caller one StoreTimeout, and
 // the callers after it their load, without the store's reads, locks and
 // writes.
 //
-// Over an in-process store (store/memory), a load whose first caller's
-// context cannot end (context.Background and its values) runs on that
-// caller's goroutine, which would only wait otherwise: a miss then costs no
-// goroutine. A runtime.Goexit in such a load ends that caller's goroutine,
-// as it would without a cache; the other waiters get [flight.ErrGoexit].
+// # Lifecycle
 //
-// # Writes win, across a fleet
-//
-// A [Cache.Set] or [Cache.Delete] that lands while a load of the key is in
-// flight wins: the load's result goes to its callers but is not stored. In
-// one process the cache sees to it; across processes that share a store, the
-// store does, when it implements [store.Versioned] (memory, Redis, NATS and
-// the two-level store all do): a load reads the key's version before it
-// starts and writes its result back only if the version is unchanged, so a
-// write by any instance, a later load, or any other client of the backend
-// wins, and the store never goes back to an older value. A refused
-// write-back is counted in [Stats.WriteConflicts].
-//
-// Within a loader, [SetTTL] gives the entry being loaded its own lifetime, for
-// example from an HTTP Cache-Control header. [Cache.Fetch] tells a caller
-// whether its value was fresh, stale or just loaded, and how old it is.
-//
-// [Cache.GetMany] and [Cache.FetchMany] read many keys with one bulk read of
-// the store and load the misses with a [BatchLoader], in batches, with the
-// guarantees of Get for each key: a batch is the loads of its keys through
-// the same steps as Get's (the fleet's locks, the version read, the
-// conditional write-back), whose loader calls are one call of the batch
-// loader and whose store calls are one bulk call per step when the store
-// has them ([store.BulkVersioned], [store.BulkLocker]). [Batch] turns a
-// BatchLoader into a Loader that gathers the keys of concurrent Gets into
-// batch calls.
-//
-// A loader must not call Get for its own key or Close the cache: it would
-// wait for itself until its context ends.
+// [New] builds a cache over a store and starts nothing: refresh workers
+// start when there is work and exit when there is none. [Cache.Close] stops
+// the refreshes, waits for the loads in flight (within its context) and
+// closes the store. A loader must not call Get for its own key or Close the
+// cache: it would wait for itself until its context ends.
 //
 // # Conventions
 //
