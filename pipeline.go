@@ -402,14 +402,14 @@ func (c *Cache[T]) callLoaders(r *loadRun[T], jobs []*job[T]) {
 		}
 		return
 	}
-	var todo []*job[T]
+	var toLoad []*job[T]
 	for _, j := range jobs {
 		if j != nil && !j.done {
-			todo = append(todo, j)
+			toLoad = append(toLoad, j)
 		}
 	}
-	if len(todo) > 0 {
-		c.callBatchLoader(r, todo)
+	if len(toLoad) > 0 {
+		c.callBatchLoader(r, toLoad)
 	}
 }
 
