@@ -2,13 +2,28 @@
 // mechanism: however many goroutines ask for the same key at once, one function
 // call runs and every caller shares its result.
 //
+//	var g flight.Group[string, User] // the zero value is ready
+//	u, err := g.Do(ctx, "user:42", func(ctx context.Context) (User, error) {
+//		id, _ := flight.KeyFromContext[string](ctx)
+//		return db.LoadUser(ctx, id)
+//	})
+//
+// # Guarantees
+//
+// A [Group] runs at most one call per key at a time and shares its result
+// with every caller of the key that arrives while it runs. Results are not
+// kept: a call that starts after the previous one finished runs the function
+// again, and [Group.Forget] makes the next caller start a new call at once.
+//
 // It differs from golang.org/x/sync/singleflight in four ways that matter to a
 // cache in front of a slow source:
 //
 //   - Each caller waits on its own context. A caller whose context ends returns
 //     ctx.Err() at once; the call goes on for the others (see
 //     [Group.CancelWhenAbandoned] for when none is left). This includes the
-//     caller that started the call.
+//     caller that started the call. A caller whose context has already ended
+//     neither starts nor joins a call, and no caller ever joins a call that
+//     was cancelled.
 //   - The function runs on a context detached from every caller's
 //     cancellation (as [context.WithoutCancel] of the first caller's context,
 //     so values such as trace ids survive) that carries the key
@@ -17,27 +32,45 @@
 //     a [*PanicError] with the panic's value and stack.
 //   - Keys and values are typed.
 //
+// # Costs
+//
+// Callers that join a call cost no more than with x/sync. The call itself
+// costs one goroutine (not one per caller), about a microsecond on the
+// first caller's path, when the first caller's context can end; one
+// allocation and no goroutine when it cannot (see "Where the function
+// runs"). The map of calls in flight holds only the keys in flight: once a
+// burst of keys has drained, the map is replaced by one sized for what is
+// left, so memory returns to its idle size.
+//
+// # Errors
+//
+// [Group.Do] returns the function's error, as the function returned it, to
+// every caller that shared the call, and ctx.Err() to a caller whose context
+// ends first. A panic in the function reaches every waiter as a
+// [*PanicError], a [runtime.Goexit] (from testing.T.FailNow, for example) as
+// [ErrGoexit], except to the caller on whose goroutine the function ran:
+// that goroutine ends (see "Where the function runs"). In both cases the
+// key is free again for the next caller. A nil context is a programming
+// error: Do panics with "flight: nil Context" before it takes any lock, as
+// the standard library does.
+//
+// # Lifecycle
+//
+// A Group needs no constructor and no Close: the zero value is ready. The
+// only goroutine it starts is a call's own, which returns when the function
+// does, also after every caller has left, unless CancelWhenAbandoned (set
+// before the Group's first use) cancels the function's context. A Group
+// must not be copied after first use.
+//
 // # Where the function runs
 //
 // When the first caller's context can end, the function runs on a goroutine
-// of its own, so that the caller can leave: one goroutine per call (not per
-// caller), about a microsecond on the first caller's path. When it cannot
+// of its own, so that the caller can leave. When it cannot
 // (context.Background and its values), the function runs on that caller's
-// goroutine, which would only wait otherwise, as x/sync's does: such a call
-// costs one allocation. A [runtime.Goexit] in the function (from
-// testing.T.FailNow, for example) then ends that caller's goroutine, as it
-// would without a Group, and every other waiter gets [ErrGoexit]; on a
+// goroutine, which would only wait otherwise, as x/sync's does. A
+// runtime.Goexit in the function then ends that caller's goroutine, as it
+// would without a Group, and every other waiter gets ErrGoexit; on a
 // goroutine of its own, every waiter gets ErrGoexit.
-//
-// # Costs and bounds
-//
-// Callers that join a call cost no more than with x/sync. The map of calls
-// in flight holds only the keys in flight: once a burst of keys has drained,
-// the map is replaced by one sized for what is left, so memory returns to its
-// idle size.
-//
-// A nil context is a programming error: [Group.Do] panics with "flight: nil
-// Context" before it takes any lock, as the standard library does.
 package flight
 
 import (
@@ -124,7 +157,8 @@ type Group[K comparable, V any] struct {
 // the values of the first caller's ctx but not its cancellation (see "Where
 // the function runs" in the package documentation). A panic in fn is
 // returned to every waiter as a [*PanicError], a [runtime.Goexit] as
-// [ErrGoexit]; in both cases the key is free again for the next caller.
+// [ErrGoexit] (except to the caller on whose goroutine fn ran: that
+// goroutine ends); in both cases the key is free again for the next caller.
 func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
 	v, _, err := g.DoShared(ctx, key, fn)
 	return v, err
