@@ -1,25 +1,69 @@
 // Package store defines the seams between a herd cache and where its entries
 // live: the [Store] interface every backend implements, the [Entry] it holds,
 // the [Codec] that turns values into bytes, and the wire envelope that remote
-// stores write (see [Encode] and [Decode]).
+// stores write (see [Encode] and [Decode]). A store may also have optional
+// capabilities, which the cache finds by type assertion:
 //
-// A store may also have optional capabilities, which the cache finds by type
-// assertion:
-//
-//   - [Versioned]: conditional writes on a per-key version, so that a load's
-//     write-back never overwrites a newer write from any process;
-//   - [Locker]: short leases on keys, so that one process of a fleet loads;
-//   - [ChangeStream]: the server's own record of what changed, which keeps
-//     a near tier coherent (store/tiered);
-//   - [BulkGetter]: many keys in one round trip;
-//   - [BulkVersioned] and [BulkLocker]: the versions, conditional writes
-//     and locks of many keys in a round trip per step;
-//   - [SharedGetter]: entries lent without a copy, for the hit path.
+//	if v, ok := s.(store.Versioned[User]); ok {
+//		_, ver, _, err := v.GetVersion(ctx, "user:42") // before the load
+//		...
+//		err = v.SetIf(ctx, "user:42", loaded, ver) // store.ErrConflict if written since
+//	}
 //
 // Implementations: store/memory (bounded, in-process, every capability),
 // store/single (one value), store/tiered (memory in front of a shared
 // store), and the Redis and NATS modules. store/storetest holds the
 // conformance suite they all pass.
+//
+// # Guarantees
+//
+// Every [Store] is safe for concurrent use, honours the context of each
+// call, and never returns an entry whose KeepUntil has passed. The
+// capabilities, each with its contract stated on its type:
+//
+//   - [Versioned]: conditional writes on a per-key version, so that a load's
+//     write-back never overwrites a newer write from any process;
+//   - [Locker]: short leases on keys, with fencing tokens, so that one
+//     process of a fleet loads;
+//   - [ChangeStream]: the server's own record of what changed, which keeps
+//     a near tier coherent (store/tiered), and which reports every loss of
+//     changes it cannot deliver;
+//   - [BulkGetter]: many keys in one round trip;
+//   - [BulkVersioned] and [BulkLocker]: the versions, conditional writes
+//     and locks of many keys in a round trip per step, each key with its own
+//     outcome;
+//   - [SharedGetter]: entries lent without a copy, for the hit path.
+//
+// [Decode] reads any input without panicking: bytes of another writer, an
+// envelope of an older or newer format or of another codec, and corrupt
+// bytes are an error wrapping [ErrCorrupt], which a store reports as a
+// miss, never as an error of its own.
+//
+// # Costs
+//
+// An envelope is a 36-byte header (magic, format version, codec id, flags,
+// the four times) followed by the codec's bytes of the value; [Decode]
+// allocates only what the codec needs for the payload. The bulk
+// capabilities make a batch of N keys cost a few round trips instead of N:
+// one for the version reads, one for the conditional write-backs, and one
+// per step of the locks.
+//
+// # Errors
+//
+// A store's error means it could not answer; the cache then treats the key
+// as missing, counts the error, and answers from its loader. A store wraps
+// [ErrUnavailable] in the errors that mean its backend cannot be reached, so
+// that the cache skips it (but for one probe now and then) until it answers
+// again. The capabilities' verdicts are sentinels: [ErrConflict] for a
+// conditional write refused, [ErrLocked] for a lock held by another owner,
+// [ErrNotHeld] for a lease lost; [Decode]'s is [ErrCorrupt].
+//
+// # Lifecycle
+//
+// A store may implement Close(context.Context) error or Close() error; the
+// cache calls it from its own Close. A store never closes a client it was
+// given (a Redis client, a JetStream context): the caller owns those. A
+// [Watch] runs until it is closed or its store is.
 package store
 
 import (

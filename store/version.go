@@ -12,11 +12,13 @@ import (
 var ErrConflict = errors.New("store: key written since its version was read")
 
 // A Version identifies the state of a key's writes in a [Versioned] store.
-// Every write of the key (Set, Delete, SetIf, DeleteIf, and the entry passing
-// its KeepUntil) leaves it with a version it did not have before within the
-// store's [Versioned.VersionRetention]. The zero Version means the store has
-// no record of a write of the key within that time. Versions are opaque:
-// compare them only by handing them back to the store.
+// Every write of the key (Set, Delete, SetIf, DeleteIf) leaves it with a
+// version it did not have before within the store's
+// [Versioned.VersionRetention]. A store whose backend drops an entry at its
+// KeepUntil may count that drop as a write too (the Redis and NATS stores
+// do; store/memory keeps the version of an expired entry). The zero Version
+// means the store has no record of a write of the key within that time.
+// Versions are opaque: compare them only by handing them back to the store.
 type Version uint64
 
 // A Versioned store checks and bumps a per-key version atomically on the

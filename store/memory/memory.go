@@ -4,25 +4,54 @@
 //
 //	users := herd.New(memory.New[User](memory.MaxEntries(100_000)), herd.TTL(time.Minute))
 //
-// A hit through a herd.Cache takes no lock, allocates nothing and, while the
-// store is busy, reads no clock: the cache reads the store's own compact
-// records in place, and the store's coarse clock ([CoarseClock]) in one
-// atomic load. The
-// context arguments are accepted for the [store.Store] interface and
-// ignored: no method blocks.
+// # Guarantees
 //
-// Besides [store.Store], a Store has every capability of a shared store, so
-// that several caches in one process can share it as a fleet would share
-// Redis, and so that tests of fleet behaviour run without a server:
+// A [Store] holds about its bound ([MaxEntries], [DefaultMaxEntries] by
+// default, or [MaxWeight]); past it, the entries least likely to be used
+// again are evicted. It never returns an entry whose KeepUntil has passed
+// on its clock, which runs up to its [CoarseClock] resolution late, never
+// early. Besides [store.Store], it has every capability of a shared
+// store, so that several caches in one process can share it as a fleet
+// would share Redis, and so that tests of fleet behaviour run without a
+// server:
 //
 //   - [store.Versioned] and [store.BulkVersioned]: every write gets a new
 //     version from a counter; a deleted or expired key keeps its version for
 //     [VersionRetention];
 //   - [store.Locker] and [store.BulkLocker]: leases on keys with growing
-//     fencing tokens;
-//   - [store.ChangeStream]: every write, delete, expiry and eviction is
-//     reported to each watch, from a goroutine of the watch;
+//     fencing tokens (see [Locker]);
+//   - [store.ChangeStream]: every write and delete is reported to each
+//     watch with the version it gave the key, and every entry the store
+//     drops on its own (evicted, or forgotten at the end of its retention)
+//     with version zero, from a goroutine of the watch (see [Store.Watch]);
 //   - [store.BulkGetter] and [store.SharedGetter].
+//
+// # Costs
+//
+// A hit through a herd.Cache takes no lock, allocates nothing and, while the
+// store is busy, reads no clock: the cache reads the store's own compact
+// records in place, and the store's coarse clock ([CoarseClock]) in one
+// atomic load. A deleted or expired key keeps a record, and its place
+// within the bound, for [VersionRetention]. [Store.Len] costs a maintenance
+// pass of the store.
+//
+// # Errors
+//
+// Reads, writes and locks never wait. Reads and writes never fail: they
+// return no error, and ignore their context. The lock methods return
+// ctx.Err() for a context that has already ended, and [store.ErrLocked] and
+// [store.ErrNotHeld] as their verdicts. [Store.Watch] returns [ErrClosed]
+// after [Store.Close]. [New] panics on an invalid option, naming it.
+//
+// # Lifecycle
+//
+// [New] starts one goroutine for periodic clean-up of expired entries, and,
+// from the store's first read on, one for its coarse clock, parked while the
+// store is idle. [Store.Close] stops both and the watches, and waits for the
+// watches' goroutines within its context; herd.Cache.Close calls it. Unlike
+// most herd types, the store still works after Close: it then reads the
+// system clock on every read, and drops expired entries as they are read or
+// evicted.
 package memory
 
 import (

@@ -1,15 +1,34 @@
 // Package single is a store that holds one entry: the last key set. A Get of
 // any other key is a miss. It suits a cache of one object (a configuration,
-// a token) that is read very often: a read is one atomic load, with no lock.
+// a token) that is read very often.
 //
 //	config := herd.New[Config](single.New[Config](), herd.RefreshAfter(time.Minute))
 //	cfg, err := config.Get(ctx, "config", loadConfig)
 //
+// # Guarantees
+//
 // A cache over it behaves as over any store: one load at a time,
 // stale-while-revalidate, stale-if-error. Use one key: a Set of another key
-// replaces the entry. It has no capability of a shared store (no versions,
-// locks or change stream); for a value shared by a fleet, use a Redis or
-// NATS store, or a slot.Slot for a single value without a store at all.
+// replaces the entry, and a Delete of another key does nothing. An entry
+// whose KeepUntil has passed is a miss. It has no capability of a shared
+// store (no versions, locks or change stream); for a value shared by a
+// fleet, use a Redis or NATS store, or a slot.Slot for a single value
+// without a store at all.
+//
+// # Costs
+//
+// A read is one atomic load and a clock read, with no lock and no
+// allocation; a Set allocates the new entry.
+//
+// # Errors
+//
+// No method fails or blocks: each returns a nil error and ignores its
+// context.
+//
+// # Lifecycle
+//
+// The zero [Store] is ready to use, as is one from [New]. It starts no
+// goroutine and has no Close.
 package single
 
 import (

@@ -1,22 +1,66 @@
 // Package storetest is the conformance suite of herd's stores: every
 // [store.Store] implementation passes [Run], so that the cache can rely on the
-// same behaviour from memory, Redis, NATS or the two-level store.
+// same behaviour from memory, Redis, NATS or the two-level store; and every
+// shared store passes [RunFleet], the scenarios of a fleet of caches over it.
 //
-// A store's own test calls [Run] (or [RunWith] to adjust sizes and lease
-// times to the backend) with a function that returns a store for a subtest.
-// The suite checks the round trip of every field, misses, deletes, expiry
-// at KeepUntil, concurrent writers, cancelled contexts, large values and odd
-// keys; and, for each optional capability the store has, its contract:
-// lock exclusion, foreign unlock and lease expiry ([store.Locker]);
-// conditional writes refused after another client's write and exactly one
-// winner among concurrent writers ([store.Versioned]); delivery of every
-// kind of write to a watch on another client, with versions, and Down, Up,
-// Gap or All across a cut of the stream ([store.ChangeStream]); bulk
-// reads ([store.BulkGetter]); bulk version reads and conditional writes with
-// partial conflicts ([store.BulkVersioned]); bulk locks with some keys held
-// by another owner and a lease taken over ([store.BulkLocker]); and, when
-// the backend's test says how to break its server ([Options].Break), bulk
-// calls on a server that fails between the steps of a batch.
+// A store's own test calls Run (or [RunWith] to adjust sizes and lease
+// times to the backend) with a function that returns a store for a subtest:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) store.Store[storetest.Value] {
+//			return newClient(t) // a client of the subtest's backend
+//		})
+//	}
+//
+// # Guarantees
+//
+// A store that passes Run has been checked for the round trip of every
+// field, misses, deletes, expiry at KeepUntil, concurrent writers, cancelled
+// contexts, large values and odd keys; and, for each optional capability the
+// store has, its contract: lock exclusion, foreign unlock and lease expiry
+// ([store.Locker]); conditional writes refused after another client's write
+// and exactly one winner among concurrent writers ([store.Versioned]);
+// delivery of every kind of write to a watch on another client, with
+// versions, and Down, Up, Gap or All across a cut of the stream
+// ([store.ChangeStream]); bulk reads ([store.BulkGetter]); bulk version
+// reads and conditional writes with partial conflicts
+// ([store.BulkVersioned]); bulk locks with some keys held by another owner
+// and a lease taken over ([store.BulkLocker]); and, when the backend's test
+// says how to break its server ([Options].Break), bulk calls on a server
+// that fails between the steps of a batch.
+//
+// A store that passes RunFleet has been checked under two and three herd
+// caches, in each scenario whose capabilities it has: cold misses coalesce
+// across the fleet, writes win over loads in flight on other instances, the
+// keys of a holder that dies are taken over, and a holder that loses its
+// lease does not overwrite its successor.
+//
+// # Costs
+//
+// Run's lock tests wait for leases to expire, about [Options].LockTTL each
+// (100ms by default); its other subtests wait only for what the store
+// delivers. RunFleet's scenarios take real time, about two lock TTLs each
+// ([FleetOptions].LockTTL, 500ms by default): a backend's server runs on its
+// own clock.
+//
+// # Errors
+//
+// The suite reports what a store gets wrong as failures of the subtest that
+// found it, named after the rule it checks ("Lock/Exclusion",
+// "Versioned/Concurrent", ...), so that a failure says which part of the
+// contract broke.
+//
+// # Lifecycle
+//
+// Each subtest gets a new, empty store; within a subtest, every call of
+// newStore must return a client of the same backend (for an in-process
+// store, the same store), as the tests of shared behaviour use several.
+// Under Run, closing what newStore returns is the caller's (with
+// t.Cleanup); under RunFleet, each cache's Close closes its store, so that
+// for an in-process store the caches share, newStore returns a view of it
+// whose Close does nothing. [Options].Break, if given, is called once, in
+// the last subtest of Run, and nothing of the suite uses the backend after
+// it.
 package storetest
 
 import (
