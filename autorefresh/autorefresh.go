@@ -1,25 +1,19 @@
 // Package autorefresh keeps a set of items whose state lives elsewhere (jobs,
 // workflow executions, cloud resources) up to date by re-syncing all of them
 // every period, in batches, with a bounded pool of workers under a rate limit.
-//
 // Items enter the set through [Cache.GetOrCreate] and leave it through
 // [Cache.Delete], [Cache.DeleteDelayed], a [Delete] result of the sync
-// function, or eviction when the set is full ([MaxItems]). Once
-// [Cache.Start] has been called, a cycle runs every [ResyncPeriod],
-// the first one a period after Start:
+// function, or eviction when the set is full ([MaxItems]).
 //
-//  1. Items marked by DeleteDelayed are removed.
-//  2. Every other item that is neither terminal ([IsTerminal]) nor
-//     still held by an earlier sync call is cut into batches of at most
-//     [BatchSize] items ([Batcher] may choose the grouping).
-//  3. The batches go to [Parallelism] workers. Each worker waits for
-//     the rate limiter ([RateLimit] batches per second), reads the
-//     current values of its batch's items and calls the [SyncFunc] once with
-//     them.
-//  4. Each [Result] the call returns is applied: [Unchanged], [Update] (store
-//     the new value) or [Delete] (remove the item).
+//	jobs := autorefresh.New(syncJobs, // says, for each job of a batch, unchanged, update or delete
+//		autorefresh.ResyncPeriod(30*time.Second), autorefresh.Parallelism(8), autorefresh.BatchSize(50))
+//	if err := jobs.Start(ctx); err != nil {
+//		return err
+//	}
+//	defer jobs.Close(ctx)
+//	job, created, err := jobs.GetOrCreate(id, Job{State: "queued"})
 //
-// The contract:
+// # Guarantees
 //
 //   - Every cycle passes each non-terminal item to the sync function exactly
 //     once, unless an earlier call still holds it (then the cycle skips it and
@@ -48,42 +42,76 @@
 //     is rate-limited (see [WithLogger]); counting is not.
 //   - Sync calls never exceed Parallelism at once, and never start faster
 //     than the rate limit allows.
-//   - [Cache.Close] stops the cycles and the workers and waits, within its
-//     context, for the calls in flight; nothing it started is left running
-//     once it has returned nil.
 //
 // Every method is safe for concurrent use.
 //
-// # Conventions
-//
-// A Cache follows the conventions of every herd package:
-//
-//   - Configuration: [New] takes functional options, each of which documents
-//     its default, and panics with a message naming the option when a value
-//     is out of range. New returns no error: nothing it does depends on the
-//     world outside the process.
-//   - Close: [Cache.Close] may be called any number of times, before or after
-//     Start; every call waits, within its own context, for the same shutdown,
-//     and returns an error wrapping ctx.Err() ("autorefresh: close: ...")
-//     when its context ends first. Methods after Close return [ErrClosed].
-//     Nothing the cache started runs once Close has returned nil.
-//   - Callbacks: the functions the cache is given (the sync function,
-//     IsTerminal, the Batcher, the Observer, the logger's handler) are never
-//     called with a lock held, so they may call the cache. On the cache's own
-//     goroutines a panic in any of them is recovered, counted
-//     ([Stats.SyncPanics] for the sync function and the IsTerminal calls of
-//     its results, [Stats.CallbackPanics] for the others) and logged, and the
-//     goroutine goes on. On a caller's goroutine (IsTerminal in GetOrCreate
-//     and Update, the Observer's eviction event in GetOrCreate) a panic
-//     propagates to that caller, and leaves no lock held.
-//   - Logging: errors under the key "err", on the context of the work: the
-//     context given to Start, whose values every sync call's context carries.
-//   - A nil context is a programming error: Start and Close panic with
-//     "autorefresh: nil Context" before taking any lock.
+// # Costs
 //
 // Reading or changing one item costs a map access under one mutex, plus an
 // [IsTerminal] call for every value stored. A cycle costs one pass
-// over the set under that mutex.
+// over the set under that mutex. The cache runs [Parallelism] workers and
+// one goroutine for the cycles while it is started, and nothing else.
+//
+// # Errors
+//
+// [Cache.Get] and [Cache.Update] return [ErrNotFound] (not wrapped) for an
+// id that is not in the set. After [Cache.Close], or once the context given
+// to [Cache.Start] has ended, every method but Close, Len and Stats
+// returns [ErrClosed]. Start returns [ErrAlreadyStarted] when called a second time,
+// and an error wrapping ctx.Err() when its context has already ended. The
+// sync function's errors and panics reach no caller: they are counted in
+// [Stats] and logged. A nil context is a programming error: Start and Close
+// panic with "autorefresh: nil Context" before taking any lock; [New]
+// panics on a nil sync function or an option out of range, with a message
+// naming it.
+//
+// # Lifecycle
+//
+// [New] holds items at once and starts nothing: no item is synced
+// before [Cache.Start], which starts the workers and the cycles; the first
+// cycle runs a period after Start. They run until [Cache.Close] is called or
+// Start's context ends; in the second case the cache closes itself, but
+// Close should still be called to wait for the sync calls in flight.
+// [Cache.Close] stops the cycles and the workers and waits, within its
+// context, for the calls in flight; it may be called any number of times,
+// before or after Start, and every call waits for the same shutdown,
+// returning an error wrapping ctx.Err() ("autorefresh: close: ...") when its
+// context ends first, after ending the calls' contexts. Nothing the cache
+// started runs once Close has returned nil.
+//
+// # How a cycle runs
+//
+// Once [Cache.Start] has been called, a cycle runs every [ResyncPeriod]:
+//
+//  1. Items marked by DeleteDelayed are removed.
+//  2. Every other item that is neither terminal ([IsTerminal]) nor
+//     still held by an earlier sync call is cut into batches of at most
+//     [BatchSize] items ([Batcher] may choose the grouping).
+//  3. The batches go to [Parallelism] workers. Each worker waits for
+//     the rate limiter ([RateLimit] batches per second), reads the
+//     current values of its batch's items and calls the [SyncFunc] once with
+//     them.
+//  4. Each [Result] the call returns is applied: [Unchanged], [Update] (store
+//     the new value) or [Delete] (remove the item).
+//
+// With [SyncOnCreate], the items that GetOrCreate creates are also cut into
+// batches soon after, between cycles, under the same limits.
+//
+// # Conventions
+//
+// A Cache follows the conventions of every herd package (see package
+// [github.com/herdcache/herd]). New returns no error: nothing it does
+// depends on the world outside the process. The functions the cache is
+// given (the sync function, IsTerminal, the Batcher, the Observer, the
+// logger's handler) are never called with a lock held, so they may call the
+// cache. On the cache's own goroutines a panic in any of them is recovered,
+// counted ([Stats.SyncPanics] for the sync function and the IsTerminal calls
+// of its results, [Stats.CallbackPanics] for the others) and logged, and the
+// goroutine goes on. On a caller's goroutine (IsTerminal in GetOrCreate and
+// Update, the Observer's eviction event in GetOrCreate) a panic propagates
+// to that caller, and leaves no lock held. Errors are logged under the key
+// "err", on the context of the work: the context given to Start, whose
+// values every sync call's context carries.
 package autorefresh
 
 import (

@@ -1,9 +1,16 @@
 // Package reqcache provides a cache that lives for one request and travels in
 // its [context.Context], so that the deep code paths of a request that load
-// the same object load it once.
+// the same object load it once. [With] attaches a cache to a context
+// ([Middleware] does it for every HTTP request); [Get] reads through it.
 //
-// [With] attaches a cache to a context ([Middleware] does it for every HTTP
-// request); [Get] reads through it. The contract:
+//	http.Handle("/", reqcache.Middleware(handler)) // one cache per request
+//
+//	// anywhere below, on the request's context:
+//	u, err := reqcache.Get(ctx, "user", id, func(ctx context.Context) (User, error) {
+//		return db.LoadUser(ctx, id)
+//	})
+//
+// # Guarantees
 //
 //   - Entries are keyed by a group (a namespace such as "user") and a key;
 //     groups never see each other's entries.
@@ -19,6 +26,8 @@
 //   - A value of another type under the same group and key (Get[User] after
 //     Get[string]) is a miss: the function is called and its value replaces
 //     the other. It never panics.
+//   - [Set] and [Delete] win over a call in flight for the key: the call
+//     still returns its result to its callers, but does not store it.
 //   - A context without a cache, or from [Without], caches nothing: Get just
 //     calls the function, [Set] and [Delete] do nothing.
 //   - Every caller of a key gets the same value: treat cached values as
@@ -32,44 +41,58 @@
 //     ([MaxEntries], 10,000 by default) it stores nothing new. In both cases
 //     Get keeps working by calling the function, and the cache logs it once,
 //     at the first access past the guard, not on every access.
-//   - A cache ends, dropping its entries, at the first of: its lifetime, the
-//     end of the context [With] attached it to (net/http ends a request's
-//     context when its handler returns), and [Close]. An ended cache behaves
-//     as no cache: Get calls the function, [Peek] finds nothing, Set and
-//     Delete do nothing.
 //   - [Peek] reads a cached value without ever loading or waiting.
-//
-// A panic in a function passed to Get propagates to the caller that ran it,
-// as it would without a cache; the callers sharing the call get a
-// [*flight.PanicError] (or [flight.ErrGoexit] after a [runtime.Goexit]) and nothing is cached.
 //
 // The cache is safe for concurrent use by the goroutines of a request. It
 // holds no lock while a function or the logger runs, so both may call the
-// cache. Its lifetime is a timer ([time.AfterFunc]) and its end with the
-// request's context a [context.AfterFunc]: each runs a short function when
-// it fires, and both are released when the cache ends. (A context of a type
-// outside the standard library makes context.AfterFunc wait on a goroutine
-// until that context or the cache ends.)
+// cache.
+//
+// # Costs
+//
+// Attaching a cache costs a few allocations: the cache, its lifetime timer
+// ([time.AfterFunc]) and its end with the request's context
+// ([context.AfterFunc]); each runs a short function when it fires, and both
+// are released when the cache ends. (A context of a type outside the
+// standard library makes context.AfterFunc wait on a goroutine until that
+// context or the cache ends.) A Get that finds its value takes the cache's
+// mutex for one map lookup and allocates nothing.
+//
+// # Errors
+//
+// Get returns its function's error as the function returned it, to the
+// caller that ran it and to every caller that shared the call, and ctx.Err()
+// to a caller whose context ends while it waits. A panic in a function
+// passed to Get propagates to the caller that ran it, as it would without a
+// cache; the callers sharing the call get an error wrapping a
+// [*flight.PanicError] (or [flight.ErrGoexit] after a [runtime.Goexit]), and
+// nothing is cached. Nothing else fails: a request cache is an optimisation,
+// so an ended or full cache is no cache, not an error. A nil context is a
+// programming error: every function panics with "reqcache: nil Context"
+// before taking any lock; an option out of range panics where [With] or
+// [NewMiddleware] applies it, with a message naming it.
+//
+// # Lifecycle
+//
+// A cache ends, dropping its entries, at the first of: its lifetime, the
+// end of the context [With] attached it to (net/http ends a request's
+// context when its handler returns), and [Close]. An ended cache behaves as
+// no cache: Get calls the function, [Peek] finds nothing, Set and Delete do
+// nothing. Close is idempotent, waits for nothing (loads run on their
+// callers' goroutines) and returns nil; calls after it do not fail with an
+// error. [Middleware] attaches a cache to each request and closes it when
+// the handler returns.
 //
 // # Conventions
 //
-// reqcache follows the conventions of every herd package, with the
-// differences a cache carried in a context calls for:
-//
-//   - Configuration: functional options, checked when [With] or
-//     [NewMiddleware] applies them; a value out of range panics with a
-//     message naming the option. Turning a guard off is an explicit value:
-//     Lifetime([Forever]), MaxEntries([Unbounded]).
-//   - Close: [Close] ends the cache carried by a context. It is idempotent,
-//     waits for nothing (loads run on their callers' goroutines) and returns
-//     nil. Calls after it do not fail with an error: a request cache is an
-//     optimisation, so an ended cache is no cache, as one past its lifetime.
-//   - Callbacks: the functions given to Get run on their caller's goroutine;
-//     a panic in one propagates to that caller and never leaves a lock held.
-//   - Logging: the two warnings go to the configured [slog.Logger] on the
-//     context of the access that found the guard.
-//   - A nil context is a programming error: every function panics with
-//     "reqcache: nil Context" before taking any lock.
+// reqcache follows the conventions of every herd package (see package
+// [github.com/herdcache/herd]), with the differences a cache carried in a
+// context calls for: [Close] takes the context that carries the cache, and
+// calls after it meet no cache rather than an ErrClosed;
+// turning a guard off is an explicit value, Lifetime([Forever]) or
+// MaxEntries([Unbounded]); the functions given to Get run on their caller's
+// goroutine, where a panic propagates to that caller and never leaves a
+// lock held; the two warnings go to the configured [slog.Logger] on the
+// context of the access that found the guard.
 package reqcache
 
 import (

@@ -1,9 +1,18 @@
 // Package slot holds one lazily fetched value that expires and is refreshed
 // by one caller while everyone else keeps reading the old one: a config
-// snapshot, an access token, a routing table.
+// snapshot, an access token, a routing table. A [Slot] is fetched on the
+// first [Slot.Get] and again whenever the duration the fetch function
+// returned has passed.
 //
-// A [Slot] is fetched on the first [Slot.Get] and again whenever the duration
-// the fetch function returned has passed. The contract, for every Get:
+//	var cfg slot.Slot[Config] // the zero value is ready
+//	c, err := cfg.Get(ctx, func(ctx context.Context, prev Config) (Config, time.Duration, error) {
+//		next, err := configService.Load(ctx)
+//		return next, time.Minute, err // fresh for a minute
+//	})
+//
+// # Guarantees
+//
+// For every Get:
 //
 //   - No value yet (the first Get, or every fetch so far failed): the caller
 //     waits for one fetch, shared by every caller that arrives meanwhile. Each
@@ -24,7 +33,8 @@
 //     first two, at error level from the third on. A success resets the count.
 //   - With [MaxStale] set, a value that expired longer ago than MaxStale
 //     is not served: the caller waits for the refresh (starting one if none
-//     runs and none is backed off), and gets an error if it fails.
+//     runs and none is backed off), and gets an error if it fails or is
+//     backed off.
 //   - A fetch that panics or calls [runtime.Goexit] never crashes the process:
 //     the callers waiting on it get a [*flight.PanicError] or
 //     [flight.ErrGoexit] (wrapped), the panic counts as a failed fetch, and the
@@ -35,30 +45,47 @@
 // that a caller leaving does not fail the fetch for the others. At most one
 // fetch runs per slot at any time.
 //
+// # Costs
+//
+// A Get of a fresh value takes the slot's mutex for a clock read and a
+// comparison, and allocates nothing. A fetch costs a goroutine and a
+// context of its own.
+//
+// # Errors
+//
+// Get returns an error only when it has no value it may serve: ctx.Err();
+// the error of a fetch while the slot holds no value ("slot: fetch: ...");
+// a wrapped [*flight.PanicError] or [flight.ErrGoexit] to the callers
+// waiting on a fetch that panicked; an error wrapping the refresh's error
+// past [MaxStale]; [ErrClosed] after [Slot.Close]. A failed refresh of a
+// value it may still serve is no error: it is logged. A nil context panics
+// in Get and Close ("slot: nil Context"), and so does a nil fetch function
+// in Get, before any lock is taken; [New] panics on an option out of range,
+// with a message naming it.
+//
+// # Lifecycle
+//
+// The zero Slot is ready to use with every default; [New] makes one with
+// options. A slot starts a goroutine only for a fetch, which returns when
+// the fetch does. [Slot.Close] is needed only to leave no goroutine behind,
+// at shutdown or at the end of a test, when a refresh may run in the
+// background: it may be called any number of times; every call waits,
+// within its own context, for the same fetch in flight, and returns an
+// error wrapping ctx.Err() ("slot: close: ...") when its context ends
+// first, after cancelling that fetch's context. Get after Close returns
+// [ErrClosed]. Nothing the slot started runs once Close has returned nil.
+//
 // # Conventions
 //
-// A Slot follows the conventions of every herd package:
-//
-//   - Configuration: the zero Slot is ready to use with every default; [New]
-//     takes functional options, each of which documents its default, and
-//     panics with a message naming the option when a value is out of range.
-//   - Close: [Slot.Close] may be called any number of times; every call waits,
-//     within its own context, for the same fetch in flight, and returns an
-//     error wrapping ctx.Err() ("slot: close: ...") when its context ends
-//     first, after cancelling that fetch's context. Get after Close returns
-//     [ErrClosed]. Nothing the slot started runs once Close has returned nil.
-//   - Callbacks: the fetch function and the logger are never called with the
-//     slot's lock held, so they may call the slot. On the slot's own fetch
-//     goroutine, a panic in the fetch function reaches the callers waiting on
-//     it as a [*flight.PanicError], and a
-//     panic in the logger's handler is recovered and reported to
-//     [slog.Default]; in both cases the callers waiting are released and the
-//     slot stays usable.
-//   - Logging: failed refreshes are logged with the key "err", on the fetch's
-//     context, which carries the values of the context of the caller that
-//     started it.
-//   - A nil context is a programming error: Get and Close panic with "slot:
-//     nil Context" before taking any lock.
+// A Slot follows the conventions of every herd package (see package
+// [github.com/herdcache/herd]). In particular, the fetch function and the
+// logger are never called with the slot's lock held, so they may call the
+// slot. On the slot's own fetch goroutine, a panic in the fetch function
+// reaches the callers waiting on it as a [*flight.PanicError], and a panic
+// in the logger's handler is recovered and reported to [slog.Default]; in
+// both cases the callers waiting are released and the slot stays usable.
+// Failed refreshes are logged with the key "err", on the fetch's context,
+// which carries the values of the context of the caller that started it.
 package slot
 
 import (
