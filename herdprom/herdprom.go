@@ -1,24 +1,46 @@
 // Package herdprom exports the statistics of herd caches as Prometheus
 // metrics, through a [prometheus.Collector] per cache in the style of
-// client_golang's own collectors: every metric carries a constant label
-// cache="name", so that the collectors of several caches register side by
-// side in one registry.
+// client_golang's own collectors.
 //
 //	m := herdprom.NewCollector("users")
 //	users := herd.New(st, herd.WithObserver(m)) // load latency, as it happens
 //	m.Watch(users)                              // every Stats counter, read at scrape time
 //	prometheus.MustRegister(m)
 //
-// A [Collector] reads the cache's counters from [herd.Cache.Stats] when it is
-// scraped, so hits, the most frequent event, cost the cache nothing more than
-// their own count. As a [herd.Observer] it records only loads, into the
-// herd_load_duration_seconds histogram; every other event returns at once,
-// without a lock or an allocation.
+// [NewAutorefreshCollector] does the same for an autorefresh cache. Every
+// metric name, type and meaning is in the README of the repository, section
+// "Metrics and traces".
 //
-// [NewAutorefreshCollector] does the same for an autorefresh cache.
+// # Guarantees
 //
-// Every metric name, type and meaning is in the README of the repository,
-// section "Metrics and traces".
+// A [Collector] exports one metric per field of [herd.Stats], read from the
+// cache when it is scraped, and, as the cache's [herd.Observer], the
+// herd_load_duration_seconds histogram of loads by result. Every metric
+// carries a constant label cache="name", so that the collectors of several
+// caches register side by side in one registry. Its methods are safe for
+// concurrent use.
+//
+// # Costs
+//
+// A Collector reads the cache's counters from [herd.Cache.Stats] once per
+// scrape, so hits, the most frequent event, cost the cache nothing more
+// than their own count. As an Observer it records only loads; every other
+// event returns at once, without a lock or an allocation.
+//
+// # Errors
+//
+// [NewCollector], [NewAutorefreshCollector] and [Collector.Watch] return no
+// error: they panic on a programming error (an empty name, invalid
+// [Buckets], a nil source), with a message naming it.
+// Registering two collectors of one kind and one name in one registry
+// fails there, as a duplicate registration.
+//
+// # Lifecycle
+//
+// A collector starts no goroutine and has no Close. Until [Collector.Watch]
+// is called, it exports the load histogram only; a later Watch replaces the
+// cache it reads. It keeps that cache reachable: unregister it from its
+// registry when the cache is gone.
 package herdprom
 
 import (
