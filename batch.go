@@ -81,7 +81,7 @@ type window[T any] struct {
 // get is the Loader: it adds key to the open window and waits for its
 // result on ctx.
 func (b *batcher[T]) get(ctx context.Context, key string) (T, error) {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	var zero T
 	if err := ctx.Err(); err != nil {
 		return zero, err

@@ -150,7 +150,7 @@ func (e KeyErrors) keys() []string {
 // versions are read and the results written back conditionally in one
 // round trip each when the store is a [store.BulkVersioned].
 func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]T, error) {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	check.That(load != nil, "herd", "GetMany needs a batch loader, got nil")
 	out := manyOut[T]{values: make(map[string]T, len(keys))}
 	err := c.fetchMany(ctx, keys, load, opts, out)
@@ -163,7 +163,7 @@ func (c *Cache[T]) GetMany(ctx context.Context, keys []string, load BatchLoader[
 // FetchMany is [Cache.GetMany] that also says, for each value, whether it
 // was fresh, stale or just loaded, and its age.
 func (c *Cache[T]) FetchMany(ctx context.Context, keys []string, load BatchLoader[T], opts ...BatchOption) (map[string]Result[T], error) {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	check.That(load != nil, "herd", "FetchMany needs a batch loader, got nil")
 	out := manyOut[T]{results: make(map[string]Result[T], len(keys))}
 	err := c.fetchMany(ctx, keys, load, opts, out)

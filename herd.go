@@ -275,7 +275,7 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 // loader's error, wrapped with the key. A nil ctx or load panics, on a
 // cached key too: both are programming errors.
 func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, error) {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	check.That(load != nil, "herd", "Get needs a loader, got nil")
 	if c.peek == nil || c.closed.Load() {
 		r, err := c.Fetch(ctx, key, load)
@@ -306,7 +306,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string, load Loader[T]) (T, erro
 // Fetch is [Cache.Get] that also says whether the value was fresh, stale or
 // just loaded, and its age.
 func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Result[T], error) {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	check.That(load != nil, "herd", "Fetch needs a loader, got nil")
 	if c.closed.Load() {
 		return Result[T]{}, ErrClosed
@@ -473,7 +473,7 @@ func (c *Cache[T]) Stats() Stats { return c.stats.snapshot() }
 // and returns its result. Close does not wait for Get, Set and Delete calls
 // that are reading or writing the store at that moment.
 func (c *Cache[T]) Close(ctx context.Context) error {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	return c.closing.Close(ctx, "herd", func() {
 		c.lifeMu.Lock()
 		c.closed.Store(true)

@@ -30,7 +30,7 @@ import (
 // load of this process is storing its result at this moment, Set waits for
 // it, within ctx.
 func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	if c.closed.Load() {
 		return ErrClosed
 	}
@@ -50,7 +50,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T) error {
 // flight, as [Cache.Set] does, and a Get that starts after Delete returns
 // does not share that load but loads again.
 func (c *Cache[T]) Delete(ctx context.Context, key string) error {
-	check.Context("herd", ctx)
+	check.Context(ctx, "herd")
 	if c.closed.Load() {
 		return ErrClosed
 	}

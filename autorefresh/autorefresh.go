@@ -281,7 +281,7 @@ func New[K comparable, V any](syncFn SyncFunc[K, V], opts ...Option) *Cache[K, V
 // after Close, and an error wrapping ctx.Err() if ctx has already ended; in
 // each case it starts nothing. A nil ctx panics before any lock is taken.
 func (c *Cache[K, V]) Start(ctx context.Context) error {
-	check.Context("autorefresh", ctx)
+	check.Context(ctx, "autorefresh")
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("autorefresh: start: %w", err)
 	}
@@ -316,7 +316,7 @@ func (c *Cache[K, V]) Start(ctx context.Context) error {
 // be called more than once, and before Start; each call waits as the first.
 // A nil ctx panics before any lock is taken.
 func (c *Cache[K, V]) Close(ctx context.Context) error {
-	check.Context("autorefresh", ctx)
+	check.Context(ctx, "autorefresh")
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true

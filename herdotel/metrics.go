@@ -186,7 +186,7 @@ func (m *Metrics) Observe(e herd.Event) {
 // returns the meter's error, if any, from the first call; later calls
 // return nil. It does not wait for anything, so ctx is not used.
 func (m *Metrics) Close(ctx context.Context) error {
-	check.Context("herdotel", ctx)
+	check.Context(ctx, "herdotel")
 	if m.closed.Swap(true) {
 		return nil
 	}

@@ -21,7 +21,7 @@ import (
 // returns ctx, also ended when the connection drops. The error is the one
 // every key gets.
 func (s *Store[T]) beginMany(ctx context.Context) (context.Context, context.CancelFunc, error) {
-	check.Context("natsstore", ctx)
+	check.Context(ctx, "natsstore")
 	if s.closed.Load() {
 		return nil, nil, ErrClosed
 	}
@@ -43,7 +43,7 @@ func (s *Store[T]) concurrently(n int, fn func(i int)) { fanout.Each(n, s.bulk, 
 // read with an error that counts the keys it could not read and wraps the
 // first failure.
 func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
-	check.Context("natsstore", ctx)
+	check.Context(ctx, "natsstore")
 	if s.closed.Load() {
 		return nil, fmt.Errorf("natsstore: get many: %w", ErrClosed)
 	}

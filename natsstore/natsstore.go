@@ -310,7 +310,7 @@ type Store[T any] struct {
 // connection is down), or if an explicit MarkerTTL differs from the bound
 // bucket's. Invalid options panic (see [Option]).
 func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts ...Option) (*Store[T], error) {
-	check.Context("natsstore", ctx)
+	check.Context(ctx, "natsstore")
 	cfg := config{markerTTL: store.DefaultVersionRetention, replicas: 1, bulk: 16, inFlight: 256, logger: slog.Default()}
 	for _, o := range opts {
 		o(&cfg)
@@ -402,7 +402,7 @@ func (s *Store[T]) KeyValue() jetstream.KeyValue { return s.kv }
 // store or a lost connection fails at once) and returns ctx, also ended
 // when the connection drops.
 func (s *Store[T]) begin(ctx context.Context, op, key string) (context.Context, context.CancelFunc, error) {
-	check.Context("natsstore", ctx)
+	check.Context(ctx, "natsstore")
 	if s.closed.Load() {
 		return nil, nil, fmt.Errorf("natsstore: %s %q: %w", op, key, ErrClosed)
 	}
@@ -680,7 +680,7 @@ func (s *Store[T]) purge(ctx context.Context, m *nats.Msg, ttl time.Duration, op
 // context and the connection alone. After Close every method returns
 // [ErrClosed].
 func (s *Store[T]) Close(ctx context.Context) error {
-	check.Context("natsstore", ctx)
+	check.Context(ctx, "natsstore")
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed.Store(true)

@@ -323,7 +323,7 @@ func New[T any](client redis.UniversalClient, opts ...Option) *Store[T] {
 }
 
 func checkCtx(ctx context.Context) {
-	check.Context("redisstore", ctx)
+	check.Context(ctx, "redisstore")
 }
 
 // check panics on a nil ctx and returns [ErrClosed] after Close.

@@ -316,7 +316,7 @@ func (c *cache) endLocked() {
 }
 
 func from(ctx context.Context) *cache {
-	check.Context("reqcache", ctx)
+	check.Context(ctx, "reqcache")
 	c, _ := ctx.Value(ctxKey{}).(*cache)
 	return c
 }

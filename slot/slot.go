@@ -254,7 +254,7 @@ const errTooStaleFmt = "slot: value is older than MaxStale and the refresh faile
 // too. A panic in fetch on the caller's
 // goroutine cannot happen: fetch always runs on a goroutine of the slot.
 func (s *Slot[T]) Get(ctx context.Context, fetch FetchFunc[T]) (T, error) {
-	check.Context("slot", ctx)
+	check.Context(ctx, "slot")
 	check.That(fetch != nil, "slot", "Get needs a fetch function, got nil")
 	// Read before the lock: nothing that may run the caller's code (a
 	// context of its own making) runs under it.
@@ -328,7 +328,7 @@ func (s *Slot[T]) look(ctx context.Context, ctxErr error, fetch FetchFunc[T]) (v
 // once is fine: every call waits, within its own ctx, for the same fetch. A
 // nil ctx panics before any lock is taken.
 func (s *Slot[T]) Close(ctx context.Context) error {
-	check.Context("slot", ctx)
+	check.Context(ctx, "slot")
 	s.mu.Lock()
 	s.closed = true
 	c := s.call

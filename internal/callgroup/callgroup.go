@@ -121,7 +121,7 @@ func (t *Task[K, V]) call(ctx context.Context, key K) (V, error) {
 // caller's (see [Group.OwnGoroutine]). A panic or runtime.Goexit in it
 // reaches every waiter as E's error, and the key is free again.
 func (g *Group[K, V, E]) Do(ctx context.Context, key K, t Task[K, V]) (v V, shared, started bool, err error) {
-	check.Context("flight", ctx)
+	check.Context(ctx, "flight")
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		var zero V
 		return zero, false, false, ctxErr

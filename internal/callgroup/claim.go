@@ -63,7 +63,7 @@ func (cl *Claim[K, V, E]) Key() K { return cl.key }
 // whether another caller joined the call. A claimant that waits after its
 // Publish gets the result without waiting.
 func (cl *Claim[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error) {
-	check.Context("flight", ctx)
+	check.Context(ctx, "flight")
 	g, c := cl.g, cl.c
 	g.mu.Lock()
 	if c.published {
@@ -181,6 +181,6 @@ func (g *Group[K, V, E]) Join(key K) *Waiter[K, V, E] {
 // Wait waits for the result of the joined call, as [Group.Do] does: it
 // returns ctx.Err() if ctx ends first, and the call goes on for the others.
 func (w *Waiter[K, V, E]) Wait(ctx context.Context) (v V, shared bool, err error) {
-	check.Context("flight", ctx)
+	check.Context(ctx, "flight")
 	return w.g.wait(ctx, w.key, w.c)
 }

@@ -20,7 +20,7 @@ func That(ok bool, pkg, format string, args ...any) {
 }
 
 // Context panics with "pkg: nil Context" when ctx is nil.
-func Context(pkg string, ctx context.Context) {
+func Context(ctx context.Context, pkg string) {
 	if ctx == nil {
 		panic(pkg + ": nil Context")
 	}

@@ -35,11 +35,11 @@ func TestPositive(t *testing.T) {
 }
 
 func TestContext(t *testing.T) {
-	check.Context("pkg", context.Background())
+	check.Context(context.Background(), "pkg")
 	defer func() {
 		if r := recover(); r != "pkg: nil Context" {
 			t.Fatalf("panicked with %v", r)
 		}
 	}()
-	check.Context("pkg", nil) //nolint:staticcheck // the nil context is the point
+	check.Context(nil, "pkg") //nolint:staticcheck // the nil context is the point
 }

@@ -509,5 +509,5 @@ func (s *Store[T]) shutdown() error {
 }
 
 func mustContext(ctx context.Context) {
-	check.Context("tiered", ctx)
+	check.Context(ctx, "tiered")
 }
