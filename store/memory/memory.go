@@ -56,7 +56,6 @@ package memory
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"sync/atomic"
 	"time"
@@ -65,6 +64,7 @@ import (
 
 	"github.com/herdcache/herd/internal/check"
 	"github.com/herdcache/herd/internal/clock"
+	"github.com/herdcache/herd/internal/closing"
 	"github.com/herdcache/herd/internal/local"
 	"github.com/herdcache/herd/store"
 )
@@ -83,6 +83,7 @@ type Store[T any] struct {
 
 	Locker
 	watches watchers
+	closing closing.Once
 	// lending is the hit path the store lends a herd cache: peek, in place.
 	lending[T]
 }
@@ -362,17 +363,23 @@ func (s *Store[T]) Len() int {
 }
 
 // Close stops the store's clean-up goroutine, its clock's, and its
-// watches, and waits for the watches' goroutines to return, within ctx. The
-// store still works after Close, reading the system clock on every read;
-// expired entries are then dropped as they are read or evicted. Close is
-// idempotent.
+// watches, and waits for the watches' goroutines to return, within ctx
+// (returning an error wrapping ctx.Err() if it ends first). The store still
+// works after Close, reading the system clock on every read; expired
+// entries are then dropped as they are read or evicted. Close is
+// idempotent: every call waits for the same shutdown.
 func (s *Store[T]) Close(ctx context.Context) error {
-	s.c.StopAllGoroutines()
-	s.clock.Close()
-	if err := s.watches.close(ctx); err != nil {
-		return fmt.Errorf("memory: close: %w", err)
-	}
-	return nil
+	var watches []*watch
+	return s.closing.Close(ctx, "memory", func() {
+		s.c.StopAllGoroutines()
+		s.clock.Close()
+		watches = s.watches.close()
+	}, func() error {
+		for _, w := range watches {
+			w.feed.Close()
+		}
+		return nil
+	})
 }
 
 func (s *Store[T]) now() time.Time { return time.Unix(0, s.nowNano()) }

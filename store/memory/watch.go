@@ -72,8 +72,9 @@ func (ws *watchers) publish(c store.Change) {
 }
 
 // close closes every watch, within ctx, and keeps new ones from starting.
-func (ws *watchers) close(ctx context.Context) error {
+func (ws *watchers) close() []*watch {
 	ws.mu.Lock()
+	defer ws.mu.Unlock()
 	ws.closed = true
 	all := make([]*watch, 0, len(ws.set))
 	for w := range ws.set {
@@ -81,20 +82,7 @@ func (ws *watchers) close(ctx context.Context) error {
 	}
 	clear(ws.set)
 	ws.n.Store(0)
-	ws.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for _, w := range all {
-			w.feed.Close()
-		}
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return all
 }
 
 // Close stops the watch and waits for its function to return if it is
