@@ -216,6 +216,7 @@ type Cache[T any] struct {
 	// near tier's, whose miss reads the store (store/tiered); shared lends
 	// entries from a remote read; any other store is read with Get.
 	peek      local.Peek[T]
+	fallback  local.Fallback[T] // a near tier's copies past their time, for stale-if-error
 	inProcess bool
 	shared    store.SharedGetter[T] // store, when it can lend its entries
 	versioned store.Versioned[T]    // store, when it has conditional writes
@@ -253,6 +254,7 @@ func New[T any](s store.Store[T], opts ...Option) *Cache[T] {
 	c := &Cache[T]{store: s, cfg: cfg}
 	var near bool
 	c.peek, near, _ = local.Of[T](s)
+	c.fallback = local.FallbackOf[T](s)
 	c.inProcess = c.peek != nil && !near
 	c.shared, _ = s.(store.SharedGetter[T])
 	c.versioned, _ = s.(store.Versioned[T])

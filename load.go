@@ -55,6 +55,13 @@ func (c *Cache[T]) loadFailed(ctx context.Context, key string, old *store.Entry[
 	// A loader that panicked or called runtime.Goexit has a bug: its error
 	// reaches the caller rather than hide behind a stale value.
 	var pe *flight.PanicError
+	if old == nil && c.fallback != nil {
+		// A near tier's copy past its time, kept for this: the store could
+		// not be read, or had nothing, and the source failed too.
+		if fb, ok := c.fallback(key); ok {
+			old = &fb
+		}
+	}
 	if old != nil && !old.NotFound && !errors.As(err, &pe) && !errors.Is(err, flight.ErrGoexit) {
 		if now := time.Now(); old.Live(now) {
 			c.record(ctx, &c.stats.staleOnError, Event{Kind: EventStaleOnError, Key: key, Err: err})

@@ -178,7 +178,7 @@ func TestTieredTrackingConnectionKilled(t *testing.T) {
 		t.Fatalf("CLIENT KILL TYPE pubsub: %d, %v; want the 3 tracking connections", n, err)
 	}
 	for i, s := range fl {
-		waitFor(t, fmt.Sprintf("instance %d flushed", i), func() bool { return s.Stats().Flushes > 0 })
+		waitFor(t, fmt.Sprintf("instance %d repaired", i), func() bool { return s.Stats().Repairs > 0 })
 	}
 	// A write made while the watches reconnect is read everywhere.
 	if err := fl[1].Set(ctx, "k", store.Entry[string]{Value: "during"}); err != nil {
@@ -201,7 +201,7 @@ func TestTieredTrackingConnectionKilled(t *testing.T) {
 }
 
 // On a three-master Cluster, writes of keys on every master invalidate
-// every near tier; one master's tracking connection killed flushes them.
+// every near tier; one master's tracking connection killed has them revalidated.
 func TestTieredClusterThreeMasters(t *testing.T) {
 	srvs := startCluster3(t)
 	fl := tieredFleet(t, func() redis.UniversalClient { return clusterClient(t, srvs[0]) }, 3)
@@ -230,13 +230,13 @@ func TestTieredClusterThreeMasters(t *testing.T) {
 	for m, srv := range srvs {
 		before := make([]uint64, len(fl))
 		for i, s := range fl {
-			before[i] = s.Stats().Flushes
+			before[i] = s.Stats().Repairs
 		}
 		if n, err := srv.client(t).ClientKillByFilter(ctx, "TYPE", "pubsub").Result(); err != nil || n != 3 {
 			t.Fatalf("CLIENT KILL TYPE pubsub on master %d: %d, %v; want 3", m, n, err)
 		}
 		for i, s := range fl {
-			waitFor(t, fmt.Sprintf("instance %d flushed after master %d's kill", i, m), func() bool { return s.Stats().Flushes > before[i] })
+			waitFor(t, fmt.Sprintf("instance %d repaired after master %d's kill", i, m), func() bool { return s.Stats().Repairs > before[i] })
 		}
 		want := fmt.Sprintf("after-kill-%d", m)
 		if err := fl[0].Set(ctx, onMaster[m], store.Entry[string]{Value: want}); err != nil {

@@ -115,15 +115,32 @@ type Peek[T any] func(key string) (e *Entry[T], now int64, ok bool)
 // it under an unexported name (an alias of its own), so that the cache
 // finds it with [Of] while users see no method of it.
 type Lending[T any] struct {
-	peek Peek[T]
-	self any  // the store that lends: a type that embeds it does not
-	near bool // peek sees a near tier only
+	peek     Peek[T]
+	fallback Fallback[T]
+	self     any  // the store that lends: a type that embeds it does not
+	near     bool // peek sees a near tier only
 }
 
+// A Fallback returns the copy of key's entry that a near tier keeps past
+// the time it may serve it as a hit: the value the store last had, which a
+// cache may return by stale-if-error when a load fails while the store
+// cannot be read.
+type Fallback[T any] func(key string) (store.Entry[T], bool)
+
 // Lend returns the Lending of the store self, whose lookup is peek; near
-// says that peek sees a near tier in front of the store only.
-func Lend[T any](self any, peek Peek[T], near bool) Lending[T] {
-	return Lending[T]{peek: peek, self: self, near: near}
+// says that peek sees a near tier in front of the store only, and fallback,
+// if not nil, finds the near tier's fallbacks.
+func Lend[T any](self any, peek Peek[T], near bool, fallback Fallback[T]) Lending[T] {
+	return Lending[T]{peek: peek, self: self, near: near, fallback: fallback}
+}
+
+// FallbackOf returns the fallback lookup that s lends, or nil.
+func FallbackOf[T any](s any) Fallback[T] {
+	l, ok := s.(lender[T])
+	if !ok || l.lending().self != s {
+		return nil
+	}
+	return l.lending().fallback
 }
 
 func (l *Lending[T]) lending() *Lending[T] { return l }

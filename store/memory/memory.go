@@ -189,7 +189,7 @@ func New[T any](opts ...Option) *Store[T] {
 		check.Positive("memory", "CoarseClock resolution", cfg.coarse)
 	}
 	s := &Store[T]{retention: cfg.retention, clock: clock.New(cfg.coarse)}
-	s.lending = local.Lend[T](s, s.peek, false)
+	s.lending = local.Lend[T](s, s.peek, false, nil)
 	retention := cfg.retention
 	// A "writing" calculator is computed on create and update only; otter
 	// skips the read hook for it, which keeps the hit path short.

@@ -44,7 +44,7 @@ func (s *VersionedStore[T]) GetVersions(ctx context.Context, keys []string) []st
 		return out
 	}
 	s.farReads.Add(uint64(len(keys)))
-	start := time.Now()
+	start := s.clock.Exact()
 	tickets := make([]ticket, len(keys))
 	for i, k := range keys {
 		tickets[i] = s.flights.begin(k)
@@ -57,7 +57,7 @@ func (s *VersionedStore[T]) GetVersions(ctx context.Context, keys []string) []st
 			s.flights.finish(k, tickets[i], false, nil)
 			out[i].Err = fmt.Errorf("tiered: get version %q: %w", k, r.Err)
 		case !r.Found:
-			s.flights.finish(k, tickets[i], false, nil)
+			s.absent(k, tickets[i])
 			out[i].Version = r.Version
 		default:
 			s.fill(k, tickets[i], r.Entry, start)
@@ -114,7 +114,7 @@ func (s *VersionedStore[T]) WriteIf(ctx context.Context, writes []store.Conditio
 	if len(writes) == 0 {
 		return errs
 	}
-	start := time.Now()
+	epoch, start := s.epoch.Load(), s.clock.Exact()
 	tickets := make([]ticket, len(writes))
 	for i := range writes {
 		tickets[i] = s.flights.begin(writes[i].Key)
@@ -127,7 +127,7 @@ func (s *VersionedStore[T]) WriteIf(ctx context.Context, writes []store.Conditio
 		if err == nil && !w.Delete {
 			it = s.newItem(w.Entry, start)
 		}
-		s.settle(w.Key, tickets[i], it)
+		s.settle(w.Key, tickets[i], it, epoch)
 		if err != nil {
 			op := "set if"
 			if w.Delete {

@@ -28,6 +28,7 @@ type farStore struct {
 	*memory.Store[int]
 
 	swallow atomic.Bool // drop every change: a stalled stream
+	broken  atomic.Bool // every read and write fails: an unreachable server
 
 	mu      sync.Mutex
 	fns     []func(store.Change)
@@ -94,7 +95,20 @@ func (f *farStore) holdGet(key string) {
 	f.mu.Unlock()
 }
 
+// errBroken is the error of every call to a broken far store.
+var errBroken = fmt.Errorf("far store unreachable: %w", store.ErrUnavailable)
+
+func (f *farStore) Set(ctx context.Context, key string, e store.Entry[int]) error {
+	if f.broken.Load() {
+		return errBroken
+	}
+	return f.Store.Set(ctx, key, e)
+}
+
 func (f *farStore) Get(ctx context.Context, key string) (store.Entry[int], bool, error) {
+	if f.broken.Load() {
+		return store.Entry[int]{}, false, errBroken
+	}
 	e, ok, err := f.Store.Get(ctx, key)
 	f.wait(key)
 	return e, ok, err
@@ -128,6 +142,9 @@ func (f *farStore) wait(key string) {
 func (f *farStore) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[int], error) {
 	f.getManys.Add(1)
 	f.getManyKeys.Add(int64(len(keys)))
+	if f.broken.Load() {
+		return map[string]store.Entry[int]{}, errBroken
+	}
 	return f.Store.GetMany(ctx, keys)
 }
 
@@ -241,14 +258,19 @@ func TestDirectFarWritesInvalidateEveryInstance(t *testing.T) {
 	})
 }
 
-// A Change with All, Gap or Down set empties every near tier: a write that
-// the stream never reported is read after it. An Up does not.
+// A Change with All set empties every near tier, and so do Gap and Down
+// with FlushWhenDown: a write that the stream never reported is read after
+// it. An Up does not.
 func TestLossFlushesTheNearTier(t *testing.T) {
 	for _, c := range []store.Change{{All: true}, {Gap: true}, {Down: true}} {
 		t.Run(fmt.Sprintf("%+v", c), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				f := newFar()
-				fl := fleet(t, f, 3)
+				var opts []tiered.Option
+				if !c.All {
+					opts = append(opts, tiered.FlushWhenDown())
+				}
+				fl := fleet(t, f, 3, opts...)
 				ctx := context.Background()
 				for i := range 10 {
 					_ = f.Set(ctx, fmt.Sprint(i), store.Entry[int]{Value: i})

@@ -21,16 +21,28 @@ type inflight struct {
 // A record is the bookkeeping of one key with operations in flight.
 // Guarded by its stripe's mutex.
 type record struct {
-	refs int    // operations in flight
-	gen  uint64 // bumped by every invalidation of the key
+	refs     int    // operations in flight
+	gen      uint64 // bumped by every invalidation of the key
+	streamed uint64 // bumped by the invalidations that are changes from the stream
 }
 
 // A ticket is one operation in flight: the record it registered with and
 // the generation it saw when it began.
 type ticket struct {
-	s   *keymap.Stripe[*record]
-	r   *record
-	gen uint64
+	s        *keymap.Stripe[*record]
+	r        *record
+	gen      uint64
+	streamed uint64
+}
+
+// A verdict is what befell a key while an operation was in flight.
+type verdict struct {
+	// unchanged: nothing invalidated the key since the operation began.
+	unchanged bool
+	// streamed is the number of changes of the key that the stream
+	// delivered meanwhile, when they were its only invalidations (zero
+	// otherwise).
+	streamed uint64
 }
 
 func newInflight() *inflight { return &inflight{} }
@@ -46,19 +58,22 @@ func (f *inflight) begin(key string) ticket {
 		s.Put(key, r)
 	}
 	r.refs++
-	return ticket{s: s, r: r, gen: r.gen}
+	return ticket{s: s, r: r, gen: r.gen, streamed: r.streamed}
 }
 
-// finish runs step under the stripe's mutex, telling it whether the key was
-// left alone since t began, then unregisters t. A step that changes the
-// near tier runs under the mutex so that no invalidation can pass between
-// its check and its change. If bump is set, the operation counts as an
-// invalidation of the key for the others in flight.
-func (f *inflight) finish(key string, t ticket, bump bool, step func(unchanged bool)) {
+// finish runs step under the stripe's mutex, telling it what befell the
+// key since t began, then unregisters t. A step that changes the near tier
+// runs under the mutex so that no invalidation can pass between its check
+// and its change. If bump is set, the operation counts as an invalidation
+// of the key for the others in flight.
+func (f *inflight) finish(key string, t ticket, bump bool, step func(verdict)) {
 	s := t.s
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
-	unchanged := t.r.gen == t.gen
+	v := verdict{unchanged: t.r.gen == t.gen}
+	if n := t.r.streamed - t.streamed; n == t.r.gen-t.gen {
+		v.streamed = n
+	}
 	if bump {
 		t.r.gen++
 	}
@@ -67,20 +82,25 @@ func (f *inflight) finish(key string, t ticket, bump bool, step func(unchanged b
 		s.Delete(key)
 	}
 	if step != nil {
-		step(unchanged)
+		step(v)
 	}
 }
 
-// invalidate bumps the generation of key's operations in flight, if any,
-// and runs drop under the stripe's mutex.
-func (f *inflight) invalidate(key string, drop func()) {
+// changed handles a change of key that the stream delivered: under the
+// stripe's mutex, it runs drop, which returns whether the change was
+// consumed (the echo of a write of this instance whose near copy stays),
+// and unless it was, bumps the generation of key's operations in flight.
+func (f *inflight) changed(key string, drop func() (echo bool)) {
 	s := f.keys.Stripe(key)
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
+	if drop() {
+		return
+	}
 	if r, _ := s.Get(key); r != nil {
 		r.gen++
+		r.streamed++
 	}
-	drop()
 }
 
 // invalidateAll bumps the generation of every operation in flight. A caller

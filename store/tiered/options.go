@@ -28,6 +28,8 @@ type config struct {
 	watchTimeout time.Duration
 	resolution   time.Duration
 	exact        bool
+	flushDown    bool
+	repairBatch  int
 }
 
 // An Option configures a [Store].
@@ -83,10 +85,28 @@ func WatchTimeout(d time.Duration) Option {
 	return func(c *config) { c.watchTimeout = d }
 }
 
+// FlushWhenDown empties the near tier whenever the far store's change
+// stream is cut (a [store.Change] with Down set) or cannot say what it
+// missed (Gap), as a store that prefers strictness to availability does:
+// while the far tier is unreachable, every read is a far read that fails,
+// and a herd.Cache loads from the source. By default, the near tier serves
+// its copies through an outage, each until its [NearTTL], and revalidates
+// them when the stream comes back (see the package documentation).
+func FlushWhenDown() Option {
+	return func(c *config) { c.flushDown = true }
+}
+
+// RepairBatch is the number of keys read from the far tier per call when
+// the near tier is revalidated after its stream came back without a replay
+// (a Gap). Default: [DefaultRepairBatch].
+func RepairBatch(n int) Option {
+	return func(c *config) { c.repairBatch = n }
+}
+
 func newConfig(opts []Option) config {
 	cfg := config{
 		maxEntries: DefaultNearMaxEntries, nearTTL: DefaultNearTTL, watchTimeout: DefaultWatchTimeout,
-		resolution: DefaultNearResolution,
+		resolution: DefaultNearResolution, repairBatch: DefaultRepairBatch,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -97,6 +117,7 @@ func newConfig(opts []Option) config {
 	} else {
 		check.Positive("tiered", "NearCoarseClock resolution", cfg.resolution)
 	}
+	check.Positive("tiered", "RepairBatch", cfg.repairBatch)
 	check.That(cfg.watchTimeout > 0, "tiered", "WatchTimeout must be positive, got %v", cfg.watchTimeout)
 	return cfg
 }

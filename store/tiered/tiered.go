@@ -20,17 +20,31 @@
 //     [NearTTL].
 //   - Writes (Set, Delete, and SetIf and DeleteIf of a [VersionedStore]) go
 //     to the far tier first, then to the near tier: the instance that wrote
-//     reads its own write at once, from its near tier or, once a change
-//     has dropped the near copy, from the far tier.
+//     reads its own write at once, from its near tier. When the stream
+//     reports that write back (its echo), the copy stays; a later write,
+//     by anyone, drops it. A write that fails drops the near copy.
 //   - Invalidation: every change that the far store's stream reports (a
 //     write through any instance, a plain client of the backend, an expiry
 //     or eviction on the server) drops the key's near copy on every
-//     instance; a [store.Change] that says the stream cannot vouch for what
-//     it delivered (Down: it is cut; Gap: it is back but may have missed
-//     changes; All: every key may have changed) empties the near tier. An
-//     Up (the stream is back and replayed what it missed) changes nothing:
-//     the near tier was emptied at the Down, and the replayed changes drop
-//     what was filled since.
+//     instance; a flush or swap of the backend's data (a [store.Change]
+//     with All set) empties the near tier.
+//   - Outages: while the stream is cut (Down: the connection lost, the
+//     server dead, frozen or partitioned away), the near tier serves the
+//     copies it holds, each until its NearTTL, and a near miss reads the
+//     far tier (and fails if it is unreachable). When the stream comes back
+//     with a replay of what it missed (Up, as NATS does), nothing more is
+//     needed; when it cannot replay (Gap, as Redis after a reconnection),
+//     the near tier is revalidated: every copy a hit could serve is read
+//     again from the far tier, [RepairBatch] keys per bulk read, on a
+//     goroutine of the store, and kept with what was read, or dropped if
+//     the key is gone or could not be read. Copies are served meanwhile,
+//     within their NearTTL. [FlushWhenDown] empties the near tier at Down
+//     and Gap instead.
+//   - Fallbacks: a near copy past its NearTTL is no hit, but it stays in
+//     the near tier until the entry's KeepUntil (or until evicted, or a
+//     change, a far read that finds nothing, or a flush drops it), and a
+//     herd.Cache over the store returns it by stale-if-error when its load
+//     fails while the far tier cannot be read or has nothing newer.
 //   - No fill race: a far read that began before an invalidation of its key
 //     (or a flush, or a write through this instance) arrived does not fill
 //     the near tier. The bookkeeping of reads in flight holds only keys with
@@ -48,18 +62,26 @@
 //   - With the stream healthy, every instance serves the written value (or a
 //     later one) for reads that begin after the stream has delivered the
 //     change to it: within the stream's delivery time of t.
-//   - With the stream broken without saying so (a stall), no instance serves
-//     the old value for a read that begins after t + NearTTL (plus one tick
-//     of the near tier's clock, 1ms by default; see [NearCoarseClock]): a
-//     near copy is served at most that long after the start of the far read
-//     that fetched it.
-//   - When the stream says it cannot vouch (a Change with Down, Gap or All
-//     set), the near tier is emptied before the next change is handled.
+//   - Whatever the stream does (a stall it does not report, a cut, an
+//     outage of the far tier, a partition of one instance), no instance
+//     serves the old value as a hit for a read that begins after t +
+//     NearTTL (plus one tick of the near tier's clock, 1ms by default; see
+//     [NearCoarseClock]): a near copy is served at most that long after the
+//     start of the far read (or write) that gave it, on the monotonic clock.
+//     A stale-if-error fallback of a herd.Cache is the one exception, and
+//     says so (herd.StatusStaleOnError).
+//   - After a cut that the stream reports, once it is back: with a replay
+//     (Up), as with a healthy stream; without (Gap), every instance serves
+//     the written value for reads that begin after its revalidation has
+//     read the key, and within NearTTL of t at worst.
+//   - After a Change with All set, the near tier is emptied before the
+//     next change is handled.
 //   - The instance that wrote reads its own write (or a later one) from the
 //     moment its Set or Delete returns, whatever the stream reports about
-//     that write later.
+//     that write later; and no instance reads a value older than one it
+//     read before, unless a stale-if-error fallback.
 //
-// # The far store
+// // # The far store
 //
 // [New] and [NewVersioned] require the far store to implement
 // [store.ChangeStream] and panic otherwise: without a change stream, near
@@ -80,6 +102,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -110,11 +133,16 @@ type Store[T any] struct {
 	nearTTL    time.Duration
 	flights    *inflight
 	watch      store.Watch
+	flushDown   bool // FlushWhenDown
+	repairs     *repairer
+	repairBatch int
+	epoch       atomic.Uint64 // bumped by every Down: echoes of writes before it may be lost
 
 	closed  atomic.Bool
 	closing closing.Once
 
-	farReads, changes, flushes, discarded atomic.Uint64
+	farReads, changes, flushes, discarded, echoes, downs atomic.Uint64
+	repairsRun, repairReads, repairDrops               atomic.Uint64
 
 	// lending is the hit path the store lends a herd cache: peekNear.
 	lending[T]
@@ -126,12 +154,23 @@ type Store[T any] struct {
 type lending[T any] = local.Lending[T]
 
 // A nearItem is the near copy of an entry, as a store.Entry for
-// GetShared and in the compact form of in-process stores for Peek. Items
-// are never modified once stored, so that both can be lent.
+// GetShared and in the compact form of in-process stores for Peek. Its
+// entry is never modified once stored, so that both can be lent.
+//
+// An item is served as a hit until until only; it stays in the near tier
+// until the entry's KeepUntil, as the fallback of a load that fails while
+// the far tier cannot be read (see fallback).
 type nearItem[T any] struct {
 	entry   store.Entry[T]
 	compact local.Entry[T]
-	until   int64 // Unix nanoseconds: the near copy is served before then only
+	until   int64 // the near tier's clock: the near copy is served before then only
+	keep    int64 // the near tier's clock: the item leaves the near tier then
+
+	// echo is set while the stream has yet to report the write of this
+	// instance that made the item: that report is the write's echo, and
+	// leaves the item in place. It holds the store's epoch at the write's
+	// start, plus one: a Down since then may have lost the echo.
+	echo atomic.Uint64
 }
 
 var (
@@ -155,21 +194,25 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 	check.That(ok, "tiered", "the far store, a %T, must implement store.ChangeStream", far)
 	cfg := newConfig(opts)
 	s := &Store[T]{
-		far:     far,
-		nearTTL: cfg.nearTTL,
-		flights: newInflight(),
+		far:       far,
+		nearTTL:   cfg.nearTTL,
+		flights:   newInflight(),
+		flushDown: cfg.flushDown,
+		repairBatch: cfg.repairBatch,
 	}
-	s.lending = local.Lend[T](s, s.peekNear, true)
+	s.lending = local.Lend[T](s, s.peekNear, true, s.fallback)
 	s.bulk, _ = far.(store.BulkGetter[T])
 	s.locker, _ = far.(store.Locker)
 	s.bulkLocker, _ = far.(store.BulkLocker)
 	s.clock = clock.New(cfg.resolution)
 	s.near = newNear[T](&cfg, s.clock)
+	s.repairs = newRepairer(s.repair, cfg.watchTimeout)
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.watchTimeout)
 	defer cancel()
 	w, err := cs.Watch(ctx, s.onChange)
 	if err != nil {
+		s.repairs.close()
 		s.near.StopAllGoroutines()
 		s.clock.Close()
 		return nil, fmt.Errorf("tiered: watch the far store: %w", err)
@@ -186,7 +229,7 @@ func newNear[T any](cfg *config, clk *clock.Clock) *otter.Cache[string, *nearIte
 		// A "writing" calculator is computed on create and update only;
 		// otter skips the read hook for it, which keeps the hit path short.
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *nearItem[T]]) time.Duration {
-			return time.Duration(e.Value.until - e.SnapshotAtNano)
+			return time.Duration(e.Value.keep - e.SnapshotAtNano)
 		}),
 	}
 	local.ApplyBound(o, "tiered", "NearMaxEntries", "NearMaxWeight",
@@ -198,21 +241,60 @@ func newNear[T any](cfg *config, clk *clock.Clock) *otter.Cache[string, *nearIte
 }
 
 // onChange handles one change of the far stream. It runs on the stream's
-// goroutine and only touches memory.
+// goroutine and only touches memory; a repair runs on its own goroutine.
 func (s *Store[T]) onChange(c store.Change) {
-	if c.Up {
-		// The stream is whole again: the near tier was emptied at the
-		// Down, and the changes made meanwhile were delivered since.
-		return
+	switch {
+	case c.Up:
+		// The stream is whole again: the changes made while it was down
+		// were delivered since the Down.
+	case c.Down:
+		// Copies are served on, each until its NearTTL, as through a stall.
+		// The echoes of writes made before may be lost with the stream.
+		s.downs.Add(1)
+		s.epoch.Add(1)
+		s.repairs.cancel()
+		if s.flushDown {
+			s.flush()
+		}
+	case c.Gap && !s.flushDown:
+		// Every copy present was fetched before the Gap: revalidate them.
+		// Copies fetched from now on are covered by the stream.
+		s.repairs.start(s.clock.Exact())
+	case c.All || c.Gap:
+		s.repairs.cancel()
+		s.flush()
+	default:
+		s.changes.Add(1)
+		s.flights.changed(c.Key, func() bool { return s.drop(c.Key) })
 	}
-	if c.All || c.Gap || c.Down {
-		s.flushes.Add(1)
-		s.flights.invalidateAll()
-		s.near.InvalidateAll()
-		return
+}
+
+// flush empties the near tier, and makes the reads and writes in flight
+// leave it empty.
+func (s *Store[T]) flush() {
+	s.flushes.Add(1)
+	s.flights.invalidateAll()
+	s.near.InvalidateAll()
+}
+
+// drop handles a change of key that the stream reported: it drops the near
+// copy, unless the change is the echo of the write of this instance that
+// made it, and reports whether it was.
+//
+// A change is taken for the echo when the copy still waits for one: the
+// stream reports the changes of a key in the order they were made, so the
+// first change reported after a write began is that write's or an earlier
+// one's, never a later one's. Taking an earlier one's for the echo leaves
+// the copy in place, which is right (the write is later), and the echo,
+// when it comes, drops it, which is safe.
+func (s *Store[T]) drop(key string) (echo bool) {
+	it, ok := s.near.GetEntryQuietly(key)
+	if ok && it.Value.echo.CompareAndSwap(s.epoch.Load()+1, 0) {
+		s.echoes.Add(1)
+		return true
 	}
-	s.changes.Add(1)
-	s.flights.invalidate(c.Key, func() { s.near.Invalidate(c.Key) })
+	s.near.Invalidate(key)
+	return false
 }
 
 // GetShared returns the near copy of key's entry if the near tier has a
@@ -268,14 +350,15 @@ func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, e
 // unless the key was invalidated while the read was in flight.
 func (s *Store[T]) getFar(ctx context.Context, key string) (store.Entry[T], bool, error) {
 	s.farReads.Add(1)
-	start := time.Now()
+	start := s.clock.Exact()
 	t := s.flights.begin(key)
 	e, ok, err := s.far.Get(ctx, key)
-	if err != nil || !ok {
+	switch {
+	case err != nil:
 		s.flights.finish(key, t, false, nil)
-		if err != nil {
-			return store.Entry[T]{}, false, fmt.Errorf("tiered: get %q: %w", key, err)
-		}
+		return store.Entry[T]{}, false, fmt.Errorf("tiered: get %q: %w", key, err)
+	case !ok:
+		s.absent(key, t)
 		return store.Entry[T]{}, false, nil
 	}
 	s.fill(key, t, e, start)
@@ -284,29 +367,63 @@ func (s *Store[T]) getFar(ctx context.Context, key string) (store.Entry[T], bool
 
 // fill keeps a near copy of e, read from the far tier by the operation of
 // ticket t that began at start, unless key was invalidated meanwhile.
-func (s *Store[T]) fill(key string, t ticket, e store.Entry[T], start time.Time) {
+func (s *Store[T]) fill(key string, t ticket, e store.Entry[T], start int64) {
 	it := s.newItem(e, start)
-	s.flights.finish(key, t, false, func(unchanged bool) {
+	s.flights.finish(key, t, false, func(v verdict) {
 		switch {
-		case !unchanged:
+		case !v.unchanged:
 			s.discarded.Add(1)
 		case it != nil && !s.closed.Load():
 			s.near.Set(key, it)
+		default:
+			s.near.Invalidate(key)
 		}
 	})
 }
 
-// newItem returns the near copy of e for an operation that began at start,
-// or nil if it could not be served anymore.
-func (s *Store[T]) newItem(e store.Entry[T], start time.Time) *nearItem[T] {
-	until := start.Add(s.nearTTL)
-	if !e.KeepUntil.IsZero() && e.KeepUntil.Before(until) {
-		until = e.KeepUntil
+// absent ends the far read of ticket t, which found no entry of key: the
+// copy of key the near tier kept past its NearTTL goes, as it is no
+// fallback anymore, unless key was invalidated meanwhile (a newer copy may
+// then be there).
+func (s *Store[T]) absent(key string, t ticket) {
+	s.flights.finish(key, t, false, func(v verdict) {
+		if v.unchanged {
+			s.near.Invalidate(key)
+		}
+	})
+}
+
+// newItem returns the near copy of e for an operation that began at start
+// (the near tier's clock), or nil if it could not be served anymore.
+func (s *Store[T]) newItem(e store.Entry[T], start int64) *nearItem[T] {
+	until := start + int64(s.nearTTL)
+	keep := int64(math.MaxInt64)
+	if !e.KeepUntil.IsZero() {
+		// The entry's times are the fleet's wall-clock times; the near
+		// tier's clock reads the same time, measured on the monotonic
+		// clock since the store started.
+		keep = e.KeepUntil.UnixNano()
+		until = min(until, keep)
 	}
-	if !until.After(time.Now()) {
+	if until <= s.clock.Exact() {
 		return nil
 	}
-	return &nearItem[T]{entry: e, compact: *local.New(&e, 0), until: until.UnixNano()}
+	return &nearItem[T]{entry: e, compact: *local.New(&e, 0), until: until, keep: keep}
+}
+
+// fallback returns the copy of key that the near tier holds past its
+// NearTTL (or within it), if any, for a load that failed: the value the far
+// tier had when last read, which stale-if-error may serve while the far
+// tier cannot be read. It is lent to a herd cache with the hit path.
+func (s *Store[T]) fallback(key string) (store.Entry[T], bool) {
+	if s.closed.Load() {
+		return store.Entry[T]{}, false
+	}
+	it, ok := s.near.GetEntryQuietly(key)
+	if !ok {
+		return store.Entry[T]{}, false
+	}
+	return it.Value.entry, true
 }
 
 // Set stores e under key in the far tier, then in the near tier, so that
@@ -333,14 +450,14 @@ func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T],
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	start := time.Now()
+	epoch, start := s.epoch.Load(), s.clock.Exact()
 	t := s.flights.begin(key)
 	err := farWrite()
 	var it *nearItem[T]
 	if err == nil && e != nil {
 		it = s.newItem(*e, start)
 	}
-	s.settle(key, t, it)
+	s.settle(key, t, it, epoch)
 	if err != nil {
 		return fmt.Errorf("tiered: %s %q: %w", op, key, err)
 	}
@@ -349,16 +466,31 @@ func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T],
 
 // settle is the near-tier step of a far write of key by the operation of
 // ticket t: it keeps it (nil for a delete, or a write that failed) if
-// nothing invalidated key since the write began, and drops the near copy
-// otherwise. The write counts as an invalidation of key for the reads and
-// writes of this instance in flight.
-func (s *Store[T]) settle(key string, t ticket, it *nearItem[T]) {
-	s.flights.finish(key, t, true, func(unchanged bool) {
-		if unchanged && it != nil && !s.closed.Load() {
-			s.near.Set(key, it)
-		} else {
+// nothing but the write's own echo invalidated key since the write began,
+// and drops the near copy otherwise. The write counts as an invalidation
+// of key for the reads and writes of this instance in flight.
+//
+// The stream reports the write later (its echo), or reported it while the
+// write was in flight: a copy kept waits for the echo, unless one change
+// of the key came meanwhile, which was the echo or an earlier change (see
+// drop). Two or more, and the copy is dropped: a later write may be among
+// them.
+//
+// epoch is the store's epoch when the write began: if a Down comes between
+// then and the echo, the echo may be lost, and no change is taken for it.
+func (s *Store[T]) settle(key string, t ticket, it *nearItem[T], epoch uint64) {
+	s.flights.finish(key, t, true, func(v verdict) {
+		keep := it != nil && !s.closed.Load() && (v.unchanged || v.streamed == 1)
+		if !keep {
 			s.near.Invalidate(key)
+			return
 		}
+		if v.unchanged {
+			it.echo.Store(epoch + 1)
+		} else {
+			s.echoes.Add(1)
+		}
+		s.near.Set(key, it)
 	})
 }
 
@@ -397,12 +529,14 @@ func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store
 		return found, nil
 	}
 	s.farReads.Add(uint64(len(rest)))
-	start := time.Now()
+	start := s.clock.Exact()
 	far, err := s.getManyFar(ctx, rest)
 	for _, k := range rest {
 		if e, ok := far[k]; ok {
 			found[k] = e
 			s.fill(k, tickets[k], e, start)
+		} else if err == nil {
+			s.absent(k, tickets[k])
 		} else {
 			s.flights.finish(k, tickets[k], false, nil)
 		}
@@ -454,18 +588,28 @@ func (s *Store[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (
 // are not counted, so that a hit costs no shared write.
 type Stats struct {
 	// FarReads is the number of keys read from the far tier because the
-	// near tier had no live copy.
+	// near tier had no live copy (repairs not included).
 	FarReads uint64
 	// Changes is the number of key changes the far stream reported.
 	Changes uint64
-	// Flushes is the number of times the far stream could not vouch for
-	// what it delivered (a Change with Down, Gap or All set) and the near
-	// tier was emptied.
+	// Echoes is the number of writes of this instance whose near copy
+	// stayed when the stream reported them back.
+	Echoes uint64
+	// Downs is the number of times the far stream reported it was cut.
+	Downs uint64
+	// Flushes is the number of times the near tier was emptied: at a
+	// Change with All set, or, with [FlushWhenDown], with Down or Gap set.
 	Flushes uint64
+	// Repairs is the number of revalidations of the near tier that a Gap
+	// started; RepairReads the keys they read from the far tier, and
+	// RepairDrops the near copies they dropped, as their key was gone or
+	// could not be read.
+	Repairs, RepairReads, RepairDrops uint64
 	// DiscardedFills is the number of far reads not kept in the near tier
 	// because their key was invalidated while they were in flight.
 	DiscardedFills uint64
-	// NearEntries is about the number of entries in the near tier.
+	// NearEntries is about the number of entries in the near tier, those
+	// kept past their NearTTL as fallbacks included.
 	NearEntries int
 	// InFlight is the number of keys with far reads or writes in flight.
 	InFlight int
@@ -479,7 +623,12 @@ func (s *Store[T]) Stats() Stats {
 	return Stats{
 		FarReads:       s.farReads.Load(),
 		Changes:        s.changes.Load(),
+		Echoes:         s.echoes.Load(),
+		Downs:          s.downs.Load(),
 		Flushes:        s.flushes.Load(),
+		Repairs:        s.repairsRun.Load(),
+		RepairReads:    s.repairReads.Load(),
+		RepairDrops:    s.repairDrops.Load(),
 		DiscardedFills: s.discarded.Load(),
 		NearEntries:    s.near.EstimatedSize(),
 		InFlight:       s.flights.len(),
@@ -502,6 +651,7 @@ func (s *Store[T]) shutdown() error {
 	if werr := s.watch.Close(); werr != nil {
 		err = fmt.Errorf("tiered: close: %w", werr)
 	}
+	s.repairs.close()
 	s.near.StopAllGoroutines()
 	s.near.InvalidateAll()
 	s.clock.Close()

@@ -35,7 +35,7 @@ func NewVersioned[T any](far store.Versioned[T], opts ...Option) (*VersionedStor
 		return nil, err
 	}
 	vs := &VersionedStore[T]{Store: s, vfar: far}
-	vs.lending = local.Lend[T](vs, s.peekNear, true)
+	vs.lending = local.Lend[T](vs, s.peekNear, true, s.fallback)
 	vs.bvfar, _ = far.(store.BulkVersioned[T])
 	return vs, nil
 }
@@ -50,14 +50,15 @@ func (s *VersionedStore[T]) GetVersion(ctx context.Context, key string) (store.E
 		return store.Entry[T]{}, 0, false, ErrClosed
 	}
 	s.farReads.Add(1)
-	start := time.Now()
+	start := s.clock.Exact()
 	t := s.flights.begin(key)
 	e, v, ok, err := s.vfar.GetVersion(ctx, key)
-	if err != nil || !ok {
+	switch {
+	case err != nil:
 		s.flights.finish(key, t, false, nil)
-		if err != nil {
-			return store.Entry[T]{}, 0, false, fmt.Errorf("tiered: get version %q: %w", key, err)
-		}
+		return store.Entry[T]{}, 0, false, fmt.Errorf("tiered: get version %q: %w", key, err)
+	case !ok:
+		s.absent(key, t)
 		return store.Entry[T]{}, v, false, nil
 	}
 	s.fill(key, t, e, start)

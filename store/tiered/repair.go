@@ -1,0 +1,128 @@
+package tiered
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+)
+
+// DefaultRepairBatch is the [RepairBatch] of a store built without it.
+const DefaultRepairBatch = 1000
+
+// A repairer runs the revalidation of the near tier that a Gap asks for,
+// on a goroutine of its own, so that the stream's goroutine only starts
+// it. A Gap starts a new repair and a Down or an All cancels the running
+// one; a repair cancelled at a Down leaves the copies it had not yet
+// revalidated in place, as the next Gap revalidates every copy present.
+type repairer struct {
+	run     func(ctx context.Context, before int64)
+	timeout time.Duration // of each far call
+
+	mu     sync.Mutex
+	stop   context.CancelFunc // of the running repair; nil if none
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newRepairer(run func(ctx context.Context, before int64), timeout time.Duration) *repairer {
+	return &repairer{run: run, timeout: timeout}
+}
+
+// start cancels the running repair, if any, and starts one of the copies
+// fetched before the near tier's clock read before.
+func (r *repairer) start(before int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cancelLocked()
+	if r.closed {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stop = cancel
+	r.wg.Go(func() {
+		defer cancel()
+		r.run(ctx, before)
+	})
+}
+
+// cancel asks the running repair, if any, to stop; it does not wait.
+func (r *repairer) cancel() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cancelLocked()
+}
+
+func (r *repairer) cancelLocked() {
+	if r.stop != nil {
+		r.stop()
+		r.stop = nil
+	}
+}
+
+// close cancels the running repair and waits for every repair to return;
+// none starts after it.
+func (r *repairer) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.cancelLocked()
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+// repair revalidates the near copies that may have missed a change while
+// the stream was away: every copy that a hit could serve, present when the
+// Gap was handled (fetched before the clock read before). It reads them
+// again from the far tier, batch keys per call, and makes the near tier
+// agree with what it read, as a far read does: a key found is kept with
+// the entry read (a new copy, served NearTTL from this read), a key gone
+// is dropped, and so is a key whose read failed, unless the repair was
+// cancelled (by a Down: the next Gap revalidates it). A change or a write
+// of the key while its read is in flight wins, as for any far read.
+//
+// Copies kept past their NearTTL as the fallback of failed loads are not
+// read again: they are no hits, and a far read replaces them when they are
+// asked for.
+func (s *Store[T]) repair(ctx context.Context, before int64) {
+	s.repairsRun.Add(1)
+	var keys []string
+	for k, it := range s.near.All() {
+		if it.until > before {
+			keys = append(keys, k)
+		}
+	}
+	for batch := range slices.Chunk(keys, s.repairBatch) {
+		if ctx.Err() != nil || s.closed.Load() {
+			return
+		}
+		s.repairBatchOf(ctx, batch)
+	}
+}
+
+// repairBatchOf revalidates the near copies of keys with one far read.
+func (s *Store[T]) repairBatchOf(ctx context.Context, keys []string) {
+	tickets := make([]ticket, len(keys))
+	for i, k := range keys {
+		tickets[i] = s.flights.begin(k)
+	}
+	s.repairReads.Add(uint64(len(keys)))
+	start := s.clock.Exact()
+	rctx, cancel := context.WithTimeout(ctx, s.repairs.timeout)
+	found, err := s.getManyFar(rctx, keys)
+	cancel()
+	for i, k := range keys {
+		e, ok := found[k]
+		switch {
+		case ok:
+			s.fill(k, tickets[i], e, start)
+		case err == nil:
+			s.repairDrops.Add(1)
+			s.absent(k, tickets[i])
+		case ctx.Err() != nil:
+			s.flights.finish(k, tickets[i], false, nil)
+		default:
+			s.repairDrops.Add(1)
+			s.absent(k, tickets[i])
+		}
+	}
+}
