@@ -124,15 +124,15 @@ var ErrClosed = errors.New("tiered: store closed")
 // [store.SharedGetter], [store.BulkGetter], [store.Locker] and
 // [store.BulkLocker], and lends a herd.Cache its near hits in place.
 type Store[T any] struct {
-	far        store.Store[T]
-	bulk       store.BulkGetter[T] // far, if it reads in bulk
-	locker     store.Locker        // far, if it locks
-	bulkLocker store.BulkLocker    // far, if it locks in bulk
-	near       *otter.Cache[string, *nearItem[T]]
-	clock      *clock.Clock // the near tier's: a near hit's reading
-	nearTTL    time.Duration
-	flights    *inflight
-	watch      store.Watch
+	far         store.Store[T]
+	bulk        store.BulkGetter[T] // far, if it reads in bulk
+	locker      store.Locker        // far, if it locks
+	bulkLocker  store.BulkLocker    // far, if it locks in bulk
+	near        *otter.Cache[string, *nearItem[T]]
+	clock       *clock.Clock // the near tier's: a near hit's reading
+	nearTTL     time.Duration
+	flights     *inflight
+	watch       store.Watch
 	flushDown   bool // FlushWhenDown
 	repairs     *repairer
 	repairBatch int
@@ -142,7 +142,7 @@ type Store[T any] struct {
 	closing closing.Once
 
 	farReads, changes, flushes, discarded, echoes, downs atomic.Uint64
-	repairsRun, repairReads, repairDrops               atomic.Uint64
+	repairsRun, repairReads, repairDrops                 atomic.Uint64
 
 	// lending is the hit path the store lends a herd cache: peekNear.
 	lending[T]
@@ -194,10 +194,10 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 	check.That(ok, "tiered", "the far store, a %T, must implement store.ChangeStream", far)
 	cfg := newConfig(opts)
 	s := &Store[T]{
-		far:       far,
-		nearTTL:   cfg.nearTTL,
-		flights:   newInflight(),
-		flushDown: cfg.flushDown,
+		far:         far,
+		nearTTL:     cfg.nearTTL,
+		flights:     newInflight(),
+		flushDown:   cfg.flushDown,
 		repairBatch: cfg.repairBatch,
 	}
 	s.lending = local.Lend[T](s, s.peekNear, true, s.fallback)
