@@ -516,25 +516,38 @@ func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error 
 		return err
 	}
 	defer done()
+	_, err = s.write(ctx, key, &e, nil)
+	return err
+}
+
+// SetVersioned is [Store.Set], and returns the version (the revision) the
+// write gave key, the one its change reports ([store.VersionReporter]).
+func (s *Store[T]) SetVersioned(ctx context.Context, key string, e store.Entry[T]) (store.Version, error) {
+	ctx, done, err := s.begin(ctx, "set", key)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	return s.write(ctx, key, &e, nil)
 }
 
 // write publishes e under key, with the expected last sequence of the key's
-// subject when expect is not nil.
-func (s *Store[T]) write(ctx context.Context, key string, e *store.Entry[T], expect *store.Version) error {
+// subject when expect is not nil, and returns the version it wrote.
+func (s *Store[T]) write(ctx context.Context, key string, e *store.Entry[T], expect *store.Version) (store.Version, error) {
 	p, err := s.setPub(key, e, expect)
 	if err != nil {
-		return fmt.Errorf("natsstore: set %q: %w", key, err)
+		return 0, fmt.Errorf("natsstore: set %q: %w", key, err)
 	}
 	return s.send(ctx, key, p)
 }
 
-// send publishes p, a write of key.
-func (s *Store[T]) send(ctx context.Context, key string, p pub) error {
-	if _, err := s.publish(ctx, p.m, p.opts...); err != nil {
-		return fmt.Errorf("natsstore: %s %q: %w", p.op, key, conflict(ctx, err))
+// send publishes p, a write of key, and returns the version it wrote.
+func (s *Store[T]) send(ctx context.Context, key string, p pub) (store.Version, error) {
+	ack, err := s.publish(ctx, p.m, p.opts...)
+	if err != nil {
+		return 0, fmt.Errorf("natsstore: %s %q: %w", p.op, key, conflict(ctx, err))
 	}
-	return nil
+	return store.Version(ack.Sequence), nil
 }
 
 // A pub is a message to publish, with its options, and what it does to its
@@ -651,7 +664,8 @@ func (s *Store[T]) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	defer done()
-	return s.send(ctx, key, s.deletePub(key, nil))
+	_, err = s.send(ctx, key, s.deletePub(key, nil))
+	return err
 }
 
 // purgeMsg is the KV client's purge marker for subject: it rolls up (drops)

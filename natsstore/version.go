@@ -30,6 +30,18 @@ func (s *Store[T]) SetIf(ctx context.Context, key string, e store.Entry[T], v st
 		return err
 	}
 	defer done()
+	_, err = s.write(ctx, key, &e, &v)
+	return err
+}
+
+// SetIfVersioned is [Store.SetIf], and returns the version (the revision)
+// the write gave key ([store.VersionReporter]).
+func (s *Store[T]) SetIfVersioned(ctx context.Context, key string, e store.Entry[T], v store.Version) (store.Version, error) {
+	ctx, done, err := s.begin(ctx, "set", key)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	return s.write(ctx, key, &e, &v)
 }
 
@@ -42,7 +54,8 @@ func (s *Store[T]) DeleteIf(ctx context.Context, key string, v store.Version) er
 		return err
 	}
 	defer done()
-	return s.send(ctx, key, s.deletePub(key, &v))
+	_, err = s.send(ctx, key, s.deletePub(key, &v))
+	return err
 }
 
 // VersionRetention is how long the bucket keeps the marker of a deleted or
@@ -50,3 +63,5 @@ func (s *Store[T]) DeleteIf(ctx context.Context, key string, v store.Version) er
 // shorter. A bucket with neither keeps every marker, and VersionRetention
 // is then the largest Duration.
 func (s *Store[T]) VersionRetention() time.Duration { return s.retention }
+
+var _ store.VersionReporter[int] = (*Store[int])(nil)

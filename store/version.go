@@ -59,3 +59,17 @@ type Versioned[T any] interface {
 // DefaultVersionRetention is the [Versioned.VersionRetention] of herd's
 // stores unless configured otherwise: longer than any load should take.
 const DefaultVersionRetention = 5 * time.Minute
+
+// A VersionReporter is a [Versioned] store whose writes report the version
+// they gave their key: the version its change stream reports for that
+// write ([Change.Version]). A receiver of the stream that keeps the
+// writer's own copy (a near tier) then tells the change of its own write
+// from a later one, even where the stream reports only the last of several
+// quick changes of a key, as a NATS KV watch does.
+type VersionReporter[T any] interface {
+	Versioned[T]
+	// SetVersioned is Set, and returns the version the write gave key.
+	SetVersioned(ctx context.Context, key string, e Entry[T]) (Version, error)
+	// SetIfVersioned is SetIf, and returns the version the write gave key.
+	SetIfVersioned(ctx context.Context, key string, e Entry[T], v Version) (Version, error)
+}

@@ -37,7 +37,7 @@ func (s *Store[T]) WriteIf(_ context.Context, writes []store.ConditionalWrite[T]
 		if !w.Delete {
 			it = s.newItem(&w.Entry)
 		}
-		if !s.write(w.Key, it, w.Version, true) {
+		if s.write(w.Key, it, w.Version, true) == 0 {
 			errs[i] = store.ErrConflict
 		}
 	}

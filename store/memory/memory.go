@@ -99,16 +99,17 @@ type lending[T any] = local.Lending[T]
 // stored, so that peek can lend them.
 
 var (
-	_ store.Store[int]         = (*Store[int])(nil)
-	_ store.SharedGetter[int]  = (*Store[int])(nil)
-	_ store.Versioned[int]     = (*Store[int])(nil)
-	_ store.BulkGetter[int]    = (*Store[int])(nil)
-	_ store.Locker             = (*Store[int])(nil)
-	_ store.Locker             = (*Locker)(nil)
-	_ store.BulkVersioned[int] = (*Store[int])(nil)
-	_ store.BulkLocker         = (*Store[int])(nil)
-	_ store.BulkLocker         = (*Locker)(nil)
-	_ store.ChangeStream       = (*Store[int])(nil)
+	_ store.Store[int]           = (*Store[int])(nil)
+	_ store.SharedGetter[int]    = (*Store[int])(nil)
+	_ store.Versioned[int]       = (*Store[int])(nil)
+	_ store.VersionReporter[int] = (*Store[int])(nil)
+	_ store.BulkGetter[int]      = (*Store[int])(nil)
+	_ store.Locker               = (*Store[int])(nil)
+	_ store.Locker               = (*Locker)(nil)
+	_ store.BulkVersioned[int]   = (*Store[int])(nil)
+	_ store.BulkLocker           = (*Store[int])(nil)
+	_ store.BulkLocker           = (*Locker)(nil)
+	_ store.ChangeStream         = (*Store[int])(nil)
 )
 
 type config struct {
@@ -285,6 +286,22 @@ func (s *Store[T]) Set(_ context.Context, key string, e store.Entry[T]) error {
 	return nil
 }
 
+// SetVersioned is [Store.Set], and returns the version the write gave key,
+// the one its change reports ([store.VersionReporter]).
+func (s *Store[T]) SetVersioned(_ context.Context, key string, e store.Entry[T]) (store.Version, error) {
+	return s.write(key, s.newItem(&e), 0, false), nil
+}
+
+// SetIfVersioned is [Store.SetIf], and returns the version the write gave
+// key ([store.VersionReporter]).
+func (s *Store[T]) SetIfVersioned(_ context.Context, key string, e store.Entry[T], v store.Version) (store.Version, error) {
+	wrote := s.write(key, s.newItem(&e), v, true)
+	if wrote == 0 {
+		return 0, store.ErrConflict
+	}
+	return wrote, nil
+}
+
 // Delete removes the entry of key, if any, and records the deletion for
 // [VersionRetention].
 func (s *Store[T]) Delete(_ context.Context, key string) error {
@@ -295,7 +312,7 @@ func (s *Store[T]) Delete(_ context.Context, key string) error {
 // SetIf is [Store.Set] if the key's version is still v; otherwise it returns
 // [store.ErrConflict].
 func (s *Store[T]) SetIf(_ context.Context, key string, e store.Entry[T], v store.Version) error {
-	if !s.write(key, s.newItem(&e), v, true) {
+	if s.write(key, s.newItem(&e), v, true) == 0 {
 		return store.ErrConflict
 	}
 	return nil
@@ -304,7 +321,7 @@ func (s *Store[T]) SetIf(_ context.Context, key string, e store.Entry[T], v stor
 // DeleteIf is [Store.Delete] if the key's version is still v; otherwise it
 // returns [store.ErrConflict].
 func (s *Store[T]) DeleteIf(_ context.Context, key string, v store.Version) error {
-	if !s.write(key, s.tombstone(), v, true) {
+	if s.write(key, s.tombstone(), v, true) == 0 {
 		return store.ErrConflict
 	}
 	return nil
@@ -333,8 +350,9 @@ func (s *Store[T]) tombstone() *local.Entry[T] {
 
 // write stores it under key with a new version, if the key's version is v
 // or the write is unconditional, and reports the change to the watches. it
-// is stored with its version set, before anything can read it.
-func (s *Store[T]) write(key string, it *local.Entry[T], v store.Version, conditional bool) bool {
+// is stored with its version set, before anything can read it. It returns
+// the version written, or zero if the write was refused.
+func (s *Store[T]) write(key string, it *local.Entry[T], v store.Version, conditional bool) store.Version {
 	var wrote store.Version
 	s.c.Compute(key, func(old *local.Entry[T], found bool) (*local.Entry[T], otter.ComputeOp) {
 		current := store.Version(0)
@@ -351,7 +369,7 @@ func (s *Store[T]) write(key string, it *local.Entry[T], v store.Version, condit
 	if wrote != 0 {
 		s.watches.publish(store.Change{Key: key, Version: wrote})
 	}
-	return wrote != 0
+	return wrote
 }
 
 // Len returns the number of entries and records of deleted keys, after the

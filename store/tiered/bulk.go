@@ -60,7 +60,7 @@ func (s *VersionedStore[T]) GetVersions(ctx context.Context, keys []string) []st
 			s.absent(k, tickets[i])
 			out[i].Version = r.Version
 		default:
-			s.fill(k, tickets[i], r.Entry, start)
+			s.fillVersion(k, tickets[i], r.Entry, r.Version, start)
 			out[i] = store.VersionedRead[T]{Entry: r.Entry, Version: r.Version, Found: true}
 		}
 	}

@@ -105,6 +105,20 @@ func (f *farStore) Set(ctx context.Context, key string, e store.Entry[int]) erro
 	return f.Store.Set(ctx, key, e)
 }
 
+func (f *farStore) SetVersioned(ctx context.Context, key string, e store.Entry[int]) (store.Version, error) {
+	if f.broken.Load() {
+		return 0, errBroken
+	}
+	return f.Store.SetVersioned(ctx, key, e)
+}
+
+func (f *farStore) SetIfVersioned(ctx context.Context, key string, e store.Entry[int], v store.Version) (store.Version, error) {
+	if f.broken.Load() {
+		return 0, errBroken
+	}
+	return f.Store.SetIfVersioned(ctx, key, e, v)
+}
+
 func (f *farStore) Get(ctx context.Context, key string) (store.Entry[int], bool, error) {
 	if f.broken.Load() {
 		return store.Entry[int]{}, false, errBroken

@@ -1,6 +1,9 @@
 package tiered
 
-import "github.com/herdcache/herd/internal/keymap"
+import (
+	"github.com/herdcache/herd/internal/keymap"
+	"github.com/herdcache/herd/store"
+)
 
 // inflight tracks, per key, the far-tier operations of this instance that
 // have begun and not yet finished, so that their near-tier step can tell
@@ -21,18 +24,20 @@ type inflight struct {
 // A record is the bookkeeping of one key with operations in flight.
 // Guarded by its stripe's mutex.
 type record struct {
-	refs     int    // operations in flight
-	gen      uint64 // bumped by every invalidation of the key
-	streamed uint64 // bumped by the invalidations that are changes from the stream
+	refs        int    // operations in flight
+	gen         uint64 // bumped by every invalidation of the key
+	streamed    uint64 // bumped by the invalidations that are changes from the stream
+	unversioned uint64 // bumped by those of them that came without a version
+	last        store.Version
 }
 
 // A ticket is one operation in flight: the record it registered with and
 // the generation it saw when it began.
 type ticket struct {
-	s        *keymap.Stripe[*record]
-	r        *record
-	gen      uint64
-	streamed uint64
+	s                     *keymap.Stripe[*record]
+	r                     *record
+	gen                   uint64
+	streamed, unversioned uint64
 }
 
 // A verdict is what befell a key while an operation was in flight.
@@ -41,8 +46,10 @@ type verdict struct {
 	unchanged bool
 	// streamed is the number of changes of the key that the stream
 	// delivered meanwhile, when they were its only invalidations (zero
-	// otherwise).
-	streamed uint64
+	// otherwise); unversioned how many of them came without a version, and
+	// last the version of the last one.
+	streamed, unversioned uint64
+	last                  store.Version
 }
 
 func newInflight() *inflight { return &inflight{} }
@@ -58,7 +65,7 @@ func (f *inflight) begin(key string) ticket {
 		s.Put(key, r)
 	}
 	r.refs++
-	return ticket{s: s, r: r, gen: r.gen, streamed: r.streamed}
+	return ticket{s: s, r: r, gen: r.gen, streamed: r.streamed, unversioned: r.unversioned}
 }
 
 // finish runs step under the stripe's mutex, telling it what befell the
@@ -71,8 +78,8 @@ func (f *inflight) finish(key string, t ticket, bump bool, step func(verdict)) {
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
 	v := verdict{unchanged: t.r.gen == t.gen}
-	if n := t.r.streamed - t.streamed; n == t.r.gen-t.gen {
-		v.streamed = n
+	if n := t.r.streamed - t.streamed; n > 0 && n == t.r.gen-t.gen {
+		v.streamed, v.unversioned, v.last = n, t.r.unversioned-t.unversioned, t.r.last
 	}
 	if bump {
 		t.r.gen++
@@ -86,11 +93,12 @@ func (f *inflight) finish(key string, t ticket, bump bool, step func(verdict)) {
 	}
 }
 
-// changed handles a change of key that the stream delivered: under the
-// stripe's mutex, it runs drop, which returns whether the change was
-// consumed (the echo of a write of this instance whose near copy stays),
-// and unless it was, bumps the generation of key's operations in flight.
-func (f *inflight) changed(key string, drop func() (echo bool)) {
+// changed handles a change of key, at version v (zero if unknown), that
+// the stream delivered: under the stripe's mutex, it runs drop, which
+// returns whether the near copy stays (the change is the echo of the write
+// of this instance that made it, or older), and unless it does, bumps the
+// generation of key's operations in flight.
+func (f *inflight) changed(key string, v store.Version, drop func() (kept bool)) {
 	s := f.keys.Stripe(key)
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
@@ -100,6 +108,10 @@ func (f *inflight) changed(key string, drop func() (echo bool)) {
 	if r, _ := s.Get(key); r != nil {
 		r.gen++
 		r.streamed++
+		if v == 0 {
+			r.unversioned++
+		}
+		r.last = v
 	}
 }
 

@@ -262,3 +262,30 @@ func TestNearCopyIsTheFallbackOfAFailedLoad(t *testing.T) {
 		})
 	}
 }
+
+// A stream that reports only the last of several quick changes of a key
+// (a NATS KV watch does, as the bucket keeps one revision per key): the
+// writer's echo is never reported, only a later write by another instance.
+// With versions, the writer tells that change from its echo and drops its
+// copy.
+func TestCoalescedChangeIsNotTakenForAnEcho(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFar()
+		fl := fleet(t, f, 2)
+		a, b := fl[0], fl[1]
+		ctx := context.Background()
+		for round := range 10 {
+			f.swallow.Store(true)
+			if err := a.Set(ctx, "k", store.Entry[int]{Value: -round}); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait() // the echo is coalesced away
+			f.swallow.Store(false)
+			if err := b.Set(ctx, "k", store.Entry[int]{Value: round}); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+			mustValue(t, a, "k", round)
+		}
+	})
+}

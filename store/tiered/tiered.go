@@ -125,9 +125,10 @@ var ErrClosed = errors.New("tiered: store closed")
 // [store.BulkLocker], and lends a herd.Cache its near hits in place.
 type Store[T any] struct {
 	far         store.Store[T]
-	bulk        store.BulkGetter[T] // far, if it reads in bulk
-	locker      store.Locker        // far, if it locks
-	bulkLocker  store.BulkLocker    // far, if it locks in bulk
+	bulk        store.BulkGetter[T]      // far, if it reads in bulk
+	locker      store.Locker             // far, if it locks
+	bulkLocker  store.BulkLocker         // far, if it locks in bulk
+	reporter    store.VersionReporter[T] // far, if its writes report their versions
 	near        *otter.Cache[string, *nearItem[T]]
 	clock       *clock.Clock // the near tier's: a near hit's reading
 	nearTTL     time.Duration
@@ -165,6 +166,10 @@ type nearItem[T any] struct {
 	compact local.Entry[T]
 	until   int64 // the near tier's clock: the near copy is served before then only
 	keep    int64 // the near tier's clock: the item leaves the near tier then
+
+	// version is the far tier's version of the entry, when the read or
+	// write that gave the copy knew it; zero otherwise.
+	version store.Version
 
 	// echo is set while the stream has yet to report the write of this
 	// instance that made the item: that report is the write's echo, and
@@ -204,6 +209,7 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 	s.bulk, _ = far.(store.BulkGetter[T])
 	s.locker, _ = far.(store.Locker)
 	s.bulkLocker, _ = far.(store.BulkLocker)
+	s.reporter, _ = far.(store.VersionReporter[T])
 	s.clock = clock.New(cfg.resolution)
 	s.near = newNear[T](&cfg, s.clock)
 	s.repairs = newRepairer(s.repair, cfg.watchTimeout)
@@ -265,7 +271,7 @@ func (s *Store[T]) onChange(c store.Change) {
 		s.flush()
 	default:
 		s.changes.Add(1)
-		s.flights.changed(c.Key, func() bool { return s.drop(c.Key) })
+		s.flights.changed(c.Key, c.Version, func() bool { return s.drop(c.Key, c.Version) })
 	}
 }
 
@@ -277,19 +283,33 @@ func (s *Store[T]) flush() {
 	s.near.InvalidateAll()
 }
 
-// drop handles a change of key that the stream reported: it drops the near
-// copy, unless the change is the echo of the write of this instance that
-// made it, and reports whether it was.
+// drop handles a change of key, at version v (zero if the stream did not
+// say), that the stream reported: it drops the near copy, unless the change
+// is older than the copy or the echo of the write of this instance that
+// made it, and reports whether the copy stays.
 //
-// A change is taken for the echo when the copy still waits for one: the
-// stream reports the changes of a key in the order they were made, so the
-// first change reported after a write began is that write's or an earlier
-// one's, never a later one's. Taking an earlier one's for the echo leaves
-// the copy in place, which is right (the write is later), and the echo,
-// when it comes, drops it, which is safe.
-func (s *Store[T]) drop(key string) (echo bool) {
+// When both the change's version and the copy's are known, they decide:
+// the copy stays if the change's version is not later than its own (an
+// echo, a replay, a change that was overtaken). Otherwise a change is taken
+// for the echo when the copy, made by a write of this instance, still
+// waits for one: a stream that reports no versions (Redis) reports every
+// change of a key, in the order they were made, so the first change
+// reported after a write began is that write's or an earlier one's, never
+// a later one's. Taking an earlier one's for the echo leaves the copy in
+// place, which is right (the write is later), and the echo, when it comes,
+// drops it, which is safe.
+func (s *Store[T]) drop(key string, v store.Version) (kept bool) {
 	it, ok := s.near.GetEntryQuietly(key)
-	if ok && it.Value.echo.CompareAndSwap(s.epoch.Load()+1, 0) {
+	switch {
+	case !ok:
+	case v != 0 && it.Value.version != 0:
+		if v <= it.Value.version {
+			if v == it.Value.version && it.Value.echo.Swap(0) != 0 {
+				s.echoes.Add(1)
+			}
+			return true
+		}
+	case v == 0 && it.Value.version == 0 && it.Value.echo.CompareAndSwap(s.epoch.Load()+1, 0):
 		s.echoes.Add(1)
 		return true
 	}
@@ -368,7 +388,15 @@ func (s *Store[T]) getFar(ctx context.Context, key string) (store.Entry[T], bool
 // fill keeps a near copy of e, read from the far tier by the operation of
 // ticket t that began at start, unless key was invalidated meanwhile.
 func (s *Store[T]) fill(key string, t ticket, e store.Entry[T], start int64) {
+	s.fillVersion(key, t, e, 0, start)
+}
+
+// fillVersion is fill for an entry read at version v (zero if unknown).
+func (s *Store[T]) fillVersion(key string, t ticket, e store.Entry[T], v store.Version, start int64) {
 	it := s.newItem(e, start)
+	if it != nil {
+		it.version = v
+	}
 	s.flights.finish(key, t, false, func(v verdict) {
 		switch {
 		case !v.unchanged:
@@ -431,13 +459,18 @@ func (s *Store[T]) fallback(key string) (store.Entry[T], bool) {
 // key is dropped and the far store's error returned, wrapped. Errors:
 // also [ErrClosed] after Close.
 func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error {
-	return s.write(ctx, "set", key, &e, func() error { return s.far.Set(ctx, key, e) })
+	return s.write(ctx, "set", key, &e, func() (store.Version, error) {
+		if s.reporter != nil {
+			return s.reporter.SetVersioned(ctx, key, e)
+		}
+		return 0, s.far.Set(ctx, key, e)
+	})
 }
 
 // Delete removes key from the far tier, then drops its near copy. Errors:
 // the far store's, wrapped; [ErrClosed] after Close.
 func (s *Store[T]) Delete(ctx context.Context, key string) error {
-	return s.write(ctx, "delete", key, nil, func() error { return s.far.Delete(ctx, key) })
+	return s.write(ctx, "delete", key, nil, func() (store.Version, error) { return 0, s.far.Delete(ctx, key) })
 }
 
 // write runs farWrite, then makes the near tier agree with it: it keeps e
@@ -445,17 +478,22 @@ func (s *Store[T]) Delete(ctx context.Context, key string) error {
 // since the write began, and drops the near copy otherwise. The write also
 // invalidates key for the reads and writes of this instance in flight, so
 // that none of them puts an older value in the near tier.
-func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T], farWrite func() error) error {
+//
+// farWrite returns the version it wrote, if the far store says (see
+// [store.VersionReporter]), or zero.
+func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T], farWrite func() (store.Version, error)) error {
 	mustContext(ctx)
 	if s.closed.Load() {
 		return ErrClosed
 	}
 	epoch, start := s.epoch.Load(), s.clock.Exact()
 	t := s.flights.begin(key)
-	err := farWrite()
+	v, err := farWrite()
 	var it *nearItem[T]
 	if err == nil && e != nil {
-		it = s.newItem(*e, start)
+		if it = s.newItem(*e, start); it != nil {
+			it.version = v
+		}
 	}
 	s.settle(key, t, it, epoch)
 	if err != nil {
@@ -466,26 +504,50 @@ func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T],
 
 // settle is the near-tier step of a far write of key by the operation of
 // ticket t: it keeps it (nil for a delete, or a write that failed) if
-// nothing but the write's own echo invalidated key since the write began,
-// and drops the near copy otherwise. The write counts as an invalidation
-// of key for the reads and writes of this instance in flight.
+// nothing but the write's own echo, or changes older than the write,
+// invalidated key since the write began, and drops the near copy
+// otherwise. The write counts as an invalidation of key for the reads and
+// writes of this instance in flight.
 //
 // The stream reports the write later (its echo), or reported it while the
-// write was in flight: a copy kept waits for the echo, unless one change
-// of the key came meanwhile, which was the echo or an earlier change (see
-// drop). Two or more, and the copy is dropped: a later write may be among
-// them.
+// write was in flight. With versions (the write's and the changes'), the
+// changes meanwhile must not be later than the write, and the copy waits
+// for the echo unless it came. Without, the copy waits for the echo
+// unless one change of the key came meanwhile, which was the echo or an
+// earlier change (see drop); two or more, and the copy is dropped, as a
+// later write may be among them.
 //
 // epoch is the store's epoch when the write began: if a Down comes between
 // then and the echo, the echo may be lost, and no change is taken for it.
 func (s *Store[T]) settle(key string, t ticket, it *nearItem[T], epoch uint64) {
 	s.flights.finish(key, t, true, func(v verdict) {
-		keep := it != nil && !s.closed.Load() && (v.unchanged || v.streamed == 1)
-		if !keep {
+		if it == nil || s.closed.Load() {
 			s.near.Invalidate(key)
 			return
 		}
-		if v.unchanged {
+		wait := true
+		switch {
+		case v.unchanged:
+		case v.streamed == 0: // a flush, or another write of this instance
+			wait = false
+			it = nil
+		case it.version != 0 && v.unversioned == 0:
+			switch {
+			case v.last > it.version:
+				it = nil
+			case v.last == it.version:
+				wait = false
+			}
+		case it.version == 0 && v.unversioned == v.streamed && v.streamed == 1:
+			wait = false
+		default:
+			it = nil
+		}
+		if it == nil {
+			s.near.Invalidate(key)
+			return
+		}
+		if wait {
 			it.echo.Store(epoch + 1)
 		} else {
 			s.echoes.Add(1)

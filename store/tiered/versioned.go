@@ -61,7 +61,7 @@ func (s *VersionedStore[T]) GetVersion(ctx context.Context, key string) (store.E
 		s.absent(key, t)
 		return store.Entry[T]{}, v, false, nil
 	}
-	s.fill(key, t, e, start)
+	s.fillVersion(key, t, e, v, start)
 	return e, v, true, nil
 }
 
@@ -69,13 +69,18 @@ func (s *VersionedStore[T]) GetVersion(ctx context.Context, key string) (store.E
 // near-tier step; on any failure the near copy of key is dropped. A refused
 // write returns an error wrapping [store.ErrConflict].
 func (s *VersionedStore[T]) SetIf(ctx context.Context, key string, e store.Entry[T], v store.Version) error {
-	return s.write(ctx, "set if", key, &e, func() error { return s.vfar.SetIf(ctx, key, e, v) })
+	return s.write(ctx, "set if", key, &e, func() (store.Version, error) {
+		if s.reporter != nil {
+			return s.reporter.SetIfVersioned(ctx, key, e, v)
+		}
+		return 0, s.vfar.SetIf(ctx, key, e, v)
+	})
 }
 
 // DeleteIf is the far store's DeleteIf, then drops the near copy of key. A
 // refused write returns an error wrapping [store.ErrConflict].
 func (s *VersionedStore[T]) DeleteIf(ctx context.Context, key string, v store.Version) error {
-	return s.write(ctx, "delete if", key, nil, func() error { return s.vfar.DeleteIf(ctx, key, v) })
+	return s.write(ctx, "delete if", key, nil, func() (store.Version, error) { return 0, s.vfar.DeleteIf(ctx, key, v) })
 }
 
 // VersionRetention is the far store's.
