@@ -69,7 +69,12 @@ type Change struct {
 //     order the backend reports them (changes of keys on different shards
 //     of a sharded backend have no order between them).
 //   - A change may be reported more than once, and changes made by the
-//     watching process itself are reported too.
+//     watching process itself are reported too. A stream that keeps only
+//     the last revision of a key (a NATS KV bucket) may skip a change of
+//     a key that a later change of it overtook before delivery; the last
+//     change of a key is always reported. A receiver that must tell its
+//     own write's change from a later one compares versions (see
+//     [VersionReporter]) rather than count changes.
 //   - Every loss is reported, never dropped: a cut as Down, followed once
 //     the stream is back by Up (nothing was missed), Gap (revalidate) or All
 //     (drop everything); a flush or swap of the backend's data as All. A
