@@ -46,8 +46,9 @@ type fleetRun struct {
 
 // checkFleetOutage checks the outage phases of a fleet run over a server:
 // memory per instance has none; the far tier alone and the two-level store
-// each read through the three windows; while the far tier is cut no write
-// completes, and the far tier alone answers nothing from the store.
+// each read through the three windows, and wrote before and after the
+// cut; while the far tier is cut, the far tier alone answers nothing from
+// the store.
 func checkFleetOutage(t *testing.T, r *fleetRun, fault string) {
 	t.Helper()
 	if r.Setups[0].Outage != nil {
@@ -71,8 +72,8 @@ func checkFleetOutage(t *testing.T, r *fleetRun, fault string) {
 			}
 		}
 		up, cut, back := o.Windows[0], o.Windows[1], o.Windows[2]
-		if up.Writes == 0 || back.Writes == 0 || cut.Writes != 0 {
-			t.Errorf("%s: writes %d up, %d cut, %d back; want some but while cut", s.Name, up.Writes, cut.Writes, back.Writes)
+		if up.Writes == 0 || back.Writes == 0 {
+			t.Errorf("%s: writes %d up, %d back; want some in each", s.Name, up.Writes, back.Writes)
 		}
 		if s.Name == "far tier only" && (cut.Hits != 0 || cut.Loads == 0) {
 			t.Errorf("far tier only, cut: %d hits, %d loads; want loads only, with the far tier unreachable", cut.Hits, cut.Loads)
