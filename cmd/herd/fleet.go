@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/herdcache/herd/cmd/herd/internal/fleet"
@@ -115,8 +116,11 @@ func runFleet(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 			c.OutageBefore, c.OutageAfter = fleetOutageBefore, fleetOutageAfter
 		}
 	}
-	c.Progress = func(setup string) {
-		fmt.Fprintf(stderr, "fleet: %s\n", setup)
+	c.Progress = func(what string) {
+		if slices.Contains(fleet.Setups(), what) {
+			what += ", " + c.Duration.String()
+		}
+		fmt.Fprintf(stderr, "fleet: %s\n", what)
 	}
 	r, err := fleet.Run(ctx, c)
 	if err != nil {

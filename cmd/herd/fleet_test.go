@@ -48,7 +48,7 @@ type fleetRun struct {
 // memory per instance has none; the far tier alone and the two-level store
 // each read through the three windows, and wrote before and after the
 // cut; while the far tier is cut, the far tier alone answers nothing from
-// the store.
+// the store, but for reads under way at the cut.
 func checkFleetOutage(t *testing.T, r *fleetRun, fault string) {
 	t.Helper()
 	if r.Setups[0].Outage != nil {
@@ -75,8 +75,10 @@ func checkFleetOutage(t *testing.T, r *fleetRun, fault string) {
 		if up.Writes == 0 || back.Writes == 0 {
 			t.Errorf("%s: writes %d up, %d back; want some in each", s.Name, up.Writes, back.Writes)
 		}
-		if s.Name == "far tier only" && (cut.Hits != 0 || cut.Loads == 0) {
-			t.Errorf("far tier only, cut: %d hits, %d loads; want loads only, with the far tier unreachable", cut.Hits, cut.Loads)
+		// A read under way at the cut may still be answered by the
+		// store; the others cannot be.
+		if s.Name == "far tier only" && (cut.Loads == 0 || cut.Hits > cut.Loads/100) {
+			t.Errorf("far tier only, cut: %d hits, %d loads; want loads, with the far tier unreachable", cut.Hits, cut.Loads)
 		}
 	}
 	if len(r.OutageLines) != 2 || r.OutageNote != "" {

@@ -63,8 +63,9 @@ type Config struct {
 	Far       func(ctx context.Context, name string) (sim.SharedStore, error) `json:"-"`
 	StoreName string                                                          // the shared store as --store named it; "" for memory
 	Command   string                                                          // the command line that ran it, without credentials; "" is "herd"
-	// Progress, if not nil, is called as each setup or outage phase
-	// starts, with what it is.
+	// Progress, if not nil, is called as each setup starts, with its
+	// name, and as each outage phase starts, with its setup's name and
+	// what the phase does.
 	Progress func(setup string) `json:"-"`
 
 	// Outage, if positive, gives each setup over the far tier (far tier
@@ -228,7 +229,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			break
 		}
 		if c.Progress != nil {
-			c.Progress(name + ", " + c.Duration.String())
+			c.Progress(name)
 		}
 		s, err := runSetup(ctx, &c, name)
 		if err != nil {
