@@ -49,6 +49,16 @@
 //	--html file      also write a self-contained HTML page with charts over time
 //	--metrics-addr a serve the Prometheus metrics of the herd caches at http://a/metrics
 //	                 while the run lasts, a being host:port such as :9090 (not with --fleet)
+//	--store-outage d how long the --store server is unreachable in the store outage phase:
+//	                 after the run, herd caches over the server, their client at its defaults,
+//	                 take Gets while a proxy in front of the server cuts it off, then restores
+//	                 it; with --fleet, each setup over the server gets such a phase. 0 for
+//	                 none; only with a --store server, as the memory store has none to cut
+//	                 (default 3s)
+//	--store-fault f  how the server is unreachable in the outage phase: hang (connections
+//	                 stay open, nothing is answered: a stopped server, a partition) or
+//	                 refuse (connections are closed and refused: a server that exited)
+//	                 (default hang)
 //	--fleet          run the fleet scenario instead: --instances caches (default 3) read
 //	                 and a writer sets keys through them, in three setups (memory per
 //	                 instance, the --store alone, two-level over it), 5s each by default
@@ -89,6 +99,40 @@
 // down to 16 clients per setup, and the output says so; --clients sets it.
 // A server that does not answer within 3 seconds is a one-line error.
 //
+// # Store outage
+//
+// After a run over a --store server, the command runs a store outage phase
+// (--store-outage, default 3s; 0 for none). It shows what a dead store
+// costs: --instances herd caches (TTL --ttl, a lock) over the server, each
+// on a client of its own at the client's defaults (go-redis v9: read
+// timeout 3s, 3 retries, context deadlines not applied to the socket;
+// nats.go: ping every 2 minutes, reconnect every 2s), and herd at its
+// defaults (StoreTimeout 1s, StoreBackoff 100ms doubling to 10s). --clients
+// callers each send a Get every 10ms for a key of --keys, with a 5s
+// deadline, through a loopback proxy that the command puts in front of the
+// server; the loader takes --latency. After 2s the proxy cuts the server off
+// for --store-outage: with --store-fault hang (the default) it takes
+// connections and holds every byte, as a stopped server or a partition
+// does; with refuse it closes the connections and refuses new ones, as
+// when the server has exited. Then it restores the server, and the phase
+// goes on for 3s, and until every cache has marked its store up again.
+//
+// A Get counts in the window it was sent in: store up; cut, until marked
+// down (its cache had not yet marked the store down); cut, marked down;
+// store back. For each window the table gives the Gets' p50, p99 and max,
+// where their answers came from (the store, a load), the slow Gets (those
+// that waited on the store), and the caches' loader calls, store calls
+// skipped (Stats.StoreSkipped) and store errors. Under it, lines say when
+// the store was marked down and up (Stats.StoreDowns, StoreUps), whether
+// the first callers paid at most one StoreTimeout (and a load), what the
+// Gets paid once the store was marked down, and how the store served again
+// after it came back. --json has it under store_outage; the --html page
+// adds a section with the table and charts of the Get latency and of the
+// answers over the phase.
+//
+// On the memory store the phase does not run: the store is in the
+// process, with no server to cut; the output says so.
+//
 // # Fleet
 //
 // --fleet runs another scenario: a fleet of herd instances (--instances,
@@ -116,6 +160,20 @@
 //	go run ./cmd/herd --fleet
 //	go run ./cmd/herd --fleet --store nats:embedded --html fleet.html
 //	go run ./cmd/herd --fleet --store redis://127.0.0.1:6379/0 --json
+//
+// Over a --store server, each setup over the far tier (far tier only,
+// two-level) then gets an outage phase: a fleet of its own, whose
+// instances reach the server through one proxy, runs the same readers and
+// writer for 1s, then for --store-outage (default 3s) the server is
+// unreachable from every instance (--store-fault), then reachable again
+// for 3s. A second table gives, per setup and window, the reads, their
+// latency and errors, and from the caches' Stats the hits (for two-level,
+// values its near tier served while the far tier was cut), loader calls,
+// store errors and skipped store calls; and the stale reads, counted as
+// above, in each window, the one after the outage included. The near tier
+// serves what the code of the tiered store serves through an outage: the
+// numbers change when that does. With no --store there is no server to
+// cut, and the output says so.
 //
 // --latency, --errors and --outage do not apply to it. Its exit status is
 // 0, or 1, 2 and 130 as below.

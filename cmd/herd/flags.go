@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/cmd/herd/internal/fleet"
+	"github.com/herdcache/herd/cmd/herd/internal/proxy"
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 	"github.com/herdcache/herd/cmd/herd/internal/soak"
 )
@@ -25,6 +26,12 @@ type options struct {
 	soak  *soak.Config  // the long run, with --soak; its Sim is cfg when it runs
 
 	metricsAddr string // --metrics-addr: where to serve /metrics, or ""
+
+	// storeOutage is how long the store's server is unreachable in the
+	// store outage phase (and in the fleet's outage phase); 0 for no
+	// phase. It is 0 on the memory store, which has no server to cut.
+	storeOutage time.Duration
+	storeFault  proxy.Fault // how the server is unreachable then
 }
 
 // remoteClients is the default of --clients over a remote store. Each
@@ -73,6 +80,16 @@ Flags:
   --html file     also write a self-contained HTML page with charts over time
   --metrics-addr a serve the Prometheus metrics of the herd caches at http://a/metrics
                   while the run lasts, a being host:port such as :9090 (not with --fleet)
+  --store-outage d how long the --store server is unreachable in the store outage phase:
+                  after the run, herd caches over the server, their client at its defaults,
+                  take Gets while a proxy in front of the server cuts it off, then restores
+                  it; with --fleet, each setup over the server gets such a phase. 0 for
+                  none; only with a --store server, as the memory store has none to cut
+                  (default 3s)
+  --store-fault f how the server is unreachable in the outage phase: hang (connections
+                  stay open, nothing is answered: a stopped server, a partition) or
+                  refuse (connections are closed and refused: a server that exited)
+                  (default hang)
   --fleet         run the fleet scenario instead: --instances caches (default 3) read
                   and a writer sets keys through them, in three setups (memory per
                   instance, the --store alone, two-level over it), 5s each by default
@@ -123,6 +140,8 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.json, "json", false, "")
 	fs.StringVar(&o.html, "html", "", "")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "")
+	fs.DurationVar(&o.storeOutage, "store-outage", defaultStoreOutage, "")
+	fault := fs.String("store-fault", proxy.Hang.String(), "")
 	ff := addFleetFlags(fs)
 	bf := addBatchFlags(fs)
 	sf := addSoakFlags(fs)
@@ -141,6 +160,9 @@ func parseFlags(args []string) (options, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if err := checkMetricsAddr(o.metricsAddr, set["fleet"]); err != nil {
+		return o, err
+	}
+	if err := o.checkStoreOutage(*fault, set, sf.on || bf.on); err != nil {
 		return o, err
 	}
 	switch {
@@ -174,6 +196,32 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("--%w", err)
 	}
 	return o, nil
+}
+
+// checkStoreOutage checks --store-outage and --store-fault, set naming
+// the flags given, and sets o's phase: none on the memory store (which has
+// no server to cut), in a long run or a batch run (other scenarios, with
+// no outage phase), or with --store-outage 0.
+func (o *options) checkStoreOutage(fault string, set map[string]bool, otherScenario bool) error {
+	f, err := proxy.ParseFault(fault)
+	if err != nil {
+		return fmt.Errorf("--store-fault: %w (see herd -h)", err)
+	}
+	o.storeFault = f
+	given := set["store-outage"] || set["store-fault"]
+	switch {
+	case o.storeOutage < 0:
+		return fmt.Errorf("--store-outage must be at least 0, got %v", o.storeOutage)
+	case given && otherScenario:
+		return errors.New("--store-outage and --store-fault do not apply to --soak or --batch, which have no store outage phase (see herd -h)")
+	case given && o.store == "memory" && o.storeOutage > 0:
+		return errors.New("--store-outage and --store-fault need a --store server: the memory store is in this process, with no server to cut (see herd -h)")
+	case set["store-fault"] && o.storeOutage == 0:
+		return errors.New("--store-fault needs a store outage: not with --store-outage 0 (see herd -h)")
+	case otherScenario || o.store == "memory":
+		o.storeOutage = 0
+	}
+	return nil
 }
 
 // checkStore checks the --store flag: "memory", or the URL of a server.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/herdcache/herd/cmd/herd/internal/fleet"
@@ -15,6 +16,14 @@ import (
 // fleetDuration is the default of --duration with --fleet: 5 seconds for
 // each of the three setups.
 const fleetDuration = 15 * time.Second
+
+// The windows of a fleet setup's outage phase around the outage: the
+// fleet running as usual before it, and long enough after it for the
+// clients to reconnect and the change streams to resume.
+const (
+	fleetOutageBefore = time.Second
+	fleetOutageAfter  = 3 * time.Second
+)
 
 // fleetFlags are the flags of the fleet scenario.
 type fleetFlags struct {
@@ -91,15 +100,27 @@ func runFleet(ctx context.Context, o *options, stdout, stderr io.Writer) int {
 		return status
 	}
 	if o.store != "memory" {
-		far, name, stop, err := useStore(ctx, o.store)
+		st, err := useStore(ctx, o.store)
 		if err != nil {
 			return fail(exitUsage, "%v", err)
 		}
-		defer stop()
-		c.Far, c.StoreName = far, name
+		defer st.stop()
+		c.Far, c.StoreName = st.open, st.name
+		if o.storeOutage > 0 {
+			link, err := newCutLink(ctx, st.url, false)
+			if err != nil {
+				return fail(exitUsage, "store outage: %v", err)
+			}
+			defer link.proxy.Close()
+			c.Outage, c.Fault, c.OutageFar, c.Link = o.storeOutage, o.storeFault, link.open, link
+			c.OutageBefore, c.OutageAfter = fleetOutageBefore, fleetOutageAfter
+		}
 	}
-	c.Progress = func(setup string) {
-		fmt.Fprintf(stderr, "fleet: %s, %s\n", setup, c.Duration)
+	c.Progress = func(what string) {
+		if slices.Contains(fleet.Setups(), what) {
+			what += ", " + c.Duration.String()
+		}
+		fmt.Fprintf(stderr, "fleet: %s\n", what)
 	}
 	r, err := fleet.Run(ctx, c)
 	if err != nil {

@@ -27,7 +27,63 @@ type fleetRun struct {
 		Writes uint64  `json:"writes"`
 		Stale  uint64  `json:"stale_after_write"`
 		Long   float64 `json:"longest_stale_ms"`
+		Outage *struct {
+			Fault   string `json:"fault"`
+			Windows []struct {
+				Name   string `json:"name"`
+				Reads  uint64 `json:"reads"`
+				Errors uint64 `json:"errors"`
+				Hits   uint64 `json:"hits"`
+				Loads  uint64 `json:"loads"`
+				Writes uint64 `json:"writes"`
+				Stale  uint64 `json:"stale"`
+			} `json:"windows"`
+		} `json:"outage"`
 	} `json:"setups"`
+	OutageLines []string `json:"outage_verdict"`
+	OutageNote  string   `json:"outage_note"`
+}
+
+// checkFleetOutage checks the outage phases of a fleet run over a server:
+// memory per instance has none; the far tier alone and the two-level store
+// each read through the three windows, and wrote before and after the
+// cut; while the far tier is cut, the far tier alone answers nothing from
+// the store, but for reads under way at the cut.
+func checkFleetOutage(t *testing.T, r *fleetRun, fault string) {
+	t.Helper()
+	if r.Setups[0].Outage != nil {
+		t.Errorf("memory per instance has an outage phase: %+v", r.Setups[0].Outage)
+	}
+	want := []string{"far tier up", "far tier cut", "far tier back"}
+	for _, s := range r.Setups[1:] {
+		o := s.Outage
+		if o == nil {
+			t.Errorf("%s: no outage phase", s.Name)
+			continue
+		}
+		t.Logf("%s: %+v", s.Name, *o)
+		if o.Fault != fault || len(o.Windows) != len(want) {
+			t.Errorf("%s: fault %s, %d windows; want %s, %d", s.Name, o.Fault, len(o.Windows), fault, len(want))
+			continue
+		}
+		for i, w := range o.Windows {
+			if w.Name != want[i] || w.Reads+w.Errors == 0 {
+				t.Errorf("%s, window %d: %+v; want %q, with reads", s.Name, i, w, want[i])
+			}
+		}
+		up, cut, back := o.Windows[0], o.Windows[1], o.Windows[2]
+		if up.Writes == 0 || back.Writes == 0 {
+			t.Errorf("%s: writes %d up, %d back; want some in each", s.Name, up.Writes, back.Writes)
+		}
+		// A read under way at the cut may still be answered by the
+		// store; the others cannot be.
+		if s.Name == "far tier only" && (cut.Loads == 0 || cut.Hits > cut.Loads/100) {
+			t.Errorf("far tier only, cut: %d hits, %d loads; want loads, with the far tier unreachable", cut.Hits, cut.Loads)
+		}
+	}
+	if len(r.OutageLines) != 2 || r.OutageNote != "" {
+		t.Errorf("outage verdict %q, note %q", r.OutageLines, r.OutageNote)
+	}
 }
 
 // runFleetScenario runs the fleet scenario over the store at url (memory for
@@ -94,6 +150,9 @@ func runFleetScenario(t *testing.T, url string, args ...string) fleetRun {
 func TestFleetOnMemory(t *testing.T) {
 	page := filepath.Join(t.TempDir(), "fleet.html")
 	r := runFleetScenario(t, "memory", "--html", page)
+	if !strings.Contains(r.OutageNote, "not run: the far tier is a memory store in this process") || len(r.OutageLines) != 0 {
+		t.Errorf("outage note %q, lines %q", r.OutageNote, r.OutageLines)
+	}
 	if r.Config.Store != "memory" {
 		t.Errorf("store %q, want memory", r.Config.Store)
 	}
@@ -109,11 +168,13 @@ func TestFleetOnMemory(t *testing.T) {
 }
 
 // Over a real Redis, three instances each with a connection of their own:
-// the two-level store follows the server's client tracking, and the run
+// the two-level store follows the server's client tracking; each setup
+// over Redis then reads through a second in which Redis hangs; and the run
 // removes the keys it wrote.
 func TestFleetOverRedis(t *testing.T) {
 	url := startRedis(t)
-	runFleetScenario(t, url)
+	r := runFleetScenario(t, url, "--store-outage", "1s")
+	checkFleetOutage(t, &r, "hang")
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
@@ -130,10 +191,12 @@ func TestFleetOverRedis(t *testing.T) {
 }
 
 // Over a real NATS JetStream: the two-level store follows a watch of the
-// bucket, and the run deletes the buckets it made.
+// bucket; each setup over NATS then reads through a second in which the
+// server refuses connections; and the run deletes the buckets it made.
 func TestFleetOverNATS(t *testing.T) {
 	url := startNATS(t)
-	runFleetScenario(t, url)
+	r := runFleetScenario(t, url, "--store-outage", "1s", "--store-fault", "refuse")
+	checkFleetOutage(t, &r, "refuse")
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +221,7 @@ func TestFleetBadArguments(t *testing.T) {
 		{[]string{"--writes", "10"}, "--writes needs --fleet"},
 		{[]string{"--allowance", "10ms"}, "--allowance needs --fleet"},
 		{[]string{"--fleet", "--outage", "1s"}, "--outage does not apply to --fleet"},
+		{[]string{"--fleet", "--store-outage", "1s"}, "--store-outage and --store-fault need a --store server"},
 		{[]string{"--fleet", "--writes", "0"}, "--writes must be between 1 and"},
 		{[]string{"--fleet", "--allowance", "0s"}, "--allowance must be positive"},
 		{[]string{"--fleet", "--instances", "0"}, "--instances must be between 1 and"},

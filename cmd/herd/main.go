@@ -76,12 +76,13 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return status
 	}
 
+	var st *storeRun
 	if o.store != "memory" {
-		var stop func()
-		if o.cfg.Store, o.cfg.StoreName, stop, err = useStore(ctx, o.store); err != nil {
+		if st, err = useStore(ctx, o.store); err != nil {
 			return fail(exitUsage, "%v", err)
 		}
-		defer stop()
+		defer st.stop()
+		o.cfg.Store, o.cfg.StoreName = st.open, st.name
 	}
 
 	if o.metricsAddr != "" {
@@ -108,8 +109,24 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	progress.Done(r.Elapsed)
 
-	if status, msg := writeResults(stdout, html, &o, r, report.Table, report.JSON, report.HTML); status != 0 {
+	run := &report.Run{Sim: r}
+	switch {
+	case st != nil && o.storeOutage > 0:
+		if run.StoreOutage, err = runStoreOutage(ctx, &o, st, stderr); err != nil {
+			if ctx.Err() != nil {
+				return fail(exitInterrupted, "interrupted")
+			}
+			return fail(exitUsage, "%v", err)
+		}
+	case st == nil:
+		run.StoreOutageNote = memoryOutageNote
+	}
+	if status, msg := writeResults(stdout, html, &o, run, report.RunTable, report.RunJSON, report.RunHTML); status != 0 {
 		return fail(status, "%s", msg)
+	}
+	if run.StoreOutage != nil && run.StoreOutage.Interrupted {
+		fmt.Fprintf(stderr, "herd: interrupted\n")
+		return exitInterrupted
 	}
 	// The table says what went wrong; stderr says it in one line too, for
 	// whoever reads only the exit status and the log.

@@ -49,6 +49,12 @@ func TestBadArguments(t *testing.T) {
 		{[]string{"--instances", "0"}, "--instances must be between 1 and"},
 		{[]string{"--ttl", "0s"}, "--ttl must be positive"},
 		{[]string{"run"}, `unexpected argument "run" (see herd -h)`},
+		{[]string{"--store-outage", "2s"}, "--store-outage and --store-fault need a --store server: the memory store is in this process"},
+		{[]string{"--store-fault", "refuse"}, "--store-outage and --store-fault need a --store server"},
+		{[]string{"--store", "redis://127.0.0.1:" + closedPort + "/0", "--store-outage", "-1s"}, "--store-outage must be at least 0, got -1s"},
+		{[]string{"--store", "redis://127.0.0.1:" + closedPort + "/0", "--store-fault", "kill"}, `--store-fault: unknown fault "kill": want hang or refuse`},
+		{[]string{"--store", "redis://127.0.0.1:" + closedPort + "/0", "--store-outage", "0s", "--store-fault", "hang"}, "--store-fault needs a store outage"},
+		{[]string{"--soak", "--store", "redis://127.0.0.1:" + closedPort + "/0", "--store-outage", "1s"}, "do not apply to --soak or --batch"},
 		{[]string{"--store", "redis://127.0.0.1:" + closedPort + "/0"}, "store redis://127.0.0.1:" + closedPort + "/0 is unreachable"},
 		{[]string{"--store", "redis://user:secret@127.0.0.1:" + closedPort + "/0"}, "store redis://xxxxx@127.0.0.1:" + closedPort + "/0 is unreachable"},
 		{[]string{"--store", "nats://127.0.0.1:" + closedPort}, "store nats://127.0.0.1:" + closedPort + " is unreachable"},
@@ -176,6 +182,7 @@ func TestRunPrintsATable(t *testing.T) {
 		"4 clients × 100 req/s for 4s (1,600 requests per setup), 20 keys", "setup ", "\nno cache ", "\nplain TTL map ",
 		"\nherd (TTL) ", "\nherd (SWR+SIE) ", "\nload delivered: 100.0% of requests sent within 100ms",
 		"fewer source calls than no cache",
+		"\nstore outage phase: not run: the memory store is in this process, with no server to cut.",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("no %q in\n%s", want, stdout)

@@ -106,3 +106,18 @@ func assertEmpty(t *testing.T, dir string) {
 		t.Errorf("the run left %s behind in the temporary directory", e.Name())
 	}
 }
+
+// After a run over an embedded NATS server, the store outage phase: the
+// caches, on nats.go connections at their defaults, through a proxy that
+// refuses connections for a second; the run removes its directory.
+func TestStoreOutageOverEmbeddedNATS(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	table := runOutagePhase(t, storeNATSEmbedded, "refuse", "1s")
+	for _, want := range []string{"client: nats.go at its defaults", "the server refuses connections: "} {
+		if !strings.Contains(table, want) {
+			t.Errorf("no %q in the table:\n%s", want, table)
+		}
+	}
+	assertEmpty(t, tmp)
+}

@@ -124,3 +124,41 @@ func TestLocalRedisMissing(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 }
+
+// After a run over Redis, the store outage phase: the caches, on go-redis
+// clients at their defaults, through a proxy that hangs for 4 seconds. A
+// go-redis client at its defaults waits for an answer on an open
+// connection for its read timeout (3s), whatever the call's context says,
+// and a hang shorter than that ends with every call answered, late, and
+// the store never marked down: the phase must outlast it.
+func TestStoreOutageOverRedis(t *testing.T) {
+	url := startRedis(t)
+	table := runOutagePhase(t, url, "hang", "4s")
+	for _, want := range []string{
+		"\nstore outage: 2 clients × 100 Gets/s through 1 herd cache with a lock", "client: go-redis v9 at its defaults",
+		"the server hangs: ", "\ncut, until marked down ", "\ncut, marked down ", "\nstore back ", "store calls skipped",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("no %q in the table:\n%s", want, table)
+		}
+	}
+	assertNoRedisKeys(t, url)
+}
+
+// assertNoRedisKeys fails the test if a run left keys in the Redis at url.
+func assertNoRedisKeys(t *testing.T, url string) {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	defer client.Close()
+	keys, err := client.Keys(context.Background(), "herd-demo-*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Fatalf("the run left %d keys behind, e.g. %q", len(keys), keys[0])
+	}
+}

@@ -26,22 +26,29 @@ const connectTimeout = 3 * time.Second
 // server.
 type storeOpener = func(ctx context.Context, name string) (sim.SharedStore, error)
 
+// A storeRun is the --store of a run, ready: the server started if the
+// command runs it, and checked.
+type storeRun struct {
+	open storeOpener // gives each instance its store, with the recommended client settings
+	name string      // the store as reports name it, without credentials
+	url  string      // where the server is
+	stop func()      // stops the server the command started; call once every store is closed
+}
+
 // useStore prepares the --store of a run: it starts the server that
-// nats:embedded or redis:local asks for, checks that the server answers,
-// and returns what gives each instance its store there, the store's name
-// for reports, and a function that stops the server the command started,
-// to call once every store is closed.
-func useStore(ctx context.Context, spec string) (storeOpener, string, func(), error) {
+// nats:embedded or redis:local asks for, and checks that the server
+// answers.
+func useStore(ctx context.Context, spec string) (*storeRun, error) {
 	srv, err := startStore(spec)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
 	open, err := openStore(ctx, srv.url)
 	if err != nil {
 		srv.stop()
-		return nil, "", nil, err
+		return nil, err
 	}
-	return open, srv.name, srv.stop, nil
+	return &storeRun{open: open, name: srv.name, url: srv.url, stop: srv.stop}, nil
 }
 
 // openStore checks that the server of a --store URL (already checked by
@@ -55,15 +62,20 @@ func openStore(ctx context.Context, raw string) (storeOpener, error) {
 	if err != nil {
 		return nil, err
 	}
-	run := make([]byte, 4)
-	_, _ = rand.Read(run)
-	id := "herd-demo-" + hex.EncodeToString(run)
+	id := runID()
 	switch u.Scheme {
 	case "redis", "rediss":
 		return openRedis(ctx, raw, id)
 	default:
 		return openNATS(ctx, raw, id)
 	}
+}
+
+// runID returns the names of a run's keys and buckets begin with, its own.
+func runID() string {
+	run := make([]byte, 4)
+	_, _ = rand.Read(run)
+	return "herd-demo-" + hex.EncodeToString(run)
 }
 
 // lastOut counts the open instances of each setup, so that the last one to
@@ -122,6 +134,13 @@ func openRedis(ctx context.Context, raw, id string) (storeOpener, error) {
 	if err := probe.Ping(pingCtx).Err(); err != nil {
 		return nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
 	}
+	return redisOpener(opts, id), nil
+}
+
+// redisOpener returns what gives each instance a store of its own, on a
+// client of its own made with opts, under keys that the instances of a
+// setup share.
+func redisOpener(opts *redis.Options, id string) storeOpener {
 	var instances lastOut
 	return func(_ context.Context, name string) (sim.SharedStore, error) {
 		prefix := id + "-" + name
@@ -139,7 +158,7 @@ func openRedis(ctx context.Context, raw, id string) (storeOpener, error) {
 		}, Keys: func(ctx context.Context) (int64, error) {
 			return countRedisKeys(ctx, client, prefix+":*")
 		}}, nil
-	}, nil
+	}
 }
 
 // countRedisKeys counts the keys that match pattern, with SCAN: a pass
@@ -201,6 +220,13 @@ func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
 	if _, err := js.AccountInfo(infoCtx); err != nil {
 		return nil, fmt.Errorf("store %s: JetStream: %w", redact(raw), err)
 	}
+	return natsOpener(connect, raw, id), nil
+}
+
+// natsOpener returns what gives each instance a store of its own, on a
+// connection of its own made by connect, in a bucket that the instances of
+// a setup share.
+func natsOpener(connect func() (*nats.Conn, jetstream.JetStream, error), raw, id string, opts ...natsstore.Option) storeOpener {
 	var instances lastOut
 	return func(ctx context.Context, name string) (sim.SharedStore, error) {
 		bucket := id + "-" + name
@@ -210,7 +236,7 @@ func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
 		}
 		newCtx, cancel := context.WithTimeout(ctx, connectTimeout)
 		defer cancel()
-		s, err := natsstore.New[string](newCtx, js, bucket)
+		s, err := natsstore.New[string](newCtx, js, bucket, opts...)
 		if err != nil {
 			nc.Close()
 			return sim.SharedStore{}, fmt.Errorf("store %s: %w", redact(raw), err)
@@ -237,5 +263,5 @@ func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
 			}
 			return int64(st.Values()), nil
 		}}, nil
-	}, nil
+	}
 }

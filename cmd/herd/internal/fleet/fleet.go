@@ -27,6 +27,7 @@ import (
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/cmd/herd/internal/histogram"
+	"github.com/herdcache/herd/cmd/herd/internal/proxy"
 	"github.com/herdcache/herd/cmd/herd/internal/sim"
 	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/memory"
@@ -62,8 +63,30 @@ type Config struct {
 	Far       func(ctx context.Context, name string) (sim.SharedStore, error) `json:"-"`
 	StoreName string                                                          // the shared store as --store named it; "" for memory
 	Command   string                                                          // the command line that ran it, without credentials; "" is "herd"
-	// Progress, if not nil, is called as each setup starts.
+	// Progress, if not nil, is called as each setup starts, with its
+	// name, and as each outage phase starts, with its setup's name and
+	// what the phase does.
 	Progress func(setup string) `json:"-"`
+
+	// Outage, if positive, gives each setup over the far tier (far tier
+	// only, two-level) an outage phase after its measured time: a fleet
+	// of its own, on connections made by OutageFar through Link, reads
+	// and writes for OutageBefore, then the far tier is unreachable from
+	// every instance (Link.Cut) for Outage, then reachable again
+	// (Link.Restore) for OutageAfter.
+	Outage       time.Duration
+	OutageBefore time.Duration
+	OutageAfter  time.Duration
+	Fault        proxy.Fault
+	OutageFar    func(ctx context.Context, name string) (sim.SharedStore, error) `json:"-"`
+	Link         Link                                                            `json:"-"`
+}
+
+// A Link is the way from the instances of an outage phase to the far
+// tier's server, which the phase cuts and restores.
+type Link interface {
+	Cut(proxy.Fault)
+	Restore() error
 }
 
 // Defaults is the scenario that the command runs with no flags but
@@ -103,6 +126,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("timeout must be positive, got %v", c.Timeout)
 	case c.Allowance <= 0:
 		return fmt.Errorf("allowance must be positive, got %v", c.Allowance)
+	case c.Outage < 0:
+		return fmt.Errorf("store outage must be at least 0, got %v", c.Outage)
+	case c.Outage > 0 && (c.OutageFar == nil || c.Link == nil || c.OutageBefore <= 0 || c.OutageAfter <= 0):
+		return fmt.Errorf("a store outage needs a far tier to cut, and windows before and after it")
 	}
 	return nil
 }
@@ -128,6 +155,51 @@ type Setup struct {
 	// Longest is the longest time after a write completed that a read
 	// began and still returned the value before it (Allowance or not).
 	Longest time.Duration
+	// Outage is the setup's outage phase; nil when it had none.
+	Outage *Outage
+}
+
+// Outage is what a setup's outage phase measured, in three windows: the
+// far tier up (OutageBefore), unreachable (Outage), and back (OutageAfter).
+// A read counts in the window it began in; the caches' counters are read
+// as each window ends.
+type Outage struct {
+	Fault   proxy.Fault
+	Windows []OutageWindow // before, during, after
+}
+
+// The windows of an outage phase.
+const (
+	FarUp   = "far tier up"
+	FarCut  = "far tier cut"
+	FarBack = "far tier back"
+)
+
+// An OutageWindow is what one window of an outage phase saw.
+type OutageWindow struct {
+	Name     string
+	Duration time.Duration
+	// From the readers: reads that returned a value, reads that failed,
+	// their latency, and the stale reads among them (a value older than
+	// a write completed more than Allowance before the read began).
+	Reads, Errors, Stale uint64
+	P50, P99             time.Duration
+	// From the caches' Stats, summed over the instances: values served
+	// from the store (through two-level, its near tier while the far one
+	// is cut), loader calls, store calls that failed, store calls skipped
+	// (the store marked down), and writes that completed.
+	Hits, Loads, StoreErrors, StoreSkipped uint64
+	Writes                                 uint64
+}
+
+// Window returns the outage window named name, and whether o has it.
+func (o *Outage) Window(name string) (OutageWindow, bool) {
+	for _, w := range o.Windows {
+		if w.Name == name {
+			return w, true
+		}
+	}
+	return OutageWindow{}, false
 }
 
 // Result is what a fleet scenario did, setup by setup.
@@ -163,6 +235,14 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		if c.Outage > 0 && name != MemoryPerInstance && ctx.Err() == nil {
+			if c.Progress != nil {
+				c.Progress(fmt.Sprintf("%s, outage phase: %v up, %v cut (%v), %v back", name, c.OutageBefore, c.Outage, c.Fault, c.OutageAfter))
+			}
+			if s.Outage, err = runOutage(ctx, &c, name); err != nil {
+				return nil, fmt.Errorf("%s, outage: %w", name, err)
+			}
+		}
 		r.Setups = append(r.Setups, s)
 	}
 	if ctx.Err() != nil {
@@ -181,7 +261,7 @@ type instance struct {
 
 // fleetOf builds the instances of a setup and returns them with a function
 // that closes them all, then the shared store.
-func fleetOf(ctx context.Context, c *Config, name string) ([]instance, func(), error) {
+func fleetOf(ctx context.Context, c *Config, name string, far func(context.Context, string) (sim.SharedStore, error)) ([]instance, func(), error) {
 	var (
 		insts  []instance
 		shared *memory.Store[string]
@@ -200,7 +280,6 @@ func fleetOf(ctx context.Context, c *Config, name string) ([]instance, func(), e
 		}
 	}
 	quiet := herd.WithLogger(slog.New(slog.DiscardHandler)) // failures are counted instead
-	far := c.Far
 	if far == nil && name != MemoryPerInstance {
 		shared = memory.New[string](memory.MaxEntries(c.Keys + 1000))
 		far = func(context.Context, string) (sim.SharedStore, error) {
@@ -265,6 +344,7 @@ type history struct {
 	latest []atomic.Uint64           // per key: the value of the source
 	writes []atomic.Pointer[[]write] // per key: completed writes, oldest first; never modified once stored
 	keys   []string
+	seq    uint64 // the last value written, of any key; the writer's own
 }
 
 func newHistory(keys int) *history {
@@ -273,6 +353,14 @@ func newHistory(keys int) *history {
 		h.keys[i] = "k" + strconv.Itoa(i)
 	}
 	return h
+}
+
+// next returns the value of the next write of key k, and makes it the
+// source's latest: the writer's, its only caller.
+func (h *history) next(k int) uint64 {
+	h.seq++
+	h.latest[k].Store(h.seq)
+	return h.seq
 }
 
 // completed records that the write of seq to key k returned at done.
@@ -313,44 +401,92 @@ func (h *history) superseded(k int, seq uint64, began time.Duration) (time.Durat
 	return began - first, true
 }
 
-// tally is what one reader saw.
+// tally is what one reader saw, in one window.
 type tally struct {
 	reads, errors, stale, delivered uint64
 	longest                         time.Duration
 	lat                             histogram.Histogram
 }
 
+// windows is what one reader saw in each window of a phase; a setup's
+// measured time has one window.
+type windows [3]tally
+
+// merge adds what o saw to t.
+func (t *tally) merge(o *tally) {
+	t.reads += o.reads
+	t.errors += o.errors
+	t.stale += o.stale
+	t.delivered += o.delivered
+	t.longest = max(t.longest, o.longest)
+	t.lat.Merge(&o.lat)
+}
+
 func runSetup(ctx context.Context, c *Config, name string) (Setup, error) {
-	insts, closeAll, err := fleetOf(ctx, c, name)
+	insts, closeAll, err := fleetOf(ctx, c, name, c.Far)
 	if err != nil {
 		return Setup{}, err
 	}
 	defer closeAll()
 
 	h := newHistory(c.Keys)
-	load := func(_ context.Context, key string) (string, error) {
+	load := h.loader()
+	warmUp(ctx, c, insts, h, load)
+	if ctx.Err() != nil {
+		return Setup{Name: name}, nil
+	}
+	start := time.Now()
+	ts, writes := drive(ctx, c, insts, h, load, start, c.Duration, nil)
+	elapsed := time.Since(start)
+
+	s := Setup{Name: name, Writes: writes[0]}
+	for _, in := range insts {
+		s.StoreErrors += in.cache.Stats().StoreErrors
+	}
+	var t tally
+	for i := range ts {
+		t.merge(&ts[i][0])
+	}
+	s.Reads, s.Errors, s.Stale, s.Delivered, s.Longest = t.reads, t.errors, t.stale, t.delivered, t.longest
+	// Reads were due within the setup's time, at most ReadRate a second
+	// per reader: over that time, not the time the last read took to
+	// return, reads a second are at most what the readers send.
+	s.PerSec = float64(s.Reads) / min(elapsed, c.Duration).Seconds()
+	s.P50, s.P99 = t.lat.Quantile(0.50), t.lat.Quantile(0.99)
+	return s, nil
+}
+
+// loader returns the source's loader: the latest value of a key.
+func (h *history) loader() herd.Loader[string] {
+	return func(_ context.Context, key string) (string, error) {
 		k, err := strconv.Atoi(key[1:])
 		if err != nil || k < 0 || k >= len(h.latest) {
 			return "", fmt.Errorf("fleet: key %q: %w", key, herd.ErrNotFound)
 		}
 		return strconv.FormatUint(h.latest[k].Load(), 10), nil
 	}
-	warmUp(ctx, c, insts, h, load)
-	if ctx.Err() != nil {
-		return Setup{Name: name}, nil
-	}
+}
 
-	start := time.Now()
-	runCtx, cancel := context.WithDeadline(ctx, start.Add(c.Duration))
+// drive runs the readers and the writer over insts from start for d, or
+// until ctx ends, and returns what each reader saw and the writes that
+// completed, per window: windowOf says in which window (0 to 2) a time
+// since start falls; nil is always 0.
+func drive(ctx context.Context, c *Config, insts []instance, h *history, load herd.Loader[string], start time.Time, d time.Duration,
+	windowOf func(time.Duration) int,
+) ([]windows, [3]uint64) {
+	if windowOf == nil {
+		windowOf = func(time.Duration) int { return 0 }
+	}
+	runCtx, cancel := context.WithDeadline(ctx, start.Add(d))
 	defer cancel()
 	var (
 		wg     sync.WaitGroup
-		writes atomic.Uint64
+		writes [3]atomic.Uint64
 	)
-	tallies := make([]tally, c.Readers)
+	ts := make([]windows, c.Readers)
 	for i := range c.Readers {
 		wg.Go(func() {
-			read(runCtx, c, insts[i%len(insts)].cache, h, load, start, c.Seed*1000+uint64(i), &tallies[i])
+			read(runCtx, c, insts[i%len(insts)].cache, h, load, start, d, c.Seed*1000+uint64(i), &ts[i], windowOf)
 		})
 	}
 	wg.Go(func() {
@@ -366,42 +502,107 @@ func runSetup(ctx context.Context, c *Config, name string) (Setup, error) {
 			}
 			k := rng.IntN(c.Keys)
 			in := insts[rng.IntN(len(insts))]
-			seq++
-			h.latest[k].Store(seq)
+			seq = h.next(k)
 			// A call in flight at the end of the setup finishes: its
 			// context is not the setup's, so that the end is no failure.
 			wctx, wcancel := context.WithTimeout(context.WithoutCancel(runCtx), c.Timeout)
 			err := in.cache.Set(wctx, h.keys[k], strconv.FormatUint(seq, 10))
 			wcancel()
 			if err == nil {
-				h.completed(k, seq, time.Since(start))
-				writes.Add(1)
+				done := time.Since(start)
+				h.completed(k, seq, done)
+				writes[windowOf(done)].Add(1)
 			}
 		}
 	})
 	wg.Wait()
-	elapsed := time.Since(start)
+	return ts, [3]uint64{writes[0].Load(), writes[1].Load(), writes[2].Load()}
+}
 
-	s := Setup{Name: name, Writes: writes.Load()}
-	for _, in := range insts {
-		s.StoreErrors += in.cache.Stats().StoreErrors
+// runOutage runs the outage phase of setup name: a fleet of its own, on
+// connections through c.Link, reads and writes while the far tier is up,
+// cut, and back.
+func runOutage(ctx context.Context, c *Config, name string) (*Outage, error) {
+	insts, closeAll, err := fleetOf(ctx, c, name, c.OutageFar)
+	if err != nil {
+		return nil, err
 	}
-	var lat histogram.Histogram
-	for i := range tallies {
-		t := &tallies[i]
-		s.Reads += t.reads
-		s.Errors += t.errors
-		s.Stale += t.stale
-		s.Delivered += t.delivered
-		s.Longest = max(s.Longest, t.longest)
-		lat.Merge(&t.lat)
+	defer closeAll()
+	h := newHistory(c.Keys)
+	load := h.loader()
+	warmUp(ctx, c, insts, h, load)
+	if ctx.Err() != nil {
+		return nil, nil
 	}
-	// Reads were due within the setup's time, at most ReadRate a second
-	// per reader: over that time, not the time the last read took to
-	// return, reads a second are at most what the readers send.
-	s.PerSec = float64(s.Reads) / min(elapsed, c.Duration).Seconds()
-	s.P50, s.P99 = lat.Quantile(0.50), lat.Quantile(0.99)
-	return s, nil
+	cutAt, backAt := c.OutageBefore, c.OutageBefore+c.Outage
+	bounds := [3]time.Duration{cutAt, c.Outage, c.OutageAfter}
+	windowOf := func(t time.Duration) int {
+		switch {
+		case t < cutAt:
+			return 0
+		case t < backAt:
+			return 1
+		}
+		return 2
+	}
+	sum := func() herd.Stats {
+		var st herd.Stats
+		for _, in := range insts {
+			x := in.cache.Stats()
+			st.Hits += x.Hits
+			st.Loads += x.Loads
+			st.StoreErrors += x.StoreErrors
+			st.StoreSkipped += x.StoreSkipped
+		}
+		return st
+	}
+	var (
+		marks   [4]herd.Stats
+		marked  [4]bool
+		restore error
+		wg      sync.WaitGroup
+	)
+	start := time.Now()
+	marks[0], marked[0] = sum(), true
+	wg.Go(func() {
+		// The fault, on the phase's clock: stats are read as each
+		// window ends.
+		if sleep(ctx, time.Until(start.Add(cutAt))); ctx.Err() != nil {
+			return
+		}
+		marks[1], marked[1] = sum(), true
+		c.Link.Cut(c.Fault)
+		sleep(ctx, time.Until(start.Add(backAt)))
+		marks[2], marked[2] = sum(), true
+		restore = c.Link.Restore()
+	})
+	ts, writes := drive(ctx, c, insts, h, load, start, backAt+c.OutageAfter, windowOf)
+	wg.Wait()
+	marks[3] = sum()
+	for i := 2; i > 0; i-- {
+		if !marked[i] { // interrupted before the window began
+			marks[i] = marks[i+1]
+		}
+	}
+	if restore != nil {
+		return nil, restore
+	}
+	o := &Outage{Fault: c.Fault}
+	for i, wname := range []string{FarUp, FarCut, FarBack} {
+		var t tally
+		for j := range ts {
+			t.merge(&ts[j][i])
+		}
+		from, to := marks[i], marks[i+1]
+		o.Windows = append(o.Windows, OutageWindow{
+			Name: wname, Duration: bounds[i], Reads: t.reads, Errors: t.errors, Stale: t.stale,
+			P50: t.lat.Quantile(0.50), P99: t.lat.Quantile(0.99),
+			Hits: to.Hits - from.Hits, Loads: to.Loads - from.Loads,
+			StoreErrors: to.StoreErrors - from.StoreErrors, StoreSkipped: to.StoreSkipped - from.StoreSkipped,
+			Writes: writes[i],
+		})
+	}
+	return o, nil
 }
 
 // warmUpReaders is how many reads at once each instance makes while it
@@ -442,15 +643,18 @@ func warmUp(ctx context.Context, c *Config, insts []instance, h *history, load h
 	wg.Wait()
 }
 
-// read is one reader: it reads random keys through its instance for the
-// setup's c.Duration from start, or until ctx ends, and tallies what it
-// saw. Its n-th read is due n periods of c.ReadRate after start, or later,
-// and only reads due before the end are made, so that it makes at most
-// c.Duration × c.ReadRate reads, however late the machine runs it.
-func read(ctx context.Context, c *Config, cache *herd.Cache[string], h *history, load herd.Loader[string], start time.Time, seed uint64, t *tally) {
+// read is one reader: it reads random keys through its instance for d
+// from start, or until ctx ends, and tallies what it saw in the window of
+// ws that each read began in. Its n-th read is due n periods of c.ReadRate
+// after start, or later, and only reads due before the end are made, so
+// that it makes at most d × c.ReadRate reads, however late the machine
+// runs it.
+func read(ctx context.Context, c *Config, cache *herd.Cache[string], h *history, load herd.Loader[string], start time.Time, d time.Duration,
+	seed uint64, ws *windows, windowOf func(time.Duration) int,
+) {
 	rng := rand.New(rand.NewPCG(seed, 0xbeef))
 	every := time.Second / time.Duration(c.ReadRate)
-	end := start.Add(c.Duration)
+	end := start.Add(d)
 	next := start
 	for {
 		// Paced, not closed-loop: a reader that fell behind by more than
@@ -471,6 +675,7 @@ func read(ctx context.Context, c *Config, cache *herd.Cache[string], h *history,
 		}
 		k := rng.IntN(c.Keys)
 		began := time.Since(start)
+		t := &ws[windowOf(began)]
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Timeout)
 		v, err := cache.Get(rctx, h.keys[k], load)
 		cancel()

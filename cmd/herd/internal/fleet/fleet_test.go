@@ -140,7 +140,7 @@ func TestRunInterrupted(t *testing.T) {
 func TestWarmUp(t *testing.T) {
 	c := Defaults
 	c.Keys = 40
-	insts, closeAll, err := fleetOf(t.Context(), &c, MemoryPerInstance)
+	insts, closeAll, err := fleetOf(t.Context(), &c, MemoryPerInstance, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herdcache/herd/cmd/herd/internal/fleet"
+	"github.com/herdcache/herd/cmd/herd/internal/proxy"
 )
 
 // fleetColumns are the header of the fleet table.
@@ -105,19 +106,117 @@ func ratio(a, b float64) string {
 }
 
 // FleetTable writes the fleet scenario, a table of what each setup
-// measured, and the lines that sum it up.
+// measured, and the lines that sum it up; then the outage phases' table,
+// or the note that says why there were none.
 func FleetTable(w io.Writer, r *fleet.Result) error {
 	rows := [][]string{fleetColumns}
 	for i := range r.Setups {
 		rows = append(rows, fleetRow(&r.Setups[i]))
 	}
-	return writeTable(w, describeFleet(r), rows, wrap(legendOf(&r.Config), lineWidth), FleetVerdict(r))
+	if err := writeTable(w, describeFleet(r), rows, wrap(legendOf(&r.Config), lineWidth), FleetVerdict(r)); err != nil {
+		return err
+	}
+	if rows := fleetOutageRows(r); len(rows) > 0 {
+		if _, err := io.WriteString(w, "\n"); err != nil {
+			return err
+		}
+		return writeTable(w, describeFleetOutage(r), append([][]string{fleetOutageColumns}, rows...),
+			wrap(fleetOutageLegend(&r.Config), lineWidth), FleetOutageVerdict(r))
+	}
+	if note := fleetOutageNote(r); note != "" {
+		_, err := io.WriteString(w, "\n"+wrap(note, lineWidth)+"\n")
+		return err
+	}
+	return nil
+}
+
+// fleetOutageColumns are the header of the fleet's outage table.
+var fleetOutageColumns = []string{"setup", "window", "reads", "p50", "p99", "errors", "hits", "loads", "store errors", "skipped", "writes", "stale"}
+
+// fleetOutageLegend explains the fleet's outage table.
+func fleetOutageLegend(c *fleet.Config) string {
+	return fmt.Sprintf("A read counts in the window it began in. reads: reads that returned a value; p50, p99: their "+
+		"latency; errors: reads that failed or timed out. hits, loads, store errors, skipped: from the caches' Stats "+
+		"over the window, summed over the instances: values served from the store (for two-level, its near tier "+
+		"while the far tier is cut), loader calls, store calls that failed, and store calls not made because the "+
+		"store was marked down. writes: writes that completed. stale: reads that returned a value older than a "+
+		"write completed more than %s before they began.", span(c.Allowance))
+}
+
+// describeFleetOutage says what the outage phases ran.
+func describeFleetOutage(r *fleet.Result) []string {
+	c := &r.Config
+	how := "hangs (connections stay open, nothing is answered)"
+	if c.Fault == proxy.Refuse {
+		how = "refuses connections (open ones are closed)"
+	}
+	return []string{
+		fmt.Sprintf("far tier unreachable: each setup over the far tier runs again, a fleet of its own whose %d instances reach the server through one proxy:", c.Instances),
+		fmt.Sprintf("%s up, then %s during which the server %s for every instance, then %s back", span(c.OutageBefore), span(c.Outage), how, span(c.OutageAfter)),
+	}
+}
+
+func fleetOutageRows(r *fleet.Result) [][]string {
+	var rows [][]string
+	for _, s := range r.Setups {
+		if s.Outage == nil {
+			continue
+		}
+		for i, w := range s.Outage.Windows {
+			name := ""
+			if i == 0 {
+				name = s.Name
+			}
+			rows = append(rows, []string{
+				name, w.Name, count(w.Reads), latency(w.P50), latency(w.P99), count(w.Errors), count(w.Hits), count(w.Loads),
+				count(w.StoreErrors), count(w.StoreSkipped), count(w.Writes), count(w.Stale),
+			})
+		}
+	}
+	return rows
+}
+
+// fleetOutageNote says why a fleet run had no outage phase, when it is
+// worth saying: its far tier was a memory store.
+func fleetOutageNote(r *fleet.Result) string {
+	if r.Config.StoreName != "" || r.Config.Outage > 0 {
+		return ""
+	}
+	return "outage phase: not run: the far tier is a memory store in this process, with no server to cut. " +
+		"Run with --store redis:local or --store nats:embedded to see the fleet through a far-tier outage."
+}
+
+// FleetOutageVerdict sums up the outage phase of each setup in a line:
+// what served the reads while the far tier was cut, and the stale reads
+// after it.
+func FleetOutageVerdict(r *fleet.Result) []string {
+	var lines []string
+	for _, s := range r.Setups {
+		if s.Outage == nil {
+			continue
+		}
+		cut, ok1 := s.Outage.Window(fleet.FarCut)
+		back, ok2 := s.Outage.Window(fleet.FarBack)
+		if !ok1 || !ok2 {
+			continue
+		}
+		served := "none"
+		if total := cut.Hits + cut.Loads; total > 0 {
+			served = fmt.Sprintf("%s hits against %s loads (%s of the answers from the store)", count(cut.Hits), count(cut.Loads),
+				percent(float64(cut.Hits)/float64(total)))
+		}
+		lines = append(lines, fmt.Sprintf("%s, far tier cut: %s reads, %s errors; %s. After it: %s stale reads of %s.",
+			s.Name, count(cut.Reads), count(cut.Errors), served, count(back.Stale), count(back.Reads)))
+	}
+	return lines
 }
 
 type jsonFleet struct {
 	Config      jsonFleetConfig  `json:"config"`
 	Setups      []jsonFleetSetup `json:"setups"`
 	Verdict     []string         `json:"verdict"`
+	OutageLines []string         `json:"outage_verdict"`
+	OutageNote  string           `json:"outage_note,omitempty"`
 	ElapsedS    float64          `json:"elapsed_s"`
 	Interrupted bool             `json:"interrupted"`
 }
@@ -135,6 +234,8 @@ type jsonFleetConfig struct {
 	TimeoutS   float64 `json:"timeout_s"`
 	AllowanceS float64 `json:"allowance_s"`
 	Seed       uint64  `json:"seed"`
+	OutageS    float64 `json:"store_outage_s"`
+	Fault      string  `json:"store_fault,omitempty"`
 }
 
 type jsonFleetSetup struct {
@@ -148,6 +249,30 @@ type jsonFleetSetup struct {
 	Stale     uint64  `json:"stale_after_write"`
 	Delivered uint64  `json:"within_allowance"`
 	LongestMS float64 `json:"longest_stale_ms"`
+
+	Outage *jsonFleetOutage `json:"outage,omitempty"`
+}
+
+// jsonFleetOutage is a setup's outage phase; its windows in order: far
+// tier up, cut, back.
+type jsonFleetOutage struct {
+	Fault   string                  `json:"fault"`
+	Windows []jsonFleetOutageWindow `json:"windows"`
+}
+
+type jsonFleetOutageWindow struct {
+	Name         string  `json:"name"`
+	DurationS    float64 `json:"duration_s"`
+	Reads        uint64  `json:"reads"`
+	Errors       uint64  `json:"errors"`
+	P50MS        float64 `json:"p50_ms"`
+	P99MS        float64 `json:"p99_ms"`
+	Hits         uint64  `json:"hits"`
+	Loads        uint64  `json:"loads"`
+	StoreErrors  uint64  `json:"store_errors"`
+	StoreSkipped uint64  `json:"store_skipped"`
+	Writes       uint64  `json:"writes"`
+	Stale        uint64  `json:"stale"`
 }
 
 // FleetJSON writes r as one indented JSON document.
@@ -161,18 +286,31 @@ func FleetJSON(w io.Writer, r *fleet.Result) error {
 		Config: jsonFleetConfig{
 			Command: commandOf(c.Command), Store: store, Instances: c.Instances, Readers: c.Readers, ReadRate: c.ReadRate, WriteRate: c.WriteRate,
 			Keys: c.Keys, DurationS: c.Duration.Seconds(), TTLS: c.TTL.Seconds(), TimeoutS: c.Timeout.Seconds(),
-			AllowanceS: c.Allowance.Seconds(), Seed: c.Seed,
+			AllowanceS: c.Allowance.Seconds(), Seed: c.Seed, OutageS: c.Outage.Seconds(),
 		},
 		Setups:      make([]jsonFleetSetup, 0, len(r.Setups)),
 		Verdict:     FleetVerdict(r),
+		OutageLines: FleetOutageVerdict(r),
+		OutageNote:  fleetOutageNote(r),
 		ElapsedS:    r.Elapsed.Seconds(),
 		Interrupted: r.Interrupted,
 	}
 	for _, s := range r.Setups {
-		out.Setups = append(out.Setups, jsonFleetSetup{
+		js := jsonFleetSetup{
 			Name: s.Name, Reads: s.Reads, Errors: s.Errors, PerSec: s.PerSec, P50MS: ms(s.P50), P99MS: ms(s.P99),
 			Writes: s.Writes, Stale: s.Stale, Delivered: s.Delivered, LongestMS: ms(s.Longest),
-		})
+		}
+		if o := s.Outage; o != nil {
+			js.Outage = &jsonFleetOutage{Fault: o.Fault.String()}
+			for _, w := range o.Windows {
+				js.Outage.Windows = append(js.Outage.Windows, jsonFleetOutageWindow{
+					Name: w.Name, DurationS: w.Duration.Seconds(), Reads: w.Reads, Errors: w.Errors,
+					P50MS: ms(w.P50), P99MS: ms(w.P99), Hits: w.Hits, Loads: w.Loads, StoreErrors: w.StoreErrors,
+					StoreSkipped: w.StoreSkipped, Writes: w.Writes, Stale: w.Stale,
+				})
+			}
+		}
+		out.Setups = append(out.Setups, js)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -200,6 +338,8 @@ func FleetHTML(w io.Writer, r *fleet.Result) error {
 		Legend      string
 		Verdict     []string
 		Bars        []*barChart
+		Outage      *outageSection
+		OutageNote  string
 	}{
 		Title:       fmt.Sprintf("herd: a fleet of %d instances, writes in the mix", r.Config.Instances),
 		Scenario:    describeFleet(r),
@@ -210,6 +350,13 @@ func FleetHTML(w io.Writer, r *fleet.Result) error {
 		Legend:      legendOf(&r.Config),
 		Verdict:     FleetVerdict(r),
 		Bars:        fleetBars(r),
+		OutageNote:  fleetOutageNote(r),
+	}
+	if rows := fleetOutageRows(r); len(rows) > 0 {
+		d.Outage = &outageSection{
+			Scenario: describeFleetOutage(r), Header: fleetOutageColumns, Rows: rows,
+			Legend: fleetOutageLegend(&r.Config), Verdict: FleetOutageVerdict(r),
+		}
 	}
 	for i := range r.Setups {
 		d.Rows = append(d.Rows, fleetRow(&r.Setups[i]))

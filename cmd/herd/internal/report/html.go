@@ -39,6 +39,9 @@ type pageData struct {
 	Rows        [][]string
 	Verdict     []string
 	Charts      []*chart
+
+	StoreOutage     *outageSection // nil without a store outage phase
+	StoreOutageNote string         // why the phase did not run, if it is worth saying
 }
 
 // HTML writes one self-contained page: the scenario, the table, and charts
@@ -47,6 +50,11 @@ type pageData struct {
 // nothing from anywhere: the charts are inline SVG and the page has no
 // script.
 func HTML(w io.Writer, r *sim.Report) error {
+	return page.Execute(w, pageOf(r))
+}
+
+// pageOf is the page of r, without a store outage phase.
+func pageOf(r *sim.Report) pageData {
 	d := pageData{
 		Title:       "herd: " + strconv.Itoa(r.Config.Clients) + " clients, " + span(r.Config.Duration) + ", outage " + span(r.Config.Outage),
 		Scenario:    describe(r),
@@ -62,7 +70,7 @@ func HTML(w io.Writer, r *sim.Report) error {
 	for i := range r.Setups {
 		d.Rows = append(d.Rows, row(&r.Setups[i]))
 	}
-	return page.Execute(w, d)
+	return d
 }
 
 // commandOf is the command line a page shows: the one given, or the plain
