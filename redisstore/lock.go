@@ -87,6 +87,16 @@ func leaseMillis(ttl time.Duration) (int64, error) {
 // The lock's fencing token grows with every acquisition of key; nothing
 // of the lock outlives its lease.
 func (s *Store[T]) TryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
+	r := bounded(ctx, s.patient, func() pair[store.Lock, error] {
+		l, err := s.tryLock(ctx, key, ttl)
+		return pair[store.Lock, error]{l, err}
+	}, func(err error) pair[store.Lock, error] {
+		return pair[store.Lock, error]{b: fmt.Errorf("redisstore: lock %q: %w", key, err)}
+	})
+	return r.a, r.b
+}
+
+func (s *Store[T]) tryLock(ctx context.Context, key string, ttl time.Duration) (store.Lock, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, fmt.Errorf("redisstore: lock %q: %w", key, err)
 	}
@@ -195,6 +205,16 @@ func (l *lock) Token() uint64 { return l.fence }
 // carried it (a failing slot or shard fails its keys only; a lock such a
 // call took, if any, runs out at its lease).
 func (s *Store[T]) TryLockMany(ctx context.Context, keys []string, ttl time.Duration) []store.LockResult {
+	return bounded(ctx, s.patient, func() []store.LockResult { return s.tryLockMany(ctx, keys, ttl) }, func(err error) []store.LockResult {
+		out := make([]store.LockResult, len(keys))
+		for i, k := range keys {
+			out[i].Err = fmt.Errorf("redisstore: lock %q: %w", k, err)
+		}
+		return out
+	})
+}
+
+func (s *Store[T]) tryLockMany(ctx context.Context, keys []string, ttl time.Duration) []store.LockResult {
 	out := make([]store.LockResult, len(keys))
 	fail := func(i int, err error) { out[i].Err = fmt.Errorf("redisstore: lock %q: %w", keys[i], err) }
 	err := s.check(ctx)

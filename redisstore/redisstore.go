@@ -190,6 +190,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/herdcache/herd/internal/check"
+	"github.com/herdcache/herd/internal/wait"
 	"github.com/herdcache/herd/store"
 )
 
@@ -211,6 +212,7 @@ type Store[T any] struct {
 	retention time.Duration
 	log       *slog.Logger
 	ping      time.Duration
+	patient   bool // the client ignores its calls' deadlines: see bounded
 
 	corrupt atomic.Uint64
 
@@ -311,6 +313,7 @@ func New[T any](client redis.UniversalClient, opts ...Option) *Store[T] {
 		log:       cfg.log,
 		ping:      cfg.ping,
 		watches:   make(map[*watch]struct{}),
+		patient:   ignoresDeadlines(client),
 	}
 	if cfg.codec != nil {
 		c, ok := cfg.codec.(store.Codec[T])
@@ -345,6 +348,16 @@ func (s *Store[T]) Corrupt() uint64 { return s.corrupt.Load() }
 // Get returns the entry of key, in one GET. Bytes that do not decode are a
 // miss, counted in [Store.Corrupt].
 func (s *Store[T]) Get(ctx context.Context, key string) (store.Entry[T], bool, error) {
+	r := bounded(ctx, s.patient, func() triple[store.Entry[T], bool, error] {
+		e, ok, err := s.get(ctx, key)
+		return triple[store.Entry[T], bool, error]{e, ok, err}
+	}, func(err error) triple[store.Entry[T], bool, error] {
+		return triple[store.Entry[T], bool, error]{c: fmt.Errorf("redisstore: get %q: %w", key, err)}
+	})
+	return r.a, r.b, r.c
+}
+
+func (s *Store[T]) get(ctx context.Context, key string) (store.Entry[T], bool, error) {
 	if err := s.check(ctx); err != nil {
 		return store.Entry[T]{}, false, fmt.Errorf("redisstore: get %q: %w", key, err)
 	}
@@ -380,6 +393,16 @@ func (s *Store[T]) decode(b []byte, now time.Time) (store.Entry[T], bool) {
 // the map. On an error the map holds the entries that were read (on Cluster
 // and Ring, those of the slots or shards that answered), never nil.
 func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
+	r := bounded(ctx, s.patient, func() pair[map[string]store.Entry[T], error] {
+		found, err := s.getMany(ctx, keys)
+		return pair[map[string]store.Entry[T], error]{found, err}
+	}, func(err error) pair[map[string]store.Entry[T], error] {
+		return pair[map[string]store.Entry[T], error]{map[string]store.Entry[T]{}, fmt.Errorf("redisstore: get %d keys: %w", len(keys), err)}
+	})
+	return r.a, r.b
+}
+
+func (s *Store[T]) getMany(ctx context.Context, keys []string) (map[string]store.Entry[T], error) {
 	found := make(map[string]store.Entry[T], len(keys))
 	if err := s.check(ctx); err != nil {
 		return found, fmt.Errorf("redisstore: get %d keys: %w", len(keys), err)
@@ -508,6 +531,12 @@ func (s *Store[T]) collect(keys []string, vals []any, now time.Time, found map[s
 // the key's version, in one script call; an entry whose KeepUntil has passed
 // is deleted instead (see [Store.Delete]).
 func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error {
+	return bounded(ctx, s.patient, func() error { return s.set(ctx, key, e) }, func(err error) error {
+		return fmt.Errorf("redisstore: set %q: %w", key, err)
+	})
+}
+
+func (s *Store[T]) set(ctx context.Context, key string, e store.Entry[T]) error {
 	if err := s.check(ctx); err != nil {
 		return fmt.Errorf("redisstore: set %q: %w", key, err)
 	}
@@ -521,6 +550,12 @@ func (s *Store[T]) Set(ctx context.Context, key string, e store.Entry[T]) error 
 // tombstone for the version retention, in one script call; a key without an
 // entry is not an error.
 func (s *Store[T]) Delete(ctx context.Context, key string) error {
+	return bounded(ctx, s.patient, func() error { return s.delete(ctx, key) }, func(err error) error {
+		return fmt.Errorf("redisstore: delete %q: %w", key, err)
+	})
+}
+
+func (s *Store[T]) delete(ctx context.Context, key string) error {
 	if err := s.check(ctx); err != nil {
 		return fmt.Errorf("redisstore: delete %q: %w", key, err)
 	}
@@ -560,4 +595,55 @@ func (s *Store[T]) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("redisstore: close: %w", ctx.Err())
 	}
+}
+
+// ignoresDeadlines reports whether c's calls wait out its timeouts rather
+// than end at their context's deadline (go-redis's default,
+// ContextTimeoutEnabled false).
+func ignoresDeadlines(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return !c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return !c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return !c.Options().ContextTimeoutEnabled
+	}
+	return false
+}
+
+// bounded returns call's result, or ended's for ctx's error if ctx ends
+// first. Over a client that ignores its calls' deadlines (go-redis at its
+// defaults, which waits up to its ReadTimeout on a server that stopped
+// answering), call runs on a goroutine of its own, which the caller leaves
+// behind when ctx ends: it ends within the client's own timeouts, and its
+// result is dropped. Over any other client, call runs on the caller's
+// goroutine, at no cost.
+func bounded[R any](ctx context.Context, patient bool, call func() R, ended func(error) R) R {
+	if !patient || ctx.Done() == nil {
+		return call()
+	}
+	done := make(chan struct{})
+	var r R
+	go func() {
+		defer close(done)
+		r = call()
+	}()
+	if wait.For(ctx, done) {
+		return r
+	}
+	return ended(ctx.Err())
+}
+
+// pair is a result of two values, for bounded.
+type pair[A, B any] struct {
+	a A
+	b B
+}
+
+// triple is a result of three values, for bounded.
+type triple[A, B, C any] struct {
+	a A
+	b B
+	c C
 }

@@ -211,6 +211,22 @@ func written(r any) (store.Version, error) {
 // Bytes that do not decode are a miss, counted in [Store.Corrupt], with the
 // version of those bytes.
 func (s *Store[T]) GetVersion(ctx context.Context, key string) (store.Entry[T], store.Version, bool, error) {
+	type result = struct {
+		e   store.Entry[T]
+		v   store.Version
+		ok  bool
+		err error
+	}
+	r := bounded(ctx, s.patient, func() result {
+		e, v, ok, err := s.getVersion(ctx, key)
+		return result{e, v, ok, err}
+	}, func(err error) result {
+		return result{err: fmt.Errorf("redisstore: get version of %q: %w", key, err)}
+	})
+	return r.e, r.v, r.ok, r.err
+}
+
+func (s *Store[T]) getVersion(ctx context.Context, key string) (store.Entry[T], store.Version, bool, error) {
 	if err := s.check(ctx); err != nil {
 		return store.Entry[T]{}, 0, false, fmt.Errorf("redisstore: get version of %q: %w", key, err)
 	}
@@ -244,6 +260,12 @@ func (s *Store[T]) versionedRead(key string, n, b any, now time.Time) store.Vers
 // script call that checks and bumps it; otherwise it writes nothing and
 // returns an error wrapping [store.ErrConflict].
 func (s *Store[T]) SetIf(ctx context.Context, key string, e store.Entry[T], v store.Version) error {
+	return bounded(ctx, s.patient, func() error { return s.setIf(ctx, key, e, v) }, func(err error) error {
+		return fmt.Errorf("redisstore: set %q if at version %d: %w", key, v, err)
+	})
+}
+
+func (s *Store[T]) setIf(ctx context.Context, key string, e store.Entry[T], v store.Version) error {
 	if err := s.check(ctx); err != nil {
 		return fmt.Errorf("redisstore: set %q if at version %d: %w", key, v, err)
 	}
@@ -276,6 +298,16 @@ func (s *Store[T]) VersionRetention() time.Duration { return s.retention }
 // server, sent together as one pipeline. A slot or shard that fails fails
 // the keys it holds, and only those.
 func (s *Store[T]) GetVersions(ctx context.Context, keys []string) []store.VersionedRead[T] {
+	return bounded(ctx, s.patient, func() []store.VersionedRead[T] { return s.getVersions(ctx, keys) }, func(err error) []store.VersionedRead[T] {
+		out := make([]store.VersionedRead[T], len(keys))
+		for i, k := range keys {
+			out[i].Err = fmt.Errorf("redisstore: get version of %q: %w", k, err)
+		}
+		return out
+	})
+}
+
+func (s *Store[T]) getVersions(ctx context.Context, keys []string) []store.VersionedRead[T] {
 	out := make([]store.VersionedRead[T], len(keys))
 	fail := func(i int, err error) {
 		out[i] = store.VersionedRead[T]{Err: fmt.Errorf("redisstore: get version of %q: %w", keys[i], err)}
@@ -319,6 +351,16 @@ func (s *Store[T]) GetVersions(ctx context.Context, keys []string) []store.Versi
 // call that carried it (a failing slot or shard fails its writes only; what
 // such a call wrote is not known).
 func (s *Store[T]) WriteIf(ctx context.Context, writes []store.ConditionalWrite[T]) []error {
+	return bounded(ctx, s.patient, func() []error { return s.writeIf(ctx, writes) }, func(err error) []error {
+		errs := make([]error, len(writes))
+		for i, w := range writes {
+			errs[i] = fmt.Errorf("redisstore: write %q: %w", w.Key, err)
+		}
+		return errs
+	})
+}
+
+func (s *Store[T]) writeIf(ctx context.Context, writes []store.ConditionalWrite[T]) []error {
 	errs := make([]error, len(writes))
 	fail := func(i int, err error) {
 		w := &writes[i]
