@@ -161,7 +161,12 @@
 // MaxRetries (3) times on network errors; a new connection is tried
 // DialerRetries (5) times for DialTimeout (5s) each; a caller waits up to
 // PoolTimeout (ReadTimeout + 1s) for a free connection. Against a server
-// that stopped answering, one Get can take a minute. For a cache, set:
+// that stopped answering, one call of such a client can take a minute.
+// The store does not wait that long: over a client that ignores deadlines,
+// each call of the store runs on a goroutine of its own and returns at its
+// context's deadline (a herd.Cache bounds it by StoreTimeout), leaving the
+// client's call to end in the background. That costs a goroutine per call,
+// and a connection held by the abandoned call; for a cache, set instead:
 //
 //	ContextTimeoutEnabled: true,                   // a call ends at its context's deadline
 //	DialTimeout:           500 * time.Millisecond, // a dead host costs half a second to find out
