@@ -45,7 +45,18 @@ func (c *Cache[T]) logOnce(ctx context.Context, level slog.Level, msg string, at
 // errStoreDown without calling. A skipped call counts as one in
 // storeError, not as a store error.
 func (c *Cache[T]) guard(ctx context.Context, call func() error) error {
-	p := c.health.Enter()
+	return c.guarded(ctx, c.health.Enter(), call)
+}
+
+// guardLoad is guard for the store calls of a load before its loader runs
+// (its version read and its lock): they are never the store's probe, so
+// that a caller whose read of the store has just failed, and the store was
+// marked down meanwhile, does not wait on the store a second time.
+func (c *Cache[T]) guardLoad(ctx context.Context, call func() error) error {
+	return c.guarded(ctx, c.health.EnterQuiet(), call)
+}
+
+func (c *Cache[T]) guarded(ctx context.Context, p health.Pass, call func() error) error {
 	if p == health.Skip {
 		return errStoreDown
 	}

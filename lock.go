@@ -89,7 +89,7 @@ func (c *Cache[T]) tryLocks(ctx context.Context, jobs []*job[T]) []store.LockRes
 		tctx, cancel := c.storeBound(ctx)
 		defer cancel()
 		var res []store.LockResult
-		err := c.guard(ctx, func() error {
+		err := c.guardLoad(ctx, func() error {
 			res = b.TryLockMany(tctx, keys, c.cfg.lockTTL)
 			for _, r := range res {
 				if r.Err != nil && !errors.Is(r.Err, store.ErrLocked) {
@@ -119,7 +119,7 @@ func (c *Cache[T]) tryLocks(ctx context.Context, jobs []*job[T]) []store.LockRes
 func (c *Cache[T]) tryLock(ctx context.Context, key string) (lk store.Lock, err error) {
 	tctx, cancel := c.storeBound(ctx)
 	defer cancel()
-	err = c.guard(ctx, func() (err error) {
+	err = c.guardLoad(ctx, func() (err error) {
 		lk, err = c.cfg.locker.TryLock(tctx, key, c.cfg.lockTTL)
 		return err
 	})

@@ -313,7 +313,7 @@ func (c *Cache[T]) readVersionsOf(ctx context.Context, jobs []*job[T], idx []int
 		}
 		at := time.Now()
 		var reads []store.VersionedRead[T]
-		err := c.guard(ctx, func() error {
+		err := c.guardLoad(ctx, func() error {
 			reads = b.GetVersions(sctx, keys)
 			return firstErr(reads)
 		})
@@ -361,7 +361,7 @@ func (c *Cache[T]) readOne(ctx context.Context, key string) (rd versionRead[T]) 
 		defer cancel()
 	}
 	rd.at = time.Now()
-	rd.Err = c.guard(ctx, func() (err error) {
+	rd.Err = c.guardLoad(ctx, func() (err error) {
 		if c.versioned != nil {
 			rd.Entry, rd.Version, rd.Found, err = c.versioned.GetVersion(rctx, key)
 		} else {

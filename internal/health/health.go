@@ -58,7 +58,15 @@ func New(minimum, maximum time.Duration) *State {
 
 // Enter says whether a call may go to the store now. A call that goes
 // (Call or Probe) must be followed by Exit with its pass.
-func (s *State) Enter() Pass {
+func (s *State) Enter() Pass { return s.enter(true) }
+
+// EnterQuiet is Enter for a call that must not be the store's probe: while
+// the store is down, it is skipped. A caller that has already waited on the
+// store for this request uses it, so that a request never pays for two
+// calls to a store that does not answer.
+func (s *State) EnterQuiet() Pass { return s.enter(false) }
+
+func (s *State) enter(probe bool) Pass {
 	if s == nil || !s.down.Load() {
 		return Call
 	}
@@ -67,7 +75,7 @@ func (s *State) Enter() Pass {
 	if !s.down.Load() {
 		return Call
 	}
-	if s.probing || time.Now().Before(s.next) {
+	if !probe || s.probing || time.Now().Before(s.next) {
 		return Skip
 	}
 	s.probing = true

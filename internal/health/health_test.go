@@ -116,3 +116,23 @@ func TestUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// EnterQuiet never makes a call the probe: while the store is down it is
+// skipped even when a probe is due, and the probe stays due for Enter.
+func TestEnterQuietNeverProbes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		s := health.New(100*time.Millisecond, time.Second)
+		if p := s.EnterQuiet(); p != health.Call {
+			t.Fatalf("EnterQuiet while up = %v, want Call", p)
+		}
+		s.Exit(ctx, s.Enter(), errDown)
+		time.Sleep(time.Second) // a probe is due
+		if p := s.EnterQuiet(); p != health.Skip {
+			t.Fatalf("EnterQuiet with a probe due = %v, want Skip", p)
+		}
+		if p := s.Enter(); p != health.Probe {
+			t.Fatalf("Enter after a quiet skip = %v, want the probe", p)
+		}
+	})
+}
