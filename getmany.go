@@ -324,6 +324,9 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 			m, err = b.GetMany(rctx, keys)
 			return err
 		})
+		if errors.Is(err, errStoreDown) {
+			m = c.peekNearMany(keys)
+		}
 		if err != nil {
 			c.storeError(ctx, "get many", "", err)
 		}
@@ -342,6 +345,11 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 			e, ok, err = c.store.Get(rctx, keys[i])
 			return err
 		})
+		if errors.Is(err, errStoreDown) {
+			if ne, _, found := c.peekNear(keys[i]); found {
+				e, ok, err = ne.Entry(), true, nil
+			}
+		}
 		switch {
 		case err != nil:
 			c.storeError(ctx, "get", keys[i], err)
@@ -351,6 +359,22 @@ func (c *Cache[T]) readMany(ctx context.Context, keys []string) map[string]store
 			mu.Unlock()
 		}
 	})
+	return m
+}
+
+// peekNearMany returns the copies of keys that the near tier of a
+// two-level store holds, for a read that skipped the store while it is
+// down; nil without a near tier.
+func (c *Cache[T]) peekNearMany(keys []string) map[string]store.Entry[T] {
+	if c.peek == nil || c.inProcess {
+		return nil
+	}
+	m := make(map[string]store.Entry[T])
+	for _, k := range keys {
+		if e, _, ok := c.peekNear(k); ok {
+			m[k] = e.Entry()
+		}
+	}
 	return m
 }
 

@@ -327,6 +327,11 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 	p := c.health.Enter()
 	if p == health.Skip {
 		c.record(ctx, &c.stats.storeSkipped, Event{Kind: EventStoreSkipped, Key: key})
+		// A near tier serves what it holds while its far tier is down.
+		if e, now, ok := c.peekNear(key); ok {
+			se := e.Entry()
+			return c.serveRead(ctx, key, load, &se, time.Unix(0, now), true, nil)
+		}
 		return c.loadAndWait(ctx, key, load, nil)
 	}
 	rctx, cancel := c.storeBound(ctx)
@@ -349,6 +354,15 @@ func (c *Cache[T]) Fetch(ctx context.Context, key string, load Loader[T]) (Resul
 		return Result[T]{}, ctx.Err()
 	}
 	return c.serveRead(ctx, key, load, se, now, ok, err)
+}
+
+// peekNear looks key up in the near tier of a two-level store, if the
+// cache has one.
+func (c *Cache[T]) peekNear(key string) (*local.Entry[T], int64, bool) {
+	if c.peek == nil || c.inProcess {
+		return nil, 0, false
+	}
+	return c.peek(key)
 }
 
 // storeBound returns ctx bounded by StoreTimeout for a store call. A ctx

@@ -190,7 +190,7 @@ func TestTieredServerRestart(t *testing.T) {
 		// The near copy is served through the outage, without the server.
 		reads := in.near.Stats().FarReads
 		if e, ok, err := in.near.Get(ctx, "k"); err != nil || !ok || e.Value != "before" {
-			t.Fatalf("instance %d with the server stopped: %+v, %v, %v; want its near copy", i, e, ok, err)
+			t.Fatalf("instance %d with the server stopped: %+v, %v, %v; want its near copy (%+v)", i, e, ok, err, in.near.Stats())
 		}
 		if st := in.near.Stats(); st.FarReads != reads || st.Flushes != 0 {
 			t.Fatalf("instance %d with the server stopped: %+v, want no far read and no flush", i, st)

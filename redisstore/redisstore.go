@@ -625,8 +625,8 @@ func ignoresDeadlines(c redis.UniversalClient) bool {
 // result is dropped. Over any other client, call runs on the caller's
 // goroutine, at no cost.
 func bounded[R any](ctx context.Context, patient bool, call func() R, ended func(error) R) R {
-	if !patient || ctx.Done() == nil {
-		return call()
+	if !patient || ctx == nil || ctx.Done() == nil {
+		return call() // a nil ctx panics in call, with the store's message
 	}
 	done := make(chan struct{})
 	var r R

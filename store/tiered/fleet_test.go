@@ -128,6 +128,16 @@ func (f *farStore) Get(ctx context.Context, key string) (store.Entry[int], bool,
 	return e, ok, err
 }
 
+// GetVersion is held as Get is.
+func (f *farStore) GetVersion(ctx context.Context, key string) (store.Entry[int], store.Version, bool, error) {
+	if f.broken.Load() {
+		return store.Entry[int]{}, 0, false, errBroken
+	}
+	e, v, ok, err := f.Store.GetVersion(ctx, key)
+	f.wait(key)
+	return e, v, ok, err
+}
+
 // GetVersions is held as Get is, after reading every key, by the hold of
 // any of them.
 func (f *farStore) GetVersions(ctx context.Context, keys []string) []store.VersionedRead[int] {

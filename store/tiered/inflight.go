@@ -29,6 +29,7 @@ type record struct {
 	streamed    uint64 // bumped by the invalidations that are changes from the stream
 	unversioned uint64 // bumped by those of them that came without a version
 	last        store.Version
+	reads       uint64 // bumped by every far read of the key that ends
 }
 
 // A ticket is one operation in flight: the record it registered with and
@@ -38,6 +39,7 @@ type ticket struct {
 	r                     *record
 	gen                   uint64
 	streamed, unversioned uint64
+	reads                 uint64
 }
 
 // A verdict is what befell a key while an operation was in flight.
@@ -50,6 +52,8 @@ type verdict struct {
 	// last the version of the last one.
 	streamed, unversioned uint64
 	last                  store.Version
+	// reads is the number of far reads of the key that ended meanwhile.
+	reads uint64
 }
 
 func newInflight() *inflight { return &inflight{} }
@@ -65,7 +69,7 @@ func (f *inflight) begin(key string) ticket {
 		s.Put(key, r)
 	}
 	r.refs++
-	return ticket{s: s, r: r, gen: r.gen, streamed: r.streamed, unversioned: r.unversioned}
+	return ticket{s: s, r: r, gen: r.gen, streamed: r.streamed, unversioned: r.unversioned, reads: r.reads}
 }
 
 // finish runs step under the stripe's mutex, telling it what befell the
@@ -77,12 +81,14 @@ func (f *inflight) finish(key string, t ticket, bump bool, step func(verdict)) {
 	s := t.s
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
-	v := verdict{unchanged: t.r.gen == t.gen}
+	v := verdict{unchanged: t.r.gen == t.gen, reads: t.r.reads - t.reads}
 	if n := t.r.streamed - t.streamed; n > 0 && n == t.r.gen-t.gen {
 		v.streamed, v.unversioned, v.last = n, t.r.unversioned-t.unversioned, t.r.last
 	}
 	if bump {
 		t.r.gen++
+	} else {
+		t.r.reads++
 	}
 	t.r.refs--
 	if cur, _ := s.Get(key); t.r.refs == 0 && cur == t.r {
@@ -112,6 +118,18 @@ func (f *inflight) changed(key string, v store.Version, drop func() (kept bool))
 			r.unversioned++
 		}
 		r.last = v
+	}
+}
+
+// invalidate runs drop under the stripe's mutex of key and bumps the
+// generation of key's operations in flight, if any.
+func (f *inflight) invalidate(key string, drop func()) {
+	s := f.keys.Stripe(key)
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	drop()
+	if r, _ := s.Get(key); r != nil {
+		r.gen++
 	}
 }
 

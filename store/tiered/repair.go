@@ -19,10 +19,11 @@ type repairer struct {
 	run     func(ctx context.Context, before int64)
 	timeout time.Duration // of each far call
 
-	mu     sync.Mutex
-	stop   context.CancelFunc // of the running repair; nil if none
-	closed bool
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	stop    context.CancelFunc // of the running repair; nil if none
+	pending bool               // a repair started and did not finish
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 func newRepairer(run func(ctx context.Context, before int64), timeout time.Duration) *repairer {
@@ -39,11 +40,29 @@ func (r *repairer) start(before int64) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r.stop = cancel
+	r.stop, r.pending = cancel, true
 	r.wg.Go(func() {
 		defer cancel()
 		r.run(ctx, before)
+		if ctx.Err() == nil {
+			r.mu.Lock()
+			if r.stop != nil && ctx.Err() == nil {
+				r.pending = false
+			}
+			r.mu.Unlock()
+		}
 	})
+}
+
+// resume starts a repair again if one was cut short (by a Down) before it
+// finished: the copies it had not reached are still to revalidate.
+func (r *repairer) resume(before int64) {
+	r.mu.Lock()
+	pending := r.pending && r.stop == nil
+	r.mu.Unlock()
+	if pending {
+		r.start(before)
+	}
 }
 
 // cancel asks the running repair, if any, to stop; it does not wait.
@@ -80,16 +99,26 @@ func (r *repairer) close() {
 // cancelled (by a Down: the next Gap revalidates it). A change or a write
 // of the key while its read is in flight wins, as for any far read.
 //
-// Copies kept past their NearTTL as the fallback of failed loads are not
-// read again: they are no hits, and a far read replaces them when they are
-// asked for.
+// Copies kept past their NearTTL as the fallback of failed loads are
+// dropped rather than read again: they are no hits.
 func (s *Store[T]) repair(ctx context.Context, before int64) {
 	s.repairsRun.Add(1)
-	var keys []string
+	var keys, fallbacks []string
 	for k, it := range s.near.All() {
 		if it.until > before {
 			keys = append(keys, k)
+		} else {
+			fallbacks = append(fallbacks, k)
 		}
+	}
+	// A copy kept past its NearTTL as a fallback is not worth a far read:
+	// it goes, as it may have changed.
+	for _, k := range fallbacks {
+		s.flights.invalidate(k, func() {
+			if it, ok := s.near.GetIfPresent(k); ok && it.until <= before {
+				s.near.Invalidate(k)
+			}
+		})
 	}
 	for batch := range slices.Chunk(keys, s.repairBatch) {
 		if ctx.Err() != nil || s.closed.Load() {

@@ -171,11 +171,23 @@ type nearItem[T any] struct {
 	// write that gave the copy knew it; zero otherwise.
 	version store.Version
 
-	// echo is set while the stream has yet to report the write of this
-	// instance that made the item: that report is the write's echo, and
-	// leaves the item in place. It holds the store's epoch at the write's
-	// start, plus one: a Down since then may have lost the echo.
-	echo atomic.Uint64
+	// The echoes the item waits for: the reports by the stream of the
+	// writes of this instance that made it, and of those before it whose
+	// reports had not come yet (echoes, counted down by the changes of the
+	// key), each of which leaves the item in place. echoEpoch is the
+	// store's epoch when the first of those writes began: a Down since then
+	// may have lost them. Guarded by the mutex of the key's stripe of
+	// flights, under which every change and write of the key is handled.
+	echoes    uint32
+	echoEpoch uint64
+}
+
+// awaited returns the echoes it still waits for at epoch, or zero.
+func (it *nearItem[T]) awaited(epoch uint64) uint32 {
+	if it.echoEpoch != epoch {
+		return 0
+	}
+	return it.echoes
 }
 
 var (
@@ -252,7 +264,9 @@ func (s *Store[T]) onChange(c store.Change) {
 	switch {
 	case c.Up:
 		// The stream is whole again: the changes made while it was down
-		// were delivered since the Down.
+		// were delivered since the Down. A repair that a Down cut short
+		// still has copies to revalidate.
+		s.repairs.resume(s.clock.Exact())
 	case c.Down:
 		// Copies are served on, each until its NearTTL, as through a stall.
 		// The echoes of writes made before may be lost with the stream.
@@ -263,8 +277,12 @@ func (s *Store[T]) onChange(c store.Change) {
 			s.flush()
 		}
 	case c.Gap && !s.flushDown:
-		// Every copy present was fetched before the Gap: revalidate them.
-		// Copies fetched from now on are covered by the stream.
+		// Every copy present was fetched before the Gap: revalidate them;
+		// reads in flight, which began before it, do not fill the near
+		// tier. Echoes of writes before it may have been lost. Copies
+		// fetched from now on are covered by the stream.
+		s.epoch.Add(1)
+		s.flights.invalidateAll()
 		s.repairs.start(s.clock.Exact())
 	case c.All || c.Gap:
 		s.repairs.cancel()
@@ -299,17 +317,20 @@ func (s *Store[T]) flush() {
 // place, which is right (the write is later), and the echo, when it comes,
 // drops it, which is safe.
 func (s *Store[T]) drop(key string, v store.Version) (kept bool) {
-	it, ok := s.near.GetEntryQuietly(key)
+	e, ok := s.near.GetEntryQuietly(key)
+	it := e.Value
 	switch {
 	case !ok:
-	case v != 0 && it.Value.version != 0:
-		if v <= it.Value.version {
-			if v == it.Value.version && it.Value.echo.Swap(0) != 0 {
+	case v != 0 && it.version != 0:
+		if v <= it.version {
+			if v == it.version && it.echoes > 0 {
+				it.echoes = 0
 				s.echoes.Add(1)
 			}
 			return true
 		}
-	case v == 0 && it.Value.version == 0 && it.Value.echo.CompareAndSwap(s.epoch.Load()+1, 0):
+	case v == 0 && it.version == 0 && it.awaited(s.epoch.Load()) > 0:
+		it.echoes--
 		s.echoes.Add(1)
 		return true
 	}
@@ -327,9 +348,9 @@ func (s *Store[T]) GetShared(ctx context.Context, key string) (*store.Entry[T], 
 	if s.closed.Load() {
 		return nil, time.Time{}, false, ErrClosed
 	}
-	s.clock.Now() // keeps the near tier's clock ticking while it is read
-	if e, ok := s.near.GetEntry(key); ok && e.SnapshotAtNano < e.Value.until {
-		return &e.Value.entry, time.Unix(0, e.SnapshotAtNano), true, nil
+	now := s.clock.Now() // also keeps the near tier's clock ticking while it is read
+	if it, ok := s.near.GetIfPresent(key); ok && now < it.until {
+		return &it.entry, time.Unix(0, now), true, nil
 	}
 	e, ok, err := s.getFar(ctx, key)
 	if !ok {
@@ -350,9 +371,9 @@ func (s *Store[T]) peekNear(key string) (e *local.Entry[T], now int64, ok bool) 
 	if s.closed.Load() {
 		return nil, 0, false
 	}
-	s.clock.Now() // keeps the near tier's clock ticking while it is read
-	if ne, ok := s.near.GetEntry(key); ok && ne.SnapshotAtNano < ne.Value.until {
-		return &ne.Value.compact, ne.SnapshotAtNano, true
+	now = s.clock.Now() // also keeps the near tier's clock ticking while it is read
+	if it, ok := s.near.GetIfPresent(key); ok && now < it.until {
+		return &it.compact, now, true
 	}
 	return nil, 0, false
 }
@@ -372,7 +393,19 @@ func (s *Store[T]) getFar(ctx context.Context, key string) (store.Entry[T], bool
 	s.farReads.Add(1)
 	start := s.clock.Exact()
 	t := s.flights.begin(key)
-	e, ok, err := s.far.Get(ctx, key)
+	var (
+		e   store.Entry[T]
+		v   store.Version
+		ok  bool
+		err error
+	)
+	if s.reporter != nil {
+		// Its stream reports versions: a copy that knows its own outlives
+		// a late report of the change that gave it.
+		e, v, ok, err = s.reporter.GetVersion(ctx, key)
+	} else {
+		e, ok, err = s.far.Get(ctx, key)
+	}
 	switch {
 	case err != nil:
 		s.flights.finish(key, t, false, nil)
@@ -381,7 +414,7 @@ func (s *Store[T]) getFar(ctx context.Context, key string) (store.Entry[T], bool
 		s.absent(key, t)
 		return store.Entry[T]{}, false, nil
 	}
-	s.fill(key, t, e, start)
+	s.fillVersion(key, t, e, v, start)
 	return e, true, nil
 }
 
@@ -397,9 +430,12 @@ func (s *Store[T]) fillVersion(key string, t ticket, e store.Entry[T], v store.V
 	if it != nil {
 		it.version = v
 	}
-	s.flights.finish(key, t, false, func(v verdict) {
+	s.flights.finish(key, t, false, func(vd verdict) {
+		// Changes while the read was in flight, all reported at versions
+		// no later than the one read: the read saw them.
+		seen := v != 0 && vd.streamed > 0 && vd.unversioned == 0 && vd.last <= v
 		switch {
-		case !v.unchanged:
+		case !vd.unchanged && !seen:
 			s.discarded.Add(1)
 		case it != nil && !s.closed.Load():
 			s.near.Set(key, it)
@@ -515,7 +551,10 @@ func (s *Store[T]) write(ctx context.Context, op, key string, e *store.Entry[T],
 // for the echo unless it came. Without, the copy waits for the echo
 // unless one change of the key came meanwhile, which was the echo or an
 // earlier change (see drop); two or more, and the copy is dropped, as a
-// later write may be among them.
+// later write may be among them. It also waits for the echoes that the
+// copy it replaces still waited for (earlier writes of this instance,
+// reported before this one's): the first changes after the write began are
+// those echoes, this write's, or earlier changes, never a later write's.
 //
 // epoch is the store's epoch when the write began: if a Down comes between
 // then and the echo, the echo may be lost, and no change is taken for it.
@@ -527,9 +566,15 @@ func (s *Store[T]) settle(key string, t ticket, it *nearItem[T], epoch uint64) {
 		}
 		wait := true
 		switch {
+		case v.reads > 0:
+			// A far read of the key ended while the write was in flight:
+			// it may have read a later write, which this instance may have
+			// served; keeping this one would go back.
+			it = nil
 		case v.unchanged:
-		case v.streamed == 0: // a flush, or another write of this instance
-			wait = false
+		case v.streamed == 0 || s.epoch.Load() != epoch:
+			// A flush or another write of this instance; or changes around
+			// a loss, where an echo may have been lost.
 			it = nil
 		case it.version != 0 && v.unversioned == 0:
 			switch {
@@ -547,10 +592,23 @@ func (s *Store[T]) settle(key string, t ticket, it *nearItem[T], epoch uint64) {
 			s.near.Invalidate(key)
 			return
 		}
-		if wait {
-			it.echo.Store(epoch + 1)
-		} else {
+		if !wait {
 			s.echoes.Add(1)
+		}
+		if it.version == 0 {
+			// Echoes are counted: this write's, if it has not come, and
+			// those the replaced copy still waits for, if they go back to
+			// this epoch.
+			var owed uint32
+			if prev, ok := s.near.GetEntryQuietly(key); ok && prev.Value.version == 0 {
+				owed = prev.Value.awaited(epoch)
+			}
+			if wait {
+				owed++
+			}
+			it.echoes, it.echoEpoch = owed, epoch
+		} else if wait {
+			it.echoes = 1
 		}
 		s.near.Set(key, it)
 	})
@@ -577,8 +635,8 @@ func (s *Store[T]) GetMany(ctx context.Context, keys []string) (map[string]store
 		if _, ok := tickets[k]; ok {
 			continue
 		}
-		if e, ok := s.near.GetEntry(k); ok && e.SnapshotAtNano < e.Value.until {
-			found[k] = e.Value.entry
+		if it, ok := s.near.GetIfPresent(k); ok && s.clock.Now() < it.until {
+			found[k] = it.entry
 			continue
 		}
 		if tickets == nil {
