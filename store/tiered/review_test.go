@@ -236,3 +236,96 @@ func TestReviewEchoLostBeforeGapConsumesLaterChange(t *testing.T) {
 		})
 	}
 }
+
+// A far read that began before a Gap must not leave a copy that the Gap's
+// repair never revalidates (store.Change: "Every copy obtained from a read
+// that began before this Change must be revalidated ... or dropped").
+//
+// Sequence: Down; A's far read of k reads 1 and waits; another client sets
+// k to 2, a change the stream loses; Gap: the repair runs, and finds no
+// copy of k (the read has not filled yet); the read returns and fills 1.
+// A must read 2 (or read the far tier); it serves 1 until NearTTL, as the
+// Gap does not invalidate the reads in flight (flights.invalidateAll), and
+// the repair lists the copies present when it starts.
+func TestReviewReadInFlightAcrossGapEscapesRepair(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGated()
+		a := gatedFleet(t, g, 1)[0]
+		ctx := context.Background()
+		if err := g.Store.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		g.report(store.Change{Down: true})
+		held := g.hold("get", "k")
+		read := make(chan int, 1)
+		go func() {
+			e, _, err := a.Get(ctx, "k")
+			if err != nil {
+				t.Error(err)
+			}
+			read <- e.Value
+		}()
+		<-held.reached // A's far read has read 1
+		g.swallow.Store(true)
+		if err := g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the change is lost
+		g.swallow.Store(false)
+		g.report(store.Change{Gap: true})
+		synctest.Wait() // the repair is over
+		close(held.release)
+		if got := <-read; got != 1 {
+			t.Fatalf("the held read returned %d, want the 1 it read", got)
+		}
+		synctest.Wait()
+		if got, ok := value(t, a, "k"); !ok || got != 2 {
+			t.Fatalf("A read %d, %v after the Gap and its repair; the far tier holds 2 since before the Gap; want 2", got, ok)
+		}
+	})
+}
+
+// A repair that a Down cancels is not resumed when the stream then comes
+// back with Up: the copies the Gap asked to revalidate are served on,
+// unrevalidated, until NearTTL. (The contract allows Gap, Down, Up; the
+// repairer assumes the next is a Gap. No store of the repository emits
+// Gap and Up both today: redisstore only Gap, natsstore only Up; a store
+// that replays when it can and reports Gap when it cannot would.)
+//
+// Sequence: A holds k = 1; Down; another client sets k to 2, lost; Gap:
+// the repair's read of k waits; Down (cancels the repair; its read ends
+// with the context's error and leaves the copy); Up. A must read 2; it
+// reads 1.
+func TestReviewRepairCancelledByDownIsNotResumedAtUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGated()
+		a := gatedFleet(t, g, 1)[0]
+		ctx := context.Background()
+		if err := g.Store.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		mustValue(t, a, "k", 1)
+		g.report(store.Change{Down: true})
+		g.swallow.Store(true)
+		if err := g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		g.swallow.Store(false)
+		held := g.hold("getmany-before", "k")
+		g.report(store.Change{Gap: true})
+		<-held.reached
+		g.report(store.Change{Down: true}) // cancels the repair
+		synctest.Wait()
+		g.report(store.Change{Up: true}) // nothing missed since this Down
+		synctest.Wait()
+		if st := a.Stats(); st.InFlight != 0 {
+			t.Fatalf("stats %+v: the cancelled repair is still in flight", st)
+		}
+		if got, ok := value(t, a, "k"); !ok || got != 2 {
+			t.Fatalf("A read %d, %v after Gap, Down, Up; the far tier holds 2 since before the Gap; want 2", got, ok)
+		}
+	})
+}
