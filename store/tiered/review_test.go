@@ -3,10 +3,13 @@ package tiered_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
+	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/store"
 	"github.com/herdcache/herd/store/tiered"
 )
@@ -328,4 +331,137 @@ func TestReviewRepairCancelledByDownIsNotResumedAtUp(t *testing.T) {
 			t.Fatalf("A read %d, %v after Gap, Down, Up; the far tier holds 2 since before the Gap; want 2", got, ok)
 		}
 	})
+}
+
+// herdOver returns a herd cache over s with an hour's TTL and two hours of
+// stale-if-error, closed at the end of the test.
+func herdOver(t *testing.T, s *tiered.VersionedStore[int]) *herd.Cache[int] {
+	t.Helper()
+	c := herd.New[int](s, herd.TTL(time.Hour), herd.StaleIfError(2*time.Hour), herd.WithLogger(slog.New(slog.DiscardHandler)))
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+func loadsTo(v int) herd.Loader[int] {
+	return func(context.Context, string) (int, error) { return v, nil }
+}
+
+var errSourceDown = errors.New("source down")
+
+func failingLoad(context.Context, string) (int, error) { return 0, errSourceDown }
+
+// A key deleted on the far tier while the stream was away must not come
+// back as a stale-if-error fallback once the Gap's repair has run. It does
+// when the copy was past its NearTTL at the Gap: the repair reads only the
+// copies a hit could serve, so the fallback of a deleted key survives it,
+// and a later outage (far tier unreachable, source failing) serves the
+// deleted value. A copy within its NearTTL at the Gap is read by the
+// repair and dropped, so what a load falls back to depends on whether the
+// copy's NearTTL ran out before the Gap.
+//
+// Sequence: a herd cache over A loads k = 1; (NearTTL passes, or not);
+// Down; another client deletes k, lost; Gap (the repair runs); the far
+// tier becomes unreachable (Down); Fetch(k) with a failing source. Want:
+// the source's error, as for a key whose deletion the instance was told
+// of; "past-NearTTL" gets 1 as StatusStaleOnError.
+func TestReviewFallbackOfKeyDeletedDuringGapSurvivesRepair(t *testing.T) {
+	for _, past := range []bool{false, true} {
+		t.Run(map[bool]string{false: "within-NearTTL", true: "past-NearTTL"}[past], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const nearTTL = time.Second
+				g := newGated()
+				a := gatedFleet(t, g, 1, tiered.NearTTL(nearTTL))[0]
+				c := herdOver(t, a)
+				ctx := context.Background()
+				if v, err := c.Get(ctx, "k", loadsTo(1)); err != nil || v != 1 {
+					t.Fatalf("Get = %d, %v", v, err)
+				}
+				synctest.Wait() // the write-back has landed
+				if past {
+					time.Sleep(2 * nearTTL)
+				}
+				g.report(store.Change{Down: true})
+				g.swallow.Store(true)
+				if err := g.Store.Delete(ctx, "k"); err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait()
+				g.swallow.Store(false)
+				g.report(store.Change{Gap: true})
+				synctest.Wait() // the repair is over
+				st := a.Stats()
+				g.broken.Store(true)
+				g.report(store.Change{Down: true})
+				if r, err := c.Fetch(ctx, "k", failingLoad); err == nil {
+					t.Fatalf("Fetch of a key deleted on the far tier, after the Gap's repair (%d keys read, %d dropped), with the far tier and the source down = %+v; want the source's error",
+						st.RepairReads, st.RepairDrops, r)
+				}
+			})
+		})
+	}
+}
+
+// Probes of the stale-if-error fallback that pass: no fallback survives a
+// change of its key delivered by the stream, a Change with All set, a far
+// read that found the key gone, or the entry's KeepUntil; while a copy
+// past its NearTTL that nothing dropped is served by Fetch and by GetMany
+// (one key of a batch) when the far tier and the source fail.
+func TestReviewFallbackProbes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// gone makes the copy of k go, or not; the far tier still works.
+		gone func(t *testing.T, g *gatedFar, c *herd.Cache[int])
+		want bool // the fallback is served
+	}{
+		{"kept", func(*testing.T, *gatedFar, *herd.Cache[int]) {}, true},
+		{"deleted", func(t *testing.T, g *gatedFar, _ *herd.Cache[int]) {
+			_ = g.Store.Delete(context.Background(), "k")
+			synctest.Wait()
+		}, false},
+		{"all", func(t *testing.T, g *gatedFar, _ *herd.Cache[int]) { g.reportAll() }, false},
+		{"found-gone", func(t *testing.T, g *gatedFar, c *herd.Cache[int]) {
+			g.swallow.Store(true)
+			_ = g.Store.Delete(context.Background(), "k")
+			synctest.Wait()
+			g.swallow.Store(false)
+			// The far read finds nothing; the source fails.
+			if _, err := c.Fetch(context.Background(), "k", failingLoad); err == nil {
+				t.Fatal("Fetch of a key gone from the far tier, with the source failing, succeeded")
+			}
+		}, false},
+		{"keep-until", func(*testing.T, *gatedFar, *herd.Cache[int]) { time.Sleep(3 * time.Hour) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const nearTTL = time.Second
+				g := newGated()
+				a := gatedFleet(t, g, 1, tiered.NearTTL(nearTTL))[0]
+				c := herdOver(t, a)
+				ctx := context.Background()
+				for _, k := range []string{"k", "other"} {
+					if v, err := c.Get(ctx, k, loadsTo(1)); err != nil || v != 1 {
+						t.Fatalf("Get(%q) = %d, %v", k, v, err)
+					}
+				}
+				synctest.Wait()
+				time.Sleep(2 * nearTTL)
+				tc.gone(t, g, c)
+				g.broken.Store(true)
+				g.report(store.Change{Down: true})
+				r, err := c.Fetch(ctx, "k", failingLoad)
+				if served := err == nil; served != tc.want || served && (r.Value != 1 || r.Status != herd.StatusStaleOnError) {
+					t.Fatalf("Fetch with the far tier and the source down = %+v, %v; want the fallback served: %v", r, err, tc.want)
+				}
+				if !tc.want {
+					return
+				}
+				rs, err := c.FetchMany(ctx, []string{"k", "other"}, func(context.Context, []string) (map[string]int, error) {
+					return nil, errSourceDown
+				})
+				if err != nil || len(rs) != 2 || rs["k"].Status != herd.StatusStaleOnError || rs["other"].Value != 1 {
+					t.Fatalf("FetchMany with the far tier and the source down = %+v, %v; want both fallbacks", rs, err)
+				}
+			})
+		})
+	}
 }
