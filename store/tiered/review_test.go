@@ -465,3 +465,32 @@ func TestReviewFallbackProbes(t *testing.T) {
 		})
 	}
 }
+
+// The writer keeps its own Set through the echoes of a Delete and a Set
+// it made one after the other (issue 21, item 3: every write of the
+// instance, Delete included, leaves its near copy through its own echo).
+// It does not: the Delete's echo, which comes while the Set is in flight
+// or once it has settled, is counted as the Set's (verdict.streamed, or
+// the armed copy consumed), and the Set's own echo then drops the copy:
+// every Set read back after a Delete costs a far read.
+func TestReviewDeleteThenSetKeepsTheSet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGated()
+		a := gatedFleet(t, g, 1)[0]
+		ctx := context.Background()
+		const n = 100
+		for i := range n {
+			if err := a.Delete(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Set(ctx, "k", store.Entry[int]{Value: i}); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait() // both echoes delivered
+			mustValue(t, a, "k", i)
+		}
+		if st := a.Stats(); st.FarReads != 0 {
+			t.Fatalf("%d far reads to read back %d Sets, each made right after a Delete of the key; want 0 (stats %+v)", st.FarReads, n, st)
+		}
+	})
+}
