@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -24,8 +25,38 @@ import (
 type gatedFar struct {
 	*farStore
 
-	mu    sync.Mutex
-	gates map[string]*gate // op + " " + key
+	mu     sync.Mutex
+	gates  map[string]*gate // op + " " + key
+	paused chan struct{}    // while not nil, changes of keys wait for it to close
+}
+
+// Watch is the far store's, with the deliveries of changes of keys held
+// while pause is in effect: a slow stream, which delivers everything late.
+func (g *gatedFar) Watch(ctx context.Context, fn func(store.Change)) (store.Watch, error) {
+	return g.farStore.Watch(ctx, func(c store.Change) {
+		g.mu.Lock()
+		ch := g.paused
+		g.mu.Unlock()
+		if ch != nil && c.Key != "" {
+			<-ch
+		}
+		fn(c)
+	})
+}
+
+// pause holds the deliveries of changes of keys until the function it
+// returns is called.
+func (g *gatedFar) pause() (resume func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch := make(chan struct{})
+	g.paused = ch
+	return func() {
+		g.mu.Lock()
+		g.paused = nil
+		g.mu.Unlock()
+		close(ch)
+	}
 }
 
 // A gate stops one call: reached is closed once the call waits at it, and
@@ -491,6 +522,212 @@ func TestReviewDeleteThenSetKeepsTheSet(t *testing.T) {
 		}
 		if st := a.Stats(); st.FarReads != 0 {
 			t.Fatalf("%d far reads to read back %d Sets, each made right after a Delete of the key; want 0 (stats %+v)", st.FarReads, n, st)
+		}
+	})
+}
+
+// A probe of the echo rule that passes: three instances with small near
+// tiers (so that copies are evicted between writes and their echoes) make
+// Set, Delete, SetIf and DeleteIf (some with stale versions: conflicts),
+// WriteIf batches with two writes of one key, writes whose reply is lost
+// after they applied (an error for a write that landed), while another
+// client writes and deletes directly and changes are reported twice. The
+// echoes arrive at random points: every few steps only does the test wait
+// for the stream. Checked: the writer reads its write (or the far tier's
+// value) right after each write that succeeded, and once the stream has
+// delivered everything, every instance reads what the far tier holds.
+func TestReviewEchoRuleScriptedFleet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGated()
+		fl := gatedFleet(t, g, 3, tiered.NearMaxEntries(4))
+		ctx := context.Background()
+		rng := rand.New(rand.NewPCG(21, 3))
+		keys := []string{"a", "b", "c", "d", "e", "f"}
+		farValue := func(k string) (int, bool) {
+			e, ok, err := g.Store.Get(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e.Value, ok
+		}
+		check := func(step int) {
+			t.Helper()
+			synctest.Wait()
+			for _, k := range keys {
+				want, wok := farValue(k)
+				for i, s := range fl {
+					if got, ok := value(t, s, k); ok != wok || got != want {
+						t.Fatalf("step %d: instance %d read %q = %d, %v; the far tier holds %d, %v and every change was delivered", step, i, k, got, ok, want, wok)
+					}
+				}
+			}
+		}
+		for step := range 3000 {
+			k := keys[rng.IntN(len(keys))]
+			s := fl[rng.IntN(len(fl))]
+			v := step + 1
+			wrote := false
+			switch op := rng.IntN(10); op {
+			case 0, 1:
+				wrote = s.Set(ctx, k, store.Entry[int]{Value: v}) == nil
+			case 2:
+				_ = s.Delete(ctx, k)
+			case 3:
+				_, ver, _, err := s.GetVersion(ctx, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rng.IntN(3) == 0 {
+					_ = g.Store.Set(ctx, k, store.Entry[int]{Value: -v}) // the version goes stale
+				}
+				wrote = s.SetIf(ctx, k, store.Entry[int]{Value: v}, ver) == nil
+			case 4:
+				_, ver, _, err := s.GetVersion(ctx, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = s.DeleteIf(ctx, k, ver)
+			case 5:
+				_, ver, _, err := s.GetVersion(ctx, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = s.WriteIf(ctx, []store.ConditionalWrite[int]{
+					{Key: k, Entry: store.Entry[int]{Value: v}, Version: ver},
+					{Key: k, Entry: store.Entry[int]{Value: -v}, Version: ver},
+				})
+			case 6: // the reply of a write that applied is lost
+				gt := g.hold("set", k)
+				gt.fail = errBroken
+				close(gt.release)
+				if err := s.Set(ctx, k, store.Entry[int]{Value: v}); err == nil {
+					t.Fatal("a Set whose reply was lost succeeded")
+				}
+			case 7: // another client
+				if rng.IntN(2) == 0 {
+					_ = g.Store.Set(ctx, k, store.Entry[int]{Value: v})
+				} else {
+					_ = g.Store.Delete(ctx, k)
+				}
+			case 8: // a change reported twice
+				synctest.Wait()
+				g.report(store.Change{Key: k})
+			case 9:
+				_, _ = value(t, s, keys[rng.IntN(len(keys))])
+			}
+			if wrote {
+				if got, ok := value(t, s, k); !ok || got != v {
+					if want, wok := farValue(k); got != want || ok != wok {
+						t.Fatalf("step %d: the writer read %q = %d, %v right after writing %d; the far tier holds %d, %v", step, k, got, ok, v, want, wok)
+					}
+				}
+			}
+			if rng.IntN(8) == 0 {
+				check(step)
+			}
+		}
+		check(3000)
+		var echoes uint64
+		for _, s := range fl {
+			echoes += s.Stats().Echoes
+		}
+		if echoes == 0 {
+			t.Fatal("no echo was kept: the probe did not exercise the echo rule")
+		}
+	})
+}
+
+// A probe of the echo rule under concurrency that passes: three instances,
+// four goroutines each, write two keys at once (Set, Delete, SetIf with
+// the version just read) while another client writes too; once everyone
+// is done and the stream has delivered everything, every instance reads
+// what the far tier holds.
+func TestReviewConcurrentWritersConverge(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGated()
+		fl := gatedFleet(t, g, 3)
+		ctx := context.Background()
+		keys := []string{"x", "y"}
+		var wg sync.WaitGroup
+		for i, s := range fl {
+			for j := range 4 {
+				wg.Go(func() {
+					rng := rand.New(rand.NewPCG(uint64(i), uint64(j)))
+					for n := range 300 {
+						k := keys[rng.IntN(len(keys))]
+						v := (i*4+j)*1000 + n
+						switch rng.IntN(5) {
+						case 0, 1:
+							_ = s.Set(ctx, k, store.Entry[int]{Value: v})
+						case 2:
+							_ = s.Delete(ctx, k)
+						case 3:
+							if _, ver, _, err := s.GetVersion(ctx, k); err == nil {
+								_ = s.SetIf(ctx, k, store.Entry[int]{Value: v}, ver)
+							}
+						case 4:
+							_, _, _ = s.Get(ctx, k)
+						}
+					}
+				})
+			}
+		}
+		wg.Go(func() {
+			for n := range 300 {
+				_ = g.Store.Set(ctx, keys[n%2], store.Entry[int]{Value: -n})
+			}
+		})
+		wg.Wait()
+		synctest.Wait()
+		for _, k := range keys {
+			want, wok, err := g.Store.Get(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range fl {
+				if got, ok := value(t, s, k); ok != wok || got != want.Value {
+					t.Fatalf("instance %d read %q = %d, %v; the far tier holds %d, %v and every change was delivered", i, k, got, ok, want.Value, wok)
+				}
+			}
+		}
+	})
+}
+
+// An instance never reads a value older than one it read before (the
+// package's guarantee), even while its own write is in flight. It does:
+// a far read that begins while A's Set(k, 1) is in flight returns 2, the
+// value of a later write by another client; A's Set then returns and keeps
+// 1 near, and A reads 1 until the stream delivers the two changes. (Before
+// f84c523 the same happened: settle keeps a write that nothing
+// invalidated, and a far read of the key does not count.)
+//
+// Sequence, with the stream slow (changes delivered late, none lost): A's
+// Set(k, 1) applies and its reply waits; another client sets k to 2; A
+// reads k: a far read, 2; A's Set returns; A reads k: 1.
+func TestReviewReadDuringOwnWriteGoesBackwards(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGated()
+		a := gatedFleet(t, g, 1)[0]
+		ctx := context.Background()
+		resume := g.pause()
+		defer resume()
+		held := g.hold("set", "k")
+		done := make(chan error, 1)
+		go func() { done <- a.Set(ctx, "k", store.Entry[int]{Value: 1}) }()
+		<-held.reached
+		if err := g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
+			t.Fatal(err)
+		}
+		first, ok := value(t, a, "k")
+		if !ok || first != 2 {
+			t.Fatalf("A's read while its write was in flight = %d, %v; want 2, the far tier's", first, ok)
+		}
+		close(held.release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := value(t, a, "k"); !ok || got != 2 {
+			t.Fatalf("A read %d, %v after it had read 2 (the later write); want 2", got, ok)
 		}
 	})
 }
