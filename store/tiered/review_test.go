@@ -5,10 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/store"
@@ -730,4 +733,156 @@ func TestReviewReadDuringOwnWriteGoesBackwards(t *testing.T) {
 			t.Fatalf("A read %d, %v after it had read 2 (the later write); want 2", got, ok)
 		}
 	})
+}
+
+// singleGated is g without its bulk capabilities: a far store whose
+// repairs read key by key.
+type singleGated struct {
+	store.Versioned[int]
+	store.ChangeStream
+}
+
+// awayChanges makes, on the far tier while A's stream is down and loses
+// them, sets of keys 0-4 to 1000+i and deletes of keys 5-9, then reports
+// the Gap.
+func awayChanges(t *testing.T, g *gatedFar) {
+	t.Helper()
+	ctx := context.Background()
+	g.report(store.Change{Down: true})
+	g.swallow.Store(true)
+	for i := range 10 {
+		k := strconv.Itoa(i)
+		if i < 5 {
+			_ = g.Store.Set(ctx, k, store.Entry[int]{Value: 1000 + i})
+		} else {
+			_ = g.Store.Delete(ctx, k)
+		}
+	}
+	synctest.Wait()
+	g.swallow.Store(false)
+}
+
+// checkRepaired checks that s reads keys 0-4 at 1000+i, 5-9 as gone, and
+// 10 to n-1 at i.
+func checkRepaired(t *testing.T, s *tiered.VersionedStore[int], n int) {
+	t.Helper()
+	for i := range n {
+		k := strconv.Itoa(i)
+		got, ok := value(t, s, k)
+		switch {
+		case i < 5 && (!ok || got != 1000+i):
+			t.Fatalf("%q after the repair = %d, %v; want %d", k, got, ok, 1000+i)
+		case i >= 5 && i < 10 && ok:
+			t.Fatalf("%q after the repair = %d; want it gone", k, got)
+		case i >= 10 && (!ok || got != i):
+			t.Fatalf("%q after the repair = %d, %v; want %d", k, got, ok, i)
+		}
+	}
+}
+
+// Probes of the repair that pass: over a far store without bulk reads (key
+// by key); a second Gap while a repair is in flight (the first is
+// cancelled, the second revalidates everything); a write through the
+// instance and a change by another client while the repair's read of
+// their key is in flight (both win over what the repair read).
+func TestReviewRepairProbes(t *testing.T) {
+	const n = 40
+	t.Run("single-reads", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			g := newGated()
+			t.Cleanup(func() { _ = g.farStore.Close(context.Background()) })
+			a, err := tiered.NewVersioned[int](singleGated{g, g}, tiered.RepairBatch(7))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.Close(context.Background()) })
+			fill(t, g.farStore, []*tiered.VersionedStore[int]{a}, n)
+			awayChanges(t, g)
+			gets := g.getManys.Load()
+			g.report(store.Change{Gap: true})
+			synctest.Wait()
+			st := a.Stats()
+			if st.RepairReads != n || st.RepairDrops != 5 || g.getManys.Load() != gets {
+				t.Fatalf("repair over single reads: %+v, %d far GetMany; want %d keys read one by one, 5 dropped", st, g.getManys.Load()-gets, n)
+			}
+			checkRepaired(t, a, n)
+		})
+	})
+	t.Run("second-gap", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			g := newGated()
+			a := gatedFleet(t, g, 1, tiered.RepairBatch(n))[0]
+			fill(t, g.farStore, []*tiered.VersionedStore[int]{a}, n)
+			awayChanges(t, g)
+			held := g.hold("getmany-before", "0")
+			g.report(store.Change{Gap: true})
+			<-held.reached
+			g.report(store.Change{Gap: true}) // cancels the first repair
+			synctest.Wait()
+			if st := a.Stats(); st.Repairs != 2 || st.InFlight != 0 {
+				t.Fatalf("after a second Gap: %+v; want 2 repairs, nothing in flight", st)
+			}
+			checkRepaired(t, a, n)
+		})
+	})
+	t.Run("write-during-repair", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			g := newGated()
+			a := gatedFleet(t, g, 1, tiered.RepairBatch(n))[0]
+			fill(t, g.farStore, []*tiered.VersionedStore[int]{a}, n)
+			awayChanges(t, g)
+			held := g.hold("getmany-after", "0")
+			g.report(store.Change{Gap: true})
+			<-held.reached // the repair has read every key
+			ctx := context.Background()
+			if err := a.Set(ctx, "0", store.Entry[int]{Value: -1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Store.Set(ctx, "20", store.Entry[int]{Value: -20}); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+			close(held.release)
+			synctest.Wait()
+			mustValue(t, a, "0", -1)
+			mustValue(t, a, "20", -20)
+			mustValue(t, a, "1", 1001)
+			if v, ok := value(t, a, "5"); ok {
+				t.Fatalf("%q after the repair = %d; want it gone", "5", v)
+			}
+		})
+	})
+}
+
+// Close while a repair's far read is in flight (a far store that answers
+// only when the call's context ends) returns at once, and leaves no
+// goroutine.
+func TestReviewCloseDuringRepair(t *testing.T) {
+	g := newGated()
+	a, err := tiered.NewVersioned[int](g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 10 {
+		_ = g.Store.Set(ctx, strconv.Itoa(i), store.Entry[int]{Value: i})
+	}
+	for i := range 10 {
+		if _, _, err := a.Get(ctx, strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := g.hold("getmany-before", "0")
+	g.report(store.Change{Down: true})
+	g.report(store.Change{Gap: true})
+	<-held.reached // the repair waits for the far tier
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := a.Close(cctx); err != nil {
+		t.Fatalf("Close during a repair: %v", err)
+	}
+	if err := g.farStore.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t)
 }
