@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/memory"
 	"github.com/herdcache/herd/store/tiered"
 )
 
@@ -31,6 +33,7 @@ type gatedFar struct {
 	mu     sync.Mutex
 	gates  map[string]*gate // op + " " + key
 	paused chan struct{}    // while not nil, changes of keys wait for it to close
+	lost   map[string]bool  // keys whose changes the stream loses
 }
 
 // Watch is the far store's, with the deliveries of changes of keys held
@@ -38,8 +41,11 @@ type gatedFar struct {
 func (g *gatedFar) Watch(ctx context.Context, fn func(store.Change)) (store.Watch, error) {
 	return g.farStore.Watch(ctx, func(c store.Change) {
 		g.mu.Lock()
-		ch := g.paused
+		ch, lost := g.paused, g.lost[c.Key]
 		g.mu.Unlock()
+		if lost {
+			return
+		}
 		if ch != nil && c.Key != "" {
 			<-ch
 		}
@@ -71,6 +77,24 @@ type gate struct {
 }
 
 func newGated() *gatedFar { return &gatedFar{farStore: newFar(), gates: make(map[string]*gate)} }
+
+// newGatedSized is newGated over a memory store bounded to maxEntries.
+func newGatedSized(maxEntries int) *gatedFar {
+	f := newFar()
+	f.Store = memory.New[int](memory.MaxEntries(maxEntries))
+	return &gatedFar{farStore: f, gates: make(map[string]*gate)}
+}
+
+// lose makes the stream lose the changes of keys, until lose is called
+// again (with none: lose nothing).
+func (g *gatedFar) lose(keys ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lost = make(map[string]bool, len(keys))
+	for _, k := range keys {
+		g.lost[k] = true
+	}
+}
 
 // hold sets a gate for the next call op ("get", "set", "getmany-before",
 // "getmany-after") of key.
@@ -885,4 +909,119 @@ func TestReviewCloseDuringRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	goleak.VerifyNone(t)
+}
+
+// A probe of the NearTTL bound through an outage that passes, on the
+// default coarse clock: copies filled by GetMany and by a write are served
+// through a Down until NearTTL after their far call began, and not one
+// tick of the clock (plus a nanosecond) later.
+func TestReviewNearTTLBoundsCopiesThroughOutage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const nearTTL = 5 * time.Second
+		g := newGated()
+		a := gatedFleet(t, g, 1, tiered.NearTTL(nearTTL))[0]
+		ctx := context.Background()
+		_ = g.Store.Set(ctx, "read", store.Entry[int]{Value: 1})
+		synctest.Wait()
+		start := time.Now()
+		if got, err := a.GetMany(ctx, []string{"read"}); err != nil || got["read"].Value != 1 {
+			t.Fatalf("GetMany = %v, %v", got, err)
+		}
+		if err := a.Set(ctx, "written", store.Entry[int]{Value: 2}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // its echo is delivered (one delivered after the Down would drop it)
+		g.broken.Store(true)
+		g.report(store.Change{Down: true})
+		time.Sleep(nearTTL - time.Nanosecond)
+		mustValue(t, a, "read", 1)
+		mustValue(t, a, "written", 2)
+		if got, err := a.GetMany(ctx, []string{"read", "written"}); err != nil || len(got) != 2 {
+			t.Fatalf("GetMany within NearTTL in the outage = %v, %v; want both near copies", got, err)
+		}
+		time.Sleep(start.Add(nearTTL + tiered.DefaultNearResolution + time.Nanosecond).Sub(time.Now()))
+		for _, k := range []string{"read", "written"} {
+			if e, ok, err := a.Get(ctx, k); err == nil {
+				t.Fatalf("Get(%q) past NearTTL plus a tick in the outage = %+v, %v; want the far tier's error", k, e, ok)
+			}
+		}
+		if got, err := a.GetMany(ctx, []string{"read", "written"}); err == nil || len(got) != 0 {
+			t.Fatalf("GetMany past NearTTL plus a tick in the outage = %v, %v; want nothing and the far tier's error", got, err)
+		}
+	})
+}
+
+// A measurement that checks its counts: an instance holding 20,000 near
+// copies, 1% of them changed while its stream was away, repairs in one far
+// GetMany per RepairBatch keys and drops nothing else; its log gives the
+// time the repair took and the far reads a flush would have cost instead
+// (one per copy read again).
+func TestReviewRepairOfALargeNearTier(t *testing.T) {
+	const n = 20_000
+	g := newGatedSized(2 * n)
+	a := gatedFleet(t, g, 1, tiered.NearMaxEntries(2*n))[0]
+	ctx := context.Background()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = strconv.Itoa(i)
+		_ = g.Store.Set(ctx, keys[i], store.Entry[int]{Value: i})
+	}
+	// The stream delivers the changes of these Sets: wait until they are
+	// handled, so that none drops a copy filled below.
+	for a.Stats().Changes < uint64(n) {
+		time.Sleep(time.Millisecond)
+	}
+	for c := range slices.Chunk(keys, 1000) {
+		if got, err := a.GetMany(ctx, c); err != nil || len(got) != len(c) {
+			t.Fatalf("GetMany = %d entries, %v", len(got), err)
+		}
+	}
+	if st := a.Stats(); st.NearEntries != n {
+		t.Fatalf("near tier holds %d copies, want %d", st.NearEntries, n)
+	}
+	g.report(store.Change{Down: true})
+	changed := n / 100
+	lost := make([]string, changed)
+	for i := range lost {
+		lost[i] = keys[i*100]
+	}
+	g.lose(lost...)
+	for i, k := range lost {
+		_ = g.Store.Set(ctx, k, store.Entry[int]{Value: -i})
+	}
+	// A change the stream delivers after those it loses: once it is
+	// handled, they are all lost.
+	before := a.Stats().Changes
+	_ = g.Store.Set(ctx, "sentinel", store.Entry[int]{Value: 0})
+	for a.Stats().Changes == before {
+		time.Sleep(time.Millisecond)
+	}
+	g.lose()
+	calls := g.getManys.Load()
+	began := time.Now()
+	g.report(store.Change{Gap: true})
+	for st := a.Stats(); st.RepairReads < uint64(n) || st.InFlight != 0; st = a.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	took := time.Since(began)
+	st := a.Stats()
+	calls = g.getManys.Load() - calls
+	t.Logf("repair of %d near copies, %d changed while away: %d far GetMany calls, %d keys read, %d dropped, in %v; a flush would have cost %d far reads to serve them again",
+		n, changed, calls, st.RepairReads, st.RepairDrops, took, n)
+	if want := int64((n + tiered.DefaultRepairBatch - 1) / tiered.DefaultRepairBatch); calls != want || st.RepairDrops != 0 {
+		t.Fatalf("repair: %d far calls, %d dropped; want %d calls, none dropped", calls, st.RepairDrops, want)
+	}
+	reads := st.FarReads
+	for i, k := range keys {
+		want := i
+		if i%100 == 0 && i/100 < changed {
+			want = -i / 100
+		}
+		if got, ok := value(t, a, k); !ok || got != want {
+			t.Fatalf("%q after the repair = %d, %v; want %d", k, got, ok, want)
+		}
+	}
+	if extra := a.Stats().FarReads - reads; extra != 0 {
+		t.Fatalf("%d far reads to serve the %d keys after the repair, want 0", extra, n)
+	}
 }
