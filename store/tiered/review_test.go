@@ -1025,3 +1025,71 @@ func TestReviewRepairOfALargeNearTier(t *testing.T) {
 		t.Fatalf("%d far reads to serve the %d keys after the repair, want 0", extra, n)
 	}
 }
+
+// A herd cache over the store serves the near copies within their NearTTL
+// through an outage on every read path (issue 21, item 1), not on Get
+// only. Fetch, GetMany and FetchMany do not peek at the near tier first:
+// they call the store, through herd's store health, and once a far read
+// has failed (a miss of another key) the health skips the store, near tier
+// included, and loads from the source: the near copy is not served, the
+// source is asked again, and with the source down too the copy comes back
+// as StatusStaleOnError at best.
+//
+// Sequence: the cache loads k = 1 (held near); the far tier becomes
+// unreachable (Down); a Get of another key misses the near tier, fails on
+// the far tier (herd marks the store down) and loads; then, within k's
+// NearTTL: Get(k) is served near (passes); Fetch(k), GetMany([k]) and
+// FetchMany([k]) call the loader. Want: 1, StatusFresh, no load.
+func TestReviewHerdReadsServeNearCopiesThroughOutage(t *testing.T) {
+	for _, path := range []string{"Get", "Fetch", "GetMany", "FetchMany"} {
+		t.Run(path, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				g := newGated()
+				a := gatedFleet(t, g, 1, tiered.NearTTL(time.Minute))[0]
+				c := herdOver(t, a)
+				ctx := context.Background()
+				if v, err := c.Get(ctx, "k", loadsTo(1)); err != nil || v != 1 {
+					t.Fatalf("Get = %d, %v", v, err)
+				}
+				synctest.Wait() // the write-back has landed
+				g.broken.Store(true)
+				g.report(store.Change{Down: true})
+				if v, err := c.Get(ctx, "other", loadsTo(2)); err != nil || v != 2 {
+					t.Fatalf("Get of a key not held near, in the outage = %d, %v; want 2, loaded", v, err)
+				}
+				var loads int
+				one := func(context.Context, string) (int, error) { loads++; return 7, nil }
+				many := func(_ context.Context, keys []string) (map[string]int, error) {
+					loads++
+					return map[string]int{"k": 7}, nil
+				}
+				var (
+					got    int
+					status herd.Status
+					err    error
+				)
+				switch path {
+				case "Get":
+					got, err = c.Get(ctx, "k", one)
+					status = herd.StatusFresh
+				case "Fetch":
+					var r herd.Result[int]
+					r, err = c.Fetch(ctx, "k", one)
+					got, status = r.Value, r.Status
+				case "GetMany":
+					var m map[string]int
+					m, err = c.GetMany(ctx, []string{"k"}, many)
+					got, status = m["k"], herd.StatusFresh
+				case "FetchMany":
+					var m map[string]herd.Result[int]
+					m, err = c.FetchMany(ctx, []string{"k"}, many)
+					got, status = m["k"].Value, m["k"].Status
+				}
+				if err != nil || got != 1 || status != herd.StatusFresh || loads != 0 {
+					t.Fatalf("%s(k) in the outage, within k's NearTTL = %d (%v), %v after %d loads; want the near copy 1, fresh, no load",
+						path, got, status, err, loads)
+				}
+			})
+		})
+	}
+}
