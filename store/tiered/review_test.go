@@ -759,6 +759,18 @@ func TestReviewReadDuringOwnWriteGoesBackwards(t *testing.T) {
 	})
 }
 
+// waitUntil polls cond, outside a synctest bubble, for at most 10s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s after 10s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // singleGated is g without its bulk capabilities: a far store whose
 // repairs read key by key.
 type singleGated struct {
@@ -891,10 +903,16 @@ func TestReviewCloseDuringRepair(t *testing.T) {
 	for i := range 10 {
 		_ = g.Store.Set(ctx, strconv.Itoa(i), store.Entry[int]{Value: i})
 	}
+	// Their changes are handled before the reads, so that none drops the
+	// copy of a read.
+	waitUntil(t, "the changes of the Sets", func() bool { return a.Stats().Changes >= 10 })
 	for i := range 10 {
 		if _, _, err := a.Get(ctx, strconv.Itoa(i)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if n := a.Stats().NearEntries; n != 10 {
+		t.Fatalf("near tier holds %d copies, want 10", n)
 	}
 	held := g.hold("getmany-before", "0")
 	g.report(store.Change{Down: true})
@@ -968,9 +986,7 @@ func TestReviewRepairOfALargeNearTier(t *testing.T) {
 	}
 	// The stream delivers the changes of these Sets: wait until they are
 	// handled, so that none drops a copy filled below.
-	for a.Stats().Changes < uint64(n) {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the changes of the Sets", func() bool { return a.Stats().Changes >= uint64(n) })
 	for c := range slices.Chunk(keys, 1000) {
 		if got, err := a.GetMany(ctx, c); err != nil || len(got) != len(c) {
 			t.Fatalf("GetMany = %d entries, %v", len(got), err)
@@ -993,16 +1009,12 @@ func TestReviewRepairOfALargeNearTier(t *testing.T) {
 	// handled, they are all lost.
 	before := a.Stats().Changes
 	_ = g.Store.Set(ctx, "sentinel", store.Entry[int]{Value: 0})
-	for a.Stats().Changes == before {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the sentinel's change", func() bool { return a.Stats().Changes > before })
 	g.lose()
 	calls := g.getManys.Load()
 	began := time.Now()
 	g.report(store.Change{Gap: true})
-	for st := a.Stats(); st.RepairReads < uint64(n) || st.InFlight != 0; st = a.Stats() {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the repair", func() bool { st := a.Stats(); return st.RepairReads >= uint64(n) && st.InFlight == 0 })
 	took := time.Since(began)
 	st := a.Stats()
 	calls = g.getManys.Load() - calls
