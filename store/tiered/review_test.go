@@ -24,9 +24,9 @@ import (
 // tier stopped at a chosen point: a Get of a key once it has read, a Set of
 // a key once it has applied (optionally failing then, as a write whose
 // reply was lost), a GetMany whose keys include a key before or after it
-// has read. Each gate stops one call, the first that reaches it. Writes
-// made on g.Store (the memory store under it) pass no gate: they are those
-// of another client of the backend.
+// has read. Each gate stops one call, the first that reaches it. Sets made
+// on g.Store (the memory store under it), and Deletes, pass no gate: they
+// are those of another client of the backend.
 type gatedFar struct {
 	*farStore
 
@@ -163,7 +163,7 @@ func (g *gatedFar) GetMany(ctx context.Context, keys []string) (map[string]store
 func gatedFleet(t *testing.T, g *gatedFar, n int, opts ...tiered.Option) []*tiered.VersionedStore[int] {
 	t.Helper()
 	t.Cleanup(func() {
-		if err := g.farStore.Close(context.Background()); err != nil {
+		if err := g.Close(context.Background()); err != nil {
 			t.Error(err)
 		}
 	})
@@ -440,7 +440,7 @@ func TestReviewFallbackOfKeyDeletedDuringGapSurvivesRepair(t *testing.T) {
 				}
 				g.report(store.Change{Down: true})
 				g.swallow.Store(true)
-				if err := g.Store.Delete(ctx, "k"); err != nil {
+				if err := g.Delete(ctx, "k"); err != nil {
 					t.Fatal(err)
 				}
 				synctest.Wait()
@@ -473,13 +473,13 @@ func TestReviewFallbackProbes(t *testing.T) {
 	}{
 		{"kept", func(*testing.T, *gatedFar, *herd.Cache[int]) {}, true},
 		{"deleted", func(t *testing.T, g *gatedFar, _ *herd.Cache[int]) {
-			_ = g.Store.Delete(context.Background(), "k")
+			_ = g.Delete(context.Background(), "k")
 			synctest.Wait()
 		}, false},
 		{"all", func(t *testing.T, g *gatedFar, _ *herd.Cache[int]) { g.reportAll() }, false},
 		{"found-gone", func(t *testing.T, g *gatedFar, c *herd.Cache[int]) {
 			g.swallow.Store(true)
-			_ = g.Store.Delete(context.Background(), "k")
+			_ = g.Delete(context.Background(), "k")
 			synctest.Wait()
 			g.swallow.Store(false)
 			// The far read finds nothing; the source fails.
@@ -634,7 +634,7 @@ func TestReviewEchoRuleScriptedFleet(t *testing.T) {
 				if rng.IntN(2) == 0 {
 					_ = g.Store.Set(ctx, k, store.Entry[int]{Value: v})
 				} else {
-					_ = g.Store.Delete(ctx, k)
+					_ = g.Delete(ctx, k)
 				}
 			case 8: // a change reported twice
 				synctest.Wait()
@@ -791,7 +791,7 @@ func awayChanges(t *testing.T, g *gatedFar) {
 		if i < 5 {
 			_ = g.Store.Set(ctx, k, store.Entry[int]{Value: 1000 + i})
 		} else {
-			_ = g.Store.Delete(ctx, k)
+			_ = g.Delete(ctx, k)
 		}
 	}
 	synctest.Wait()
@@ -826,7 +826,7 @@ func TestReviewRepairProbes(t *testing.T) {
 	t.Run("single-reads", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			g := newGated()
-			t.Cleanup(func() { _ = g.farStore.Close(context.Background()) })
+			t.Cleanup(func() { _ = g.Close(context.Background()) })
 			a, err := tiered.NewVersioned[int](singleGated{g, g}, tiered.RepairBatch(7))
 			if err != nil {
 				t.Fatal(err)
@@ -923,7 +923,7 @@ func TestReviewCloseDuringRepair(t *testing.T) {
 	if err := a.Close(cctx); err != nil {
 		t.Fatalf("Close during a repair: %v", err)
 	}
-	if err := g.farStore.Close(ctx); err != nil {
+	if err := g.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 	goleak.VerifyNone(t)
@@ -957,7 +957,7 @@ func TestReviewNearTTLBoundsCopiesThroughOutage(t *testing.T) {
 		if got, err := a.GetMany(ctx, []string{"read", "written"}); err != nil || len(got) != 2 {
 			t.Fatalf("GetMany within NearTTL in the outage = %v, %v; want both near copies", got, err)
 		}
-		time.Sleep(start.Add(nearTTL + tiered.DefaultNearResolution + time.Nanosecond).Sub(time.Now()))
+		time.Sleep(time.Until(start.Add(nearTTL + tiered.DefaultNearResolution + time.Nanosecond)))
 		for _, k := range []string{"read", "written"} {
 			if e, ok, err := a.Get(ctx, k); err == nil {
 				t.Fatalf("Get(%q) past NearTTL plus a tick in the outage = %+v, %v; want the far tier's error", k, e, ok)
