@@ -148,6 +148,22 @@ func (g *gatedFar) Set(ctx context.Context, key string, e store.Entry[int]) erro
 	return g.take("set", key).wait(ctx)
 }
 
+func (g *gatedFar) GetVersion(ctx context.Context, key string) (store.Entry[int], store.Version, bool, error) {
+	e, v, ok, err := g.farStore.GetVersion(ctx, key)
+	if werr := g.take("get", key).wait(ctx); werr != nil {
+		return store.Entry[int]{}, 0, false, werr
+	}
+	return e, v, ok, err
+}
+
+func (g *gatedFar) SetVersioned(ctx context.Context, key string, e store.Entry[int]) (store.Version, error) {
+	v, err := g.farStore.SetVersioned(ctx, key, e)
+	if err != nil {
+		return 0, err
+	}
+	return v, g.take("set", key).wait(ctx)
+}
+
 func (g *gatedFar) GetMany(ctx context.Context, keys []string) (map[string]store.Entry[int], error) {
 	if err := g.take("getmany-before", keys...).wait(ctx); err != nil {
 		return nil, err
