@@ -94,8 +94,21 @@ func TestPlainWriterKeepsItsOwnWrites(t *testing.T) {
 			mustValue(t, a, k, i)
 		}
 		synctest.Wait()
-		if st := a.Stats(); st.FarReads != 0 || st.Echoes != 1000 {
-			t.Fatalf("after 1,000 own writes read back: %+v, want no far read and 1,000 echoes", st)
+		// Writes of one key in a row, each before the echo of the one
+		// before: each copy waits for the echoes the one it replaced
+		// waited for.
+		for i := range 100 {
+			for j := range 3 {
+				if err := a.Set(ctx, "k", store.Entry[int]{Value: 10*i + j}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mustValue(t, a, "k", 10*i+2)
+			synctest.Wait()
+			mustValue(t, a, "k", 10*i+2)
+		}
+		if st := a.Stats(); st.FarReads != 0 || st.Echoes != 1300 {
+			t.Fatalf("after 1,300 own writes read back: %+v, want no far read and 1,300 echoes", st)
 		}
 		for round := range 200 {
 			k := fmt.Sprint(round % 10)
