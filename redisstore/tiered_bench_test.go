@@ -40,7 +40,7 @@ func benchFar(b *testing.B, srv *redisServer, prefix string) *redisstore.Store[s
 
 // benchTiered returns a two-level store over far whose near copies last the
 // whole benchmark, closed at the end of the benchmark.
-func benchTiered(b *testing.B, far *redisstore.Store[storetest.Value]) *tiered.VersionedStore[storetest.Value] {
+func benchTiered(b *testing.B, far store.Versioned[storetest.Value]) *tiered.VersionedStore[storetest.Value] {
 	b.Helper()
 	s, err := tiered.NewVersioned[storetest.Value](far, tiered.NearTTL(time.Hour))
 	if err != nil {
