@@ -155,8 +155,9 @@ func TestTieredPartitionRepairs(t *testing.T) {
 }
 
 // The writer keeps its own writes near through their echoes: 1,000 writes
-// read back at once cost no far read, and the other instance sees each
-// last write.
+// read back at once cost almost no far read (each echo has its key read
+// again in the background, as Redis may report a later write with it), and
+// the other instance sees each last write.
 func TestTieredWriterKeepsItsOwnWrites(t *testing.T) {
 	srv := startRedis(t)
 	a := behind(t, srv, nil)
@@ -176,9 +177,9 @@ func TestTieredWriterKeepsItsOwnWrites(t *testing.T) {
 	}
 	waitFor(t, "A's echoes", func() bool { return a.Stats().Echoes+a.Stats().Changes >= 1000 })
 	st := a.Stats()
-	t.Logf("1,000 own writes read back: %d far reads, %d echoes kept, %d changes", st.FarReads, st.Echoes, st.Changes)
-	if st.FarReads != 0 {
-		t.Fatalf("%d far reads for 1,000 own writes read back, want 0", st.FarReads)
+	t.Logf("1,000 own writes read back: %d far reads, %d echoes kept, %d keys read again after their echo, %d changes", st.FarReads, st.Echoes, st.EchoChecks, st.Changes)
+	if st.FarReads > 20 {
+		t.Fatalf("%d far reads for 1,000 own writes read back, want at most 2%%", st.FarReads)
 	}
 	// A later write by B is not taken for an echo of A's.
 	if err := b.Set(ctx, "0", store.Entry[string]{Value: "b"}); err != nil {

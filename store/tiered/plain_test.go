@@ -73,10 +73,10 @@ func plainFleet(t *testing.T, f *farStore, n int) []*tiered.VersionedStore[int] 
 }
 
 // Without versions, the writer keeps its own writes through their echoes,
-// counted: 1,000 writes of 10 keys read back at once, some of them before
-// the echo of the previous write of the key came, cost no far read; a write
-// by another instance after them, delivered before or after the echo, is
-// never taken for one.
+// counted: 1,300 writes read back at once, some of them before the echo of
+// the previous write of the key came, cost almost no far read; a write by
+// another instance after them, delivered before or after the echo, is never
+// taken for one.
 func TestPlainWriterKeepsItsOwnWrites(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFar()
@@ -107,8 +107,13 @@ func TestPlainWriterKeepsItsOwnWrites(t *testing.T) {
 			synctest.Wait()
 			mustValue(t, a, "k", 10*i+2)
 		}
-		if st := a.Stats(); st.FarReads != 0 || st.Echoes != 1300 {
-			t.Fatalf("after 1,300 own writes read back: %+v, want no far read and 1,300 echoes", st)
+		// Each echo taken has its key read again in the background (the
+		// change may stand for a later write too); a write during such a
+		// read is not kept, and costs its next read a far read.
+		st := a.Stats()
+		t.Logf("1,300 own writes read back: %d far reads, %d echoes, %d keys read again", st.FarReads, st.Echoes, st.EchoChecks)
+		if st.FarReads > 26 || st.EchoChecks == 0 {
+			t.Fatalf("after 1,300 own writes read back: %+v, want at most 2%% far reads, and echoes checked", st)
 		}
 		for round := range 200 {
 			k := fmt.Sprint(round % 10)

@@ -130,11 +130,24 @@ func (s *Store[T]) repair(ctx context.Context, before int64) {
 
 // repairBatchOf revalidates the near copies of keys with one far read.
 func (s *Store[T]) repairBatchOf(ctx context.Context, keys []string) {
+	s.repairReads.Add(uint64(len(keys)))
+	s.reread(ctx, keys)
+}
+
+// checkEchoes re-reads keys whose copies a change without a version left
+// in place (see checker).
+func (s *Store[T]) checkEchoes(ctx context.Context, keys []string) {
+	s.echoChecks.Add(uint64(len(keys)))
+	s.reread(ctx, keys)
+}
+
+// reread reads keys from the far tier in one call and makes the near tier
+// agree with what it read, as a far read does.
+func (s *Store[T]) reread(ctx context.Context, keys []string) {
 	tickets := make([]ticket, len(keys))
 	for i, k := range keys {
 		tickets[i] = s.flights.begin(k)
 	}
-	s.repairReads.Add(uint64(len(keys)))
 	start := s.clock.Exact()
 	rctx, cancel := context.WithTimeout(ctx, s.repairs.timeout)
 	found, err := s.getManyFar(rctx, keys)
@@ -154,4 +167,73 @@ func (s *Store[T]) repairBatchOf(ctx context.Context, keys []string) {
 			s.absent(k, tickets[i])
 		}
 	}
+}
+
+// A checker re-reads, in the background and in bulk, the keys whose near
+// copy a change without a version left in place as the echo of this
+// instance's write. A stream that reports keys only (Redis) may report
+// several writes of a key as one change (Redis's broadcast tracking sends
+// one invalidation per key per turn of its event loop): the change taken
+// for the echo may also stand for a later write by another client. The
+// re-read, which begins after the change arrived, fills the near tier with
+// what the far tier holds, so such a copy is served at most one far read
+// longer than the stream's delivery time.
+type checker struct {
+	run func(ctx context.Context, keys []string)
+
+	mu      sync.Mutex
+	pending map[string]struct{}
+	wake    chan struct{}
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func newChecker(run func(ctx context.Context, keys []string), batch int) *checker {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &checker{run: run, pending: make(map[string]struct{}), wake: make(chan struct{}, 1), stop: cancel}
+	c.wg.Go(func() { c.loop(ctx, batch) })
+	return c
+}
+
+// add queues key for a re-read.
+func (c *checker) add(key string) {
+	c.mu.Lock()
+	c.pending[key] = struct{}{}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *checker) loop(ctx context.Context, batch int) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		}
+		for {
+			c.mu.Lock()
+			keys := make([]string, 0, min(len(c.pending), batch))
+			for k := range c.pending {
+				if len(keys) == batch {
+					break
+				}
+				keys = append(keys, k)
+				delete(c.pending, k)
+			}
+			c.mu.Unlock()
+			if len(keys) == 0 || ctx.Err() != nil {
+				break
+			}
+			c.run(ctx, keys)
+		}
+	}
+}
+
+// close stops the checker and waits for its goroutine.
+func (c *checker) close() {
+	c.stop()
+	c.wg.Wait()
 }

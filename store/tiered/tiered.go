@@ -22,7 +22,12 @@
 //     to the far tier first, then to the near tier: the instance that wrote
 //     reads its own write at once, from its near tier. When the stream
 //     reports that write back (its echo), the copy stays; a later write,
-//     by anyone, drops it. A write that fails drops the near copy.
+//     by anyone, drops it. Echoes are told by versions where the far store
+//     reports them with its changes and writes ([store.VersionReporter]:
+//     memory, natsstore); else (redisstore) they are counted, and a key
+//     whose change was taken for an echo is read again in the background,
+//     in bulk, as the server may report a later write with it. A write that
+//     fails drops the near copy.
 //   - Invalidation: every change that the far store's stream reports (a
 //     write through any instance, a plain client of the backend, an expiry
 //     or eviction on the server) drops the key's near copy on every
@@ -143,7 +148,8 @@ type Store[T any] struct {
 	closing closing.Once
 
 	farReads, changes, flushes, discarded, echoes, downs atomic.Uint64
-	repairsRun, repairReads, repairDrops                 atomic.Uint64
+	repairsRun, repairReads, repairDrops, echoChecks     atomic.Uint64
+	checks                                               *checker // nil when the far store's writes report versions
 
 	// lending is the hit path the store lends a herd cache: peekNear.
 	lending[T]
@@ -222,6 +228,9 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 	s.locker, _ = far.(store.Locker)
 	s.bulkLocker, _ = far.(store.BulkLocker)
 	s.reporter, _ = far.(store.VersionReporter[T])
+	if s.reporter == nil {
+		s.checks = newChecker(s.checkEchoes, cfg.repairBatch)
+	}
 	s.clock = clock.New(cfg.resolution)
 	s.near = newNear[T](&cfg, s.clock)
 	s.repairs = newRepairer(s.repair, cfg.watchTimeout)
@@ -231,6 +240,9 @@ func New[T any](far store.Store[T], opts ...Option) (*Store[T], error) {
 	w, err := cs.Watch(ctx, s.onChange)
 	if err != nil {
 		s.repairs.close()
+		if s.checks != nil {
+			s.checks.close()
+		}
 		s.near.StopAllGoroutines()
 		s.clock.Close()
 		return nil, fmt.Errorf("tiered: watch the far store: %w", err)
@@ -293,6 +305,14 @@ func (s *Store[T]) onChange(c store.Change) {
 	}
 }
 
+// checkEcho has key re-read in the background, when a change without a
+// version was taken for the echo of a write of this instance (see checker).
+func (s *Store[T]) checkEcho(key string) {
+	if s.checks != nil {
+		s.checks.add(key)
+	}
+}
+
 // flush empties the near tier, and makes the reads and writes in flight
 // leave it empty.
 func (s *Store[T]) flush() {
@@ -332,6 +352,7 @@ func (s *Store[T]) drop(key string, v store.Version) (kept bool) {
 	case v == 0 && it.version == 0 && it.awaited(s.epoch.Load()) > 0:
 		it.echoes--
 		s.echoes.Add(1)
+		s.checkEcho(key)
 		return true
 	}
 	s.near.Invalidate(key)
@@ -594,6 +615,9 @@ func (s *Store[T]) settle(key string, t ticket, it *nearItem[T], epoch uint64) {
 		}
 		if !wait {
 			s.echoes.Add(1)
+			if v.unversioned > 0 {
+				s.checkEcho(key)
+			}
 		}
 		if it.version == 0 {
 			// Echoes are counted: this write's, if it has not come, and
@@ -725,6 +749,11 @@ type Stats struct {
 	// RepairDrops the near copies they dropped, as their key was gone or
 	// could not be read.
 	Repairs, RepairReads, RepairDrops uint64
+	// EchoChecks is the number of keys read again from the far tier
+	// because a change without a version (Redis reports keys only) was
+	// taken for the echo of this instance's write: it may also stand for a
+	// later write by another client.
+	EchoChecks uint64
 	// DiscardedFills is the number of far reads not kept in the near tier
 	// because their key was invalidated while they were in flight.
 	DiscardedFills uint64
@@ -749,6 +778,7 @@ func (s *Store[T]) Stats() Stats {
 		Repairs:        s.repairsRun.Load(),
 		RepairReads:    s.repairReads.Load(),
 		RepairDrops:    s.repairDrops.Load(),
+		EchoChecks:     s.echoChecks.Load(),
 		DiscardedFills: s.discarded.Load(),
 		NearEntries:    s.near.EstimatedSize(),
 		InFlight:       s.flights.len(),
@@ -772,6 +802,9 @@ func (s *Store[T]) shutdown() error {
 		err = fmt.Errorf("tiered: close: %w", werr)
 	}
 	s.repairs.close()
+	if s.checks != nil {
+		s.checks.close()
+	}
 	s.near.StopAllGoroutines()
 	s.near.InvalidateAll()
 	s.clock.Close()
