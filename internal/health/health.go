@@ -28,6 +28,10 @@ import (
 	"github.com/herdcache/herd/store"
 )
 
+// softCalls is how many calls in a row that ran out of their callers'
+// deadlines mark the store down.
+const softCalls = 3
+
 // A Pass says what a call may do.
 type Pass uint8
 
@@ -42,6 +46,7 @@ const (
 // safe for concurrent use.
 type State struct {
 	down     atomic.Bool
+	soft     atomic.Int32 // calls in a row that ran out of their caller's deadline
 	min, max time.Duration
 
 	mu      sync.Mutex
@@ -99,6 +104,24 @@ func (s *State) Exit(ctx context.Context, p Pass, err error) Change {
 		return Same
 	}
 	failed := Unavailable(ctx, err)
+	if !failed && err != nil && ctx != nil && ctx.Err() != nil {
+		// The caller's context ended first: no answer, and no verdict,
+		// unless its deadline passed on softCalls calls in a row without
+		// an answer between them: a store that answers none of its callers
+		// in the time they give it is as good as down.
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) || s.soft.Add(1) < softCalls {
+			if p == Probe {
+				s.mu.Lock()
+				s.probing = false
+				s.mu.Unlock()
+			}
+			return Same
+		}
+		s.soft.Store(0)
+		failed = true
+	} else if s.soft.Load() != 0 {
+		s.soft.Store(0)
+	}
 	if !failed && !s.down.Load() && p == Call {
 		return Same // the usual case: no lock
 	}

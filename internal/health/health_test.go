@@ -136,3 +136,41 @@ func TestEnterQuietNeverProbes(t *testing.T) {
 		}
 	})
 }
+
+// A call that runs out of its caller's deadline says nothing of the store,
+// neither up nor down; three in a row without an answer between them mark
+// it down, as a store that answers none of its callers in time. An answer
+// starts the count again.
+func TestCallersDeadlinesInARow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := health.New(time.Second, time.Second)
+		expired := func() context.Context {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+			t.Cleanup(cancel)
+			time.Sleep(2 * time.Millisecond)
+			return ctx
+		}
+		for i := range 2 {
+			if ch := s.Exit(expired(), s.Enter(), context.DeadlineExceeded); ch != health.Same || s.Down() {
+				t.Fatalf("call %d out of its caller's deadline: %v, down %v; want no verdict", i, ch, s.Down())
+			}
+		}
+		s.Exit(context.Background(), s.Enter(), nil) // an answer
+		for i := range 2 {
+			s.Exit(expired(), s.Enter(), context.DeadlineExceeded)
+			if s.Down() {
+				t.Fatalf("down after %d calls out of deadline since an answer", i+1)
+			}
+		}
+		if ch := s.Exit(expired(), s.Enter(), context.DeadlineExceeded); ch != health.WentDown {
+			t.Fatalf("third call in a row out of its caller's deadline: %v, want WentDown", ch)
+		}
+		canceled, cancel := context.WithCancel(context.Background())
+		cancel()
+		time.Sleep(2 * time.Second)
+		p := s.Enter()
+		if ch := s.Exit(canceled, p, context.Canceled); ch != health.Same || !s.Down() {
+			t.Fatalf("a probe whose caller left: %v, down %v; want no verdict", ch, s.Down())
+		}
+	})
+}
