@@ -199,19 +199,17 @@ func gatedFleet(t *testing.T, g *gatedFar, n int, opts ...tiered.Option) []*tier
 	return out
 }
 
-// A write in flight across a loss of the stream must not take the one
+// A write in flight across a loss of the stream does not take the one
 // change it then sees for its echo: its own echo may be among the changes
 // lost, and the change seen may be a later write's.
 //
-// Sequence: instance A's Set(k, 1) applies on the far tier; the stream
-// loses its change (Down, then Gap: Redis keeps nothing to replay); another
-// client then sets k to 2, and the stream, healthy again, delivers that
-// change to A; only then does A's far Set return. A must read 2 (the change
-// of the later write was delivered before the read began); it reads 1,
-// and keeps serving it until NearTTL: settle keeps the write when exactly
-// one change came while it was in flight (verdict.streamed == 1), without
-// looking at the epoch, so the lost echo is not accounted for.
-func TestReviewWriteAcrossLossTakesLaterChangeForItsEcho(t *testing.T) {
+// Sequence: instance A's Set(k, 1) applies on the far tier and its reply
+// waits; the stream loses its change (Down, then Gap: nothing is
+// replayed); another client then sets k to 2, and the stream, healthy
+// again, delivers that change to A; only then does A's far Set return. A
+// reads 2, the value of the write whose change was delivered before the
+// read began.
+func TestWriteAcrossLossDoesNotTakeALaterChangeForItsEcho(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGated()
 		a := gatedFleet(t, g, 1)[0]
@@ -246,24 +244,19 @@ func TestReviewWriteAcrossLossTakesLaterChangeForItsEcho(t *testing.T) {
 	})
 }
 
-// An echo lost before a Gap is not taken for a later write's change that
-// the stream delivers after it. A Gap disarms nothing: only a Down bumps
-// the epoch that an armed copy is checked against, and a write made while
-// the stream is down (Redis: the tracking connection lost, the data
-// connections fine), or before a Gap that no Down preceded (a Cluster
-// master the watch began following late), arms its copy with the epoch
-// that is current after the Gap.
+// An echo lost before a Gap is not taken for the change of a later write
+// that the stream delivers after the Gap: not when the write was made
+// while the stream was down (Redis: the tracking connection lost, the data
+// connections fine), nor when no Down preceded the Gap (a Cluster master
+// the watch began following late); and a read of the repair in flight,
+// which read the key before the later write, does not fill what it read.
 //
-// Sequence: Down; A's Set(k, 1) succeeds, its change lost; Gap; the
-// repair's read of k waits (stopped at "before" or "after" the far read);
-// another client sets k to 2 and the change is delivered to A, which
-// consumes it as the echo of its own write. A must read 2; it reads 1:
-//   - "before": until the repair reads k again (for a near tier of
-//     100,000 copies, the length of a repair);
-//   - "after": for good (until NearTTL): the repair's read, which read 1
-//     before the later write, fills 1, since a consumed echo does not
-//     invalidate the reads in flight.
-func TestReviewEchoLostBeforeGapConsumesLaterChange(t *testing.T) {
+// Sequence: Down (in two cases of three); A's Set(k, 1) succeeds, its
+// change lost; Gap; the repair's read of k waits (stopped "before" or
+// "after" the far read); another client sets k to 2 and the change is
+// delivered to A. A reads 2 while the repair's read waits, and 2 once the
+// repair is over.
+func TestEchoLostBeforeGapDoesNotConsumeALaterChange(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		down bool   // a Down before the write (else a Gap without a Down)
@@ -314,17 +307,15 @@ func TestReviewEchoLostBeforeGapConsumesLaterChange(t *testing.T) {
 	}
 }
 
-// A far read that began before a Gap must not leave a copy that the Gap's
-// repair never revalidates (store.Change: "Every copy obtained from a read
-// that began before this Change must be revalidated ... or dropped").
+// A far read that began before a Gap leaves no copy that the Gap's repair
+// does not revalidate (store.Change: "Every copy obtained from a read that
+// began before this Change must be revalidated ... or dropped"), even when
+// the read ends after the repair is over.
 //
 // Sequence: Down; A's far read of k reads 1 and waits; another client sets
 // k to 2, a change the stream loses; Gap: the repair runs, and finds no
-// copy of k (the read has not filled yet); the read returns and fills 1.
-// A must read 2 (or read the far tier); it serves 1 until NearTTL, as the
-// Gap does not invalidate the reads in flight (flights.invalidateAll), and
-// the repair lists the copies present when it starts.
-func TestReviewReadInFlightAcrossGapEscapesRepair(t *testing.T) {
+// copy of k; the read returns 1 to its caller. A then reads 2.
+func TestReadInFlightAcrossGapDoesNotEscapeTheRepair(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGated()
 		a := gatedFleet(t, g, 1)[0]
@@ -363,18 +354,17 @@ func TestReviewReadInFlightAcrossGapEscapesRepair(t *testing.T) {
 	})
 }
 
-// A repair that a Down cancels is not resumed when the stream then comes
-// back with Up: the copies the Gap asked to revalidate are served on,
-// unrevalidated, until NearTTL. (The contract allows Gap, Down, Up; the
-// repairer assumes the next is a Gap. No store of the repository emits
-// Gap and Up both today: redisstore only Gap, natsstore only Up; a store
-// that replays when it can and reports Gap when it cannot would.)
+// A repair that a Down cuts short resumes when the stream comes back with
+// Up, so that the copies the Gap asked to revalidate are not served on
+// unrevalidated. (The contract of store.Change allows Gap, Down, Up: a
+// store that replays when it can and reports a Gap when it cannot emits
+// that sequence. Of the repository's stores, redisstore reports Gaps only
+// and natsstore Ups only.)
 //
 // Sequence: A holds k = 1; Down; another client sets k to 2, lost; Gap:
-// the repair's read of k waits; Down (cancels the repair; its read ends
-// with the context's error and leaves the copy); Up. A must read 2; it
-// reads 1.
-func TestReviewRepairCancelledByDownIsNotResumedAtUp(t *testing.T) {
+// the repair's read of k waits; Down (cuts the repair short; its read ends
+// with the context's error); Up. Nothing is left in flight, and A reads 2.
+func TestRepairCutShortByDownResumesAtUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGated()
 		a := gatedFleet(t, g, 1)[0]
@@ -424,21 +414,18 @@ var errSourceDown = errors.New("source down")
 
 func failingLoad(context.Context, string) (int, error) { return 0, errSourceDown }
 
-// A key deleted on the far tier while the stream was away must not come
-// back as a stale-if-error fallback once the Gap's repair has run. It does
-// when the copy was past its NearTTL at the Gap: the repair reads only the
-// copies a hit could serve, so the fallback of a deleted key survives it,
-// and a later outage (far tier unreachable, source failing) serves the
-// deleted value. A copy within its NearTTL at the Gap is read by the
-// repair and dropped, so what a load falls back to depends on whether the
-// copy's NearTTL ran out before the Gap.
+// A key deleted on the far tier while the stream was away does not come
+// back as a stale-if-error fallback once the Gap's repair has run, whether
+// its copy was within its NearTTL at the Gap (the repair reads the key and
+// finds it gone) or past it (a fallback, which the repair drops without
+// reading it).
 //
-// Sequence: a herd cache over A loads k = 1; (NearTTL passes, or not);
-// Down; another client deletes k, lost; Gap (the repair runs); the far
-// tier becomes unreachable (Down); Fetch(k) with a failing source. Want:
-// the source's error, as for a key whose deletion the instance was told
-// of; "past-NearTTL" gets 1 as StatusStaleOnError.
-func TestReviewFallbackOfKeyDeletedDuringGapSurvivesRepair(t *testing.T) {
+// Sequence: a herd cache over A loads k = 1; NearTTL passes, or not;
+// Down; another client deletes k, a change the stream loses; Gap (the
+// repair runs); the far tier becomes unreachable (Down); Fetch(k) with a
+// failing source returns the source's error, as for a key whose deletion
+// the instance was told of.
+func TestFallbackOfKeyDeletedDuringGapDoesNotSurviveTheRepair(t *testing.T) {
 	for _, past := range []bool{false, true} {
 		t.Run(map[bool]string{false: "within-NearTTL", true: "past-NearTTL"}[past], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -475,12 +462,17 @@ func TestReviewFallbackOfKeyDeletedDuringGapSurvivesRepair(t *testing.T) {
 	}
 }
 
-// Probes of the stale-if-error fallback that pass: no fallback survives a
+// A copy past its NearTTL that nothing dropped is served as the
+// stale-if-error fallback by Fetch, and by FetchMany for one key of a
+// batch, when the far tier and the source fail; no fallback survives a
 // change of its key delivered by the stream, a Change with All set, a far
-// read that found the key gone, or the entry's KeepUntil; while a copy
-// past its NearTTL that nothing dropped is served by Fetch and by GetMany
-// (one key of a batch) when the far tier and the source fail.
-func TestReviewFallbackProbes(t *testing.T) {
+// read that found the key gone, or the entry's KeepUntil.
+//
+// Sequence: a herd cache over A loads k and another key, both 1; NearTTL
+// passes; the case's event, if any; the far tier becomes unreachable
+// (Down); Fetch(k) with a failing source, then, where the fallback is
+// served, FetchMany of both keys with a failing source.
+func TestFallbackIsServedUntilDropped(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// gone makes the copy of k go, or not; the far tier still works.
@@ -540,14 +532,15 @@ func TestReviewFallbackProbes(t *testing.T) {
 	}
 }
 
-// The writer keeps its own Set through the echoes of a Delete and a Set
-// it made one after the other (issue 21, item 3: every write of the
-// instance, Delete included, leaves its near copy through its own echo).
-// It does not: the Delete's echo, which comes while the Set is in flight
-// or once it has settled, is counted as the Set's (verdict.streamed, or
-// the armed copy consumed), and the Set's own echo then drops the copy:
-// every Set read back after a Delete costs a far read.
-func TestReviewDeleteThenSetKeepsTheSet(t *testing.T) {
+// The writer keeps its own Set through the echoes of a Delete and a Set it
+// made one after the other: every write of the instance, Delete included,
+// has its own echo, and the Delete's, whether it comes while the Set is in
+// flight or once the Set has returned, is not counted as the Set's.
+//
+// Sequence, 100 times: A deletes k; A sets k = i; the stream delivers both
+// echoes; A reads i. A reads every Set back from its near tier, with no
+// far read.
+func TestDeleteThenSetKeepsTheSet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGated()
 		a := gatedFleet(t, g, 1)[0]
@@ -569,17 +562,18 @@ func TestReviewDeleteThenSetKeepsTheSet(t *testing.T) {
 	})
 }
 
-// A probe of the echo rule that passes: three instances with small near
-// tiers (so that copies are evicted between writes and their echoes) make
-// Set, Delete, SetIf and DeleteIf (some with stale versions: conflicts),
-// WriteIf batches with two writes of one key, writes whose reply is lost
-// after they applied (an error for a write that landed), while another
-// client writes and deletes directly and changes are reported twice. The
-// echoes arrive at random points: every few steps only does the test wait
-// for the stream. Checked: the writer reads its write (or the far tier's
-// value) right after each write that succeeded, and once the stream has
-// delivered everything, every instance reads what the far tier holds.
-func TestReviewEchoRuleScriptedFleet(t *testing.T) {
+// The echo rule under a scripted mix of writes: three instances with small
+// near tiers (so that copies are evicted between writes and their echoes)
+// make Set, Delete, SetIf and DeleteIf (some with stale versions:
+// conflicts), WriteIf batches with two writes of one key, and writes whose
+// reply is lost after they applied (an error for a write that landed),
+// while another client writes and deletes directly and changes are
+// reported twice. The echoes arrive at random points: only every few steps
+// does the test wait for the stream. Checked: the writer reads its write
+// (or the far tier's value) right after each write that succeeded, and
+// once the stream has delivered everything, every instance reads what the
+// far tier holds; at least one echo is kept.
+func TestEchoRuleScriptedFleet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGated()
 		fl := gatedFleet(t, g, 3, tiered.NearMaxEntries(4))
@@ -680,12 +674,11 @@ func TestReviewEchoRuleScriptedFleet(t *testing.T) {
 	})
 }
 
-// A probe of the echo rule under concurrency that passes: three instances,
-// four goroutines each, write two keys at once (Set, Delete, SetIf with
-// the version just read) while another client writes too; once everyone
-// is done and the stream has delivered everything, every instance reads
-// what the far tier holds.
-func TestReviewConcurrentWritersConverge(t *testing.T) {
+// Concurrent writers converge: three instances, four goroutines each,
+// write two keys at once (Set, Delete, SetIf with the version just read)
+// while another client writes too; once everyone is done and the stream
+// has delivered everything, every instance reads what the far tier holds.
+func TestConcurrentWritersConverge(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGated()
 		fl := gatedFleet(t, g, 3)
@@ -737,17 +730,15 @@ func TestReviewConcurrentWritersConverge(t *testing.T) {
 }
 
 // An instance never reads a value older than one it read before (the
-// package's guarantee), even while its own write is in flight. It does:
-// a far read that begins while A's Set(k, 1) is in flight returns 2, the
-// value of a later write by another client; A's Set then returns and keeps
-// 1 near, and A reads 1 until the stream delivers the two changes. (Before
-// f84c523 the same happened: settle keeps a write that nothing
-// invalidated, and a far read of the key does not count.)
+// package's guarantee), even while its own write is in flight: once a far
+// read of the key has ended during the write, the write does not keep its
+// copy.
 //
 // Sequence, with the stream slow (changes delivered late, none lost): A's
 // Set(k, 1) applies and its reply waits; another client sets k to 2; A
-// reads k: a far read, 2; A's Set returns; A reads k: 1.
-func TestReviewReadDuringOwnWriteGoesBackwards(t *testing.T) {
+// reads k: a far read, 2; A's Set returns; A reads k: 2, before the stream
+// has delivered either change.
+func TestReadDuringOwnWriteDoesNotGoBackwards(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := newGated()
 		a := gatedFleet(t, g, 1)[0]
@@ -832,12 +823,18 @@ func checkRepaired(t *testing.T, s *tiered.VersionedStore[int], n int) {
 	}
 }
 
-// Probes of the repair that pass: over a far store without bulk reads (key
-// by key); a second Gap while a repair is in flight (the first is
-// cancelled, the second revalidates everything); a write through the
-// instance and a change by another client while the repair's read of
-// their key is in flight (both win over what the repair read).
-func TestReviewRepairProbes(t *testing.T) {
+// The repair of a Gap revalidates every copy: over a far store without
+// bulk reads (key by key, whatever RepairBatch); through a second Gap
+// while a repair is in flight (the first is cancelled, the second
+// revalidates everything); and with a write through the instance and a
+// change by another client while the repair's read of their keys is in
+// flight (both win over what the repair read).
+//
+// Sequence: A holds keys 0-39; Down; another client sets keys 0-4 and
+// deletes keys 5-9, changes the stream loses; Gap, and the case's events.
+// A reads keys 0-4 at their new values, 5-9 as gone, and the others
+// unchanged, or as the case wrote them.
+func TestRepairRevalidatesEveryCopy(t *testing.T) {
 	const n = 40
 	t.Run("single-reads", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
@@ -909,7 +906,7 @@ func TestReviewRepairProbes(t *testing.T) {
 // Close while a repair's far read is in flight (a far store that answers
 // only when the call's context ends) returns at once, and leaves no
 // goroutine.
-func TestReviewCloseDuringRepair(t *testing.T) {
+func TestCloseDuringRepair(t *testing.T) {
 	g := newGated()
 	a, err := tiered.NewVersioned[int](g)
 	if err != nil {
@@ -945,11 +942,11 @@ func TestReviewCloseDuringRepair(t *testing.T) {
 	goleak.VerifyNone(t)
 }
 
-// A probe of the NearTTL bound through an outage that passes, on the
-// default coarse clock: copies filled by GetMany and by a write are served
-// through a Down until NearTTL after their far call began, and not one
-// tick of the clock (plus a nanosecond) later.
-func TestReviewNearTTLBoundsCopiesThroughOutage(t *testing.T) {
+// On the default coarse clock, copies filled by GetMany and by a write are
+// served through a Down until NearTTL after their far call began, and not
+// one tick of the clock (plus a nanosecond) later: then Get and GetMany
+// return the far tier's error.
+func TestNearTTLBoundsCopiesThroughOutage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const nearTTL = 5 * time.Second
 		g := newGated()
@@ -985,12 +982,12 @@ func TestReviewNearTTLBoundsCopiesThroughOutage(t *testing.T) {
 	})
 }
 
-// A measurement that checks its counts: an instance holding 20,000 near
-// copies, 1% of them changed while its stream was away, repairs in one far
-// GetMany per RepairBatch keys and drops nothing else; its log gives the
-// time the repair took and the far reads a flush would have cost instead
-// (one per copy read again).
-func TestReviewRepairOfALargeNearTier(t *testing.T) {
+// An instance holding 20,000 near copies, 1% of them changed while its
+// stream was away, repairs them in one far GetMany per RepairBatch keys,
+// drops none, and then serves every key, changed or not, from its near
+// tier, with no far read. Its log gives the time the repair took and the
+// far reads a flush would have cost instead (one per copy read again).
+func TestRepairOfALargeNearTier(t *testing.T) {
 	const n = 20_000
 	g := newGatedSized(2 * n)
 	a := gatedFleet(t, g, 1, tiered.NearMaxEntries(2*n))[0]
@@ -1055,20 +1052,15 @@ func TestReviewRepairOfALargeNearTier(t *testing.T) {
 }
 
 // A herd cache over the store serves the near copies within their NearTTL
-// through an outage on every read path (issue 21, item 1), not on Get
-// only. Fetch, GetMany and FetchMany do not peek at the near tier first:
-// they call the store, through herd's store health, and once a far read
-// has failed (a miss of another key) the health skips the store, near tier
-// included, and loads from the source: the near copy is not served, the
-// source is asked again, and with the source down too the copy comes back
-// as StatusStaleOnError at best.
+// through an outage on every read path (Get, Fetch, GetMany, FetchMany),
+// also once a failed far read has made herd mark the store down.
 //
 // Sequence: the cache loads k = 1 (held near); the far tier becomes
 // unreachable (Down); a Get of another key misses the near tier, fails on
 // the far tier (herd marks the store down) and loads; then, within k's
-// NearTTL: Get(k) is served near (passes); Fetch(k), GetMany([k]) and
-// FetchMany([k]) call the loader. Want: 1, StatusFresh, no load.
-func TestReviewHerdReadsServeNearCopiesThroughOutage(t *testing.T) {
+// NearTTL, a read of k on the path under test returns 1, StatusFresh,
+// without a load.
+func TestHerdReadsServeNearCopiesThroughOutage(t *testing.T) {
 	for _, path := range []string{"Get", "Fetch", "GetMany", "FetchMany"} {
 		t.Run(path, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
