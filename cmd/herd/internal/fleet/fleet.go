@@ -299,7 +299,7 @@ func fleetOf(ctx context.Context, c *Config, name string, far func(context.Conte
 				return nil, nil, err
 			}
 			in.close = ss.Close
-			in.cache = herd.New[string](ss.Store, herd.TTL(c.TTL), herd.WithLocker(ss.Locker, 10*time.Second), quiet)
+			in.cache = herd.New[string](ss.Store, herd.TTL(c.TTL), herd.WithLocker(ss.Locker, 10*time.Second), storeTimeout(c), quiet)
 		default:
 			ss, err := far(ctx, "two-level")
 			if err != nil {
@@ -313,7 +313,7 @@ func fleetOf(ctx context.Context, c *Config, name string, far func(context.Conte
 				return nil, nil, err
 			}
 			in.close = ss.Close
-			in.cache = herd.New[string](near, herd.TTL(c.TTL), herd.WithLocker(ss.Locker, 10*time.Second), quiet)
+			in.cache = herd.New[string](near, herd.TTL(c.TTL), herd.WithLocker(ss.Locker, 10*time.Second), storeTimeout(c), quiet)
 		}
 		insts = append(insts, in)
 	}
@@ -722,3 +722,9 @@ func (r *Result) Setup(name string) (Setup, error) {
 	}
 	return Setup{}, fmt.Errorf("%w: %q", ErrNoSetup, name)
 }
+
+// storeTimeout bounds the caches' store calls well within a read's
+// deadline, as a service gives its cache a StoreTimeout shorter than its
+// callers' deadlines: a far tier that stops answering then costs a read
+// one StoreTimeout and a load, not its whole deadline.
+func storeTimeout(c *Config) herd.Option { return herd.StoreTimeout(c.Timeout / 4) }
