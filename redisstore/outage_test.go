@@ -13,16 +13,12 @@ import (
 	"github.com/herdcache/herd/store/tiered"
 )
 
-// behind returns a two-level store of strings over srv, reached through a
-// proxy (so that the test can cut or stall this instance alone) when p is
-// not nil, with t's prefix.
-func behind(t *testing.T, srv *redisServer, p *herdtest.Proxy, opts ...tiered.Option) *tiered.VersionedStore[string] {
+// behind returns a two-level store of strings over a server, reached through
+// the proxy p (so that the test can cut or stall this instance alone),
+// with t's prefix.
+func behind(t *testing.T, p *herdtest.Proxy, opts ...tiered.Option) *tiered.VersionedStore[string] {
 	t.Helper()
-	addr := srv.addr()
-	if p != nil {
-		addr = p.Addr()
-	}
-	far := redisstore.New[string](newClient(t, addr), redisstore.Prefix(prefixOf(t)), redisstore.WithLogger(discard()))
+	far := redisstore.New[string](newClient(t, p.Addr()), redisstore.Prefix(prefixOf(t)), redisstore.WithLogger(discard()))
 	t.Cleanup(func() { _ = far.Close(context.Background()) })
 	s, err := tiered.NewVersioned[string](far, opts...)
 	if err != nil {
@@ -64,7 +60,7 @@ func TestTieredServesThroughOutage(t *testing.T) {
 			t.Parallel()
 			srv := startRedis(t)
 			p := herdtest.NewProxy(t, srv.addr())
-			s := behind(t, srv, p, tiered.NearTTL(nearTTL))
+			s := behind(t, p, tiered.NearTTL(nearTTL))
 			start := time.Now()
 			holdKeys(t, s, 100, s)
 			switch fault {
@@ -97,102 +93,12 @@ func TestTieredServesThroughOutage(t *testing.T) {
 	}
 }
 
-// One instance partitioned away while another changes 5 of the 400 keys it
-// holds and deletes 5: once the partition heals, the instance revalidates
-// its near tier in a few bulk reads, and then serves the 390 unchanged keys
-// near, the 5 changed ones at their new value, with no far read but for
-// the 5 deleted keys.
-func TestTieredPartitionRepairs(t *testing.T) {
-	srv := startRedis(t)
-	p := herdtest.NewProxy(t, srv.addr())
-	a := behind(t, srv, p)
-	b := behind(t, srv, nil)
-	holdKeys(t, b, 400, a)
-	ctx := context.Background()
-
-	p.Cut()
-	waitFor(t, "A's stream reported Down", func() bool { return a.Stats().Downs > 0 })
-	for i := range 10 {
-		k := fmt.Sprint(i)
-		var err error
-		if i < 5 {
-			err = b.Set(ctx, k, store.Entry[string]{Value: "v1"})
-		} else {
-			err = b.Delete(ctx, k)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	p.Restore()
-	waitFor(t, "A repaired its near tier", func() bool {
-		st := a.Stats()
-		return st.Repairs > 0 && st.RepairReads >= 400 && st.InFlight == 0
-	})
-	before := a.Stats()
-	for i := range 400 {
-		k := fmt.Sprint(i)
-		e, ok, err := a.Get(ctx, k)
-		switch {
-		case err != nil:
-			t.Fatal(err)
-		case i < 5 && (!ok || e.Value != "v1"):
-			t.Fatalf("%q after the repair: %+v, %v; want v1", k, e, ok)
-		case i >= 5 && i < 10 && ok:
-			t.Fatalf("%q, deleted while A was away: %+v after the repair", k, e)
-		case i >= 10 && (!ok || e.Value != "v0"):
-			t.Fatalf("%q after the repair: %+v, %v; want v0", k, e, ok)
-		}
-	}
-	after := a.Stats()
-	t.Logf("repair: %d keys read in bulk, %d dropped; %d far reads to serve the 400 keys after it", after.RepairReads, after.RepairDrops, after.FarReads-before.FarReads)
-	if reads := after.FarReads - before.FarReads; reads != 5 {
-		t.Fatalf("%d far reads to serve 400 keys after the repair, want 5 (the deleted keys)", reads)
-	}
-	if after.Flushes != 0 {
-		t.Fatalf("%d flushes, want none", after.Flushes)
-	}
-}
-
-// The writer keeps its own writes near through their echoes: 1,000 writes
-// read back at once cost no far read, and the other instance sees each
-// last write.
-func TestTieredWriterKeepsItsOwnWrites(t *testing.T) {
-	srv := startRedis(t)
-	a := behind(t, srv, nil)
-	b := behind(t, srv, nil)
-	ctx := context.Background()
-	for i := range 1000 {
-		k, v := fmt.Sprint(i%10), fmt.Sprint(i)
-		if err := a.Set(ctx, k, store.Entry[string]{Value: v}); err != nil {
-			t.Fatal(err)
-		}
-		if e, ok, err := a.Get(ctx, k); err != nil || !ok || e.Value != v {
-			t.Fatalf("A's own write of %q read back: %+v, %v, %v; want %q", k, e, ok, err, v)
-		}
-	}
-	for i := range 10 {
-		eventually(t, b, fmt.Sprint(i), fmt.Sprint(990+i))
-	}
-	waitFor(t, "A's echoes", func() bool { return a.Stats().Echoes+a.Stats().Changes >= 1000 })
-	st := a.Stats()
-	t.Logf("1,000 own writes read back: %d far reads, %d echoes kept, %d changes", st.FarReads, st.Echoes, st.Changes)
-	if st.FarReads != 0 {
-		t.Fatalf("%d far reads for 1,000 own writes read back, want 0", st.FarReads)
-	}
-	// A later write by B is not taken for an echo of A's.
-	if err := b.Set(ctx, "0", store.Entry[string]{Value: "b"}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, a, "0", "b")
-}
-
 // A write through an instance cut from the server fails and leaves no near
 // copy.
 func TestTieredWriteInOutageFails(t *testing.T) {
 	srv := startRedis(t)
 	p := herdtest.NewProxy(t, srv.addr())
-	s := behind(t, srv, p)
+	s := behind(t, p)
 	holdKeys(t, s, 1, s)
 	p.Cut()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
