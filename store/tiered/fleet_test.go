@@ -37,6 +37,8 @@ type farStore struct {
 
 	getManyKeys atomic.Int64 // keys asked of GetMany
 	getManys    atomic.Int64 // calls of GetMany
+
+	afterSet atomic.Pointer[func(key string)] // runs once, after a Set wrote, before it returns
 }
 
 func newFar() *farStore {
@@ -102,7 +104,11 @@ func (f *farStore) Set(ctx context.Context, key string, e store.Entry[int]) erro
 	if f.broken.Load() {
 		return errBroken
 	}
-	return f.Store.Set(ctx, key, e)
+	err := f.Store.Set(ctx, key, e)
+	if h := f.afterSet.Swap(nil); h != nil {
+		(*h)(key)
+	}
+	return err
 }
 
 func (f *farStore) Get(ctx context.Context, key string) (store.Entry[int], bool, error) {
