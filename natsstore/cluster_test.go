@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herdcache/herd/natsstore"
 	"github.com/herdcache/herd/store"
@@ -106,6 +107,13 @@ func (c *natsCluster) url(i int) string {
 func newClusterStore(t *testing.T, c *natsCluster, i int, bucket string) *natsstore.Store[storetest.Value] {
 	t.Helper()
 	_, js := connect(t, c.url(i))
+	return clusterStoreOn(t, js, bucket)
+}
+
+// clusterStoreOn opens a store on a bucket of three replicas through js,
+// retrying while the cluster places the bucket.
+func clusterStoreOn(t *testing.T, js jetstream.JetStream, bucket string) *natsstore.Store[storetest.Value] {
+	t.Helper()
 	var (
 		s   *natsstore.Store[storetest.Value]
 		err error

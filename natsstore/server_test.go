@@ -67,12 +67,16 @@ func (s *natsServer) stop() {
 func (s *natsServer) url() string { return "nats://127.0.0.1:" + strconv.Itoa(s.port) }
 
 // connect opens a connection with the settings the package recommends, that
-// reconnects for ever, every 20ms, and is closed when the test ends.
-func connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+// reconnects for ever, every 20ms, and is closed when the test ends; more
+// options come after these.
+func connect(t testing.TB, url string, more ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
-		nats.ReconnectJitter(0, 0), nats.PingInterval(5*time.Second), nats.MaxPingsOutstanding(2),
-		nats.FlusherTimeout(time.Second), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	opts := []nats.Option{
+		nats.MaxReconnects(-1), nats.ReconnectWait(20 * time.Millisecond), nats.ReconnectJitter(0, 0),
+		nats.PingInterval(5 * time.Second), nats.MaxPingsOutstanding(2), nats.FlusherTimeout(time.Second),
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
+	}
+	nc, err := nats.Connect(url, append(opts, more...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

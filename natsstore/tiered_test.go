@@ -3,8 +3,6 @@ package natsstore_test
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -86,38 +84,6 @@ func (in *instance) eventually(t *testing.T, key, want string) time.Duration {
 			t.Fatalf("Get(%q) = %q, %v, %v after 20s; want %q", key, e.Value, ok, err, want)
 		}
 	}
-}
-
-// A Set on one instance reaches the near tiers of the others through the
-// bucket's change stream: measured over 1,000 writes (p50, p99); the writer
-// reads its own write at once every time.
-func TestTieredDeliveryAcrossInstances(t *testing.T) {
-	srv := startServer(t)
-	fleet := newTieredFleet(t, srv, "delivery", 3)
-	ctx := context.Background()
-	var times []time.Duration
-	for i := range 1000 {
-		want := strconv.Itoa(i)
-		for _, in := range fleet[1:] { // the readers hold a near copy of the old value
-			if i > 0 {
-				if _, ok, err := in.near.Get(ctx, "k"); err != nil || !ok {
-					t.Fatalf("warm read: %v, %v", ok, err)
-				}
-			}
-		}
-		if err := fleet[0].near.Set(ctx, "k", store.Entry[string]{Value: want}); err != nil {
-			t.Fatal(err)
-		}
-		if e, ok, err := fleet[0].near.Get(ctx, "k"); err != nil || !ok || e.Value != want {
-			t.Fatalf("write %d: the writer read %q, %v, %v; want its own write", i, e.Value, ok, err)
-		}
-		for _, in := range fleet[1:] {
-			times = append(times, in.eventually(t, "k", want))
-		}
-	}
-	slices.Sort(times)
-	t.Logf("a Set reached the other instances' near tiers in p50 %v, p99 %v (%d deliveries)",
-		times[len(times)/2], times[len(times)*99/100], len(times))
 }
 
 // Writes by anything but herd reach every near tier: a plain KV client's

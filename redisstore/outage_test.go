@@ -13,9 +13,9 @@ import (
 	"github.com/herdcache/herd/store/tiered"
 )
 
-// behind returns a two-level store of strings over srv, reached through a
-// proxy (so that the test can cut or stall this instance alone) when p is
-// not nil, with t's prefix.
+// behind returns a two-level store of strings over srv, reached through
+// the proxy p when it is not nil (so that the test can cut or stall this
+// instance alone), with t's prefix.
 func behind(t *testing.T, srv *redisServer, p *herdtest.Proxy, opts ...tiered.Option) *tiered.VersionedStore[string] {
 	t.Helper()
 	addr := srv.addr()

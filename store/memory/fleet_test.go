@@ -232,3 +232,10 @@ func TestFleet(t *testing.T) {
 		return nopClose{s}
 	})
 }
+
+// The two-level suite, with the instances of a subtest over one store as
+// processes over one server. An in-process store cannot be cut: the suite
+// runs without its loss-and-repair scenario.
+func TestTwoLevel(t *testing.T) {
+	storetest.RunTwoLevel(t, storetest.TwoLevelOptions{}, sharedPerTest())
+}

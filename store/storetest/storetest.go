@@ -1,7 +1,9 @@
 // Package storetest is the conformance suite of herd's stores: every
 // [store.Store] implementation passes [Run], so that the cache can rely on the
-// same behaviour from memory, Redis, NATS or the two-level store; and every
-// shared store passes [RunFleet], the scenarios of a fleet of caches over it.
+// same behaviour from memory, Redis, NATS or the two-level store; every
+// shared store passes [RunFleet], the scenarios of a fleet of caches over
+// it; and every shared store with a change stream passes [RunTwoLevel], the
+// scenarios of a fleet of two-level stores (store/tiered) over it.
 //
 // A store's own test calls Run (or [RunWith] to adjust sizes and lease
 // times to the backend) with a function that returns a store for a subtest:
@@ -35,13 +37,32 @@
 // keys of a holder that dies are taken over, and a holder that loses its
 // lease does not overwrite its successor.
 //
+// A store that passes RunTwoLevel has been checked as the far tier of two
+// and three two-level stores, each over a client of its own: a write
+// through one instance, or by a plain client, reaches the near tiers of the
+// others, and no instance reads an older value after a newer one; the
+// writer reads its own writes from its near tier, with no far read, and
+// keeps them through their echoes until another instance writes; and
+// concurrent writers on every instance leave every near tier agreeing
+// with the far store. When the backend's test says how to cut one client
+// ([TwoLevelOptions].Cut), it has also been checked across a cut: the cut
+// instance serves its near copies without a far read, and once restored,
+// after a replay (Up) or a revalidation in bulk (Gap), it reads the keys
+// changed and deleted meanwhile as the far store holds them, and serves the
+// others from its near tier: no flush, and no far read but for the keys
+// changed meanwhile (after a Gap, the deleted ones only: the revalidation
+// read the others in bulk).
+//
 // # Costs
 //
 // Run's lock tests wait for leases to expire, about [Options].LockTTL each
 // (100ms by default); its other subtests wait only for what the store
 // delivers. RunFleet's scenarios take real time, about two lock TTLs each
 // ([FleetOptions].LockTTL, 500ms by default): a backend's server runs on its
-// own clock.
+// own clock. RunTwoLevel's scenarios wait only for what the stream
+// delivers: about a second each on a local server (a few on a cluster), and at most
+// [TwoLevelOptions].Within (20s by default) for each delivery before they
+// fail.
 //
 // # Errors
 //
@@ -58,9 +79,11 @@
 // Under Run, closing what newStore returns is the caller's (with
 // t.Cleanup); under RunFleet, each cache's Close closes its store, so that
 // for an in-process store the caches share, newStore returns a view of it
-// whose Close does nothing. [Options].Break, if given, is called once, in
-// the last subtest of Run, and nothing of the suite uses the backend after
-// it.
+// whose Close does nothing; under RunTwoLevel, closing what newFar returns
+// is the caller's again, and the suite closes the two-level stores it
+// builds over them first (a two-level store never closes its far store).
+// [Options].Break, if given, is called once, in the last subtest of Run,
+// and nothing of the suite uses the backend after it.
 package storetest
 
 import (

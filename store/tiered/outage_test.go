@@ -223,6 +223,66 @@ func TestLostEchoIsNotTakenForALaterWrite(t *testing.T) {
 	})
 }
 
+// Streams report several changes of a key as one: Redis, in BCAST
+// tracking, sends one invalidation per key for all the writes of an event
+// loop iteration; a NATS bucket keeps one message per key, so a write (or
+// a Delete, a purge that rolls the subject up) removes an earlier message
+// that the watch's consumer was not yet sent. A write by this instance and
+// a later write by another, reported as one change: the writer must not
+// take it for its echo and keep its own, older write. Every instance must
+// read the later write.
+func TestCoalescedChangesAreNotTakenForAnEcho(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		inFlight bool // the change arrives while A's write is in flight
+		delete   bool // B deletes the key instead of writing 2
+	}{
+		{name: "Set"}, {name: "Delete", delete: true},
+		{name: "SetInFlight", inFlight: true}, {name: "DeleteInFlight", inFlight: true, delete: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newFar()
+				fl := fleet(t, f, 2)
+				a, b := fl[0], fl[1]
+				ctx := context.Background()
+				later := func() {
+					var err error
+					if tc.delete {
+						err = b.Delete(ctx, "k")
+					} else {
+						err = b.Set(ctx, "k", store.Entry[int]{Value: 2})
+					}
+					if err != nil {
+						t.Error(err)
+					}
+					synctest.Wait()
+					f.swallow.Store(false)
+					f.report(store.Change{Key: "k"}) // A's write and B's, as one change
+				}
+				f.swallow.Store(true) // not yet delivered
+				if tc.inFlight {
+					hook := func(string) { later() }
+					f.afterSet.Store(&hook)
+				}
+				if err := a.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
+					t.Fatal(err)
+				}
+				if !tc.inFlight {
+					later()
+				}
+				synctest.Wait()
+				for i, s := range fl {
+					got, ok := value(t, s, "k")
+					if !tc.delete && (!ok || got != 2) || tc.delete && ok {
+						t.Errorf("instance %d read %d, %v after A's write of 1 and B's later write, reported as one change", i, got, ok)
+					}
+				}
+			})
+		})
+	}
+}
+
 // Past NearTTL, a near copy is no hit, but a herd cache over the store
 // serves it by stale-if-error when the far store cannot be read and the
 // source fails too; with FlushWhenDown there is no copy to serve.

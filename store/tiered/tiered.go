@@ -300,8 +300,8 @@ func (s *Store[T]) onChange(c store.Change) {
 		s.repairs.cancel()
 		s.flush()
 	default:
-		s.changes.Add(1)
 		s.flights.changed(c.Key, c.Version, func() bool { return s.drop(c.Key, c.Version) })
+		s.changes.Add(1) // after: a change counted has been handled
 	}
 }
 
@@ -734,7 +734,8 @@ type Stats struct {
 	// FarReads is the number of keys read from the far tier because the
 	// near tier had no live copy (repairs not included).
 	FarReads uint64
-	// Changes is the number of key changes the far stream reported.
+	// Changes is the number of key changes the far stream reported,
+	// each counted once the near tier has handled it.
 	Changes uint64
 	// Echoes is the number of writes of this instance whose near copy
 	// stayed when the stream reported them back.
