@@ -115,7 +115,11 @@ func (f *farStore) SetVersioned(ctx context.Context, key string, e store.Entry[i
 	if f.broken.Load() {
 		return 0, errBroken
 	}
-	return f.Store.SetVersioned(ctx, key, e)
+	v, err := f.Store.SetVersioned(ctx, key, e)
+	if h := f.afterSet.Swap(nil); h != nil {
+		(*h)(key)
+	}
+	return v, err
 }
 
 func (f *farStore) SetIfVersioned(ctx context.Context, key string, e store.Entry[int], v store.Version) (store.Version, error) {

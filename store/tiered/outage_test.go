@@ -240,46 +240,51 @@ func TestCoalescedChangesAreNotTakenForAnEcho(t *testing.T) {
 		{name: "Set"}, {name: "Delete", delete: true},
 		{name: "SetInFlight", inFlight: true}, {name: "DeleteInFlight", inFlight: true, delete: true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				f := newFar()
-				fl := fleet(t, f, 2)
-				a, b := fl[0], fl[1]
-				ctx := context.Background()
-				later := func() {
-					var err error
-					if tc.delete {
-						err = b.Delete(ctx, "k")
-					} else {
-						err = b.Set(ctx, "k", store.Entry[int]{Value: 2})
+		for _, plain := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/plain=%v", tc.name, plain), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					f := newFar()
+					fl := fleet(t, f, 2)
+					if plain { // without versions: the echo is counted, then checked
+						fl = plainFleet(t, f, 2)
 					}
-					if err != nil {
-						t.Error(err)
+					a, b := fl[0], fl[1]
+					ctx := context.Background()
+					later := func() {
+						var err error
+						if tc.delete {
+							err = b.Delete(ctx, "k")
+						} else {
+							err = b.Set(ctx, "k", store.Entry[int]{Value: 2})
+						}
+						if err != nil {
+							t.Error(err)
+						}
+						synctest.Wait()
+						f.swallow.Store(false)
+						f.report(store.Change{Key: "k"}) // A's write and B's, as one change
+					}
+					f.swallow.Store(true) // not yet delivered
+					if tc.inFlight {
+						hook := func(string) { later() }
+						f.afterSet.Store(&hook)
+					}
+					if err := a.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
+						t.Fatal(err)
+					}
+					if !tc.inFlight {
+						later()
 					}
 					synctest.Wait()
-					f.swallow.Store(false)
-					f.report(store.Change{Key: "k"}) // A's write and B's, as one change
-				}
-				f.swallow.Store(true) // not yet delivered
-				if tc.inFlight {
-					hook := func(string) { later() }
-					f.afterSet.Store(&hook)
-				}
-				if err := a.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
-					t.Fatal(err)
-				}
-				if !tc.inFlight {
-					later()
-				}
-				synctest.Wait()
-				for i, s := range fl {
-					got, ok := value(t, s, "k")
-					if !tc.delete && (!ok || got != 2) || tc.delete && ok {
-						t.Errorf("instance %d read %d, %v after A's write of 1 and B's later write, reported as one change", i, got, ok)
+					for i, s := range fl {
+						got, ok := value(t, s, "k")
+						if !tc.delete && (!ok || got != 2) || tc.delete && ok {
+							t.Errorf("instance %d read %d, %v after A's write of 1 and B's later write, reported as one change", i, got, ok)
+						}
 					}
-				}
+				})
 			})
-		})
+		}
 	}
 }
 
