@@ -237,8 +237,10 @@ func TestCoalescedChangesAreNotTakenForAnEcho(t *testing.T) {
 		inFlight bool // the change arrives while A's write is in flight
 		delete   bool // B deletes the key instead of writing 2
 	}{
-		{name: "Set"}, {name: "Delete", delete: true},
-		{name: "SetInFlight", inFlight: true}, {name: "DeleteInFlight", inFlight: true, delete: true},
+		{name: "Set"},
+		{name: "Delete", delete: true},
+		{name: "SetInFlight", inFlight: true},
+		{name: "DeleteInFlight", inFlight: true, delete: true},
 	} {
 		for _, plain := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/plain=%v", tc.name, plain), func(t *testing.T) {
