@@ -65,8 +65,9 @@ func TestTieredServesThroughOutage(t *testing.T) {
 			srv := startRedis(t)
 			p := herdtest.NewProxy(t, srv.addr())
 			s := behind(t, srv, p, tiered.NearTTL(nearTTL))
-			start := time.Now()
-			holdKeys(t, s, 100, s)
+			w := behind(t, srv, nil) // another instance writes: s's copies come from its far reads
+			holdKeys(t, w, 100, s)
+			filled := time.Now() // after every far read that gave s a copy began
 			switch fault {
 			case "kill":
 				srv.stop()
@@ -87,7 +88,7 @@ func TestTieredServesThroughOutage(t *testing.T) {
 			if st := s.Stats(); st.FarReads != reads || st.Flushes != 0 {
 				t.Fatalf("in the outage: %+v; want no far read (%d before) and no flush", st, reads)
 			}
-			time.Sleep(time.Until(start.Add(nearTTL)))
+			time.Sleep(time.Until(filled.Add(nearTTL + 2*tiered.DefaultNearResolution)))
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 			defer cancel()
 			if e, ok, err := s.Get(ctx, "0"); err == nil {
