@@ -1,6 +1,6 @@
 // Package fleetcheck runs a fleet of herd caches over a shared store under
 // faults, records every call in a [history.History] and checks it: the
-// stores' fleet tests (Redis, NATS) and the command use it to show that a
+// stores' fleet tests (Redis, NATS) use it to show that a
 // two-level store stays within its staleness bounds, that every instance
 // reads its own writes and that no instance reads backwards, while
 // connections are killed, servers freeze or restart and instances are
@@ -26,21 +26,46 @@
 //
 // # Guarantees and errors
 //
-// Each phase lasts a number of calls, not a time: [Config].PhaseCalls, and
-// for a fault that has a Heal, also until the instances it touches have
-// failed [Config].FaultFailures calls, which shows that the fault bit.
+// A healthy phase lasts a number of calls, [Config].PhaseCalls. A fault
+// that has a Heal is held for [Config].Hold, as calls may then be slow, and
+// until the instances it touches have failed [Config].FaultFailures calls,
+// which shows that the fault bit.
 // Every call is bounded by [Config].CallTimeout. An instance is whole again
-// once a plain write of a probe key reached it within
-// [Config].ProbeWithin of its read of the old value, which, under the
+// once, twice in a row, a plain write of a probe key reached it within
+// [Config].ProbeWithin of its read of the value before, which, under the
 // near tier's TTL, only a working change stream can do: the fault is
 // recorded as lasting until then. Run returns an error, with what it
 // recorded so far, if its context ends first, if a fault's Inject or Heal
 // fails, or if the history cannot be checked; violations are not errors
 // but the report's.
 //
+// # Bounds for two-level stores
+//
+// A near copy of a two-level store (store/tiered) is served at most its
+// NearTTL (plus a tick of the near tier's clock) after the start of the
+// far read that fetched it, and that read began before any write that
+// replaced the copy completed: whatever happens to the change stream, no
+// read is staler than NearTTL and a tick. With a working stream, the
+// change drops the copy within the stream's delivery time. [Bounds] turns
+// these into a check: reads that no fault excuses are allowed the
+// delivery bound, which must be well under NearTTL so that a read the
+// stream failed to fix is told apart from a slow delivery; an instance
+// whose stream is cut or stalled (or that is cut from the server) may
+// serve its copies until NearTTL, so its reads are allowed [Bounds.Fault]
+// while the fault lasts, and [Bounds].Repair after it.
+//
+// Reads of one instance may go back to an older value within the delivery
+// bound of a read that returned the newer one: two far reads of a key by
+// one instance can fill its near tier out of order (the one that read the
+// older value last), and a far read whose fill is discarded returns a
+// value newer than the copy the near tier keeps; either lasts until the
+// stream delivers the newer write, which then drops the copy. [Bounds]
+// allows that much (history.Config.MonotonicGrace); past it, a read going
+// back is a violation.
+//
 // # Costs and lifecycle
 //
-// A run makes tens of thousands of calls a second on loopback and keeps
+// A run makes thousands of calls a second on loopback and keeps
 // every one in memory until the [Result] is dropped. Run closes the caches
 // it built, which closes the instances' stores (a herd.Cache closes its
 // store); it never closes the plain clients. It leaves no goroutine behind.
@@ -101,6 +126,9 @@ type Config struct {
 	Keys int
 	// PhaseCalls is the number of calls of each phase. Default: 2,000.
 	PhaseCalls int
+	// Hold is how long a fault that has a Heal is held at least.
+	// Default: 300ms.
+	Hold time.Duration
 	// FaultFailures is the number of failed calls of the instances that a
 	// fault touches before it is healed. Default: 10.
 	FaultFailures int
@@ -144,6 +172,29 @@ func (f FaultResult) String() string {
 	return fmt.Sprintf("%v: %d failed calls, whole again %v after healing",
 		f.Fault, f.Failures, f.Recovery.Round(time.Millisecond))
 }
+
+// Bounds are the bounds of a run over two-level stores: see the package
+// documentation.
+type Bounds struct {
+	NearTTL  time.Duration // the stores' NearTTL
+	Tick     time.Duration // the resolution of their near tier's clock
+	Delivery time.Duration // the change stream's delivery bound
+	Repair   time.Duration // how long an instance may take to repair its near tier once its stream is back
+}
+
+// Fault is the staleness allowed to the reads of an instance whose stream
+// is cut or stalled, or that is cut from the server: NearTTL, a tick and
+// the delivery bound.
+func (b Bounds) Fault() time.Duration { return b.NearTTL + b.Tick + b.Delivery }
+
+// Check is the checker's configuration: the delivery bound for reads that
+// no fault excuses and for reads going back, and Repair after each fault.
+func (b Bounds) Check() history.Config {
+	return history.Config{Bound: b.Delivery, Recovery: b.Repair, MonotonicGrace: b.Delivery}
+}
+
+// ProbeWithin is the Config.ProbeWithin that fits: half the NearTTL.
+func (b Bounds) ProbeWithin() time.Duration { return b.NearTTL / 2 }
 
 // errNoSource is the loader's answer: a read through a cache that reaches
 // the loader found the store empty, or failing, and cannot tell which.
@@ -198,6 +249,9 @@ func (cfg *Config) defaults() {
 	}
 	if cfg.PhaseCalls <= 0 {
 		cfg.PhaseCalls = 2000
+	}
+	if cfg.Hold <= 0 {
+		cfg.Hold = 300 * time.Millisecond
 	}
 	if cfg.FaultFailures <= 0 {
 		cfg.FaultFailures = 10
@@ -344,7 +398,7 @@ func (r *run) fault(ctx context.Context, f Fault) (FaultResult, error) {
 		return fr, fmt.Errorf("inject: %w", err)
 	}
 	if f.Heal != nil {
-		if err := r.calls(ctx, r.cfg.PhaseCalls); err != nil {
+		if err := sleep(ctx, r.cfg.Hold); err != nil {
 			return fr, err
 		}
 		for r.failures(touched)-failedBefore < int64(r.cfg.FaultFailures) {
@@ -407,40 +461,62 @@ func (r *run) calls(ctx context.Context, n int) error {
 	return nil
 }
 
-// probe waits until instance is whole again: it reads the probe key (a near
-// tier keeps a copy), a plain client writes a new value, and the instance
-// reads that value within ProbeWithin of its first read, which means that
-// its copy was dropped on news from the backend.
+// probe waits until instance is whole again: until it passes probeOnce
+// twice in a row (a flush of its near tier can pass it once by chance).
 func (r *run) probe(ctx context.Context, instance int) error {
-	s, plain := r.cfg.Stores[instance], r.cfg.Plain[0]
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		v := "probe-" + strconv.FormatInt(r.probes.Add(1), 10)
-		began := time.Now()
-		if r.call(-1, func(ctx context.Context) error { _, _, err := s.Get(ctx, probeKey); return err }) != nil ||
-			r.call(-1, func(ctx context.Context) error { return plain.Set(ctx, probeKey, v) }) != nil {
-			if err := sleep(ctx, 10*time.Millisecond); err != nil {
-				return err
-			}
+	for passed := 0; passed < 2; {
+		if r.probeOnce(instance) {
+			passed++
 			continue
 		}
-		for time.Since(began) < r.cfg.ProbeWithin {
-			var e store.Entry[string]
-			err := r.call(-1, func(ctx context.Context) error {
-				var err error
-				e, _, err = s.Get(ctx, probeKey)
-				return err
-			})
-			if err == nil && e.Value == v {
-				return nil
-			}
-			if err := sleep(ctx, time.Millisecond); err != nil {
-				return err
-			}
+		passed = 0
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// probeOnce reports whether a change reached instance: a plain client
+// writes the probe key, the instance reads that value (a near tier keeps a
+// copy, fetched after the write began), the plain client writes the key
+// again, and the instance reads the new value within ProbeWithin of the
+// first write, which means that its copy was dropped on news from the
+// backend (or never kept).
+func (r *run) probeOnce(instance int) bool {
+	s, plain := r.cfg.Stores[instance], r.cfg.Plain[0]
+	get := func() (string, bool) {
+		var (
+			e  store.Entry[string]
+			ok bool
+		)
+		err := r.call(-1, func(ctx context.Context) error {
+			var err error
+			e, ok, err = s.Get(ctx, probeKey)
+			return err
+		})
+		return e.Value, err == nil && ok
+	}
+	set := func() (string, bool) {
+		v := "probe-" + strconv.FormatInt(r.probes.Add(1), 10)
+		return v, r.call(-1, func(ctx context.Context) error { return plain.Set(ctx, probeKey, v) }) == nil
+	}
+	began := time.Now()
+	reads := func(want string) bool {
+		for time.Since(began) < r.cfg.ProbeWithin {
+			if got, ok := get(); ok && got == want {
+				return true
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return false
+	}
+	first, ok := set()
+	if !ok || !reads(first) {
+		return false
+	}
+	second, ok := set()
+	return ok && reads(second)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -451,5 +527,33 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// A T is what [Report] needs of a *testing.T.
+type T interface {
+	Helper()
+	Logf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+}
+
+// Report logs the figures of a run (each fault, then the check's) to t,
+// and fails t on err or on each violation, showing the first ten.
+func Report(t T, res *Result, err error) {
+	t.Helper()
+	for _, f := range res.Faults {
+		t.Logf("fault: %v", f)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("history: %v", res.Report)
+	for i, v := range res.Report.Violations {
+		if i == 10 {
+			t.Errorf("and %d more violations", len(res.Report.Violations)-i)
+			break
+		}
+		t.Errorf("%v", v)
 	}
 }

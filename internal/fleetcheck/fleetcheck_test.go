@@ -195,3 +195,18 @@ func TestRunCatchesADeafNearTier(t *testing.T) {
 		t.Errorf("staleness %v past the NearTTL of %v", rep.MaxStaleness, nearTTL)
 	}
 }
+
+// An instance whose near tier hears of no change is never whole again: the
+// probe that ends a fault waits for news, not for the NearTTL.
+func TestRunWaitsForTheStream(t *testing.T) {
+	stores, _, plain := fleet(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*nearTTL)
+	defer cancel()
+	res, err := fleetcheck.Run(ctx, fleetcheck.Config{
+		Stores: stores, Plain: []fleetcheck.Plain{plain}, PhaseCalls: 100, ProbeWithin: nearTTL / 2,
+		Faults: []fleetcheck.Fault{{What: "nothing", Instance: 0, Inject: func() error { return nil }}},
+	})
+	if !errors.Is(err, context.DeadlineExceeded) || res.Report != nil || len(res.Faults) != 1 {
+		t.Fatalf("Run = %v, %v; want the probe to wait until the deadline", res.Faults, err)
+	}
+}

@@ -21,6 +21,12 @@ type Config struct {
 	// take, once a fault is over, to be whole again (reconnect,
 	// resubscribe, repair what it missed). Zero: faults end at their End.
 	Recovery time.Duration
+	// MonotonicGrace is how long after an earlier read of an instance ended
+	// a read of the same instance may still return an older value, for a
+	// system that promises monotonic reads only once the newer value's
+	// change has reached the instance. Such reads are counted in
+	// Report.BackwardsInGrace. Zero: reads never go back.
+	MonotonicGrace time.Duration
 }
 
 // A Rule is one property that [Check] checks.
@@ -106,6 +112,10 @@ type Report struct {
 	// MaxHealthyStaleness is MaxStaleness over the reads that no fault
 	// excuses (their bound is Config.Bound).
 	MaxHealthyStaleness time.Duration
+	// BackwardsInGrace is the number of reads that returned a value older
+	// than an earlier read of their instance did, within
+	// Config.MonotonicGrace of it: not violations, but not monotonic.
+	BackwardsInGrace int
 	// Violations are in the order their reads began.
 	Violations []Violation
 }
@@ -126,8 +136,12 @@ func (r *Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d operations on %d keys (%d reads, %d writes, %d failed reads, %d failed writes); ",
 		r.Ops, r.Keys, r.Reads, r.Writes, r.FailedReads, r.FailedWrites)
-	fmt.Fprintf(&b, "%d stale reads, largest staleness %v (%v where no fault excuses it); violations:",
+	fmt.Fprintf(&b, "%d stale reads, largest staleness %v (%v where no fault excuses it); ",
 		r.StaleReads, r.MaxStaleness.Round(time.Microsecond), r.MaxHealthyStaleness.Round(time.Microsecond))
+	if r.BackwardsInGrace > 0 {
+		fmt.Fprintf(&b, "%d reads went back within the grace; ", r.BackwardsInGrace)
+	}
+	b.WriteString("violations:")
 	for i, rule := range Rules {
 		if i > 0 {
 			b.WriteByte(',')
@@ -161,7 +175,8 @@ func (r *Report) String() string {
 //     instance completed returns that write's value or a value not older
 //     than it.
 //   - [MonotonicReads]: a read does not return a value older than one that
-//     a read of the same instance, ended before it began, returned.
+//     a read of the same instance, ended before it began (by more than
+//     Config.MonotonicGrace), returned.
 //   - [Unwritten]: a read returns a value that some write, begun before the
 //     read ended, wrote.
 //
@@ -465,15 +480,23 @@ func (k *keyCheck) monotonic(reads []read) {
 			newest[i] = newest[i-1]
 		}
 	}
-	for _, rd := range reads {
-		n := sort.Search(len(byEnd), func(i int) bool { return byEnd[i].op.End >= rd.op.Start })
+	// backFrom returns the earlier read, ended before at, that rd goes
+	// back from, if any.
+	backFrom := func(rd read, at time.Duration) (read, bool) {
+		n := sort.Search(len(byEnd), func(i int) bool { return byEnd[i].op.End >= at })
 		if n == 0 {
-			continue
+			return read{}, false
 		}
-		if prev := newest[n-1]; rd.last.end < prev.first.start {
+		prev := newest[n-1]
+		return prev, rd.last.end < prev.first.start
+	}
+	for _, rd := range reads {
+		if prev, back := backFrom(rd, rd.op.Start-k.cfg.MonotonicGrace); back {
 			involved := append([]Op{*prev.op}, prev.first.ops()...)
 			k.violate(MonotonicReads, rd.op, append(involved, rd.last.ops()...),
 				"the value read"+rd.last.initial()+" is older than the one an earlier read of the instance returned")
+		} else if _, back := backFrom(rd, rd.op.Start); back {
+			k.rep.BackwardsInGrace++
 		}
 	}
 }

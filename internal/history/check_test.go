@@ -332,3 +332,23 @@ func TestCheckLargeHistory(t *testing.T) {
 		t.Fatalf("report %v", rep)
 	}
 }
+
+// A read that goes back within the grace after the earlier read is
+// counted, not a violation; past the grace, it is one.
+func TestCheckMonotonicGrace(t *testing.T) {
+	ops := []history.Op{
+		set(0, "a", 0, 1), set(1, "b", 2, 3),
+		get(0, "b", 4, 5), get(0, "a", 8, 9), // back 3ms after
+		get(2, "b", 4, 5), get(2, "a", 20, 21), // back 15ms after
+	}
+	rep, err := history.Check(ops, nil, history.Config{Bound: ms(100), MonotonicGrace: ms(10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.BackwardsInGrace != 1 || len(rep.Violations) != 1 || rep.Violations[0].Read != ops[5] {
+		t.Fatalf("report %v: %v", rep, rep.Violations)
+	}
+	if !strings.Contains(rep.String(), "1 reads went back within the grace") {
+		t.Errorf("report %q does not give the reads that went back", rep)
+	}
+}

@@ -142,8 +142,12 @@ func (f Fault) String() string {
 	if f.Instance == Everyone {
 		who = "every instance"
 	}
-	return fmt.Sprintf("%s: %s [%v, %v], bound %v", who, f.What,
-		f.Start.Round(time.Microsecond), f.End.Round(time.Microsecond), f.Bound)
+	bound := "bound " + f.Bound.String()
+	if f.Bound == 0 {
+		bound = "no bound of its own"
+	}
+	return fmt.Sprintf("%s: %s [%v, %v], %s", who, f.What,
+		f.Start.Round(time.Microsecond), f.End.Round(time.Microsecond), bound)
 }
 
 // A History is the record of the operations of a test, kept in the order
