@@ -63,6 +63,17 @@
 // allows that much (history.Config.MonotonicGrace); past it, a read going
 // back is a violation.
 //
+// # Stalls
+//
+// A process that stands still (a long garbage collection, a machine
+// starved of CPU, as under -race on a loaded machine) delivers no change
+// meanwhile, and the first read after it may return a value replaced just
+// before it: a stall adds its length to any staleness. A run watches its
+// own process: a goroutine that wakes every few milliseconds records each
+// time it woke more than [StallGap] late as a fault of every instance,
+// whose bound is the check's Bound plus the stall's length. The stalls are
+// reported with the faults.
+//
 // # Costs and lifecycle
 //
 // A run makes thousands of calls a second on loopback and keeps
@@ -99,8 +110,8 @@ type Plain struct {
 
 // A Fault is one step of the nemesis.
 type Fault struct {
-	What     string
-	Instance int // the instance it touches, or history.Everyone
+	What     string // for reports: "server frozen", ...
+	Instance int    // the instance it touches, or history.Everyone
 	// Bound is the staleness allowed to the instance's reads of values
 	// replaced while the fault lasts (see history.Fault).
 	Bound time.Duration
@@ -135,11 +146,12 @@ type Config struct {
 	// CallTimeout bounds every call, and is the caches' StoreTimeout.
 	// Default: 250ms.
 	CallTimeout time.Duration
-	// ProbeWithin is how soon after its read of the old value an instance
-	// must read a probe's new value to count as whole again. It must be
-	// shorter than the time the instance may serve a copy without news
-	// from the backend (a two-level store's NearTTL), and longer than the
-	// change stream's delivery.
+	// ProbeWithin is how soon after a plain write of the probe key began
+	// an instance must have read that value and then the value of the
+	// next write to count as whole again. It must be shorter than the time
+	// the instance may serve a copy without news from the backend (a
+	// two-level store's NearTTL), and longer than two deliveries of the
+	// change stream.
 	ProbeWithin time.Duration
 	// Check is what the checker allows.
 	Check history.Config
@@ -154,6 +166,9 @@ type Result struct {
 	// Faults are the faults as recorded, with the time each instance
 	// took to be whole again after its healing.
 	Faults []FaultResult
+	// Stalls are the times the run's own process stood still (see
+	// "Stalls" in the package documentation).
+	Stalls []history.Fault
 }
 
 // A FaultResult is one fault of a run.
@@ -196,6 +211,10 @@ func (b Bounds) Check() history.Config {
 // ProbeWithin is the Config.ProbeWithin that fits: half the NearTTL.
 func (b Bounds) ProbeWithin() time.Duration { return b.NearTTL / 2 }
 
+// StallGap is how late the run's watcher of its own process must wake for
+// the delay to count as a stall.
+const StallGap = 20 * time.Millisecond
+
 // errNoSource is the loader's answer: a read through a cache that reaches
 // the loader found the store empty, or failing, and cannot tell which.
 var errNoSource = errors.New("fleetcheck: no source: the store had nothing to serve")
@@ -230,9 +249,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	r.start(&wg, stop)
+	wg.Go(func() { res.Stalls = r.watchStalls(stop) })
 	err := r.nemesis(ctx, res)
 	close(stop)
 	wg.Wait()
+	for _, f := range res.Stalls {
+		r.h.Fault(f)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -296,6 +319,31 @@ func (r *run) start(wg *sync.WaitGroup, stop <-chan struct{}) {
 			written++
 			r.writePlain(n+p, plain, key, "p"+strconv.Itoa(p)+"-"+strconv.Itoa(written), rng.IntN(10) < 2)
 		})
+	}
+}
+
+// watchStalls records, until stop is closed, the times the process stood
+// still: the watcher woke more than StallGap after it should have.
+func (r *run) watchStalls(stop <-chan struct{}) []history.Fault {
+	const period = 5 * time.Millisecond
+	var stalls []history.Fault
+	t := time.NewTicker(period)
+	defer t.Stop()
+	last := r.h.Now()
+	for {
+		select {
+		case <-stop:
+			return stalls
+		case <-t.C:
+		}
+		now := r.h.Now()
+		if late := now - last - period; late > StallGap {
+			stalls = append(stalls, history.Fault{
+				Instance: history.Everyone, What: "process stalled", Start: last, End: now,
+				Bound: r.cfg.Check.Bound + late,
+			})
+		}
+		last = now
 	}
 }
 
@@ -545,6 +593,11 @@ func Report(t T, res *Result, err error) {
 	for _, f := range res.Faults {
 		t.Logf("fault: %v", f)
 	}
+	var longest time.Duration
+	for _, f := range res.Stalls {
+		longest = max(longest, f.End-f.Start)
+	}
+	t.Logf("the process stalled %d times (longest %v)", len(res.Stalls), longest.Round(time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

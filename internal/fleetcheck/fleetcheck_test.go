@@ -148,7 +148,7 @@ func TestRunHealthyFleet(t *testing.T) {
 	if rep.Reads < 1000 || rep.Writes < 10 || rep.FailedWrites == 0 {
 		t.Errorf("too few calls, or none failed: %v", rep)
 	}
-	if len(res.Faults) != 2 || res.Faults[0].Failures < 10 || len(res.History.Faults()) != 2 {
+	if len(res.Faults) != 2 || res.Faults[0].Failures < 10 || len(res.History.Faults()) != 2+len(res.Stalls) {
 		t.Errorf("faults: %v", res.Faults)
 	}
 	kinds := map[[2]bool]int{} // [write, absent]
