@@ -179,8 +179,8 @@ func TestTieredWriterKeepsItsOwnWrites(t *testing.T) {
 	waitFor(t, "A's echoes", func() bool { return a.Stats().Echoes+a.Stats().Changes >= 1000 })
 	st := a.Stats()
 	t.Logf("1,000 own writes read back: %d far reads, %d echoes kept, %d keys read again after their echo, %d changes", st.FarReads, st.Echoes, st.EchoChecks, st.Changes)
-	if st.FarReads > 20 {
-		t.Fatalf("%d far reads for 1,000 own writes read back, want at most 2%%", st.FarReads)
+	if st.FarReads > 50 {
+		t.Fatalf("%d far reads for 1,000 own writes read back, want at most 5%%", st.FarReads)
 	}
 	// A later write by B is not taken for an echo of A's.
 	if err := b.Set(ctx, "0", store.Entry[string]{Value: "b"}); err != nil {

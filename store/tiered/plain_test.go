@@ -112,8 +112,8 @@ func TestPlainWriterKeepsItsOwnWrites(t *testing.T) {
 		// read is not kept, and costs its next read a far read.
 		st := a.Stats()
 		t.Logf("1,300 own writes read back: %d far reads, %d echoes, %d keys read again", st.FarReads, st.Echoes, st.EchoChecks)
-		if st.FarReads > 26 || st.EchoChecks == 0 {
-			t.Fatalf("after 1,300 own writes read back: %+v, want at most 2%% far reads, and echoes checked", st)
+		if st.FarReads > 65 || st.EchoChecks == 0 {
+			t.Fatalf("after 1,300 own writes read back: %+v, want at most 5%% far reads, and echoes checked", st)
 		}
 		for round := range 200 {
 			k := fmt.Sprint(round % 10)

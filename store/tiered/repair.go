@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -130,24 +131,24 @@ func (s *Store[T]) repair(ctx context.Context, before int64) {
 
 // repairBatchOf revalidates the near copies of keys with one far read.
 func (s *Store[T]) repairBatchOf(ctx context.Context, keys []string) {
-	s.repairReads.Add(uint64(len(keys)))
-	s.reread(ctx, keys)
+	s.reread(ctx, keys, &s.repairReads)
 }
 
 // checkEchoes re-reads keys whose copies a change without a version left
 // in place (see checker).
 func (s *Store[T]) checkEchoes(ctx context.Context, keys []string) {
-	s.echoChecks.Add(uint64(len(keys)))
-	s.reread(ctx, keys)
+	s.reread(ctx, keys, &s.echoChecks)
 }
 
 // reread reads keys from the far tier in one call and makes the near tier
-// agree with what it read, as a far read does.
-func (s *Store[T]) reread(ctx context.Context, keys []string) {
+// agree with what it read, as a far read does. It counts the keys in
+// count once they are registered as in flight.
+func (s *Store[T]) reread(ctx context.Context, keys []string, count *atomic.Uint64) {
 	tickets := make([]ticket, len(keys))
 	for i, k := range keys {
 		tickets[i] = s.flights.begin(k)
 	}
+	count.Add(uint64(len(keys)))
 	start := s.clock.Exact()
 	rctx, cancel := context.WithTimeout(ctx, s.repairs.timeout)
 	found, err := s.getManyFar(rctx, keys)

@@ -458,12 +458,25 @@ func (s *Store[T]) fillVersion(key string, t ticket, e store.Entry[T], v store.V
 		switch {
 		case !vd.unchanged && !seen:
 			s.discarded.Add(1)
+		case vd.reads > 0 && !s.newer(key, v):
+			// Another far read of the key ended while this one was in
+			// flight, and may have filled a newer copy, which this
+			// instance may have served: this one must not go back.
+			s.discarded.Add(1)
 		case it != nil && !s.closed.Load():
 			s.near.Set(key, it)
 		default:
 			s.near.Invalidate(key)
 		}
 	})
+}
+
+// newer reports whether a copy of key read at version v is known to be
+// newer than the near tier's copy: both versions known and v the later one.
+// The caller holds the mutex of key's stripe.
+func (s *Store[T]) newer(key string, v store.Version) bool {
+	cur, ok := s.near.GetIfPresent(key)
+	return ok && v != 0 && cur.version != 0 && v > cur.version
 }
 
 // absent ends the far read of ticket t, which found no entry of key: the
