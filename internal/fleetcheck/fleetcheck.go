@@ -54,14 +54,9 @@
 // serve its copies until NearTTL, so its reads are allowed [Bounds.Fault]
 // while the fault lasts, and [Bounds].Repair after it.
 //
-// Reads of one instance may go back to an older value within the delivery
-// bound of a read that returned the newer one: two far reads of a key by
-// one instance can fill its near tier out of order (the one that read the
-// older value last), and a far read whose fill is discarded returns a
-// value newer than the copy the near tier keeps; either lasts until the
-// stream delivers the newer write, which then drops the copy. [Bounds]
-// allows that much (history.Config.MonotonicGrace); past it, a read going
-// back is a violation.
+// Reads of one instance never go back to an older value: [Bounds] allows
+// no grace (history.Config.MonotonicGrace is zero), and a read going back
+// is a violation.
 //
 // # Stalls
 //
@@ -203,9 +198,9 @@ type Bounds struct {
 func (b Bounds) Fault() time.Duration { return b.NearTTL + b.Tick + b.Delivery }
 
 // Check is the checker's configuration: the delivery bound for reads that
-// no fault excuses and for reads going back, and Repair after each fault.
+// no fault excuses, Repair after each fault, and no read going back.
 func (b Bounds) Check() history.Config {
-	return history.Config{Bound: b.Delivery, Recovery: b.Repair, MonotonicGrace: b.Delivery}
+	return history.Config{Bound: b.Delivery, Recovery: b.Repair}
 }
 
 // ProbeWithin is the Config.ProbeWithin that fits: half the NearTTL.
