@@ -76,7 +76,8 @@ func (f *inflight) begin(key string) ticket {
 // key since t began, then unregisters t. A step that changes the near tier
 // runs under the mutex so that no invalidation can pass between its check
 // and its change. If bump is set, the operation counts as an invalidation
-// of the key for the others in flight.
+// of the key for the others in flight; else, with a step, it counts as a
+// far read of the key that ended with an answer (a failed read has none).
 func (f *inflight) finish(key string, t ticket, bump bool, step func(verdict)) {
 	s := t.s
 	s.Mu.Lock()
@@ -85,9 +86,10 @@ func (f *inflight) finish(key string, t ticket, bump bool, step func(verdict)) {
 	if n := t.r.streamed - t.streamed; n > 0 && n == t.r.gen-t.gen {
 		v.streamed, v.unversioned, v.last = n, t.r.unversioned-t.unversioned, t.r.last
 	}
-	if bump {
+	switch {
+	case bump:
 		t.r.gen++
-	} else {
+	case step != nil: // a read that found something, or found nothing: not one that failed
 		t.r.reads++
 	}
 	t.r.refs--
