@@ -125,9 +125,9 @@ func newCheckFleet(ctx context.Context, raw string) (f *checkFleet, err error) {
 		target = net.JoinHostPort(u.Hostname(), port)
 	}
 	for range checkInstances {
-		p, err := proxy.Start(target)
-		if err != nil {
-			return nil, err
+		p, perr := proxy.Start(target)
+		if perr != nil {
+			return nil, perr
 		}
 		f.onClose(p.Close)
 		f.proxies = append(f.proxies, p)
@@ -245,9 +245,9 @@ func (f *checkFleet) openNATS(ctx context.Context, raw string, quiet *slog.Logge
 		return nil, err
 	}
 	f.onClose(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		delCtx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 		defer cancel()
-		_ = js.DeleteKeyValue(ctx, bucket)
+		_ = js.DeleteKeyValue(delCtx, bucket)
 		nc.Close()
 	})
 	kvCtx, cancel := context.WithTimeout(ctx, connectTimeout)
