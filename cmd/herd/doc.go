@@ -75,6 +75,14 @@
 //	                 store keys, with a verdict on any that grows in the second half
 //	--sample d       time between two samples of the long run (default --duration / 120,
 //	                 at least 100ms)
+//	--check          run the history check instead: 3 two-level instances over the --store
+//	                 server (not memory), each through a proxy of its own, and a plain writer
+//	                 read and write while one instance stalls, another is partitioned, every
+//	                 instance is cut (and, on Redis, the tracking connections are killed);
+//	                 every call is checked for bounded staleness, read-your-writes and
+//	                 monotonic reads
+//	--check-calls n  calls of each phase of the history check, healthy or under a fault;
+//	                 larger for a longer check (default 2000)
 //
 // Progress goes to standard error: a bar on a terminal, plain lines
 // elsewhere or when CI=true.
@@ -199,6 +207,39 @@
 // With nats:embedded the server runs in the command's process, and its
 // heap, goroutines and files count too.
 //
+// # History check
+//
+// --check checks what a fleet of two-level stores reads while its
+// connections fail. Over the --store server (the memory store has no
+// connection to cut: --check on it is a flag error), it runs 3 herd caches,
+// each over store/tiered (tiered.NewVersioned) over redisstore or natsstore
+// on a client of its own that reaches the server through a proxy of its own,
+// and a plain writer that sets and deletes keys in the store's format
+// outside herd, as another program would (Redis: SET and DEL; NATS: KV Put
+// and Delete). Every instance reads through its cache and its store and
+// writes through both. After a healthy phase come the faults, each followed
+// by a healthy phase: over Redis, the tracking connections killed (CLIENT
+// KILL TYPE pubsub); then instance 1 stalled (its proxy hangs) and resumed;
+// instance 2 partitioned (its proxy refuses) and restored; every instance
+// cut at once and restored. A phase lasts --check-calls calls (default
+// 2,000; larger for a longer check), a fault until its instances have
+// failed calls and its proxy has been held for 300ms, and, once healed,
+// until a write of the plain writer reaches each instance it touched.
+//
+// Every call is recorded and the history is checked: no read returns a
+// value replaced more than the delivery bound (200ms) before it began, or
+// the near tier's TTL (1s) and the bound while a fault of its instance
+// lasts; every instance reads its own writes; no instance reads back in
+// time. It prints a line per fault (its failed calls, and how long its
+// instances took to be whole again), the history's figures (operations,
+// stale reads, largest staleness, violations per rule), the first
+// violations and a verdict, and exits with status 1 on any violation:
+//
+//	go run ./cmd/herd --check --store redis:local
+//	go run ./cmd/herd --check --store nats:embedded --check-calls 20000
+//
+// The other flags but --store and --seed do not apply to it.
+//
 // # Is the run sound?
 //
 // The clients are open-loop: a request is due every 10ms per client,
@@ -215,7 +256,7 @@
 // # Exit status
 //
 //	0    the run was sound
-//	1    an output could not be written
+//	1    an output could not be written, or --check found a violation or did not finish
 //	2    a bad flag, store URL, or a store that does not answer
 //	3    a herd setup failed more than half of its requests
 //	4    the machine could not send the requests on time (and no herd setup failed)

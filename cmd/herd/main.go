@@ -18,6 +18,7 @@ import (
 const (
 	exitOK          = 0
 	exitFailed      = 1   // an output could not be written
+	exitViolation   = 1   // the history check found a violation, or did not finish
 	exitUsage       = 2   // a bad flag, store or URL
 	exitHerdFailed  = 3   // a herd setup failed more than half of its requests
 	exitBehind      = 4   // the machine could not send the requests on time
@@ -51,6 +52,8 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	o.cfg.Command = commandLine(args)
 	switch {
+	case o.checkCalls > 0:
+		return runCheck(ctx, &o, stdout, stderr)
 	case o.fleet != nil:
 		o.fleet.Command = o.cfg.Command
 		return runFleet(ctx, &o, stdout, stderr)

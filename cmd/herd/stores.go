@@ -114,17 +114,7 @@ func openRedis(ctx context.Context, raw, id string) (storeOpener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid URL %s: %w", redact(raw), err)
 	}
-	// The settings that redisstore recommends: every call ends at its
-	// context's deadline, and a dead or hung server costs a request one
-	// quick retry, not go-redis's default dials, retries and waits of
-	// seconds.
-	opts.ContextTimeoutEnabled = true
-	opts.DialTimeout = 500 * time.Millisecond
-	opts.DialerRetries = 1
-	opts.ReadTimeout = 500 * time.Millisecond
-	opts.WriteTimeout = 500 * time.Millisecond
-	opts.PoolTimeout = time.Second
-	opts.MaxRetries = 1
+	recommendRedis(opts)
 	probeOpts := *opts
 	probeOpts.DialTimeout = connectTimeout
 	probe := redis.NewClient(&probeOpts)
@@ -135,6 +125,20 @@ func openRedis(ctx context.Context, raw, id string) (storeOpener, error) {
 		return nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
 	}
 	return redisOpener(opts, id), nil
+}
+
+// recommendRedis gives opts the settings that redisstore recommends:
+// every call ends at its context's deadline, and a dead or hung server
+// costs a request one quick retry, not go-redis's default dials, retries
+// and waits of seconds.
+func recommendRedis(opts *redis.Options) {
+	opts.ContextTimeoutEnabled = true
+	opts.DialTimeout = 500 * time.Millisecond
+	opts.DialerRetries = 1
+	opts.ReadTimeout = 500 * time.Millisecond
+	opts.WriteTimeout = 500 * time.Millisecond
+	opts.PoolTimeout = time.Second
+	opts.MaxRetries = 1
 }
 
 // redisOpener returns what gives each instance a store of its own, on a
@@ -187,25 +191,27 @@ func removeRedisKeys(ctx context.Context, client *redis.Client, pattern string) 
 	}
 }
 
-func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
-	connect := func() (*nats.Conn, jetstream.JetStream, error) {
-		// The settings that natsstore recommends: a hung server is noticed
-		// within seconds, and a write to a hung socket blocks calls for a
-		// second at most.
-		nc, err := nats.Connect(raw, nats.Timeout(connectTimeout),
-			nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-			nats.PingInterval(5*time.Second), nats.MaxPingsOutstanding(2),
-			nats.FlusherTimeout(time.Second))
-		if err != nil {
-			return nil, nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
-		}
-		js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(time.Second))
-		if err != nil {
-			nc.Close()
-			return nil, nil, fmt.Errorf("store %s: %w", redact(raw), err)
-		}
-		return nc, js, nil
+// connectNATS connects to the NATS server at raw with the settings that
+// natsstore recommends: a hung server is noticed within seconds, and a
+// write to a hung socket blocks calls for a second at most.
+func connectNATS(raw string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(raw, nats.Timeout(connectTimeout),
+		nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+		nats.PingInterval(5*time.Second), nats.MaxPingsOutstanding(2),
+		nats.FlusherTimeout(time.Second))
+	if err != nil {
+		return nil, nil, fmt.Errorf("store %s is unreachable: %w", redact(raw), err)
 	}
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(time.Second))
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("store %s: %w", redact(raw), err)
+	}
+	return nc, js, nil
+}
+
+func openNATS(ctx context.Context, raw, id string) (storeOpener, error) {
+	connect := func() (*nats.Conn, jetstream.JetStream, error) { return connectNATS(raw) }
 	probe, js, err := connect()
 	if err != nil {
 		return nil, err
