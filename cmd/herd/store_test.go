@@ -42,8 +42,8 @@ func runHealthy(t *testing.T, url string) (stdout string) {
 
 // runHung runs the command over the store at url, reached through p, which
 // hangs from the first second of the run to its end, and checks that the
-// command reports the herd setups' failure: no success summary, exit
-// status 3.
+// herd setups get through it: exit status 0, no failure verdict, fewer
+// source calls than no cache.
 func runHung(t *testing.T, url string, p *pausingProxy) {
 	t.Helper()
 	var out bytes.Buffer
@@ -56,12 +56,8 @@ func runHung(t *testing.T, url string, p *pausingProxy) {
 	p.resume()
 	stdout := out.String()
 	flat := strings.ReplaceAll(stdout, "\n", " ") // the verdict wraps
-	if code != exitHerdFailed || !strings.Contains(flat, " FAILED: herd (TTL) failed ") ||
-		!strings.Contains(flat, "herd (SWR+SIE) failed ") || strings.Contains(flat, "fewer source calls") {
+	if code != 0 || strings.Contains(flat, "FAILED") || !strings.Contains(flat, "fewer source calls than no cache") {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, stdout, errs.String())
-	}
-	if !strings.Contains(errs.String(), "herd: the run failed: herd (TTL) failed most of its requests\n") {
-		t.Fatalf("stderr:\n%s", errs.String())
 	}
 }
 
