@@ -456,13 +456,16 @@ func (s *Store[T]) fillVersion(key string, t ticket, e store.Entry[T], v store.V
 		// no later than the one read: the read saw them.
 		seen := v != 0 && vd.streamed > 0 && vd.unversioned == 0 && vd.last <= v
 		switch {
-		case !vd.unchanged && !seen:
+		case !vd.unchanged && !seen, vd.reads > 0 && !s.newer(key, v):
+			// Invalidated meanwhile; or another far read of the key ended
+			// while this one was in flight, and may have filled a newer
+			// copy, which this instance may have served: this one must not
+			// go back. But its caller gets what it read, so a copy the
+			// near tier keeps must not be older than that either.
 			s.discarded.Add(1)
-		case vd.reads > 0 && !s.newer(key, v):
-			// Another far read of the key ended while this one was in
-			// flight, and may have filled a newer copy, which this
-			// instance may have served: this one must not go back.
-			s.discarded.Add(1)
+			if cur, ok := s.near.GetIfPresent(key); ok && (v == 0 || cur.version == 0 || cur.version < v) {
+				s.near.Invalidate(key)
+			}
 		case it != nil && !s.closed.Load():
 			s.near.Set(key, it)
 		default:
@@ -481,14 +484,11 @@ func (s *Store[T]) newer(key string, v store.Version) bool {
 
 // absent ends the far read of ticket t, which found no entry of key: the
 // copy of key the near tier kept past its NearTTL goes, as it is no
-// fallback anymore, unless key was invalidated meanwhile (a newer copy may
-// then be there).
+// fallback anymore; and so does any copy filled or written meanwhile, as
+// the caller of this read gets "no entry", and its next read must not find
+// an older value.
 func (s *Store[T]) absent(key string, t ticket) {
-	s.flights.finish(key, t, false, func(v verdict) {
-		if v.unchanged {
-			s.near.Invalidate(key)
-		}
-	})
+	s.flights.finish(key, t, false, func(verdict) { s.near.Invalidate(key) })
 }
 
 // newItem returns the near copy of e for an operation that began at start
