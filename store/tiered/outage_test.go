@@ -237,8 +237,10 @@ func TestCoalescedChangesAreNotTakenForAnEcho(t *testing.T) {
 		inFlight bool // the change arrives while A's write is in flight
 		delete   bool // B deletes the key instead of writing 2
 	}{
-		{name: "Set"}, {name: "Delete", delete: true},
-		{name: "SetInFlight", inFlight: true}, {name: "DeleteInFlight", inFlight: true, delete: true},
+		{name: "Set"},
+		{name: "Delete", delete: true},
+		{name: "SetInFlight", inFlight: true},
+		{name: "DeleteInFlight", inFlight: true, delete: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
