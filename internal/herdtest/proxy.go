@@ -65,10 +65,19 @@ func (p *Proxy) serve(ln net.Listener) {
 				continue
 			}
 			p.mu.Lock()
+			if p.ln != ln {
+				// Cut while the connection was being made: Cut closed the
+				// connections it knew and waits for their forwarding, so
+				// this one must not start.
+				p.mu.Unlock()
+				_ = c.Close()
+				_ = s.Close()
+				return
+			}
 			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
 			p.wg.Go(func() { p.pipe(c, s) })
 			p.wg.Go(func() { p.pipe(s, c) })
+			p.mu.Unlock()
 		}
 	})
 }
