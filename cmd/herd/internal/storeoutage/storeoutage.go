@@ -240,6 +240,12 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	}
 	for i := range c.Instances {
 		ss, err := c.Open(ctx, "outage")
+		for try := 1; err != nil && try < openTries && ctx.Err() == nil; try++ {
+			// A server under load may fail to create a stream or a key
+			// space once (JetStream's 10049, "error creating store").
+			time.Sleep(200 * time.Millisecond)
+			ss, err = c.Open(ctx, "outage")
+		}
 		if err != nil {
 			closeAll()
 			return nil, err
@@ -475,3 +481,7 @@ func addStats(a, b herd.Stats) herd.Stats {
 	a.LockWaits += b.LockWaits
 	return a
 }
+
+// openTries is how many times the phase tries to open each instance's
+// store before it gives up.
+const openTries = 3
