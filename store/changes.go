@@ -69,9 +69,11 @@ type Change struct {
 //     order the backend reports them (changes of keys on different shards
 //     of a sharded backend have no order between them).
 //   - A change may be reported more than once, and changes made by the
-//     watching process itself are reported too. A stream that keeps only
-//     the last revision of a key (a NATS KV bucket) may skip a change of
-//     a key that a later change of it overtook before delivery; the last
+//     watching process itself are reported too. Several changes of a key
+//     may be reported as one: a stream that keeps only the last revision
+//     of a key (a NATS KV bucket) may skip a change that a later change of
+//     it overtook before delivery, and Redis's broadcast tracking reports
+//     the writes of a key in one turn of its event loop once; the last
 //     change of a key is always reported. A receiver that must tell its
 //     own write's change from a later one compares versions (see
 //     [VersionReporter]) rather than count changes.
