@@ -79,7 +79,7 @@ func newGated() *gatedFar { return &gatedFar{farStore: newFar(), gates: make(map
 // newGatedSized is newGated over a memory store bounded to maxEntries.
 func newGatedSized(maxEntries int) *gatedFar {
 	f := newFar()
-	_ = f.Store.Close(context.Background())
+	_ = f.Close(context.Background()) // its memory store, replaced below
 	f.Store = memory.New[int](memory.MaxEntries(maxEntries))
 	return &gatedFar{farStore: f, gates: make(map[string]*gate)}
 }
