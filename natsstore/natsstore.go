@@ -308,7 +308,9 @@ type Store[T any] struct {
 // it does not exist. It returns an error if the bucket cannot be created or
 // read within ctx (one wrapping [ErrUnavailable] at once while the
 // connection is down), or if an explicit MarkerTTL differs from the bound
-// bucket's. Invalid options panic (see [Option]).
+// bucket's. A server that fails to set up the bucket's storage for a
+// moment, as it does right after a bucket of the same name was deleted, is
+// asked again a few times within ctx. Invalid options panic (see [Option]).
 func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts ...Option) (*Store[T], error) {
 	check.Context(ctx, "natsstore")
 	cfg := config{markerTTL: store.DefaultVersionRetention, replicas: 1, bulk: 16, inFlight: 256, logger: slog.Default()}
@@ -328,12 +330,9 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 	if !js.Conn().IsConnected() {
 		return nil, fmt.Errorf("natsstore: bucket %q: %w", bucket, ErrUnavailable)
 	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: bucket, History: 1, Replicas: cfg.replicas, LimitMarkerTTL: cfg.markerTTL,
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, bucket)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("natsstore: bucket %q: %w", bucket, err)
 	}
@@ -353,6 +352,39 @@ func New[T any](ctx context.Context, js jetstream.JetStream, bucket string, opts
 	s.conn = watchConn(js.Conn())
 	warnSlowFailure(ctx, s.logger, js.Conn())
 	return s, nil
+}
+
+// errStoreFailed is JetStream's "error creating store for stream": the
+// server could not set up a stream's storage, which happens for a moment
+// after a stream of the same name was deleted (its files are still being
+// moved away) and on a server short of time.
+const errStoreFailed jetstream.ErrorCode = 10049
+
+// openBucket creates the bucket, or opens it when it exists. A failure to
+// create its storage is tried again a few times, a little later each time,
+// within ctx: it passes once the server is done with a deleted bucket's
+// files.
+func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	const tries = 5
+	wait := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		kv, err := js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+		var apiErr *jetstream.APIError
+		if err == nil || try == tries || !errors.As(err, &apiErr) || apiErr.ErrorCode != errStoreFailed {
+			return kv, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		wait *= 2
+	}
 }
 
 // warnSlowFailure logs, once per New, the client settings under which a

@@ -3,6 +3,7 @@ package natsstore_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -203,5 +204,29 @@ func TestWatchMaxAgeMarker(t *testing.T) {
 	}
 	if _, v, ok, err := s.GetVersion(ctx, "k"); ok || err != nil || v != aged.Version {
 		t.Fatalf("GetVersion after the max age: version %d, found %v, %v; want a miss at %d", v, ok, err, aged.Version)
+	}
+}
+
+// A bucket deleted and created again at once opens: the server may refuse
+// the new bucket's storage for a moment while it moves the old one's files
+// away (JetStream's 10049), and New tries again.
+func TestNewAfterDelete(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.url())
+	ctx := context.Background()
+	for round := range 100 {
+		s, err := natsstore.New[string](ctx, js, "again", natsstore.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := s.Set(ctx, "k", store.Entry[string]{Value: "v"}); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := s.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := js.DeleteKeyValue(ctx, "again"); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
