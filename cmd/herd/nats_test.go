@@ -62,8 +62,8 @@ func TestRunOverNATS(t *testing.T) {
 // deadlines); then they answer by loads, and the run succeeds.
 func TestRunOverHungNATS(t *testing.T) {
 	url := startNATS(t)
-	p := newPausingProxy(t, strings.TrimPrefix(url, "nats://"))
-	runHung(t, "nats://"+p.addr(), p)
+	p := startProxy(t, strings.TrimPrefix(url, "nats://"))
+	runHung(t, "nats://"+p.Addr(), p)
 }
 
 // --store nats:embedded runs the demo over a nats-server that the command

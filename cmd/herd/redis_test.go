@@ -97,8 +97,8 @@ func TestRunOverRedis(t *testing.T) {
 // then they answer by loads, and the run succeeds.
 func TestRunOverHungRedis(t *testing.T) {
 	url := startRedis(t)
-	p := newPausingProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "redis://"), "/0"))
-	runHung(t, "redis://"+p.addr()+"/0", p)
+	p := startProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "redis://"), "/0"))
+	runHung(t, "redis://"+p.Addr()+"/0", p)
 }
 
 // --store redis:local runs the demo over the redis-server found on PATH,

@@ -3,12 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/herdcache/herd/cmd/herd/internal/proxy"
 )
 
 // runHealthy runs the command over the store at url at a load that a test
@@ -44,16 +43,18 @@ func runHealthy(t *testing.T, url string) (stdout string) {
 // hangs from the first second of the run to its end, and checks that the
 // herd setups get through it: exit status 0, no failure verdict, fewer
 // source calls than no cache.
-func runHung(t *testing.T, url string, p *pausingProxy) {
+func runHung(t *testing.T, url string, p *proxy.Proxy) {
 	t.Helper()
 	var out bytes.Buffer
 	// The progress lines on stderr tell the test where the run is.
-	errs := &watcher{on: map[string]func(){"  1.0s/4s ": p.pause, "  4.0s/4s ": p.resume}}
+	hang := func() { p.Cut(proxy.Hang) }
+	restore := func() { _ = p.Restore() } // fails only once p is closed
+	errs := &watcher{on: map[string]func(){"  1.0s/4s ": hang, "  4.0s/4s ": restore}}
 	code := run([]string{
 		"--store", url, "--instances", "2", "--duration", "4s", "--outage", "0s",
 		"--clients", "4", "--keys", "50", "--timeout", "300ms", "--store-outage", "0",
 	}, &out, errs)
-	p.resume()
+	restore()
 	stdout := out.String()
 	flat := strings.ReplaceAll(stdout, "\n", " ") // the verdict wraps
 	if code != 0 || strings.Contains(flat, "FAILED") || !strings.Contains(flat, "fewer source calls than no cache") {
@@ -190,129 +191,14 @@ func (w *watcher) String() string {
 	return w.b.String()
 }
 
-// A pausingProxy forwards TCP connections on loopback to a server. While
-// paused it still takes connections and reads what both sides send, but
-// delivers nothing, as a hung server does; on resume it delivers what it
-// held. Closing it, at the end of the test, closes every connection.
-type pausingProxy struct {
-	l      net.Listener
-	target string
-
-	mu     sync.Mutex
-	cond   *sync.Cond
-	paused bool
-	closed bool
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func newPausingProxy(t *testing.T, target string) *pausingProxy {
+// startProxy starts a proxy to target (host:port) that the test closes at
+// its end.
+func startProxy(t *testing.T, target string) *proxy.Proxy {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := proxy.Start(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pausingProxy{l: l, target: target}
-	p.cond = sync.NewCond(&p.mu)
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *pausingProxy) addr() string { return p.l.Addr().String() }
-
-func (p *pausingProxy) pause() {
-	p.mu.Lock()
-	p.paused = true
-	p.mu.Unlock()
-}
-
-func (p *pausingProxy) resume() {
-	p.mu.Lock()
-	p.paused = false
-	p.mu.Unlock()
-	p.cond.Broadcast()
-}
-
-func (p *pausingProxy) close() {
-	_ = p.l.Close()
-	p.mu.Lock()
-	p.closed = true
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.cond.Broadcast()
-	p.wg.Wait()
-}
-
-func (p *pausingProxy) accept() {
-	for {
-		client, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			_ = client.Close()
-			_ = server.Close()
-			return
-		}
-		p.conns = append(p.conns, client, server)
-		p.mu.Unlock()
-		p.pipe(server, client)
-		p.pipe(client, server)
-	}
-}
-
-// pipe forwards what src sends to dst: a reader that never stops reading,
-// and a writer that delivers what was read unless the proxy is paused.
-func (p *pausingProxy) pipe(dst, src net.Conn) {
-	var (
-		queue [][]byte
-		eof   bool
-	)
-	p.wg.Go(func() {
-		for {
-			buf := make([]byte, 32<<10)
-			n, err := src.Read(buf)
-			p.mu.Lock()
-			if n > 0 {
-				queue = append(queue, buf[:n])
-			}
-			eof = err != nil
-			p.mu.Unlock()
-			p.cond.Broadcast()
-			if err != nil {
-				return
-			}
-		}
-	})
-	p.wg.Go(func() {
-		defer dst.Close()
-		for {
-			p.mu.Lock()
-			// Wait while there is nothing to deliver, or delivery is paused,
-			// unless the proxy closed or the source ended with nothing left.
-			for !p.closed && (len(queue) > 0 || !eof) && (p.paused || len(queue) == 0) {
-				p.cond.Wait()
-			}
-			if p.closed || len(queue) == 0 {
-				p.mu.Unlock()
-				return
-			}
-			chunk := queue[0]
-			queue = queue[1:]
-			p.mu.Unlock()
-			if _, err := dst.Write(chunk); err != nil && !errors.Is(err, io.EOF) {
-				return
-			}
-		}
-	})
 }
