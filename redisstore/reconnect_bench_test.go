@@ -227,15 +227,12 @@ func (r *reconnection) reconnect() repair {
 		}
 	}
 	back := r.inst.Stats()
-	for pending := changedKeys; ; {
+	pending := changedKeys
+	if !poll(deadline, 100*time.Microsecond, func() bool {
 		_, pending = r.read(pending, r.want)
-		if len(pending) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			r.readAll(pending, r.want) // fails, saying which
-		}
-		time.Sleep(100 * time.Microsecond)
+		return len(pending) == 0
+	}) {
+		r.readAll(pending, r.want) // fails, saying which
 	}
 	repaired := time.Since(restored)
 	serve := r.readAll(r.keys, r.want)
@@ -268,16 +265,7 @@ func chunks(keys []string, n int) func(func([]string) bool) {
 // waitChanges reports whether the instance's stream delivers a change
 // (beyond the count changes) within d.
 func (r *reconnection) waitChanges(changes uint64, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if r.inst.Stats().Changes > changes {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
+	return poll(time.Now().Add(d), 100*time.Microsecond, func() bool { return r.inst.Stats().Changes > changes })
 }
 
 // waitRepair returns the instance's counters once a revalidation, if one
@@ -288,8 +276,10 @@ func (r *reconnection) waitRepair(started bool, deadline time.Time) tiered.Stats
 	if !started {
 		return st
 	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 		next := r.inst.Stats()
 		if next.InFlight == 0 && next.RepairReads == st.RepairReads {
 			return next
@@ -297,6 +287,20 @@ func (r *reconnection) waitRepair(started bool, deadline time.Time) tiered.Stats
 		st = next
 	}
 	return st
+}
+
+// poll reports whether cond holds by deadline, asking it at once and then
+// every interval.
+func poll(deadline time.Time, every time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for !cond() {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+	return true
 }
 
 // behaviour names what a reconnection did to the near tier.
