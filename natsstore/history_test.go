@@ -13,17 +13,8 @@ import (
 	"github.com/herdcache/herd/store/tiered"
 )
 
-// The bounds of the history tests (see fleetcheck's package documentation):
-// deliveries take about a millisecond on loopback and tens under -race on a
-// loaded machine (up to 60ms seen over NATS, whose server then runs under
-// -race in the test's process); 200ms is three times the worst seen, and a
-// fifth of the NearTTL. A resumed watch replays the changes of ten keys at once.
-var historyBounds = fleetcheck.Bounds{
-	NearTTL:  time.Second,
-	Tick:     tiered.DefaultNearResolution,
-	Delivery: 200 * time.Millisecond,
-	Repair:   200 * time.Millisecond,
-}
+// The bounds of the history tests (see fleetcheck's package documentation).
+var historyBounds = fleetcheck.Loopback
 
 // Three two-level instances over one bucket, each through a proxy of its
 // own, read and write through herd caches and directly, with a plain KV
@@ -58,18 +49,10 @@ func TestTieredHistoryUnderFaults(t *testing.T) {
 	}
 	// The store keeps key k under "d.k" and k escaped; the keys of the run
 	// ("k0", "probe") need no escaping.
-	plain := fleetcheck.Plain{
-		// The bytes a herd writer of the default codec would write.
-		Set: func(ctx context.Context, key, value string) error {
-			data, err := store.Encode[string](store.JSON[string]{}, store.Entry[string]{Value: value})
-			if err != nil {
-				return err
-			}
-			_, err = kv.Put(ctx, "d.k"+key, data)
-			return err
-		},
-		Delete: func(ctx context.Context, key string) error { return kv.Delete(ctx, "d.k"+key) },
-	}
+	plain := fleetcheck.PlainBytes(func(ctx context.Context, key string, data []byte) error {
+		_, err := kv.Put(ctx, "d.k"+key, data)
+		return err
+	}, func(ctx context.Context, key string) error { return kv.Delete(ctx, "d.k"+key) })
 	all := append([]proxy{pp}, proxies...)
 	each := func(f func(proxy)) func() error {
 		return func() error {

@@ -14,17 +14,8 @@ import (
 	"github.com/herdcache/herd/store/tiered"
 )
 
-// The bounds of the history tests (see fleetcheck's package documentation):
-// deliveries take about a millisecond on loopback and tens under -race on a
-// loaded machine (up to 60ms seen over NATS, whose server then runs under
-// -race in the test's process); 200ms is three times the worst seen, and a
-// fifth of the NearTTL. A near tier of ten keys is repaired in a round trip or two.
-var historyBounds = fleetcheck.Bounds{
-	NearTTL:  time.Second,
-	Tick:     tiered.DefaultNearResolution,
-	Delivery: 200 * time.Millisecond,
-	Repair:   200 * time.Millisecond,
-}
+// The bounds of the history tests (see fleetcheck's package documentation).
+var historyBounds = fleetcheck.Loopback
 
 // Three two-level instances over one server, each through a proxy of its
 // own, read and write through herd caches and directly, with a plain Redis
@@ -52,17 +43,9 @@ func TestTieredHistoryUnderFaults(t *testing.T) {
 		stores, proxies = append(stores, s), append(proxies, p)
 	}
 	keyOf := redisstore.New[string](plainClient, redisstore.Prefix(prefix)).Key
-	plain := fleetcheck.Plain{
-		// The bytes a herd writer of the default codec would write.
-		Set: func(ctx context.Context, key, value string) error {
-			data, err := store.Encode[string](store.JSON[string]{}, store.Entry[string]{Value: value})
-			if err != nil {
-				return err
-			}
-			return plainClient.Set(ctx, keyOf(key), data, 0).Err()
-		},
-		Delete: func(ctx context.Context, key string) error { return plainClient.Del(ctx, keyOf(key)).Err() },
-	}
+	plain := fleetcheck.PlainBytes(func(ctx context.Context, key string, data []byte) error {
+		return plainClient.Set(ctx, keyOf(key), data, 0).Err()
+	}, func(ctx context.Context, key string) error { return plainClient.Del(ctx, keyOf(key)).Err() })
 	kill := func(kind string) func() error {
 		return func() error { return admin.ClientKillByFilter(context.Background(), "TYPE", kind).Err() }
 	}

@@ -3,7 +3,6 @@ package redisstore_test
 import (
 	"context"
 	"net"
-	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -14,48 +13,17 @@ import (
 	"github.com/herdcache/herd/store/storetest"
 )
 
-// proxied remembers the proxies through which each store of a test reaches
-// its servers, so that the suites' Cut cuts that store alone.
-type proxied struct {
-	mu      sync.Mutex
-	proxies map[store.Store[storetest.Value]][]*herdtest.Proxy
-}
-
-func (p *proxied) add(s store.Store[storetest.Value], ps ...*herdtest.Proxy) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.proxies == nil {
-		p.proxies = make(map[store.Store[storetest.Value]][]*herdtest.Proxy)
-	}
-	p.proxies[s] = ps
-}
-
-// cut cuts every proxy of s and returns what restores them.
-func (p *proxied) cut(_ *testing.T, s store.Store[storetest.Value]) func() {
-	p.mu.Lock()
-	ps := p.proxies[s]
-	p.mu.Unlock()
-	for _, x := range ps {
-		x.Cut()
-	}
-	return func() {
-		for _, x := range ps {
-			x.Restore()
-		}
-	}
-}
-
 // The two-level suite over one server: each far store on a client of its
 // own through a proxy of its own, which the suite's Cut cuts. Redis keeps
 // no record to replay: the stream reports a Gap after a cut.
 func TestTwoLevel(t *testing.T) {
 	srv := startRedis(t)
-	var ps proxied
-	storetest.RunTwoLevel(t, storetest.TwoLevelOptions{Cut: ps.cut}, func(t *testing.T) store.Store[storetest.Value] {
+	var ps herdtest.Proxied[store.Store[storetest.Value]]
+	storetest.RunTwoLevel(t, storetest.TwoLevelOptions{Cut: ps.Cut}, func(t *testing.T) store.Store[storetest.Value] {
 		p := herdtest.NewProxy(t, srv.addr())
 		s := redisstore.New[storetest.Value](newClient(t, p.Addr()), redisstore.Prefix(prefixOf(t)), redisstore.WithLogger(discard()), withGob)
 		t.Cleanup(func() { _ = s.Close(context.Background()) })
-		ps.add(s, p)
+		ps.Add(s, p)
 		return s
 	})
 }
@@ -66,8 +34,8 @@ func TestTwoLevel(t *testing.T) {
 // three.
 func TestClusterTwoLevel(t *testing.T) {
 	srvs := startCluster3(t)
-	var ps proxied
-	storetest.RunTwoLevel(t, storetest.TwoLevelOptions{Cut: ps.cut}, func(t *testing.T) store.Store[storetest.Value] {
+	var ps herdtest.Proxied[store.Store[storetest.Value]]
+	storetest.RunTwoLevel(t, storetest.TwoLevelOptions{Cut: ps.Cut}, func(t *testing.T) store.Store[storetest.Value] {
 		via := make(map[string]string, len(srvs))
 		proxies := make([]*herdtest.Proxy, len(srvs))
 		for i, srv := range srvs {
@@ -85,7 +53,7 @@ func TestClusterTwoLevel(t *testing.T) {
 		})
 		s := redisstore.New[storetest.Value](c, redisstore.Prefix(prefixOf(t)), redisstore.WithLogger(discard()), withGob)
 		t.Cleanup(func() { _ = s.Close(context.Background()) })
-		ps.add(s, proxies...)
+		ps.Add(s, proxies...)
 		return s
 	})
 }

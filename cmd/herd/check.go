@@ -30,15 +30,8 @@ const checkInstances = 3
 const defaultCheckCalls = 2000
 
 // checkBounds are the bounds of the history check (see the fleetcheck
-// package): changes are delivered within a millisecond or two on loopback;
-// 200ms is a wide margin and a fifth of the NearTTL. A near tier of ten
-// keys is repaired in a round trip or two.
-var checkBounds = fleetcheck.Bounds{
-	NearTTL:  time.Second,
-	Tick:     tiered.DefaultNearResolution,
-	Delivery: 200 * time.Millisecond,
-	Repair:   200 * time.Millisecond,
-}
+// package): its servers are on loopback.
+var checkBounds = fleetcheck.Loopback
 
 // checkFlags are the flags of the history check.
 type checkFlags struct {
@@ -196,16 +189,9 @@ func (f *checkFleet) openRedis(raw string, quiet *slog.Logger) ([]store.Versione
 		fars = append(fars, far)
 	}
 	keyOf := redisstore.New[string](direct, redisstore.Prefix(prefix)).Key
-	f.plain = fleetcheck.Plain{
-		Set: func(ctx context.Context, key, value string) error {
-			data, err := store.Encode[string](store.JSON[string]{}, store.Entry[string]{Value: value})
-			if err != nil {
-				return err
-			}
-			return direct.Set(ctx, keyOf(key), data, 0).Err()
-		},
-		Delete: func(ctx context.Context, key string) error { return direct.Del(ctx, keyOf(key)).Err() },
-	}
+	f.plain = fleetcheck.PlainBytes(func(ctx context.Context, key string, data []byte) error {
+		return direct.Set(ctx, keyOf(key), data, 0).Err()
+	}, func(ctx context.Context, key string) error { return direct.Del(ctx, keyOf(key)).Err() })
 	f.extra = []fleetcheck.Fault{{
 		What: "tracking connections killed (CLIENT KILL TYPE pubsub)", Instance: history.Everyone,
 		Bound: checkBounds.Fault(),
@@ -264,17 +250,10 @@ func (f *checkFleet) openNATS(ctx context.Context, raw string, quiet *slog.Logge
 // natsPlain is a plain writer of kv. natsstore keeps key k under "d.k"
 // and k escaped; the keys of a check ("k0", "probe") need no escaping.
 func natsPlain(kv jetstream.KeyValue) fleetcheck.Plain {
-	return fleetcheck.Plain{
-		Set: func(ctx context.Context, key, value string) error {
-			data, err := store.Encode[string](store.JSON[string]{}, store.Entry[string]{Value: value})
-			if err != nil {
-				return err
-			}
-			_, err = kv.Put(ctx, "d.k"+key, data)
-			return err
-		},
-		Delete: func(ctx context.Context, key string) error { return kv.Delete(ctx, "d.k"+key) },
-	}
+	return fleetcheck.PlainBytes(func(ctx context.Context, key string, data []byte) error {
+		_, err := kv.Put(ctx, "d.k"+key, data)
+		return err
+	}, func(ctx context.Context, key string) error { return kv.Delete(ctx, "d.k"+key) })
 }
 
 // faults are the nemesis of a check: the server's own faults, then one

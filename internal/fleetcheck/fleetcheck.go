@@ -91,6 +91,7 @@ import (
 	"github.com/herdcache/herd"
 	"github.com/herdcache/herd/internal/history"
 	"github.com/herdcache/herd/store"
+	"github.com/herdcache/herd/store/tiered"
 )
 
 // A Plain is a client of the shared backend that writes outside herd, in
@@ -101,6 +102,21 @@ type Plain struct {
 	// Delete makes key read as absent (a delete, or bytes that herd
 	// cannot decode).
 	Delete func(ctx context.Context, key string) error
+}
+
+// PlainBytes is the Plain that writes what a herd writer of the default
+// codec (store.JSON) would write, through put, and deletes through del.
+func PlainBytes(put func(ctx context.Context, key string, data []byte) error, del func(ctx context.Context, key string) error) Plain {
+	return Plain{
+		Set: func(ctx context.Context, key, value string) error {
+			data, err := store.Encode[string](store.JSON[string]{}, store.Entry[string]{Value: value})
+			if err != nil {
+				return err
+			}
+			return put(ctx, key, data)
+		},
+		Delete: del,
+	}
 }
 
 // A Fault is one step of the nemesis.
@@ -190,6 +206,20 @@ type Bounds struct {
 	Tick     time.Duration // the resolution of their near tier's clock
 	Delivery time.Duration // the change stream's delivery bound
 	Repair   time.Duration // how long an instance may take to repair its near tier once its stream is back
+}
+
+// Loopback are the bounds of a run over servers on loopback, with stores
+// of NearTTL one second and the default resolution. Changes are delivered
+// within a millisecond or two there, and within tens under -race on a
+// loaded machine (up to 60ms seen over NATS, with the server under -race in
+// the test's process): 200ms is three times the worst seen and a fifth of
+// the NearTTL. A near tier of ten keys is repaired in a round trip or two
+// (Redis), or by a replay of ten keys' changes (NATS).
+var Loopback = Bounds{
+	NearTTL:  time.Second,
+	Tick:     tiered.DefaultNearResolution,
+	Delivery: 200 * time.Millisecond,
+	Repair:   200 * time.Millisecond,
 }
 
 // Fault is the staleness allowed to the reads of an instance whose stream

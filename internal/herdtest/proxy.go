@@ -146,3 +146,36 @@ func (p *Proxy) Cut() {
 	p.mu.Unlock()
 	p.wg.Wait()
 }
+
+// Proxied remembers the proxies through which each store (or client) of a
+// test reaches its servers, so that a suite's Cut cuts that one alone.
+type Proxied[S comparable] struct {
+	mu      sync.Mutex
+	proxies map[S][]*Proxy
+}
+
+// Add records that s reaches its servers through ps.
+func (p *Proxied[S]) Add(s S, ps ...*Proxy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.proxies == nil {
+		p.proxies = make(map[S][]*Proxy)
+	}
+	p.proxies[s] = ps
+}
+
+// Cut cuts every proxy of s and returns what restores them: the shape of
+// the storetest suites' Cut.
+func (p *Proxied[S]) Cut(_ *testing.T, s S) func() {
+	p.mu.Lock()
+	ps := p.proxies[s]
+	p.mu.Unlock()
+	for _, x := range ps {
+		x.Cut()
+	}
+	return func() {
+		for _, x := range ps {
+			x.Restore()
+		}
+	}
+}
