@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herdcache/herd/internal/herdtest"
 	"github.com/herdcache/herd/natsstore"
 	"github.com/herdcache/herd/store"
 )
@@ -47,36 +48,12 @@ func TestTieredPartitionResumes(t *testing.T) {
 	if got := a.Stats().FarReads; got != reads {
 		t.Fatalf("%d far reads while partitioned, want none", got-reads)
 	}
-	for i := range 10 {
-		k := fmt.Sprint(i)
-		var err error
-		if i < 5 {
-			err = b.Set(ctx, k, store.Entry[string]{Value: "v1"})
-		} else {
-			err = b.Delete(ctx, k)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	herdtest.ChangeWhileAway(t, b)
 	changes := a.Stats().Changes
 	p.Restore()
 	waitFor(t, 20*time.Second, "the replay of the 10 changes", func() bool { return a.Stats().Changes >= changes+10 })
 	before := a.Stats()
-	for i := range 400 {
-		k := fmt.Sprint(i)
-		e, ok, err := a.Get(ctx, k)
-		switch {
-		case err != nil:
-			t.Fatal(err)
-		case i < 5 && (!ok || e.Value != "v1"):
-			t.Fatalf("%q after the partition: %+v, %v; want v1", k, e, ok)
-		case i >= 5 && i < 10 && ok:
-			t.Fatalf("%q, deleted while A was away: %+v", k, e)
-		case i >= 10 && (!ok || e.Value != "v0"):
-			t.Fatalf("%q after the partition: %+v, %v; want v0", k, e, ok)
-		}
-	}
+	herdtest.CheckBack(t, a, 400, "after the partition")
 	after := a.Stats()
 	t.Logf("after the partition: %d far reads to serve 400 keys, %d repair reads, %d flushes", after.FarReads-before.FarReads, after.RepairReads, after.Flushes)
 	if reads := after.FarReads - before.FarReads; reads != 10 || after.RepairReads != 0 || after.Flushes != 0 {

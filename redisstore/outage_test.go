@@ -110,42 +110,17 @@ func TestTieredPartitionRepairs(t *testing.T) {
 	a := behind(t, srv, p)
 	b := behind(t, srv, nil)
 	holdKeys(t, b, 400, a)
-	ctx := context.Background()
 
 	p.Cut()
 	waitFor(t, "A's stream reported Down", func() bool { return a.Stats().Downs > 0 })
-	for i := range 10 {
-		k := fmt.Sprint(i)
-		var err error
-		if i < 5 {
-			err = b.Set(ctx, k, store.Entry[string]{Value: "v1"})
-		} else {
-			err = b.Delete(ctx, k)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	herdtest.ChangeWhileAway(t, b)
 	p.Restore()
 	waitFor(t, "A repaired its near tier", func() bool {
 		st := a.Stats()
 		return st.Repairs > 0 && st.RepairReads >= 400 && st.InFlight == 0
 	})
 	before := a.Stats()
-	for i := range 400 {
-		k := fmt.Sprint(i)
-		e, ok, err := a.Get(ctx, k)
-		switch {
-		case err != nil:
-			t.Fatal(err)
-		case i < 5 && (!ok || e.Value != "v1"):
-			t.Fatalf("%q after the repair: %+v, %v; want v1", k, e, ok)
-		case i >= 5 && i < 10 && ok:
-			t.Fatalf("%q, deleted while A was away: %+v after the repair", k, e)
-		case i >= 10 && (!ok || e.Value != "v0"):
-			t.Fatalf("%q after the repair: %+v, %v; want v0", k, e, ok)
-		}
-	}
+	herdtest.CheckBack(t, a, 400, "after the repair")
 	after := a.Stats()
 	t.Logf("repair: %d keys read in bulk, %d dropped; %d far reads to serve the 400 keys after it", after.RepairReads, after.RepairDrops, after.FarReads-before.FarReads)
 	if reads := after.FarReads - before.FarReads; reads != 5 {
