@@ -273,12 +273,7 @@ func TestEchoLostBeforeGapDoesNotConsumeALaterChange(t *testing.T) {
 				if tc.down {
 					g.report(store.Change{Down: true})
 				}
-				g.swallow.Store(true)
-				if err := a.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
-					t.Fatal(err)
-				}
-				synctest.Wait() // the change of A's write is lost
-				g.swallow.Store(false)
+				g.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) }) // the change of A's write is lost
 				held := g.hold(tc.stop, "k")
 				g.report(store.Change{Gap: true})
 				<-held.reached // the repair's read of k waits
@@ -334,12 +329,7 @@ func TestReadInFlightAcrossGapDoesNotEscapeTheRepair(t *testing.T) {
 			read <- e.Value
 		}()
 		<-held.reached // A's far read has read 1
-		g.swallow.Store(true)
-		if err := g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait() // the change is lost
-		g.swallow.Store(false)
+		g.unseen(t, func() error { return g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}) }) // the change is lost
 		g.report(store.Change{Gap: true})
 		synctest.Wait() // the repair is over
 		close(held.release)
@@ -374,12 +364,7 @@ func TestRepairCutShortByDownResumesAtUp(t *testing.T) {
 		synctest.Wait()
 		mustValue(t, a, "k", 1)
 		g.report(store.Change{Down: true})
-		g.swallow.Store(true)
-		if err := g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait()
-		g.swallow.Store(false)
+		g.unseen(t, func() error { return g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}) })
 		held := g.hold("getmany-before", "k")
 		g.report(store.Change{Gap: true})
 		<-held.reached
@@ -441,12 +426,7 @@ func TestFallbackOfKeyDeletedDuringGapDoesNotSurviveTheRepair(t *testing.T) {
 					time.Sleep(2 * nearTTL)
 				}
 				g.report(store.Change{Down: true})
-				g.swallow.Store(true)
-				if err := g.Delete(ctx, "k"); err != nil {
-					t.Fatal(err)
-				}
-				synctest.Wait()
-				g.swallow.Store(false)
+				g.unseen(t, func() error { return g.Delete(ctx, "k") })
 				g.report(store.Change{Gap: true})
 				synctest.Wait() // the repair is over
 				st := a.Stats()
@@ -485,10 +465,7 @@ func TestFallbackIsServedUntilDropped(t *testing.T) {
 		}, false},
 		{"all", func(t *testing.T, g *gatedFar, _ *herd.Cache[int]) { g.reportAll() }, false},
 		{"found-gone", func(t *testing.T, g *gatedFar, c *herd.Cache[int]) {
-			g.swallow.Store(true)
-			_ = g.Delete(context.Background(), "k")
-			synctest.Wait()
-			g.swallow.Store(false)
+			g.unseen(t, func() error { return g.Delete(context.Background(), "k") })
 			// The far read finds nothing; the source fails.
 			if _, err := c.Fetch(context.Background(), "k", failingLoad); err == nil {
 				t.Fatal("Fetch of a key gone from the far tier, with the source failing, succeeded")

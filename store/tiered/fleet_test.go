@@ -78,6 +78,18 @@ func (f *farStore) report(c store.Change) {
 // reportAll reports a Change with All set to every watch.
 func (f *farStore) reportAll() { f.report(store.Change{All: true}) }
 
+// unseen runs do, which must succeed, with the stream losing the changes
+// it makes, and waits (in a synctest bubble) until they are lost.
+func (f *farStore) unseen(t *testing.T, do func() error) {
+	t.Helper()
+	f.swallow.Store(true)
+	if err := do(); err != nil {
+		t.Fatal(err)
+	}
+	synctest.Wait()
+	f.swallow.Store(false)
+}
+
 // release lets a Get held by holdGet(key) return.
 func (f *farStore) release(key string) {
 	f.mu.Lock()

@@ -208,12 +208,7 @@ func TestLostEchoIsNotTakenForALaterWrite(t *testing.T) {
 		fl := fleet(t, f, 2)
 		a, b := fl[0], fl[1]
 		ctx := context.Background()
-		f.swallow.Store(true)
-		if err := a.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
-			t.Fatal(err)
-		}
-		synctest.Wait() // the echo is lost
-		f.swallow.Store(false)
+		f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) }) // the echo is lost
 		f.report(store.Change{Down: true})
 		if err := b.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
 			t.Fatal(err)
@@ -342,12 +337,7 @@ func TestCoalescedChangeIsNotTakenForAnEcho(t *testing.T) {
 		a, b := fl[0], fl[1]
 		ctx := context.Background()
 		for round := range 10 {
-			f.swallow.Store(true)
-			if err := a.Set(ctx, "k", store.Entry[int]{Value: -round}); err != nil {
-				t.Fatal(err)
-			}
-			synctest.Wait() // the echo is coalesced away
-			f.swallow.Store(false)
+			f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: -round}) }) // the echo is coalesced away
 			if err := b.Set(ctx, "k", store.Entry[int]{Value: round}); err != nil {
 				t.Fatal(err)
 			}

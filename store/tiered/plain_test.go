@@ -146,12 +146,7 @@ func TestPlainLostEchoIsNotTakenForALaterWrite(t *testing.T) {
 				fl := plainFleet(t, f, 2)
 				a, b := fl[0], fl[1]
 				ctx := context.Background()
-				f.swallow.Store(true)
-				if err := a.Set(ctx, "k", store.Entry[int]{Value: 1}); err != nil {
-					t.Fatal(err)
-				}
-				synctest.Wait() // the echo is lost
-				f.swallow.Store(false)
+				f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) }) // the echo is lost
 				f.report(loss)
 				synctest.Wait()
 				if err := b.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
