@@ -236,6 +236,25 @@ func mustValue(t *testing.T, s store.Store[int], key string, want int) {
 	}
 }
 
+// writeBack sets the keys "0" to "9" in turn to 0, 1, ... n-1 through s,
+// and reads each write back at once; every waitEvery-th write (the first
+// included) has its echo delivered before its read, the others not.
+func writeBack(t *testing.T, s store.Store[int], n, waitEvery int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		k := fmt.Sprint(i % 10)
+		if err := s.Set(ctx, k, store.Entry[int]{Value: i}); err != nil {
+			t.Fatal(err)
+		}
+		if i%waitEvery == 0 {
+			synctest.Wait()
+		}
+		mustValue(t, s, k, i)
+	}
+	synctest.Wait()
+}
+
 // A Set on one instance reaches the near tiers of the two others: once the
 // change is delivered, none of them reads the old value.
 func TestSetReachesEveryInstance(t *testing.T) {

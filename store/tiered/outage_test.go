@@ -167,17 +167,7 @@ func TestWriterKeepsItsOwnWrite(t *testing.T) {
 		fl := fleet(t, f, 2)
 		a, b := fl[0], fl[1]
 		ctx := context.Background()
-		for i := range 1000 {
-			k := fmt.Sprint(i % 10)
-			if err := a.Set(ctx, k, store.Entry[int]{Value: i}); err != nil {
-				t.Fatal(err)
-			}
-			if i%2 == 0 {
-				synctest.Wait() // the echo delivered before the read
-			}
-			mustValue(t, a, k, i)
-		}
-		synctest.Wait()
+		writeBack(t, a, 1000, 2)
 		if st := a.Stats(); st.FarReads != 0 || st.Echoes != 1000 {
 			t.Fatalf("writer after 1,000 own writes read back: %+v, want no far read and 1,000 echoes kept", st)
 		}

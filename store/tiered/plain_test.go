@@ -83,17 +83,7 @@ func TestPlainWriterKeepsItsOwnWrites(t *testing.T) {
 		fl := plainFleet(t, f, 2)
 		a, b := fl[0], fl[1]
 		ctx := context.Background()
-		for i := range 1000 {
-			k := fmt.Sprint(i % 10)
-			if err := a.Set(ctx, k, store.Entry[int]{Value: i}); err != nil {
-				t.Fatal(err)
-			}
-			if i%3 == 0 {
-				synctest.Wait()
-			}
-			mustValue(t, a, k, i)
-		}
-		synctest.Wait()
+		writeBack(t, a, 1000, 3)
 		// Writes of one key in a row, each before the echo of the one
 		// before: each copy waits for the echoes the one it replaced
 		// waited for.
