@@ -328,7 +328,7 @@ func TestReadInFlightAcrossGapDoesNotEscapeTheRepair(t *testing.T) {
 			}
 			read <- e.Value
 		}()
-		<-held.reached // A's far read has read 1
+		<-held.reached                                                                         // A's far read has read 1
 		g.unseen(t, func() error { return g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}) }) // the change is lost
 		g.report(store.Change{Gap: true})
 		synctest.Wait() // the repair is over

@@ -71,23 +71,31 @@ func ask(c net.Conn, r *bufio.Reader, wait time.Duration) (string, error) {
 	return r.ReadString('\n')
 }
 
-// A hang holds what both sides send, on open connections, and Restore
-// delivers it; a connection made during the hang is taken and held too.
-func TestHangHoldsThenDelivers(t *testing.T) {
+// connected starts a proxy to an echo server, which the test closes at its
+// end, and returns it with a connection through it that had an answer.
+func connected(t *testing.T) (*proxy.Proxy, net.Conn, *bufio.Reader) {
+	t.Helper()
 	p, err := proxy.Start(echo(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(p.Close)
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
 	r := bufio.NewReader(c)
 	if got, err := ask(c, r, 5*time.Second); err != nil || got != "ping\n" {
 		t.Fatalf("through the proxy: %q, %v", got, err)
 	}
+	return p, c, r
+}
+
+// A hang holds what both sides send, on open connections, and Restore
+// delivers it; a connection made during the hang is taken and held too.
+func TestHangHoldsThenDelivers(t *testing.T) {
+	p, c, r := connected(t)
 	p.Cut(proxy.Hang)
 	if got, err := ask(c, r, 100*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("while hung: %q, %v; want a read that times out", got, err)
@@ -124,20 +132,7 @@ func TestHangHoldsThenDelivers(t *testing.T) {
 // Refuse closes the open connections and refuses new ones; Restore listens
 // on the same port again.
 func TestRefuseClosesThenListensAgain(t *testing.T) {
-	p, err := proxy.Start(echo(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	r := bufio.NewReader(c)
-	if got, err := ask(c, r, 5*time.Second); err != nil || got != "ping\n" {
-		t.Fatalf("through the proxy: %q, %v", got, err)
-	}
+	p, c, r := connected(t)
 	p.Cut(proxy.Refuse)
 	if got, err := ask(c, r, 5*time.Second); err == nil {
 		t.Fatalf("an open connection answered %q after Refuse", got)
