@@ -273,7 +273,8 @@ func TestEchoLostBeforeGapDoesNotConsumeALaterChange(t *testing.T) {
 				if tc.down {
 					g.report(store.Change{Down: true})
 				}
-				g.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) }) // the change of A's write is lost
+				// A write of A, whose change the stream loses.
+				g.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) })
 				held := g.hold(tc.stop, "k")
 				g.report(store.Change{Gap: true})
 				<-held.reached // the repair's read of k waits
@@ -328,8 +329,9 @@ func TestReadInFlightAcrossGapDoesNotEscapeTheRepair(t *testing.T) {
 			}
 			read <- e.Value
 		}()
-		<-held.reached                                                                         // A's far read has read 1
-		g.unseen(t, func() error { return g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}) }) // the change is lost
+		<-held.reached // A's far read has read 1
+		// Another client's write, whose change is lost.
+		g.unseen(t, func() error { return g.Store.Set(ctx, "k", store.Entry[int]{Value: 2}) })
 		g.report(store.Change{Gap: true})
 		synctest.Wait() // the repair is over
 		close(held.release)

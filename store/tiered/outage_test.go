@@ -198,7 +198,8 @@ func TestLostEchoIsNotTakenForALaterWrite(t *testing.T) {
 		fl := fleet(t, f, 2)
 		a, b := fl[0], fl[1]
 		ctx := context.Background()
-		f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) }) // the echo is lost
+		// A write of A, whose echo the stream loses.
+		f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) })
 		f.report(store.Change{Down: true})
 		if err := b.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
 			t.Fatal(err)
@@ -327,7 +328,8 @@ func TestCoalescedChangeIsNotTakenForAnEcho(t *testing.T) {
 		a, b := fl[0], fl[1]
 		ctx := context.Background()
 		for round := range 10 {
-			f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: -round}) }) // the echo is coalesced away
+			// A write of A, whose echo is coalesced away.
+			f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: -round}) })
 			if err := b.Set(ctx, "k", store.Entry[int]{Value: round}); err != nil {
 				t.Fatal(err)
 			}

@@ -136,7 +136,8 @@ func TestPlainLostEchoIsNotTakenForALaterWrite(t *testing.T) {
 				fl := plainFleet(t, f, 2)
 				a, b := fl[0], fl[1]
 				ctx := context.Background()
-				f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) }) // the echo is lost
+				// A write of A, whose echo the stream loses.
+				f.unseen(t, func() error { return a.Set(ctx, "k", store.Entry[int]{Value: 1}) })
 				f.report(loss)
 				synctest.Wait()
 				if err := b.Set(ctx, "k", store.Entry[int]{Value: 2}); err != nil {
