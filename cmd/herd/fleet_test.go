@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 )
 
 // fleetRun is the JSON of a fleet run, as much of it as the tests read.
@@ -175,19 +174,7 @@ func TestFleetOverRedis(t *testing.T) {
 	url := startRedis(t)
 	r := runFleetScenario(t, url, "--store-outage", "1s")
 	checkFleetOutage(t, &r, "hang")
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := redis.NewClient(opts)
-	defer client.Close()
-	keys, err := client.Keys(context.Background(), "herd-demo-*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 0 {
-		t.Fatalf("the run left %d keys behind, e.g. %q", len(keys), keys[0])
-	}
+	assertNoRedisKeys(t, url)
 }
 
 // Over a real NATS JetStream: the two-level store follows a watch of the

@@ -75,19 +75,7 @@ func TestRunOverRedis(t *testing.T) {
 	if !strings.Contains(stdout, "share redis://127.0.0.1") {
 		t.Fatalf("the output does not say it ran on Redis:\n%s", stdout)
 	}
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := redis.NewClient(opts)
-	defer client.Close()
-	keys, err := client.Keys(context.Background(), "herd-demo-*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 0 {
-		t.Fatalf("the run left %d keys behind, e.g. %q", len(keys), keys[0])
-	}
+	assertNoRedisKeys(t, url)
 }
 
 // A Redis that hangs once the run has started (it takes connections and
