@@ -100,7 +100,7 @@ func TestHungRedisCostsOneStoreTimeout(t *testing.T) {
 	start := time.Now()
 	herdtest.Returns(t, "the first Get against a hung server", func() error {
 		if v, err := c.Get(ctx, "first", load); err != nil || v != "from the source" {
-			return fmt.Errorf("first Get = %q, %v", v, err)
+			return fmt.Errorf("first Get = %q, %w", v, err)
 		}
 		return nil
 	})
