@@ -99,8 +99,12 @@ func TestHungRedisCostsOneStoreTimeout(t *testing.T) {
 
 	start := time.Now()
 	herdtest.Returns(t, "the first Get against a hung server", func() error {
-		if v, err := c.Get(ctx, "first", load); err != nil || v != "from the source" {
-			return fmt.Errorf("first Get = %q, %w", v, err)
+		v, err := c.Get(ctx, "first", load)
+		if err != nil {
+			return fmt.Errorf("first Get: %w", err)
+		}
+		if v != "from the source" {
+			return fmt.Errorf("first Get = %q, want the source's value", v)
 		}
 		return nil
 	})
